@@ -1,0 +1,64 @@
+"""`brat demo`: a throwaway repository with tasks and real sessions, reaped and listed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pygit2
+
+from .clock import now_ms
+from .config import load_config
+from .issues.tasks import create_task
+from .reaper import reap
+from .render import sessions_table
+from .worker.api import Tracker
+from .worker.run import run_command
+
+
+def run_demo(target: str | None = None) -> dict:
+    path = Path(target) if target else Path(tempfile.mkdtemp(prefix="brat-demo-"))
+    path.mkdir(parents=True, exist_ok=True)
+    pygit2.init_repository(str(path))
+    tracker = Tracker(path)
+    ws = tracker.ws
+    parse = create_task(ws, "Parse brat's [session] blocks", "Paths: brat_sessions/sessions/block.py")
+    reap_task = create_task(ws, "Reap stale sessions in CI", "Acceptance: one commit per pass")
+    review = create_task(ws, "Review the sync design", status="needs-review")
+
+    # 1. a polecat that runs a real command to the end, output stored in git
+    code, finished = run_command(tracker, parse.task_id,
+                                 [sys.executable, "-c", "print('parsed 42 blocks')"],
+                                 engine="shell", tee=False)
+    # 2. a polecat that is alive and heartbeating (this process)
+    alive = tracker.start(reap_task.task_id, engine="codex", pid=os.getpid())
+    tracker.transition(alive.session_id, "ready")
+    tracker.heartbeat(alive.session_id)
+    # 3. a person's crew session
+    crew = tracker.start(review.task_id, session_type="crew", engine="claude", state="running")
+    tracker.heartbeat(crew.session_id)
+    # 4. a polecat whose process died without an exit record: the reaper calls it a crash
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    tracker.start(reap_task.task_id, engine="codex", pid=gone.pid, state="running")
+
+    report = reap(ws, load_config(ws.ctx.config_root))
+    sessions = tracker.sessions(include_exited=True)
+    now = now_ms()
+    text = "\n".join([
+        f"demo repository: {path}",
+        f"3 tasks; 4 sessions; `run` exited {code}; the reaper recorded "
+        + ", ".join(f"{v.session_id} {v.exit_reason}" for v in report.reaped),
+        "",
+        sessions_table(sessions, now),
+        "",
+        f"try: brat -C {path} sessions show {finished}",
+        f"     brat -C {path} sessions log {finished}",
+        f"     brat -C {path} task list",
+    ])
+    data = {"repository": str(path), "sessions": [s.to_json(now) for s in sessions],
+            "reaped": [v.to_json() for v in report.reaped]}
+    return {"data": data, "text": text}

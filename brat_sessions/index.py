@@ -1,0 +1,255 @@
+"""The local index: a SQLite cache of the log's projection, keyed by the WAL head.
+
+It lives in `<git common dir>/brat_sessions/index.sqlite`, never in the
+working tree, and can be deleted at any time: it is rebuilt from the log. A
+refresh replays only the commits the index has not seen (everything after the
+head it reflects, or after the point where a sync rebuilt the log on another
+head). All folds are idempotent, so replaying a commit twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Iterator
+
+
+from .errors import CorruptCommit, NotFound
+from .issues import projection as issue_proj
+from .issues.projection import Issue
+from .sessions import projection as session_proj
+from .sessions.model import Session
+from .sessions.projection import BlockRecord
+from .storage import events as kinds
+from .storage.repo import RepoContext
+from .storage.wal import Wal, WalCommit
+
+FORMAT_VERSION = 3
+BUSY_TIMEOUT_S = 120
+
+
+def _warn(message: str) -> None:
+    print(f"brat: {message}", file=sys.stderr)
+
+
+class Index:
+    """Read access to issues and sessions, refreshed from the log on demand."""
+
+    def __init__(self, ctx: RepoContext, wal: Wal | None = None) -> None:
+        self.ctx = ctx
+        self.wal = wal or Wal(ctx)
+        self.path: Path = ctx.data_dir / "index.sqlite"
+        self.db = self._open()
+        self._reported: set[str] = set()
+
+    # opening -----------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = self._connect()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == FORMAT_VERSION:
+                return db
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                _warn(f"index {self.path} is from another format ({version}); rebuilding it")
+                db.close()
+                self._remove()
+                db = self._connect()
+            return self._create(db)
+        except sqlite3.DatabaseError as exc:
+            _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
+            self._remove()
+            return self._create(self._connect())
+
+    def _remove(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(str(self.path) + suffix)
+            except FileNotFoundError:
+                pass
+
+    def _create(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        db.execute("BEGIN IMMEDIATE")
+        if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+            schema = ("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+                      + issue_proj.SCHEMA + session_proj.SCHEMA)
+            for statement in schema.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+        db.execute("COMMIT")
+        return db
+
+    def close(self) -> None:
+        self.db.close()
+
+    # refreshing --------------------------------------------------------
+    def indexed_head(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='head'").fetchone()
+        return row[0] if row else None
+
+    def refresh(self, head: str | None = None) -> "Index":
+        """Bring the index to `head` (default: the current WAL head)."""
+        target = head if head is not None else self.wal.head()
+        try:
+            if self.indexed_head() == target:
+                return self
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self.indexed_head()
+                if current != target:
+                    self._replay(current, target)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
+            self.db.close()
+            self._remove()
+            self.db = self._create(self._connect())
+            return self.refresh(head)
+        return self
+
+    def _since(self, current: str | None) -> str | None:
+        if current is None:
+            return None
+        try:
+            self.ctx.repo[current]
+            return current  # the walk hides it and all its ancestors
+        except (KeyError, ValueError):
+            return None  # gone (gc after a sync): replay all, idempotently
+
+    def _replay(self, current: str | None, target: str | None) -> None:
+        db = self.db
+        if target is None:
+            db.execute("DELETE FROM meta WHERE key='head'")
+            return
+        touched_sessions: set[str] = set()
+        touched_issues: set[str] = set()
+        for item in self.wal.replay(target, self._since(current)):
+            if isinstance(item, CorruptCommit):
+                session_proj.add_problem(db, f"commit:{item.commit}", "corrupt_commit",
+                                         item.message, commit_id=item.commit)
+                continue
+            self._apply_commit(item, touched_sessions, touched_issues)
+        for iid in touched_issues:
+            issue_proj.refresh_task_id(db, iid)
+        session_proj.recompute(db, touched_sessions)
+        db.execute("INSERT OR REPLACE INTO meta VALUES('head', ?)", (target,))
+
+    def _apply_commit(self, commit: WalCommit, sessions: set[str], issues: set[str]) -> None:
+        for ev in commit.events:
+            try:
+                if issue_proj.apply_event(self.db, ev):
+                    issues.add(ev.issue_id.hex())
+                if ev.kind == kinds.COMMENT_ADDED:
+                    sessions |= session_proj.apply_comment(self.db, ev, commit.oid)
+            except (TypeError, ValueError, IndexError) as exc:
+                session_proj.add_problem(
+                    self.db, f"event:{ev.event_id.hex()}", "bad_event",
+                    f"event {ev.event_id.hex()} (commit {commit.oid}) has a bad payload: {exc}",
+                    commit_id=commit.oid, event_id=ev.event_id.hex())
+
+    # problems ----------------------------------------------------------
+    def problems(self) -> list[dict]:
+        rows = self.db.execute("SELECT problem_id, kind, commit_id, event_id, session_id, message "
+                               "FROM problems ORDER BY kind, problem_id").fetchall()
+        found = [dict(zip(("id", "kind", "commit_id", "event_id", "session_id", "message"), r))
+                 for r in rows]
+        for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE created=0 ORDER BY issue_id"):
+            found.append({"id": f"orphan:{iid}", "kind": "orphan_events", "commit_id": None,
+                          "event_id": None, "session_id": None,
+                          "message": f"events for issue {iid}, whose IssueCreated is missing"})
+        return found
+
+    def report_corrupt_commits(self) -> None:
+        """Name each corrupt WAL commit on stderr (once per process)."""
+        for (pid, message) in self.db.execute(
+                "SELECT problem_id, message FROM problems WHERE kind='corrupt_commit'"):
+            if pid not in self._reported:
+                self._reported.add(pid)
+                _warn(f"{message}; skipped")
+
+    # issues ------------------------------------------------------------
+    def issue(self, issue_id: str) -> Issue | None:
+        return issue_proj.load_issue(self.db, issue_id)
+
+    def find_task(self, ref: str) -> Issue:
+        """A task issue by task id (`t-...`) or grite issue id (32 hex)."""
+        ref = ref.strip()
+        row = self.db.execute("SELECT issue_id FROM issues WHERE task_id=? AND created=1 "
+                              "ORDER BY created_ts LIMIT 1", (ref,)).fetchone()
+        iid = row[0] if row else ref.lower()
+        issue = self.issue(iid)
+        if issue is None or not issue.created:
+            raise NotFound(f"no task {ref}")
+        return issue
+
+    def task_issues(self) -> Iterator[Issue]:
+        for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE task_id IS NOT NULL "
+                                      "AND created=1 ORDER BY created_ts, issue_id").fetchall():
+            issue = self.issue(iid)
+            if issue is not None and "type:task" in issue.labels:
+                yield issue
+
+    def task_id_exists(self, task_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM issues WHERE task_id=?", (task_id,)).fetchone() is not None
+
+    # sessions ----------------------------------------------------------
+    def session_id_exists(self, session_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM blocks WHERE session_id=? LIMIT 1",
+                               (session_id,)).fetchone() is not None
+
+    def sessions(self, include_exited: bool = False, issue_id: str | None = None) -> list[Session]:
+        sql = ("SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i "
+               "ON i.issue_id = s.issue_id")
+        where, args = [], []
+        if not include_exited:
+            where.append("s.status != 'exit'")
+        if issue_id is not None:
+            where.append("s.issue_id = ?")
+            args.append(issue_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.db.execute(sql, args).fetchall()
+        found = [session_proj.session_from_row(data, task) for data, task in rows]
+        found.sort(key=lambda s: (s.started_ts, s.session_id))
+        return found
+
+    def newest_session_start(self, issue_id: str, exclude: str | None = None) -> int | None:
+        row = self.db.execute("SELECT MAX(json_extract(data, '$.started_ts')) FROM sessions "
+                              "WHERE issue_id=? AND session_id != ?",
+                              (issue_id, exclude or "")).fetchone()
+        return row[0] if row else None
+
+    def session(self, session_id: str) -> Session:
+        row = self.db.execute("SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i "
+                              "ON i.issue_id = s.issue_id WHERE s.session_id=?",
+                              (session_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        return session_proj.session_from_row(*row)
+
+    def history(self, session_id: str) -> list[BlockRecord]:
+        return session_proj.load_blocks(self.db, session_id)
+
+
+def open_index(ctx: RepoContext, refresh: bool = True) -> Index:
+    index = Index(ctx)
+    if refresh:
+        index.refresh()
+        index.report_corrupt_commits()
+    return index
+
+
+__all__ = ["Index", "open_index"]

@@ -1,0 +1,1 @@
+"""Issues: the fold of grite events into issues, task issues and their labels."""

@@ -1,0 +1,19 @@
+"""brat's ids: `<prefix>-YYYYMMDD-<4 hex>`, checked against the repository."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Callable
+
+from ..errors import Conflict
+
+
+def new_id(prefix: str, ts_ms: int, exists: Callable[[str], bool]) -> str:
+    """A fresh id for the UTC day of `ts_ms` that `exists` does not know."""
+    day = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y%m%d")
+    for _ in range(1000):
+        candidate = f"{prefix}-{day}-{os.urandom(2).hex()}"
+        if not exists(candidate):
+            return candidate
+    raise Conflict(f"no free {prefix}- id left for {day}")

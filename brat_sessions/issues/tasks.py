@@ -1,0 +1,34 @@
+"""Task issues: create them with brat's labels and a fresh unique task id."""
+
+from __future__ import annotations
+
+from ..clock import now_ms
+from ..errors import BadInput
+from ..index import Index
+from ..storage.events import ISSUE_CREATED, make_event, new_issue_id
+from ..workspace import Workspace
+from .ids import new_id
+from .labels import TASK_STATUSES, task_labels
+from .projection import Issue
+
+
+def create_task(ws: Workspace, title: str, body: str = "", convoy: str | None = None,
+                status: str = "queued", priority: str | None = None) -> Issue:
+    if not title.strip():
+        raise BadInput("a task needs a title")
+    if status not in TASK_STATUSES:
+        raise BadInput(f"unknown task status {status!r}; one of {', '.join(TASK_STATUSES)}")
+    if priority is not None and priority not in ("P0", "P1", "P2"):
+        raise BadInput("priority must be P0, P1 or P2")
+    issue_id = new_issue_id()
+
+    def build(index: Index) -> list:
+        ts = now_ms()
+        task_id = new_id("t", ts, index.task_id_exists)
+        labels = task_labels(task_id, status, convoy, priority)
+        return [make_event(issue_id, bytes.fromhex(ws.actor), ts, ISSUE_CREATED, [title, body, labels])]
+
+    ws.append(build)
+    issue = ws.index.issue(issue_id.hex())
+    assert issue is not None
+    return issue

@@ -1,0 +1,126 @@
+"""`brat sessions reap`: give every session that is over an honest exit record.
+
+One pass judges every session that has not exited:
+
+- exited: it ran here under `run`, its process is gone, and the shim left how it ended;
+- crash: it ran here (`host` matches) and its pid is gone or now belongs to a newer process;
+- timeout: its last sign of life is older than the timeout (the spawn timeout if it
+  never heartbeated), allowing for clock skew.
+
+All exits of a pass go into one WAL commit. Each is re-checked at the head the
+commit lands on, so concurrent reapers never give a session two exits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .clock import now_ms
+from .config import Config
+from .errors import NotFound
+from .index import Index
+from .sessions.lease import drop_lease
+from .sessions.model import Session
+from .sessions.outputs import store_file
+from .sessions.writer import block_events
+from .storage.events import Event
+from .worker import procs
+from .worker.files import SessionFiles, code_and_reason
+from .workspace import Workspace, this_host
+
+
+@dataclass
+class Verdict:
+    session_id: str
+    task_id: str | None
+    exit_reason: str
+    exit_code: int
+    why: str
+
+    def to_json(self) -> dict:
+        return {"session_id": self.session_id, "task_id": self.task_id,
+                "exit_reason": self.exit_reason, "exit_code": self.exit_code, "why": self.why}
+
+
+def judge(session: Session, now: int, config: Config, host: str,
+          files: SessionFiles) -> Verdict | None:
+    """The exit a session deserves now, or None while it is alive."""
+    def verdict(reason: str, code: int, why: str) -> Verdict:
+        return Verdict(session.session_id, session.task_id, reason, code, why)
+
+    skew_ms = config.clock_skew * 1000
+    if session.pid and session.host == host and \
+            not procs.is_same_process(session.pid, session.pid_ts, zombies_count=True):
+        status = files.read_status()
+        if status is not None:
+            code, reason = code_and_reason(status)
+            if files.stop_request.exists():
+                reason = "user-stop"
+            return verdict(reason, code, f"process {session.pid} ended; its supervisor did not record it")
+        return verdict("crash", -1, f"process {session.pid} is gone from {host}")
+    last = session.last_sign_of_life()
+    never_beat = session.last_heartbeat_ts is None
+    limit_s = config.spawn_timeout if never_beat else config.effective_timeout
+    age = now - last
+    if age > limit_s * 1000 + skew_ms:
+        what = "started" if never_beat else "last heartbeat"
+        return verdict("timeout", -1, f"{what} {age // 1000}s ago (limit {limit_s:g}s)")
+    return None
+
+
+@dataclass
+class ReapReport:
+    reaped: list[Verdict]
+    alive: int
+    checked: int
+    dry_run: bool
+
+    def to_json(self) -> dict:
+        return {"reaped": [v.to_json() for v in self.reaped], "alive": self.alive,
+                "checked": self.checked, "dry_run": self.dry_run}
+
+
+def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False,
+         host: str | None = None) -> ReapReport:
+    now = now if now is not None else now_ms()
+    host = host or this_host()
+    logs = ws.ctx.logs_dir
+    ws.fresh_index()
+    candidates = ws.sessions()
+    verdicts = {}
+    for s in candidates:
+        v = judge(s, now, config, host, SessionFiles(logs, s.session_id))
+        if v is not None:
+            verdicts[s.session_id] = v
+    if dry_run or not verdicts:
+        return ReapReport(list(verdicts.values()), len(candidates) - len(verdicts),
+                          len(candidates), dry_run)
+    outputs = {sid: store_file(ws.repo, SessionFiles(logs, sid).log) for sid in verdicts}
+    written: list[Verdict] = []
+
+    def build(index: Index) -> list[Event]:
+        written.clear()
+        ts = now_ms()
+        events: dict[bytes, Event] = {}
+        for sid, v in verdicts.items():
+            try:
+                current = ws.with_lease(index.session(sid))
+            except NotFound:
+                continue
+            if current.exited:
+                continue  # another reaper or the worker got there first
+            if v.exit_reason == "timeout" and judge(current, now, config, host,
+                                                    SessionFiles(logs, sid)) is None:
+                continue  # it heartbeated meanwhile
+            fields = current.block_fields()
+            fields.update(state="exit", exit_code=v.exit_code, exit_reason=v.exit_reason,
+                          last_output_ref=outputs[sid] or current.last_output_ref)
+            for ev in block_events(index, ws.actor, current, fields, ts):
+                events.setdefault(ev.event_id, ev)  # two sessions of one task share label events
+            written.append(v)
+        return list(events.values())
+
+    ws.append(build)
+    for v in written:
+        drop_lease(ws.repo, v.session_id)
+    return ReapReport(written, len(candidates) - len(written), len(candidates), False)

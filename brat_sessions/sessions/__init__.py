@@ -1,0 +1,1 @@
+"""Sessions: the `[session]` block codec, the model and state machine, the projection."""

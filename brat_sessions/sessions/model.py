@@ -1,0 +1,90 @@
+"""The Session model and its state machine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import Conflict
+
+# spawned -> ready -> running -> handoff -> exit; any state -> exit.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "spawned": ("ready", "exit"),
+    "ready": ("running", "exit"),
+    "running": ("handoff", "exit"),
+    "handoff": ("exit",),
+    "exit": (),
+}
+
+SIGNAL_BASE = 128
+
+
+def allowed_targets(state: str) -> tuple[str, ...]:
+    return TRANSITIONS.get(state, ("exit",))
+
+
+def check_transition(session_id: str, current: str, target: str) -> None:
+    """Raise Conflict (exit code 4) naming the allowed targets when refused."""
+    allowed = allowed_targets(current)
+    if target not in allowed:
+        names = ", ".join(allowed) if allowed else "none (the session has exited)"
+        raise Conflict(f"session {session_id}: cannot go from {current} to {target}; allowed: {names}")
+
+
+@dataclass
+class Session:
+    """A session as projected from its blocks (and its heartbeat lease)."""
+
+    session_id: str
+    task_id: str | None
+    grite_issue_id: str
+    role: str
+    session_type: str
+    engine: str
+    worktree: str
+    pid: int | None
+    status: str
+    started_ts: int
+    last_heartbeat_ts: int | None
+    exit_code: int | None
+    exit_reason: str | None
+    last_output_ref: str | None
+    host: str | None = None
+    updated_ts: int = 0
+    pid_ts: int | None = None  # when the current pid was first recorded
+    blocks: int = 0
+    conflicts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exited(self) -> bool:
+        return self.status == "exit"
+
+    def last_sign_of_life(self) -> int:
+        return max(self.started_ts, self.last_heartbeat_ts or 0)
+
+    def heartbeat_age_ms(self, now: int) -> int | None:
+        if self.last_heartbeat_ts is None:
+            return None
+        return max(0, now - self.last_heartbeat_ts)
+
+    def block_fields(self) -> dict[str, Any]:
+        """The fields a new block for this session starts from."""
+        fields = {
+            "state": self.status, "session_id": self.session_id, "role": self.role,
+            "session_type": self.session_type, "engine": self.engine,
+            "worktree": self.worktree, "pid": self.pid, "started_ts": self.started_ts,
+            "last_heartbeat_ts": self.last_heartbeat_ts, "exit_code": self.exit_code,
+            "exit_reason": self.exit_reason, "last_output_ref": self.last_output_ref,
+        }
+        if self.host:
+            fields["host"] = self.host
+        return fields
+
+    def to_json(self, now: int | None = None) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        data.pop("pid_ts")
+        if now is not None:
+            data["heartbeat_age_ms"] = self.heartbeat_age_ms(now)
+        return data

@@ -1,0 +1,62 @@
+"""What `brat sessions log` shows: the live file while a session runs, stored bytes after."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import BratError, NotFound
+from .outputs import read_output
+
+
+@dataclass
+class LogView:
+    source: str  # "live", "stored" or "local"
+    data: bytes
+    output_ref: str | None
+
+
+def read_log(tracker, session_id: str) -> LogView:  # tracker: worker.api.Tracker
+    session = tracker.session(session_id)
+    path = tracker.files(session_id).log
+    if session.exited and session.last_output_ref:
+        try:
+            return LogView("stored", read_output(tracker.ws.repo, session.last_output_ref),
+                           session.last_output_ref)
+        except NotFound:
+            if path.is_file():
+                data = path.read_bytes()
+                if "sha256:" + hashlib.sha256(data).hexdigest() == session.last_output_ref:
+                    return LogView("local", data, session.last_output_ref)
+                raise BratError(f"{path} does not match {session.last_output_ref} and the stored "
+                                f"copy is not in this clone") from None
+            raise
+    if path.is_file():
+        return LogView("live" if not session.exited else "local", path.read_bytes(), None)
+    if session.exited:
+        raise NotFound(f"session {session_id} exited without a stored output")
+    raise NotFound(f"no output yet for session {session_id} ({path} does not exist here; "
+                   f"it runs on {session.host or 'another host'})")
+
+
+def follow_log(tracker, session_id: str, offset: int, out: BinaryIO, poll_s: float = 0.5) -> None:
+    """Print what is appended to the live log until the session exits."""
+    path = tracker.files(session_id).log
+    last_check = 0.0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while True:
+            chunk = fh.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if time.monotonic() - last_check > 1.0:
+                last_check = time.monotonic()
+                if tracker.ws.fresh_index().session(session_id).exited:
+                    out.write(fh.read())
+                    out.flush()
+                    return
+            time.sleep(poll_s)

@@ -1,0 +1,51 @@
+"""Session output logs kept in git: `refs/brat/sessions/outputs/<sha256 hex>` -> blob.
+
+The ref keeps the bytes reachable (they survive gc) and travels with sync; the
+name is the SHA-256 of exactly those bytes, so any clone can verify them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pygit2
+
+from ..errors import BratError, NotFound
+
+OUTPUT_PREFIX = "refs/brat/sessions/outputs/"
+_REF = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
+def output_ref(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def store_output(repo: pygit2.Repository, data: bytes) -> str:
+    """Store the bytes and return their `sha256:<hex>` reference."""
+    ref = output_ref(data)
+    repo.references.create(OUTPUT_PREFIX + ref[7:], repo.create_blob(data), force=True)
+    return ref
+
+
+def store_file(repo: pygit2.Repository, path: Path) -> str | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return store_output(repo, data)
+
+
+def read_output(repo: pygit2.Repository, ref: str) -> bytes:
+    """The stored bytes for a `sha256:` ref, verified against the hash."""
+    m = _REF.match(ref or "")
+    if not m:
+        raise NotFound(f"{ref!r} is not a sha256: output reference")
+    stored = repo.references.get(OUTPUT_PREFIX + m.group(1))
+    if stored is None:
+        raise NotFound(f"output {ref} is not in this clone (run `brat sync` to fetch it)")
+    data = repo[stored.target].data
+    if hashlib.sha256(data).hexdigest() != m.group(1):
+        raise BratError(f"output {ref} is corrupt: its bytes do not match the hash")
+    return data

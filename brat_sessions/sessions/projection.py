@@ -1,0 +1,144 @@
+"""From `[session]` blocks in comments to sessions (the spec's projection rules).
+
+Blocks are ordered by grite's (ts, actor, event_id) order, then their place in
+the comment, so that clones holding the same events agree on every session.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from ..storage.events import Event
+from .block import has_block, parse_blocks
+from .model import Session
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks(
+  block_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, issue_id TEXT NOT NULL,
+  ts INTEGER NOT NULL, actor TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
+  fields TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS blocks_session ON blocks(session_id, ts, actor, event_id, seq);
+CREATE TABLE IF NOT EXISTS sessions(
+  session_id TEXT PRIMARY KEY, issue_id TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
+CREATE INDEX IF NOT EXISTS sessions_issue ON sessions(issue_id);
+CREATE TABLE IF NOT EXISTS problems(
+  problem_id TEXT PRIMARY KEY, kind TEXT NOT NULL, commit_id TEXT, event_id TEXT,
+  session_id TEXT, message TEXT NOT NULL);
+"""
+
+
+@dataclass
+class BlockRecord:
+    """One block as it sits in the log: its fields and the comment that carried it."""
+
+    session_id: str
+    issue_id: str
+    ts: int
+    actor: str
+    event_id: str
+    seq: int
+    fields: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "actor": self.actor, "ts": self.ts,
+                "grite_issue_id": self.issue_id, "block": self.fields}
+
+
+def add_problem(db: sqlite3.Connection, problem_id: str, kind: str, message: str,
+                commit_id: str | None = None, event_id: str | None = None,
+                session_id: str | None = None) -> None:
+    db.execute("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)",
+               (problem_id, kind, commit_id, event_id, session_id, message))
+
+
+def apply_comment(db: sqlite3.Connection, ev: Event, commit_id: str) -> set[str]:
+    """Store the blocks of one comment; returns the session ids it touches."""
+    body = ev.payload[0] if ev.payload else None
+    if not isinstance(body, str) or not has_block(body):
+        return set()
+    eid = ev.event_id.hex()
+    touched: set[str] = set()
+    for seq, parsed in enumerate(parse_blocks(body)):
+        if parsed.error:
+            add_problem(db, f"block:{eid}:{seq}", "malformed_block",
+                        f"malformed [session] block in comment {eid} (commit {commit_id}): {parsed.error}",
+                        commit_id=commit_id, event_id=eid)
+            continue
+        sid = parsed.fields["session_id"]
+        db.execute("INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?,?)",
+                   (f"{eid}:{seq}", sid, ev.issue_id.hex(), ev.ts_unix_ms, ev.actor.hex(), eid, seq,
+                    json.dumps(parsed.fields)))
+        touched.add(sid)
+    return touched
+
+
+def load_blocks(db: sqlite3.Connection, session_id: str) -> list[BlockRecord]:
+    rows = db.execute("SELECT session_id, issue_id, ts, actor, event_id, seq, fields FROM blocks "
+                      "WHERE session_id=? ORDER BY ts, actor, event_id, seq", (session_id,))
+    return [BlockRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+
+def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
+    """The session its ordered blocks describe, and the foreign (conflicting) blocks."""
+    owner = blocks[0].issue_id
+    own = [b for b in blocks if b.issue_id == owner]
+    foreign = [b for b in blocks if b.issue_id != owner]
+    effective = own
+    for i, b in enumerate(own):
+        if b.fields["state"] == "exit":
+            effective = own[:i + 1]  # the first exit is final
+            break
+    latest = effective[-1].fields
+    beats = [b.fields.get("last_heartbeat_ts") for b in own]
+    beats = [x for x in beats if isinstance(x, int)]
+    pid = latest.get("pid")
+    pid_ts = None
+    if pid is not None:
+        for b in reversed(effective):
+            if b.fields.get("pid") != pid:
+                break
+            pid_ts = b.ts
+    host = next((b.fields["host"] for b in reversed(effective) if b.fields.get("host")), None)
+    session = Session(
+        session_id=latest["session_id"], task_id=None, grite_issue_id=owner,
+        role=latest["role"], session_type=latest["session_type"], engine=latest["engine"],
+        worktree=latest["worktree"], pid=pid, status=latest["state"],
+        started_ts=latest["started_ts"], last_heartbeat_ts=max(beats) if beats else None,
+        exit_code=latest.get("exit_code"), exit_reason=latest.get("exit_reason"),
+        last_output_ref=latest.get("last_output_ref"), host=host,
+        updated_ts=effective[-1].ts, pid_ts=pid_ts, blocks=len(own), conflicts=len(foreign))
+    return session, foreign
+
+
+def session_to_row(s: Session) -> str:
+    data = s.to_json()
+    data["pid_ts"] = s.pid_ts
+    return json.dumps(data)
+
+
+def session_from_row(data: str, task_id: str | None) -> Session:
+    d = json.loads(data)
+    d.pop("heartbeat_age_ms", None)
+    d["task_id"] = task_id
+    return Session(**d)
+
+
+def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
+    """Re-derive the stored summary of each session from all its blocks."""
+    for sid in session_ids:
+        blocks = load_blocks(db, sid)
+        if not blocks:
+            continue
+        session, foreign = derive(blocks)
+        db.execute("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)",
+                   (sid, session.grite_issue_id, session.status, session_to_row(session)))
+        db.execute("DELETE FROM problems WHERE kind='conflict' AND session_id=?", (sid,))
+        for b in foreign:
+            add_problem(db, f"conflict:{b.event_id}:{b.seq}", "conflict",
+                        f"session {sid}: block in comment {b.event_id} is on issue {b.issue_id}, "
+                        f"but the session belongs to issue {session.grite_issue_id}; ignored",
+                        event_id=b.event_id, session_id=sid)

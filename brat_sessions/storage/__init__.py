@@ -1,0 +1,4 @@
+"""grite's write-ahead log: chunk codec, event ids, append with compare-and-swap, replay.
+
+This layer knows nothing about sessions.
+"""

@@ -1,0 +1,52 @@
+"""The `.bin` chunk file: magic, version, codec name, then one CBOR array of events."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import cbor2
+
+from .events import Event, event_from_record
+
+MAGIC = b"GRITECNK"
+OLD_MAGIC = b"GRITCHNK"  # an older grite document's spelling; read, never written
+VERSION = 1
+CODEC = b"cbor-v1"
+
+
+class ChunkError(ValueError):
+    """The bytes are not a valid chunk."""
+
+
+def encode_chunk(events: list[Event]) -> bytes:
+    header = MAGIC + struct.pack("<H", VERSION) + bytes([len(CODEC)]) + CODEC
+    return header + cbor2.dumps([e.to_record() for e in events], canonical=True)
+
+
+def decode_chunk(data: bytes) -> list[Event]:
+    if data[:8] not in (MAGIC, OLD_MAGIC):
+        raise ChunkError("bad magic")
+    if len(data) < 11:
+        raise ChunkError("truncated header")
+    (version,) = struct.unpack("<H", data[8:10])
+    if version != VERSION:
+        raise ChunkError(f"unsupported chunk version {version}")
+    n = data[10]
+    codec = data[11:11 + n]
+    if codec != CODEC:
+        raise ChunkError(f"unsupported codec {codec!r}")
+    try:
+        records = cbor2.loads(data[11 + n:])
+    except Exception as exc:  # cbor2 raises several types for bad input
+        raise ChunkError(f"bad CBOR: {exc}") from None
+    if not isinstance(records, list):
+        raise ChunkError("CBOR body is not an array")
+    try:
+        return [event_from_record(r) for r in records]
+    except ValueError as exc:
+        raise ChunkError(str(exc)) from None
+
+
+def chunk_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=32).hexdigest()

@@ -1,0 +1,105 @@
+"""grite events: kinds, the canonical event id, and the 8-item record."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+ISSUE_CREATED = 1
+ISSUE_UPDATED = 2
+COMMENT_ADDED = 3
+LABEL_ADDED = 4
+LABEL_REMOVED = 5
+STATE_CHANGED = 6
+LINK_ADDED = 7
+ASSIGNEE_ADDED = 8
+ASSIGNEE_REMOVED = 9
+ATTACHMENT_ADDED = 10
+DEPENDENCY_ADDED = 11
+DEPENDENCY_REMOVED = 12
+CONTEXT_UPDATED = 13
+PROJECT_CONTEXT_UPDATED = 14
+
+
+@dataclass(frozen=True)
+class Event:
+    """One grite event, ids kept as raw bytes as they are stored."""
+
+    event_id: bytes
+    issue_id: bytes
+    actor: bytes
+    ts_unix_ms: int
+    parent: bytes | None
+    kind: int
+    payload: list[Any]
+    sig: bytes | None = None
+
+    @property
+    def order_key(self) -> tuple[int, bytes, bytes]:
+        """grite's last-writer-wins order: (ts, actor, event_id)."""
+        return (self.ts_unix_ms, self.actor, self.event_id)
+
+    def to_record(self) -> list[Any]:
+        return [self.event_id, self.issue_id, self.actor, self.ts_unix_ms,
+                self.parent, self.kind, self.payload, self.sig]
+
+
+def _normalized_payload(kind: int, payload: list[Any]) -> list[Any]:
+    if kind == ISSUE_CREATED and len(payload) == 3 and isinstance(payload[2], list):
+        return [payload[0], payload[1], sorted(payload[2])]
+    return payload
+
+
+def preimage(issue_id: bytes, actor: bytes, ts: int, parent: bytes | None,
+             kind: int, payload: list[Any]) -> bytes:
+    """The canonical CBOR bytes that the event id hashes."""
+    body = [1, issue_id, actor, ts, parent, kind, _normalized_payload(kind, payload)]
+    return cbor2.dumps(body, canonical=True)
+
+
+def compute_event_id(issue_id: bytes, actor: bytes, ts: int, parent: bytes | None,
+                     kind: int, payload: list[Any]) -> bytes:
+    return hashlib.blake2b(preimage(issue_id, actor, ts, parent, kind, payload),
+                           digest_size=32).digest()
+
+
+def make_event(issue_id: bytes, actor: bytes, ts: int, kind: int,
+               payload: list[Any]) -> Event:
+    """A new event with its id computed (parent null, as grite writes)."""
+    payload = _normalized_payload(kind, payload)
+    eid = compute_event_id(issue_id, actor, ts, None, kind, payload)
+    return Event(eid, issue_id, actor, ts, None, kind, payload, None)
+
+
+def new_issue_id() -> bytes:
+    return os.urandom(16)
+
+
+def event_from_record(record: Any) -> Event:
+    """Validate one decoded 8-item record; ValueError says what is wrong."""
+    if not isinstance(record, list) or len(record) != 8:
+        raise ValueError("event record is not an array of 8 items")
+    eid, issue, actor, ts, parent, kind, payload, sig = record
+    if not (isinstance(eid, bytes) and len(eid) == 32):
+        raise ValueError("event_id is not 32 bytes")
+    if not (isinstance(issue, bytes) and len(issue) == 16):
+        raise ValueError("issue_id is not 16 bytes")
+    if not (isinstance(actor, bytes) and len(actor) == 16):
+        raise ValueError("actor is not 16 bytes")
+    if not (isinstance(ts, int) and ts >= 0):
+        raise ValueError("ts_unix_ms is not an unsigned integer")
+    if parent is not None and not (isinstance(parent, bytes) and len(parent) == 32):
+        raise ValueError("parent is neither null nor 32 bytes")
+    if not (isinstance(kind, int) and kind >= 0):
+        raise ValueError("kind_tag is not an unsigned integer")
+    if not isinstance(payload, list):
+        raise ValueError("kind_payload is not an array")
+    if sig is not None and not isinstance(sig, bytes):
+        raise ValueError("sig is neither null nor bytes")
+    if compute_event_id(issue, actor, ts, parent, kind, payload) != eid:
+        raise ValueError(f"event_id {eid.hex()} does not match its content")
+    return Event(eid, issue, actor, ts, parent, kind, payload, sig)

@@ -1,0 +1,172 @@
+"""refs/grite/wal: write one commit per append (compare-and-swap), read and replay."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator
+
+import pygit2
+
+from ..errors import Conflict, CorruptCommit, EnvironmentProblem
+from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk
+from .events import Event
+from .repo import RepoContext
+
+WAL_REF = "refs/grite/wal"
+MAX_APPEND_ATTEMPTS = 200
+
+
+@dataclass
+class WalCommit:
+    oid: str
+    prev_wal: str | None
+    actor: str
+    events: list[Event]
+    chunk: bytes = b""  # the chunk file as stored, so sync can re-append it unchanged
+
+
+def _signature() -> pygit2.Signature:
+    return pygit2.Signature("grite", "grit@local", int(time.time()), 0)
+
+
+def _find_chunk(tree: pygit2.Tree, oid: str) -> pygit2.Blob:
+    """The single `events/YYYY/MM/DD/<hash>.bin` blob of a commit's tree."""
+    try:
+        node = tree["events"]
+    except KeyError:
+        raise CorruptCommit(oid, "no events/ folder") from None
+    for _ in range(4):
+        if not isinstance(node, pygit2.Tree) or len(node) != 1:
+            raise CorruptCommit(oid, "events/ must hold exactly one chunk")
+        node = next(iter(node))
+    if not isinstance(node, pygit2.Blob) or not node.name.endswith(".bin"):
+        raise CorruptCommit(oid, "no .bin chunk under events/YYYY/MM/DD/")
+    return node
+
+
+class Wal:
+    """The log of one repository."""
+
+    def __init__(self, ctx: RepoContext) -> None:
+        self.ctx = ctx
+        self.repo = ctx.repo
+
+    def head(self) -> str | None:
+        ref = self.repo.references.get(WAL_REF)
+        return str(ref.target) if ref is not None else None
+
+    # reading -----------------------------------------------------------
+    def read_commit(self, commit: pygit2.Commit | str) -> WalCommit:
+        """Decode one commit; raises CorruptCommit naming it."""
+        if isinstance(commit, str):
+            commit = self.repo[commit]
+        oid = str(commit.id)
+        tree = commit.tree
+        try:
+            meta_blob = tree["meta.json"]
+        except KeyError:
+            raise CorruptCommit(oid, "missing meta.json") from None
+        try:
+            meta = json.loads(meta_blob.data)
+            expected_hash = meta["chunk_hash"]
+            prev = meta.get("prev_wal")
+            actor = meta.get("actor_id", "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CorruptCommit(oid, "meta.json is not valid") from None
+        blob = _find_chunk(tree, oid)
+        data = blob.data
+        if chunk_hash(data) != expected_hash or blob.name != f"{expected_hash}.bin":
+            raise CorruptCommit(oid, "chunk hash does not match meta.json")
+        try:
+            events = decode_chunk(data)
+        except ChunkError as exc:
+            raise CorruptCommit(oid, str(exc)) from None
+        return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)
+
+    def commits(self, head: str | None = None, since: str | None = None) -> list[pygit2.Commit]:
+        """Commits after `since` (exclusive) up to `head`, oldest first."""
+        head = head if head is not None else self.head()
+        if head is None:
+            return []
+        walker = self.repo.walk(head, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
+        if since is not None:
+            walker.hide(since)
+        return list(walker)
+
+    def replay(self, head: str | None = None, since: str | None = None
+               ) -> Iterator[WalCommit | CorruptCommit]:
+        """Decoded commits oldest first; a corrupt one is yielded as its error."""
+        for commit in self.commits(head, since):
+            try:
+                yield self.read_commit(commit)
+            except CorruptCommit as exc:
+                yield exc
+
+    def events(self, head: str | None = None) -> Iterator[Event]:
+        for item in self.replay(head):
+            if isinstance(item, WalCommit):
+                yield from item.events
+
+    # writing -----------------------------------------------------------
+    def write_commit(self, parent: str | None, actor: str, events: list[Event],
+                     data: bytes | None = None) -> str:
+        """Write (not publish) a commit holding one chunk on top of `parent`."""
+        repo = self.repo
+        data = data if data is not None else encode_chunk(events)
+        digest = chunk_hash(data)
+        day = datetime.fromtimestamp(events[0].ts_unix_ms / 1000, tz=timezone.utc)
+        meta = {"schema_version": 1, "actor_id": actor, "chunk_hash": digest, "prev_wal": parent}
+        tree = repo.TreeBuilder()
+        tree.insert(f"{digest}.bin", repo.create_blob(data), pygit2.enums.FileMode.BLOB)
+        for part in (f"{day.day:02d}", f"{day.month:02d}", f"{day.year:04d}", "events"):
+            outer = repo.TreeBuilder()
+            outer.insert(part, tree.write(), pygit2.enums.FileMode.TREE)
+            tree = outer
+        tree.insert("meta.json", repo.create_blob(json.dumps(meta).encode()), pygit2.enums.FileMode.BLOB)
+        sig = _signature()
+        oid = repo.create_commit(None, sig, sig, f"WAL: {len(events)} events from {actor[:8]}",
+                                 tree.write(), [pygit2.Oid(hex=parent)] if parent else [])
+        return str(oid)
+
+    def move_head(self, expected: str | None, new: str, message: str = "brat_sessions append") -> bool:
+        """Compare-and-swap refs/grite/wal from `expected` to `new`; False on a lost race."""
+        refs = self.repo.references
+        try:
+            if expected is None:
+                refs.create(WAL_REF, new)
+                return True
+            ref = refs.get(WAL_REF)
+            if ref is None or str(ref.target) != expected:
+                return False
+            ref.set_target(new, message)
+            return True
+        except pygit2.AlreadyExistsError:
+            return False
+        except pygit2.GitError as exc:
+            text = str(exc).lower()
+            if "lock" in text or "does not match" in text or "exists" in text:
+                return False
+            raise EnvironmentProblem(f"cannot update {WAL_REF}: {exc}") from None
+
+    def append(self, actor: str, build: Callable[[str | None], list[Event]]) -> tuple[str | None, list[Event]]:
+        """Append the events `build(head)` returns, retrying on a lost race.
+
+        `build` is called again on every retry with the new head, so it can
+        re-check what it depends on (and raise to abort). Returns the new head
+        and the events written, or (None, []) when build returns nothing.
+        """
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            head = self.head()
+            events = build(head)
+            if not events:
+                return None, []
+            new = self.write_commit(head, actor, events)
+            if self.move_head(head, new):
+                return new, events
+            time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+        raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
+

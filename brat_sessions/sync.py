@@ -1,0 +1,238 @@
+"""`brat sync`: share the log, the heartbeat leases and the stored outputs through a git remote.
+
+The remote's refs are fetched into `refs/brat-remotes/<remote>/...` with the
+user's own git (so ssh agents, credential helpers, paths and https all work).
+When both sides appended, the local-only commits are re-appended chunk for
+chunk on top of the remote head, minus any event the remote already holds; the
+log stays linear and the remote's history is never rewritten. The push of
+`refs/grite/wal` is a plain fast-forward; a lost race is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+
+import pygit2
+
+from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
+from .index import Index
+from .sessions.lease import LEASE_PREFIX, _decode as decode_lease
+from .sessions.outputs import OUTPUT_PREFIX
+from .storage.chunk import encode_chunk
+from .storage.wal import WAL_REF, Wal, WalCommit
+from .workspace import Workspace
+
+MAX_ATTEMPTS = 6
+
+
+@dataclass
+class SyncReport:
+    remote: str
+    head: str | None = None
+    fetched_commits: int = 0
+    reappended_commits: int = 0
+    pushed_commits: int = 0
+    leases_fetched: int = 0
+    leases_pushed: int = 0
+    leases_dropped: int = 0
+    outputs_fetched: int = 0
+    outputs_pushed: int = 0
+    attempts: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def default_remote(ws: Workspace) -> str:
+    names = list(ws.repo.remotes.names())
+    if "origin" in names:
+        return "origin"
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise EnvironmentProblem("this repository has no git remote to sync with (git remote add ...)")
+    raise BadInput(f"several remotes ({', '.join(names)}) and no origin: name one with --remote")
+
+
+def _tracking_prefix(remote: str) -> str:
+    safe = remote if re.fullmatch(r"[A-Za-z0-9._-]+", remote) and not remote.startswith(".") \
+        else hashlib.sha1(remote.encode()).hexdigest()[:16]
+    return f"refs/brat-remotes/{safe}/"
+
+
+class Syncer:
+    def __init__(self, ws: Workspace, remote: str | None = None) -> None:
+        self.ws = ws
+        self.repo = ws.repo
+        self.wal: Wal = ws.wal
+        self.remote = remote or default_remote(ws)
+        self.prefix = _tracking_prefix(self.remote)
+        self.report = SyncReport(remote=self.remote)
+
+    # git transport -----------------------------------------------------
+    def _git(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "--git-dir", str(self.ws.ctx.common_dir), *args],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    def fetch(self) -> None:
+        result = self._git("fetch", "--quiet", "--no-tags", "--prune", self.remote,
+                           f"+refs/grite/*:{self.prefix}grite/*",
+                           f"+refs/brat/sessions/*:{self.prefix}sessions/*")
+        if result.returncode != 0:
+            raise EnvironmentProblem(f"git fetch {self.remote} failed: {_last_line(result.stderr)}")
+
+    def _ref(self, name: str) -> str | None:
+        ref = self.repo.references.get(name)
+        return str(ref.target) if ref is not None else None
+
+    def _refs_under(self, prefix: str) -> dict[str, str]:
+        return {name[len(prefix):]: str(self.repo.references[name].target)
+                for name in self.repo.references if name.startswith(prefix)}
+
+    # the log -----------------------------------------------------------
+    def merge_log(self) -> str | None:
+        """Bring the local log to contain the remote's; returns the new local head."""
+        local = self.wal.head()
+        remote = self._ref(self.prefix + "grite/wal")
+        if remote is None or remote == local:
+            return local
+        if local is None:
+            new = remote
+        elif self.repo.descendant_of(local, remote):
+            return local  # we are ahead: only a push is needed
+        elif self.repo.descendant_of(remote, local):
+            new = remote
+            self.report.fetched_commits += len(self.wal.commits(remote, local))
+        else:
+            new = self._reappend(local, remote)
+        if not self.wal.move_head(local, new, "brat sync"):
+            raise _LostRace()
+        return new
+
+    def _reappend(self, local: str, remote: str) -> str:
+        base = self.repo.merge_base(local, remote)
+        since = str(base) if base is not None else None
+        seen: set[bytes] = set()
+        for item in self.wal.replay(remote, since):
+            self.report.fetched_commits += 1
+            if isinstance(item, WalCommit):
+                seen.update(e.event_id for e in item.events)
+        parent = remote
+        for commit in self.wal.commits(local, since):
+            try:
+                item = self.wal.read_commit(commit)
+            except CorruptCommit as exc:
+                self.report.warnings.append(f"{exc.message}; not carried over (nothing in it is readable)")
+                continue
+            events = [e for e in item.events if e.event_id not in seen]
+            if not events:
+                continue
+            data = item.chunk if len(events) == len(item.events) else encode_chunk(events)
+            parent = self.wal.write_commit(parent, item.actor or self.ws.actor, events, data)
+            seen.update(e.event_id for e in events)
+            self.report.reappended_commits += 1
+        return parent
+
+    # leases and outputs ------------------------------------------------
+    def merge_leases(self) -> None:
+        remote_leases = self._refs_under(self.prefix + "sessions/leases/")
+        local_leases = self._refs_under(LEASE_PREFIX)
+        index = self.ws.fresh_index()
+        for sid, oid in remote_leases.items():
+            theirs = decode_lease(self.repo, sid, pygit2.Oid(hex=oid))
+            mine = decode_lease(self.repo, sid, pygit2.Oid(hex=local_leases[sid])) if sid in local_leases else None
+            if mine is None or (theirs.ts or 0) > (mine.ts or 0):
+                if not _exited(index, sid):
+                    self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
+                    self.report.leases_fetched += 1
+        for sid in self._refs_under(LEASE_PREFIX):
+            if _exited(index, sid):
+                ref = self.repo.references.get(LEASE_PREFIX + sid)
+                if ref is not None:
+                    ref.delete()
+                    self.report.leases_dropped += 1
+
+    def merge_outputs(self) -> None:
+        local = self._refs_under(OUTPUT_PREFIX)
+        for name, oid in self._refs_under(self.prefix + "sessions/outputs/").items():
+            if name not in local:
+                self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
+                self.report.outputs_fetched += 1
+
+    # push --------------------------------------------------------------
+    def push(self, local_head: str | None) -> None:
+        remote_head = self._ref(self.prefix + "grite/wal")
+        specs = []
+        if local_head is not None and local_head != remote_head:
+            specs.append(f"{local_head}:{WAL_REF}")
+            self.report.pushed_commits = len(self.wal.commits(local_head, remote_head))
+        remote_leases = self._refs_under(self.prefix + "sessions/leases/")
+        local_leases = self._refs_under(LEASE_PREFIX)
+        for sid, oid in local_leases.items():
+            if remote_leases.get(sid) != oid:
+                theirs = remote_leases.get(sid)
+                if theirs is None or (decode_lease(self.repo, sid, pygit2.Oid(hex=oid)).ts or 0) >= \
+                        (decode_lease(self.repo, sid, pygit2.Oid(hex=theirs)).ts or 0):
+                    specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
+                    self.report.leases_pushed += 1
+        index = self.ws.fresh_index()
+        for sid in remote_leases:
+            if sid not in local_leases and _exited(index, sid):
+                specs.append(f":{LEASE_PREFIX}{sid}")
+        remote_outputs = self._refs_under(self.prefix + "sessions/outputs/")
+        for name, oid in self._refs_under(OUTPUT_PREFIX).items():
+            if name not in remote_outputs:
+                specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
+                self.report.outputs_pushed += 1
+        if not specs:
+            return
+        result = self._git("push", "--porcelain", self.remote, *specs)
+        if result.returncode == 0:
+            return
+        if any(line.startswith("!") and WAL_REF in line for line in result.stdout.splitlines()):
+            raise _LostRace()
+        raise EnvironmentProblem(f"git push {self.remote} failed: {_last_line(result.stderr or result.stdout)}")
+
+    def run(self) -> SyncReport:
+        for attempt in range(MAX_ATTEMPTS):
+            self.report.attempts = attempt + 1
+            self.report.pushed_commits = self.report.leases_pushed = self.report.outputs_pushed = 0
+            try:
+                self.fetch()
+                head = self.merge_log()
+                self.ws.fresh_index()
+                self.merge_leases()
+                self.merge_outputs()
+                self.push(head)
+                self.report.head = head
+                return self.report
+            except _LostRace:
+                time.sleep(random.uniform(0.05, 0.2) * (2 ** attempt))
+        raise Conflict(f"sync with {self.remote}: lost the race to update {WAL_REF} "
+                       f"{MAX_ATTEMPTS} times; try again")
+
+
+class _LostRace(Exception):
+    """Someone moved a head between our read and our write."""
+
+
+def _exited(index: Index, session_id: str) -> bool:
+    try:
+        return index.session(session_id).exited
+    except NotFound:  # unknown here: keep its lease
+        return False
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output from git"
+
+
+def sync(ws: Workspace, remote: str | None = None) -> SyncReport:
+    return Syncer(ws, remote).run()

@@ -1,0 +1,48 @@
+"""A session's local files under `.grite/logs/`: output log, exit status, stop request."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class SessionFiles:
+    logs_dir: Path
+    session_id: str
+
+    @property
+    def log(self) -> Path:
+        return self.logs_dir / f"{self.session_id}.log"
+
+    @property
+    def status(self) -> Path:
+        """Written by the `run` shim when the command ends: how it ended."""
+        return self.logs_dir / f"{self.session_id}.status.json"
+
+    @property
+    def stop_request(self) -> Path:
+        """Left by `brat sessions stop` so the supervisor records `user-stop`."""
+        return self.logs_dir / f"{self.session_id}.stop"
+
+    def read_status(self) -> dict | None:
+        try:
+            data = json.loads(self.status.read_text())
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def write_status(self, data: dict) -> None:
+        tmp = self.status.with_name(self.status.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.status)
+
+
+def code_and_reason(status: dict) -> tuple[int, str]:
+    """The spec's (exit_code, exit_reason) for how the command ended."""
+    if isinstance(status.get("signal"), int):
+        return 128 + status["signal"], "signal"
+    code = status.get("returncode")
+    return (code if isinstance(code, int) else -1), "completed"

@@ -1,0 +1,77 @@
+"""Facts about local processes: alive or not, and when they started."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def exists(pid: int) -> bool:
+    """True while `pid` names a process here, a zombie (not yet waited for) included."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def alive(pid: int) -> bool:
+    """True when `pid` is a running (not zombie) process on this host."""
+    if not exists(pid):
+        return False
+    fields = _stat_fields(pid)
+    return not (fields and fields[0] in ("Z", "X"))
+
+
+def start_time_ms(pid: int) -> int | None:
+    """When the process started (Linux /proc; None where unknown)."""
+    fields = _stat_fields(pid)
+    if not fields:
+        return None
+    try:
+        ticks = int(fields[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+    return int((btime + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+
+
+# btime has a resolution of one second; allow for it when comparing start times.
+START_TIME_SLACK_MS = 2000
+
+
+def is_same_process(pid: int, recorded_ts: int | None, zombies_count: bool = False) -> bool:
+    """Alive, and not a newer process that reused a pid recorded at `recorded_ts`.
+
+    With `zombies_count`, an ended process that its parent has not yet waited for
+    still counts: the `run` shim records how its command ended before it waits.
+    """
+    if not (exists(pid) if zombies_count else alive(pid)):
+        return False
+    started = start_time_ms(pid)
+    if started is None or recorded_ts is None:
+        return True
+    return started <= recorded_ts + START_TIME_SLACK_MS
+
+
+def wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return not alive(pid)

@@ -1,0 +1,95 @@
+"""`brat sessions run`: supervise a command as a session from start to exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from ..errors import EXIT_CONFLICT, Fenced
+from . import procs
+from .api import Tracker
+from .files import code_and_reason
+
+
+def _terminal_sent(signum: int) -> bool:
+    """Was this SIGINT most likely typed at our terminal (so the command got it too)?"""
+    if signum != signal.SIGINT:
+        return False
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False
+
+
+def _end_child(pid: int, grace_s: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if not procs.wait_gone(pid, grace_s):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_command(tracker: Tracker, task: str, command: list[str], *,
+                heartbeat_interval: float = 30.0, grace_s: float = 10.0, tee: bool = True,
+                **start_options: Any) -> tuple[int, str]:
+    """Run `command` as a new session; returns (exit status for `run`, session id)."""
+    session = tracker.start(task, **start_options)
+    sid = session.session_id
+    files = tracker.files(sid)
+    files.logs_dir.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    shim = subprocess.Popen(
+        [sys.executable, "-m", "brat_sessions.worker.shim", str(files.log), str(files.status),
+         str(write_fd), "tee" if tee else "quiet", "--", *command], pass_fds=[write_fd])
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        raw = pipe.read()
+    child_pid = int(raw) if raw.strip() else None
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child_pid and not _terminal_sent(signum):
+            try:
+                os.kill(child_pid, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    fenced: Fenced | None = None
+    try:
+        if child_pid:
+            try:
+                tracker.transition(sid, "running", pid=child_pid, force=True)
+            except Fenced as exc:
+                fenced = exc
+        while fenced is None:
+            try:
+                shim.wait(timeout=heartbeat_interval)
+                break
+            except subprocess.TimeoutExpired:
+                try:
+                    tracker.heartbeat(sid)
+                except Fenced as exc:
+                    fenced = exc
+        if fenced is not None:
+            print(f"brat: {fenced.message}; stopping the command", file=sys.stderr)
+            if child_pid:
+                _end_child(child_pid, grace_s)
+            shim.wait()
+            return EXIT_CONFLICT, sid
+        shim.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    status = files.read_status() or {"returncode": shim.returncode}
+    code, reason = code_and_reason(status)
+    if files.stop_request.exists():
+        reason = "user-stop"
+    try:
+        tracker.exit(sid, code, reason, output=files.log)
+    except Fenced as exc:
+        print(f"brat: {exc.message}", file=sys.stderr)
+    return code, sid

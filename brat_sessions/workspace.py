@@ -1,0 +1,69 @@
+"""One repository as every command sees it: the log, the index, the actor."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Callable
+
+from .index import Index
+from .sessions.lease import read_lease
+from .sessions.model import Session
+from .storage.actor import ensure_actor
+from .storage.events import Event
+from .storage.repo import RepoContext, open_repo
+from .storage.wal import Wal
+
+
+def this_host() -> str:
+    return os.environ.get("BRAT_HOST") or socket.gethostname()
+
+
+class Workspace:
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.ctx: RepoContext = open_repo(path)
+        self.repo = self.ctx.repo
+        self.wal = Wal(self.ctx)
+        self._index: Index | None = None
+        self._actor: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """The writing actor; creates grite's actor files on first write."""
+        if self._actor is None:
+            self._actor = ensure_actor(self.ctx)
+        return self._actor
+
+    @property
+    def index(self) -> Index:
+        """The index, as of the moment it was first asked for in this process."""
+        if self._index is None:
+            self._index = Index(self.ctx, self.wal)
+            self._index.refresh()
+            self._index.report_corrupt_commits()
+        return self._index
+
+    def fresh_index(self) -> Index:
+        return self.index.refresh()
+
+    def append(self, build: Callable[[Index], list[Event]]) -> list[Event]:
+        """Append what `build` returns, judged against the index at the head it builds on."""
+        index = self.index
+        head, written = self.wal.append(self.actor, lambda h: build(index.refresh(h)))
+        if head is not None:
+            index.refresh(head)
+        return written
+
+    # sessions, with the heartbeat lease folded in ----------------------
+    def with_lease(self, session: Session) -> Session:
+        if not session.exited:
+            lease = read_lease(self.repo, session.session_id)
+            if lease is not None and lease.ts is not None:
+                session.last_heartbeat_ts = max(session.last_heartbeat_ts or 0, lease.ts)
+        return session
+
+    def sessions(self, include_exited: bool = False) -> list[Session]:
+        return [self.with_lease(s) for s in self.index.sessions(include_exited)]
+
+    def session(self, session_id: str) -> Session:
+        return self.with_lease(self.index.session(session_id))
