@@ -125,12 +125,16 @@ def parse_blocks(text: str) -> list[ParsedBlock]:
             continue
         body: list[str] = []
         j = i + 1
-        while j < len(lines) and lines[j].strip() != CLOSE:
+        while j < len(lines) and lines[j].strip() not in (CLOSE, OPEN):
             body.append(lines[j])
             j += 1
         if j == len(lines):
             blocks.append(ParsedBlock({}, "no closing [/session]"))
             break
+        if lines[j].strip() == OPEN:  # a new block starts before this one closed
+            blocks.append(ParsedBlock({}, "no closing [/session] before the next [session]"))
+            i = j
+            continue
         try:
             blocks.append(ParsedBlock(_parse_body(body)))
         except BlockError as exc:

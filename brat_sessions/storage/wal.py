@@ -146,7 +146,7 @@ class Wal:
             return True
         except pygit2.AlreadyExistsError:
             return False
-        except pygit2.GitError as exc:
+        except (pygit2.GitError, OSError) as exc:  # libgit2 reports a held lock as OSError
             text = str(exc).lower()
             if "lock" in text or "does not match" in text or "exists" in text:
                 return False

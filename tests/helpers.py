@@ -1,0 +1,69 @@
+"""Shared helpers for tests: real git repositories and real `brat` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def git(cwd: Path | str, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                         env={**os.environ, **GIT_ENV})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "README").write_text("hello\n")
+    git(path, "add", "README")
+    git(path, "commit", "-qm", "init")
+    return path
+
+
+def brat(*args: str, cwd: Path | str | None = None, env: dict | None = None,
+         input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the real `brat` command in a new process."""
+    return subprocess.run([sys.executable, "-m", "brat_sessions.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          input=input, timeout=timeout)
+
+
+def brat_json(*args: str, cwd: Path | str | None = None, env: dict | None = None) -> dict:
+    out = brat(*args, "--json", cwd=cwd, env=env)
+    assert out.returncode == 0, out.stderr
+    envelope = json.loads(out.stdout)
+    assert envelope["schema_version"] == 1 and envelope["ok"] is True
+    return envelope["data"]
+
+
+def wal_commit_count(repo: Path) -> int:
+    out = subprocess.run(["git", "rev-list", "--count", "refs/grite/wal"], cwd=repo,
+                         capture_output=True, text=True)
+    return int(out.stdout.strip()) if out.returncode == 0 else 0
+
+
+def append_raw(repo: Path, events: list, actor: str = "0" * 32) -> str:
+    """Append events in one commit, exactly as given (for projection tests)."""
+    from brat_sessions.storage.repo import open_repo
+    from brat_sessions.storage.wal import Wal
+
+    head, _ = Wal(open_repo(repo)).append(actor, lambda h: list(events))
+    return head
+
+
+def block_text(**fields) -> str:
+    from brat_sessions.sessions.block import format_block
+
+    base = {"state": "running", "session_id": "s-20250114-0001", "role": "witness",
+            "session_type": "polecat", "engine": "codex", "worktree": "", "started_ts": 1000}
+    base.update(fields)
+    return format_block(base)

@@ -1,0 +1,58 @@
+import pytest
+
+from brat_sessions.storage import events as ev
+from brat_sessions.storage.chunk import ChunkError, decode_chunk, encode_chunk
+from brat_sessions.storage.events import make_event
+
+from ..helpers import FIXTURES
+
+ISSUE = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+ACTOR = bytes.fromhex("101112131415161718191a1b1c1d1e1f")
+
+
+def fixture_chunk() -> bytes:
+    return bytes.fromhex((FIXTURES / "grite" / "check_vector_chunk.hex").read_text().strip())
+
+
+def test_hand_built_chunk_decodes_and_reencodes_byte_for_byte():
+    data = fixture_chunk()
+    (event,) = decode_chunk(data)
+    assert event.event_id.hex() == "9c2aee7924bf7482dd3842c6ec32fd5103883b9d2354f63df2075ac61fe3d827"
+    assert event.payload == ["Test", "Body", ["bug", "p0"]]
+    assert event.sig is None
+    assert encode_chunk([event]) == data
+
+
+def test_header_layout():
+    data = encode_chunk([make_event(ISSUE, ACTOR, 1, ev.COMMENT_ADDED, ["x"])])
+    assert data[:8] == b"GRITECNK"
+    assert data[8:10] == b"\x01\x00"
+    assert data[10] == 7 and data[11:18] == b"cbor-v1"
+
+
+def test_old_magic_is_read():
+    data = fixture_chunk()
+    assert decode_chunk(b"GRITCHNK" + data[8:])[0].kind == 1
+
+
+def test_all_kinds_survive_a_round_trip():
+    target = bytes(16)
+    payloads = {1: ["t", "b", ["a"]], 2: [None, "b"], 3: ["c"], 4: ["l"], 5: ["l"], 6: ["closed"],
+                7: ["https://x", None], 8: ["u"], 9: ["u"], 10: ["f", bytes(32), "text/plain"],
+                11: [target, "blocks"], 12: [target, "related_to"],
+                13: ["a.py", "python", ["f"], "sum", bytes(32)], 14: ["k", "v"]}
+    events = [make_event(ISSUE, ACTOR, 10 + k, k, p) for k, p in payloads.items()]
+    assert decode_chunk(encode_chunk(events)) == events
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: b"NOTGRITE" + d[8:], "bad magic"),
+    (lambda d: d[:8] + b"\x02\x00" + d[10:], "version"),
+    (lambda d: d[:11] + b"json-v1" + d[18:], "codec"),
+    (lambda d: d[:18] + b"\xff\xff\xff", "bad CBOR"),
+    (lambda d: d[:18] + b"\x01", "not an array"),
+    (lambda d: d[:-5], "bad CBOR"),
+])
+def test_corrupt_chunks_are_rejected(mutate, message):
+    with pytest.raises(ChunkError, match=message):
+        decode_chunk(mutate(fixture_chunk()))

@@ -1,0 +1,92 @@
+import sqlite3
+import subprocess
+import sys
+
+from brat_sessions.index import FORMAT_VERSION, Index
+from brat_sessions.storage.repo import open_repo
+from brat_sessions.storage.wal import Wal
+
+from .helpers import block_text, brat, brat_json
+from .sessions.test_projection import comment, created
+from .helpers import append_raw
+
+
+def listing(repo):
+    sessions = brat_json("sessions", "list", "--all", cwd=repo)["sessions"]
+    for s in sessions:
+        s.pop("heartbeat_age_ms")  # depends on the clock, not on the log
+    return sessions
+
+
+def test_index_lives_in_the_git_dir_and_tracks_the_head(repo):
+    append_raw(repo, [created()])
+    head = append_raw(repo, [comment(block_text(), 10)])
+    index = Index(open_repo(repo)).refresh()
+    assert index.path == repo / ".git" / "brat_sessions" / "index.sqlite"
+    assert index.indexed_head() == head
+    assert not (repo / "brat_sessions").exists()
+
+
+def test_refresh_replays_only_new_commits(repo, monkeypatch):
+    append_raw(repo, [created()])
+    append_raw(repo, [comment(block_text(state="spawned"), 10)])
+    index = Index(open_repo(repo)).refresh()
+    append_raw(repo, [comment(block_text(state="running"), 20)])
+    seen = []
+    original = Wal.read_commit
+    monkeypatch.setattr(Wal, "read_commit", lambda self, c: seen.append(c) or original(self, c))
+    index.refresh()
+    assert len(seen) == 1
+    assert index.session("s-20250114-0001").status == "running"
+
+
+def test_damaged_or_old_index_is_rebuilt_with_one_line(repo):
+    append_raw(repo, [created()])
+    append_raw(repo, [comment(block_text(), 10)])
+    before = listing(repo)
+    path = repo / ".git" / "brat_sessions" / "index.sqlite"
+    for suffix in ("-wal", "-shm"):
+        (repo / ".git" / "brat_sessions" / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"this is not a database" * 100)
+    out = brat("sessions", "list", "--all", "--json", cwd=repo)
+    assert out.returncode == 0 and "is damaged" in out.stderr and "rebuilding" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={FORMAT_VERSION - 1}")
+    db.commit()
+    db.close()
+    out = brat("sessions", "list", "--all", "--json", cwd=repo)
+    assert out.returncode == 0 and "another format" in out.stderr
+    assert listing(repo) == before
+
+
+def test_rebuild_from_scratch_equals_incremental(repo):
+    append_raw(repo, [created()])
+    for i, state in enumerate(["spawned", "ready", "running", "exit"]):
+        append_raw(repo, [comment(block_text(state=state, last_heartbeat_ts=i), 10 + i)])
+        listing(repo)  # refresh one commit at a time
+    incremental = listing(repo)
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
+    assert listing(repo) == incremental
+
+
+REFRESHER = """
+import sys
+from brat_sessions.index import Index
+from brat_sessions.storage.repo import open_repo
+for _ in range(5):
+    Index(open_repo(sys.argv[1])).refresh().sessions(True)
+"""
+
+
+def test_concurrent_refreshers_do_not_corrupt_the_index(repo):
+    append_raw(repo, [created()])
+    writers = []
+    for n in range(4):
+        writers.append(subprocess.Popen([sys.executable, "-c", REFRESHER, str(repo)]))
+    for i in range(20):
+        append_raw(repo, [comment(block_text(session_id=f"s-{i:02d}"), 10 + i)])
+    assert [w.wait(timeout=120) for w in writers] == [0] * 4
+    assert len(listing(repo)) == 20
+    db = sqlite3.connect(repo / ".git" / "brat_sessions" / "index.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
