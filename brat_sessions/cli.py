@@ -328,8 +328,8 @@ def sessions_run(task_ref: str, role: str | None, session_type: str, engine: str
     t = tracker()
     config = load_config(t.ws.ctx.config_root).override(heartbeat_interval=heartbeat_interval)
     code, sid = run_command(t, task_ref, list(command), heartbeat_interval=config.heartbeat_interval,
-                            grace_s=grace, role=role, session_type=session_type, engine=engine,
-                            worktree=worktree)
+                            grace_s=grace, tee="stderr" if _json_wanted() else "tee", role=role,
+                            session_type=session_type, engine=engine, worktree=worktree)
     if _json_wanted():
         emit({"session_id": sid, "exit_code": code, "session": t.session(sid).to_json()}, "")
     sys.exit(code if 0 <= code <= 255 else EXIT_FAILURE)

@@ -32,7 +32,7 @@ def run_demo(target: str | None = None) -> dict:
     # 1. a polecat that runs a real command to the end, output stored in git
     code, finished = run_command(tracker, parse.task_id,
                                  [sys.executable, "-c", "print('parsed 42 blocks')"],
-                                 engine="shell", tee=False)
+                                 engine="shell", tee="quiet")
     # 2. a polecat that is alive and heartbeating (this process)
     alive = tracker.start(reap_task.task_id, engine="codex", pid=os.getpid())
     tracker.transition(alive.session_id, "ready")

@@ -33,7 +33,8 @@ def brat(*args: str, cwd: Path | str | None = None, env: dict | None = None,
          input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the real `brat` command in a new process."""
     return subprocess.run([sys.executable, "-m", "brat_sessions.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, errors="replace",
+                          env={**os.environ, **(env or {})},
                           input=input, timeout=timeout)
 
 
@@ -67,3 +68,16 @@ def block_text(**fields) -> str:
             "session_type": "polecat", "engine": "codex", "worktree": "", "started_ts": 1000}
     base.update(fields)
     return format_block(base)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    """Poll until `predicate()` is truthy (for real processes; not a stand-in for a clock)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
-import _thread
 import os
 import signal
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -190,16 +190,13 @@ class Tracker:
             if not procs.wait_gone(pid, grace_s):
                 os.kill(pid, signal.SIGKILL)
                 procs.wait_gone(pid, 5)
-            # A `run` supervisor records the exit itself; give it a moment.
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                current = self.ws.fresh_index().session(session_id)
-                if current.exited:
+            # Under `run`, the shim writes the status file as the command ends and the
+            # supervisor then records the exit itself: give it a moment to do so.
+            status = _poll(files.read_status, 1.0)
+            if status is not None:
+                code = code_and_reason(status)[0]
+                if _poll(lambda: self.ws.fresh_index().session(session_id).exited, 5.0):
                     return self.session(session_id)
-                status = files.read_status()
-                if status is not None:
-                    code = code_and_reason(status)[0]
-                time.sleep(0.1)
         try:
             return self.exit(session_id, code, reason)
         except Fenced:
@@ -255,6 +252,15 @@ class Tracker:
             pass  # ended elsewhere; the first exit stands
 
 
+def _poll(check: Callable[[], Any], timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.05)
+
+
 class SessionHandle:
     """What a `with tracker.session_scope(...)` block gets."""
 
@@ -280,4 +286,5 @@ class SessionHandle:
 
     def _on_fenced(self, exc: Fenced) -> None:
         self.fenced = exc
-        _thread.interrupt_main()
+        # A real SIGINT to the main thread also wakes it from a blocking call (sleep, wait).
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)

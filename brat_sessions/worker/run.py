@@ -34,9 +34,13 @@ def _end_child(pid: int, grace_s: float) -> None:
 
 
 def run_command(tracker: Tracker, task: str, command: list[str], *,
-                heartbeat_interval: float = 30.0, grace_s: float = 10.0, tee: bool = True,
+                heartbeat_interval: float = 30.0, grace_s: float = 10.0, tee: str = "tee",
                 **start_options: Any) -> tuple[int, str]:
-    """Run `command` as a new session; returns (exit status for `run`, session id)."""
+    """Run `command` as a new session; returns (exit status for `run`, session id).
+
+    `tee` says where the command's output goes besides the log: "tee" (our stdout and
+    stderr), "stderr" (both to stderr, keeping stdout for JSON) or "quiet".
+    """
     session = tracker.start(task, **start_options)
     sid = session.session_id
     files = tracker.files(sid)
@@ -44,7 +48,7 @@ def run_command(tracker: Tracker, task: str, command: list[str], *,
     read_fd, write_fd = os.pipe()
     shim = subprocess.Popen(
         [sys.executable, "-m", "brat_sessions.worker.shim", str(files.log), str(files.status),
-         str(write_fd), "tee" if tee else "quiet", "--", *command], pass_fds=[write_fd])
+         str(write_fd), tee, "--", *command], pass_fds=[write_fd])
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         raw = pipe.read()

@@ -5,7 +5,7 @@ session's log file, and, when the command ends, writes how it ended to the
 session's status file. It outlives a supervisor that dies, so the reaper can
 still learn the real exit code. Usage (internal):
 
-    python -m brat_sessions.worker.shim LOG STATUS PID_FD tee|quiet -- CMD [ARGS...]
+    python -m brat_sessions.worker.shim LOG STATUS PID_FD tee|stderr|quiet -- CMD [ARGS...]
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _write_status(path: str, data: dict) -> None:
 def main(argv: list[str]) -> int:
     log_path, status_path, pid_fd, mode = argv[0], argv[1], int(argv[2]), argv[3]
     command = argv[5:]
-    tee = mode == "tee"
+    tee = mode != "quiet"
+    to_stderr = mode == "stderr"  # `run --json`: stdout carries only the envelope
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the command directly
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     log = open(log_path, "ab", buffering=0)
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> int:
                 continue
             log.write(data)
             if tee:
-                _write_all(key.data, data)
+                _write_all(2 if to_stderr else key.data, data)
     # Learn how it ended without reaping it, record that, then reap: the pid stays
     # visible (a zombie) until the status file exists, so a reaper never sees a gap.
     info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)

@@ -1,0 +1,152 @@
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from brat_sessions.errors import Conflict, Fenced
+from brat_sessions.sessions.lease import read_lease
+from brat_sessions.worker.api import Tracker
+
+from ..helpers import brat, brat_json, git, wal_commit_count, wait_for
+
+
+def labels(tracker, task):
+    return tracker.ws.fresh_index().issue(task.issue_id).labels
+
+
+def test_lifecycle_writes_blocks_and_brats_labels(tracker, task):
+    s = tracker.start(task.task_id, engine="codex", pid=os.getpid())
+    assert (s.role, s.session_type, s.status, s.host) == ("witness", "polecat", "spawned", tracker.host)
+    assert {"session:spawned", "session:polecat", "engine:codex"} <= set(labels(tracker, task))
+    tracker.transition(s.session_id, "ready")
+    tracker.transition(s.session_id, "running")
+    current = set(labels(tracker, task))
+    assert "session:running" in current and "session:spawned" not in current and "session:ready" not in current
+    done = tracker.exit(s.session_id, 0, "completed")
+    assert (done.status, done.exit_code, done.exit_reason) == ("exit", 0, "completed")
+    assert "session:exit" in labels(tracker, task)
+    blocks = tracker.history(s.session_id)
+    assert [b.fields["state"] for b in blocks] == ["spawned", "ready", "running", "exit"]
+    assert all(b.fields["host"] == tracker.host for b in blocks)
+
+
+def test_crew_defaults_to_user_role(tracker, task):
+    s = tracker.start(task.task_id, session_type="crew")
+    assert (s.role, s.session_type) == ("user", "crew")
+
+
+def test_refused_transition_names_targets_and_writes_nothing(repo, tracker, task):
+    s = tracker.start(task.task_id)
+    before = wal_commit_count(repo)
+    out = brat("sessions", "transition", s.session_id, "handoff", cwd=repo)
+    assert out.returncode == 4
+    assert "allowed: ready, exit" in out.stderr
+    assert wal_commit_count(repo) == before
+    assert brat("sessions", "transition", s.session_id, "handoff", "--force", cwd=repo).returncode == 0
+    with pytest.raises(Conflict):
+        tracker.transition(s.session_id, "ready")
+
+
+def test_heartbeat_renews_the_lease_without_a_wal_commit(repo, tracker, task):
+    s = tracker.start(task.task_id)
+    before = wal_commit_count(repo)
+    refs_before = git(repo, "for-each-ref", "refs/grite")
+    for _ in range(5):
+        ts = tracker.heartbeat(s.session_id)
+    assert wal_commit_count(repo) == before and git(repo, "for-each-ref", "refs/grite") == refs_before
+    assert read_lease(tracker.ws.repo, s.session_id).ts == ts
+    assert brat_json("sessions", "list", cwd=repo)["sessions"][0]["last_heartbeat_ts"] == ts
+    done = tracker.exit(s.session_id, 0)
+    assert done.last_heartbeat_ts == ts  # the exit block carries the last heartbeat
+    assert tracker.history(s.session_id)[-1].fields["last_heartbeat_ts"] == ts
+    assert read_lease(tracker.ws.repo, s.session_id) is None
+
+
+def test_exited_session_fences_heartbeat_and_transition(repo, tracker, task):
+    s = tracker.start(task.task_id)
+    Tracker(repo).exit(s.session_id, -1, "timeout")  # e.g. a reaper, through another handle
+    out = brat("sessions", "heartbeat", s.session_id, "--json", cwd=repo)
+    assert out.returncode == 4 and '"ok": false' in out.stderr and "already exited" in out.stderr
+    assert brat("sessions", "transition", s.session_id, "ready", cwd=repo).returncode == 4
+    assert brat("sessions", "exit", s.session_id, "--code", "0", cwd=repo).returncode == 4
+    with pytest.raises(Fenced):
+        tracker.heartbeat(s.session_id)
+
+
+def test_output_is_stored_in_git_and_readable_by_ref(repo, tracker, task, tmp_path):
+    s = tracker.start(task.task_id)
+    out_file = tmp_path / "out.log"
+    out_file.write_bytes(b"line 1\nline 2\n\xff binary ok\n")
+    done = tracker.exit(s.session_id, 0, output=out_file)
+    digest = hashlib.sha256(out_file.read_bytes()).hexdigest()
+    assert done.last_output_ref == f"sha256:{digest}"
+    out_file.unlink()
+    git(repo, "gc", "-q", "--prune=now")
+    shown = subprocess.run([sys.executable, "-m", "brat_sessions.cli", "sessions", "log", s.session_id],
+                           cwd=repo, capture_output=True)
+    assert shown.returncode == 0 and shown.stdout == b"line 1\nline 2\n\xff binary ok\n"
+    tail = brat("sessions", "log", s.session_id, "--tail", "1", cwd=repo)
+    assert tail.stdout.startswith("\ufffd binary ok") or "binary ok" in tail.stdout
+
+
+def test_session_ids_are_unique(tracker, task):
+    ids = {tracker.start(task.task_id).session_id for _ in range(30)}
+    assert len(ids) == 30
+
+
+def test_worker_in_a_linked_worktree(repo, task, tmp_path):
+    wt = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", str(wt))
+    data = brat_json("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo from-wt",
+                     cwd=wt)
+    session = data["session"]
+    assert session["worktree"] == str(wt)  # outside the main checkout: absolute
+    assert (repo / ".grite" / "logs" / f"{data['session_id']}.log").read_text() == "from-wt\n"
+    assert brat("sessions", "log", data["session_id"], cwd=repo).stdout == "from-wt\n"
+    inside = repo / "wts" / "a"
+    git(repo, "worktree", "add", "-q", str(inside))
+    sid = brat_json("sessions", "start", "--task", task.task_id, cwd=inside)["session_id"]
+    assert brat_json("sessions", "show", sid, cwd=repo)["session"]["worktree"] == "wts/a"
+
+
+def test_context_manager_records_completion_and_failure(repo, tracker, task):
+    with tracker.session_scope(task.task_id, heartbeat_interval=0.05) as s:
+        s.log("working\n")
+        wait_for(lambda: read_lease(tracker.ws.repo, s.session_id).ts)
+    ok = tracker.session(s.session_id)
+    assert (ok.status, ok.exit_code, ok.exit_reason, ok.engine) == ("exit", 0, "completed", "python")
+    with pytest.raises(ZeroDivisionError):
+        with tracker.session_scope(task.task_id) as s2:
+            1 / 0
+    failed = tracker.session(s2.session_id)
+    assert (failed.exit_code, failed.exit_reason) == (1, "completed")
+    assert "ZeroDivisionError" in brat("sessions", "log", s2.session_id, cwd=repo).stdout
+
+
+def test_context_manager_is_interrupted_when_ended_elsewhere(repo, tracker, task):
+    with pytest.raises(Fenced):
+        with tracker.session_scope(task.task_id, heartbeat_interval=0.05) as s:
+            Tracker(repo).exit(s.session_id, -1, "timeout")
+            time.sleep(30)  # the heartbeat thread interrupts this
+    assert tracker.session(s.session_id).exit_reason == "timeout"
+
+
+def test_stop_signals_a_local_process_and_records_user_stop(repo, tracker, task):
+    worker = subprocess.Popen(["sleep", "60"])
+    s = tracker.start(task.task_id, pid=worker.pid, state="running")
+    out = brat_json("sessions", "stop", s.session_id, "--grace", "5", cwd=repo)
+    assert worker.wait(timeout=10) == -signal.SIGTERM
+    assert (out["session"]["exit_reason"], out["session"]["exit_code"]) == ("user-stop", -1)
+
+
+def test_stop_of_a_session_on_another_host_fences_its_worker(repo, task):
+    remote_worker = Tracker(repo, host="elsewhere")
+    s = remote_worker.start(task.task_id, pid=1, state="running")
+    data = brat_json("sessions", "stop", s.session_id, cwd=repo)
+    assert data["session"]["exit_reason"] == "user-stop"
+    with pytest.raises(Fenced):
+        remote_worker.heartbeat(s.session_id)

@@ -1,0 +1,100 @@
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+
+from brat_sessions.config import Config
+from brat_sessions.reaper import reap
+from brat_sessions.worker.api import Tracker
+
+from ..helpers import brat, brat_json, wait_for
+
+
+def session_of(tracker, task):
+    return tracker.ws.fresh_index().sessions(True, task.issue_id)
+
+
+def test_run_records_completion_tees_output_and_exits_with_the_status(repo, tracker, task):
+    out = brat("sessions", "run", "--task", task.task_id, "--engine", "codex", "--",
+               "sh", "-c", "echo to-out; echo to-err >&2; exit 3", cwd=repo)
+    assert out.returncode == 3
+    assert "to-out" in out.stdout and "to-err" in out.stderr
+    (s,) = session_of(tracker, task)
+    assert (s.status, s.exit_code, s.exit_reason, s.engine, s.host) == \
+        ("exit", 3, "completed", "codex", tracker.host)
+    log = (repo / ".grite" / "logs" / f"{s.session_id}.log").read_bytes()
+    assert sorted(log.splitlines()) == [b"to-err", b"to-out"]
+    assert s.last_output_ref == "sha256:" + hashlib.sha256(log).hexdigest()
+    assert [b.fields["state"] for b in tracker.history(s.session_id)] == ["spawned", "running", "exit"]
+    assert isinstance(s.pid, int)
+
+
+def test_death_by_signal_is_128_plus_n(repo, tracker, task):
+    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "kill -KILL $$", cwd=repo)
+    assert out.returncode == 128 + 9
+    (s,) = session_of(tracker, task)
+    assert (s.exit_reason, s.exit_code) == ("signal", 137)
+
+
+def test_command_not_found(repo, tracker, task):
+    out = brat("sessions", "run", "--task", task.task_id, "--", "no-such-command-xyz", cwd=repo)
+    assert out.returncode == 127 and "cannot run no-such-command-xyz" in out.stderr
+    (s,) = session_of(tracker, task)
+    assert (s.exit_reason, s.exit_code) == ("completed", 127)
+
+
+def _start_run(repo, task, *command, interval="30"):
+    return subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "run", "--task",
+                             task.task_id, "--heartbeat-interval", interval, "--", *command],
+                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _running(tracker, task):
+    found = [s for s in session_of(tracker, task) if s.status == "running"]
+    return found[0] if found else None
+
+
+def test_sigterm_to_run_is_forwarded_to_the_command(repo, tracker, task):
+    proc = _start_run(repo, task, "sleep", "60")
+    s = wait_for(lambda: _running(tracker, task))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    done = tracker.session(s.session_id)
+    assert (done.exit_reason, done.exit_code) == ("signal", 143)
+
+
+def test_run_heartbeats_and_stops_its_command_when_reaped(repo, tracker, task):
+    proc = _start_run(repo, task, "sleep", "60", interval="0.1")
+    s = wait_for(lambda: _running(tracker, task))
+    wait_for(lambda: tracker.session(s.session_id).last_heartbeat_ts)
+    Tracker(repo).exit(s.session_id, -1, "timeout")  # as a reaper elsewhere would
+    assert proc.wait(timeout=30) == 4
+    assert "already exited" in proc.stderr.read()
+    wait_for(lambda: not os.path.exists(f"/proc/{s.pid}") or
+             open(f"/proc/{s.pid}/stat").read().split(") ")[1][0] == "Z")
+    assert tracker.session(s.session_id).exit_reason == "timeout"
+
+
+def test_stop_of_a_run_session_records_user_stop_with_the_status(repo, tracker, task):
+    proc = _start_run(repo, task, "sleep", "60")
+    s = wait_for(lambda: _running(tracker, task))
+    out = brat_json("sessions", "stop", s.session_id, cwd=repo)
+    assert proc.wait(timeout=30) == 143
+    assert (out["session"]["exit_reason"], out["session"]["exit_code"]) == ("user-stop", 143)
+    assert len([b for b in tracker.history(s.session_id) if b.fields["state"] == "exit"]) == 1
+
+
+def test_reaper_learns_the_real_end_when_the_supervisor_died(repo, tracker, task, tmp_path):
+    gate = tmp_path / "gate"
+    proc = _start_run(repo, task, "sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done; exit 7")
+    s = wait_for(lambda: _running(tracker, task))
+    proc.send_signal(signal.SIGKILL)  # the supervisor dies; the shim and the command live on
+    proc.wait()
+    gate.touch()
+    status = repo / ".grite" / "logs" / f"{s.session_id}.status.json"
+    wait_for(status.exists)
+    report = reap(tracker.ws, Config())
+    assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == \
+        [(s.session_id, "completed", 7)]
+    assert tracker.session(s.session_id).last_output_ref.startswith("sha256:")
