@@ -102,12 +102,10 @@ class Syncer:
         remote = self._ref(self.prefix + "grite/wal")
         if remote is None or remote == local:
             return local
-        if local is None:
-            new = remote
-        elif self.repo.descendant_of(local, remote):
+        if local is not None and self.repo.descendant_of(local, remote):
             return local  # we are ahead: only a push is needed
-        elif self.repo.descendant_of(remote, local):
-            new = remote
+        if local is None or self.repo.descendant_of(remote, local):
+            new = remote  # fast-forward
             self.report.fetched_commits += len(self.wal.commits(remote, local))
         else:
             new = self._reappend(local, remote)

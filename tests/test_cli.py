@@ -1,0 +1,63 @@
+import json
+
+from .helpers import brat, brat_json
+
+
+def test_outside_a_repository_is_exit_5_one_line(tmp_path):
+    out = brat("sessions", "list", cwd=tmp_path)
+    assert out.returncode == 5
+    assert out.stderr.strip() == f"brat: not a git repository: {tmp_path}"
+    out = brat("sessions", "list", "--json", cwd=tmp_path)
+    assert out.returncode == 5 and out.stdout == ""
+    err = json.loads(out.stderr)
+    assert err == {"schema_version": 1, "ok": False,
+                   "error": {"code": "environment", "message": f"not a git repository: {tmp_path}"}}
+
+
+def test_missing_directory_given_with_C(tmp_path):
+    out = brat("-C", str(tmp_path / "nope"), "sessions", "list")
+    assert out.returncode == 5 and "no such directory" in out.stderr
+
+
+def test_unknown_session_is_exit_3(repo):
+    out = brat("sessions", "show", "s-20250101-dead", "--json", cwd=repo)
+    assert out.returncode == 3
+    assert json.loads(out.stderr)["error"] == {"code": "not_found", "message": "no session s-20250101-dead"}
+    assert brat("sessions", "heartbeat", "s-20250101-dead", cwd=repo).returncode == 3
+
+
+def test_bad_arguments_are_exit_2(repo):
+    out = brat("sessions", "list", "--type", "robot", cwd=repo)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    out = brat("sessions", "exit", "s-1", "--code", "x", "--json", cwd=repo)
+    assert out.returncode == 2 and json.loads(out.stderr)["error"]["code"] == "bad_arguments"
+    assert brat("nonsense", cwd=repo).returncode == 2
+
+
+def test_dash_C_json_on_every_level_and_the_session_alias(repo, tmp_path, task):
+    a = brat_json("-C", str(repo), "sessions", "list", cwd=tmp_path)
+    b = brat_json("session", "list", "-C", str(repo), cwd=tmp_path)
+    c = json.loads(brat("--json", "-C", str(repo), "session", "list", cwd=tmp_path).stdout)["data"]
+    assert a == b == c == {"sessions": [], "total": 0}
+    assert brat("sessions", "list", cwd=repo).stdout.strip() == "no sessions"
+
+
+def test_empty_repository_lists_nothing(tmp_path):
+    from .helpers import git
+    git(tmp_path, "init", "-q", "empty")
+    assert brat_json("sessions", "list", cwd=tmp_path / "empty") == {"sessions": [], "total": 0}
+
+
+def test_start_json_and_help(repo, task):
+    data = brat_json("sessions", "start", "--task", task.task_id, "--type", "crew", "--pid", "42",
+                     cwd=repo)
+    assert data["session_id"].startswith("s-") and data["session"]["role"] == "user"
+    assert brat("--help").returncode == 0
+    assert "run" in brat("sessions", "--help").stdout
+
+
+def test_demo_runs_on_a_builtin_default(tmp_path):
+    data = brat_json("demo", "--dir", str(tmp_path / "demo"))
+    reasons = sorted((s["exit_reason"] or s["status"]) for s in data["sessions"])
+    assert reasons == ["completed", "crash", "ready", "running"]
+    assert brat_json("sessions", "list", cwd=tmp_path / "demo")["total"] == 2

@@ -1,0 +1,149 @@
+import subprocess
+import sys
+
+import pytest
+from freezegun import freeze_time
+
+from brat_sessions.config import Config, load_config
+from brat_sessions.errors import BadInput, Fenced
+from brat_sessions.reaper import reap
+from brat_sessions.worker.api import Tracker
+
+from .helpers import brat, brat_json, wal_commit_count
+
+T0 = "2026-01-01 12:00:00"
+
+
+def other_host(repo):
+    return Tracker(repo, host="far-away")
+
+
+def test_timeout_after_heartbeats_stop(repo, task):
+    config = Config(heartbeat_interval=30, clock_skew=5)  # timeout 3*30+30 = 120 s
+    with freeze_time(T0) as clock:
+        t = other_host(repo)
+        s = t.start(task.task_id, state="running")
+        t.heartbeat(s.session_id)
+        clock.tick(120)
+        assert reap(t.ws, config).reaped == []  # within timeout + skew
+        t.heartbeat(s.session_id)  # the lease renews it
+        clock.tick(125)
+        assert reap(t.ws, config).reaped == []
+        clock.tick(1)
+        (v,) = reap(t.ws, config).reaped
+    assert (v.session_id, v.exit_reason, v.exit_code) == (s.session_id, "timeout", -1)
+    done = t.session(s.session_id)
+    assert (done.status, done.exit_reason, done.exit_code) == ("exit", "timeout", -1)
+    assert done.last_heartbeat_ts is not None
+    with pytest.raises(Fenced):  # the stuck worker learns it at its next heartbeat
+        t.heartbeat(s.session_id)
+
+
+def test_spawn_timeout_for_sessions_that_never_heartbeat(repo, task):
+    config = Config(spawn_timeout=300, clock_skew=0)
+    with freeze_time(T0) as clock:
+        t = other_host(repo)
+        s = t.start(task.task_id)
+        clock.tick(299)
+        assert reap(t.ws, config).reaped == []
+        clock.tick(2)
+        assert [v.session_id for v in reap(t.ws, config).reaped] == [s.session_id]
+
+
+def test_crash_when_the_pid_is_gone_on_this_host(repo, tracker, task):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        dead = tracker.start(task.task_id, pid=gone.pid, state="running")
+        living = tracker.start(task.task_id, pid=alive.pid, state="running")
+        remote = other_host(repo).start(task.task_id, pid=gone.pid, state="running")
+        report = reap(tracker.ws, Config())
+        assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == \
+            [(dead.session_id, "crash", -1)]
+        assert report.alive == 2 and report.checked == 3
+        assert not tracker.session(living.session_id).exited
+        assert not tracker.session(remote.session_id).exited  # its pid lives on another host
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_crash_when_the_pid_was_reused_by_a_newer_process(repo, task):
+    with freeze_time("2020-01-01"):  # the pid is recorded long before the process started
+        t = Tracker(repo)
+        newer = subprocess.Popen(["sleep", "30"])
+        s = t.start(task.task_id, pid=newer.pid, state="running")
+    try:
+        (v,) = reap(Tracker(repo).ws, Config(timeout=10 ** 9, spawn_timeout=10 ** 9)).reaped
+        assert (v.session_id, v.exit_reason) == (s.session_id, "crash")
+    finally:
+        newer.kill()
+        newer.wait()
+
+
+def test_one_commit_per_pass_and_idempotent(repo, task):
+    with freeze_time(T0) as clock:
+        t = other_host(repo)
+        ids = {t.start(task.task_id).session_id for _ in range(12)}
+        clock.tick(3600)
+        before = wal_commit_count(repo)
+        dry = reap(t.ws, Config(), dry_run=True)
+        assert {v.session_id for v in dry.reaped} == ids and wal_commit_count(repo) == before
+        report = reap(t.ws, Config())
+        assert {v.session_id for v in report.reaped} == ids
+        assert wal_commit_count(repo) == before + 1
+        assert reap(t.ws, Config()).reaped == []
+        assert wal_commit_count(repo) == before + 1
+    assert all(t.session(sid).exit_reason == "timeout" for sid in ids)
+
+
+def test_concurrent_reapers_give_each_session_one_exit(repo, task):
+    t = other_host(repo)
+    ids = [t.start(task.task_id).session_id for _ in range(10)]
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("spawn_timeout: 0\nclock_skew: 0\n")
+    procs = [subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "reap", "--json"],
+                              cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    for sid in ids:
+        exits = [b for b in t.history(sid) if b.fields["state"] == "exit"]
+        assert len(exits) == 1, sid
+
+
+def test_reap_cli_json_and_table(repo, task):
+    t = other_host(repo)
+    s = t.start(task.task_id)
+    data = brat_json("sessions", "reap", "--dry-run", "--spawn-timeout", "0", cwd=repo)
+    assert data["dry_run"] is True and data["checked"] == 1
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("clock_skew: 0\n")
+    data = brat_json("sessions", "reap", "--spawn-timeout", "0", cwd=repo)
+    assert data["reaped"] == [{"session_id": s.session_id, "task_id": task.task_id,
+                               "exit_reason": "timeout", "exit_code": -1,
+                               "why": data["reaped"][0]["why"]}]
+    assert (data["alive"], data["checked"]) == (0, 1)
+    out = brat("sessions", "reap", cwd=repo)
+    assert out.returncode == 0 and out.stdout.startswith("reaped 0 of 0 sessions")
+
+
+def test_config_file_and_flags(repo):
+    (repo / ".brat").mkdir()
+    path = repo / ".brat" / "sessions.yaml"
+    path.write_text("heartbeat_interval: 10\nspawn_timeout: 60\n")
+    config = load_config(repo)
+    assert (config.effective_timeout, config.spawn_timeout) == (60, 60)
+    assert config.override(timeout=5).effective_timeout == 5
+    path.write_text("timeout: soon\n")
+    with pytest.raises(BadInput, match="'timeout'"):
+        load_config(repo)
+    path.write_text("heartbeat: 10\n")
+    with pytest.raises(BadInput, match="unknown key 'heartbeat'"):
+        load_config(repo)
+    out = brat("sessions", "reap", cwd=repo)
+    assert out.returncode == 2 and "unknown key 'heartbeat'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    path.write_text("timeout: [1\n")
+    out = brat("sessions", "reap", cwd=repo)
+    assert out.returncode == 2 and "not valid YAML" in out.stderr

@@ -1,0 +1,151 @@
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from brat_sessions.storage.repo import open_repo
+from brat_sessions.storage.wal import Wal
+
+from .helpers import brat, brat_json, git, make_repo
+
+
+@pytest.fixture
+def remote(tmp_path):
+    origin = make_repo(tmp_path / "seed")
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(origin), str(bare))
+    return bare
+
+
+def clone(remote, path):
+    git(path.parent, "clone", "-q", str(remote), str(path))
+    return path
+
+
+def all_event_ids(repo):
+    return [e.event_id for e in Wal(open_repo(repo)).events()]
+
+
+def sessions_of(repo):
+    data = brat_json("sessions", "list", "--all", cwd=repo)["sessions"]
+    for s in data:
+        s.pop("heartbeat_age_ms")
+    return data
+
+
+def test_sync_shares_tasks_sessions_and_outputs(remote, tmp_path):
+    a = clone(remote, tmp_path / "a")
+    b = clone(remote, tmp_path / "b")
+    task = brat_json("task", "create", "Shared", cwd=a)["task_id"]
+    run = brat("sessions", "run", "--task", task, "--", "sh", "-c", "echo made-on-a", cwd=a)
+    assert run.returncode == 0
+    report = brat_json("sync", cwd=a)
+    assert report["remote"] == "origin" and report["outputs_pushed"] == 1
+    report = brat_json("sync", cwd=b)
+    assert report["fetched_commits"] >= 1 and report["outputs_fetched"] == 1
+    assert sessions_of(a) == sessions_of(b)
+    sid = sessions_of(b)[0]["session_id"]
+    assert brat("sessions", "log", sid, cwd=b).stdout == "made-on-a\n"
+
+
+def test_diverged_clones_reappend_and_agree(remote, tmp_path):
+    a = clone(remote, tmp_path / "a")
+    b = clone(remote, tmp_path / "b")
+    task = brat_json("task", "create", "Shared", cwd=a)["task_id"]
+    brat_json("sync", cwd=a)
+    brat_json("sync", cwd=b)
+    base = git(remote, "rev-parse", "refs/grite/wal")
+    sa = brat_json("sessions", "start", "--task", task, cwd=a)["session_id"]
+    sb = brat_json("sessions", "start", "--task", task, "--type", "crew", cwd=b)["session_id"]
+    brat_json("sessions", "transition", sb, "ready", cwd=b)
+    brat_json("sync", cwd=a)
+    report = brat_json("sync", cwd=b)  # b has local commits and the remote moved: re-append
+    assert report["reappended_commits"] == 2
+    brat_json("sync", cwd=a)
+    head = git(remote, "rev-parse", "refs/grite/wal")
+    assert git(remote, "merge-base", "--is-ancestor", base, head) == ""  # never rewritten
+    assert git(remote, "rev-list", "--merges", "--count", head) == "0"  # linear
+    ids_a, ids_b = all_event_ids(a), all_event_ids(b)
+    assert Counter(ids_a) == Counter(set(ids_a)) and sorted(ids_a) == sorted(ids_b)
+    assert {s["session_id"] for s in sessions_of(a)} == {sa, sb}
+    assert sessions_of(a) == sessions_of(b)
+
+
+WORKER = """
+import sys, subprocess
+cwd, task, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def brat(*a):
+    out = subprocess.run([sys.executable, "-m", "brat_sessions.cli", *a], cwd=cwd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+for i in range(n):
+    sid = brat("sessions", "start", "--task", task)
+    brat("sessions", "heartbeat", sid)
+brat("sync")
+"""
+
+
+def test_parallel_syncs_lose_and_double_nothing(remote, tmp_path):
+    seed = clone(remote, tmp_path / "seed-clone")
+    task = brat_json("task", "create", "Busy", cwd=seed)["task_id"]
+    brat_json("sync", cwd=seed)
+    clones = [clone(remote, tmp_path / f"c{n}") for n in range(4)]
+    for c in clones:
+        brat_json("sync", cwd=c)
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(c), task, "3"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in clones]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+    for c in clones + [seed]:
+        brat_json("sync", cwd=c)
+    views = [sessions_of(c) for c in clones + [seed]]
+    assert len(views[0]) == 12
+    assert all(v == views[0] for v in views)
+    ids = all_event_ids(seed)
+    assert len(ids) == len(set(ids))
+    for c in clones:
+        assert sorted(all_event_ids(c)) == sorted(ids)
+
+
+def test_heartbeat_leases_travel_and_are_dropped_after_exit(remote, tmp_path):
+    a = clone(remote, tmp_path / "a")
+    b = clone(remote, tmp_path / "b")
+    task = brat_json("task", "create", "Leases", cwd=a)["task_id"]
+    sid = brat_json("sessions", "start", "--task", task, cwd=a)["session_id"]
+    ts = brat_json("sessions", "heartbeat", sid, cwd=a)["last_heartbeat_ts"]
+    assert brat_json("sync", cwd=a)["leases_pushed"] == 1
+    brat_json("sync", cwd=b)
+    assert brat_json("sessions", "show", sid, cwd=b)["session"]["last_heartbeat_ts"] == ts
+    # a reaper on b sees a's heartbeat: alive under the normal timeout
+    assert brat_json("sessions", "reap", cwd=b)["reaped"] == []
+    brat_json("sessions", "exit", sid, "--code", "0", cwd=b)
+    brat_json("sync", cwd=b)
+    report = brat_json("sync", cwd=a)
+    assert report["leases_dropped"] == 1
+    assert git(remote, "for-each-ref", "refs/brat/sessions/leases") == ""
+    out = brat("sessions", "heartbeat", sid, cwd=a)
+    assert out.returncode == 4  # the worker on a learns it is over
+
+
+def test_reap_with_remote_fetches_and_pushes(remote, tmp_path):
+    a = clone(remote, tmp_path / "a")
+    ci = clone(remote, tmp_path / "ci")
+    task = brat_json("task", "create", "Stale", cwd=a)["task_id"]
+    sid = brat_json("sessions", "start", "--task", task, cwd=a)["session_id"]
+    brat_json("sync", cwd=a)
+    (ci / ".brat").mkdir()
+    (ci / ".brat" / "sessions.yaml").write_text("clock_skew: 0\n")
+    data = brat_json("sessions", "reap", "--spawn-timeout", "0", "--remote", "origin", cwd=ci)
+    assert [r["session_id"] for r in data["reaped"]] == [sid]
+    brat_json("sync", cwd=a)
+    assert brat_json("sessions", "show", sid, cwd=a)["session"]["exit_reason"] == "timeout"
+
+
+def test_sync_errors_are_one_line_with_exit_codes(tmp_path):
+    lonely = make_repo(tmp_path / "lonely")
+    out = brat("sync", cwd=lonely)
+    assert out.returncode == 5 and "no git remote" in out.stderr
+    out = brat("sync", "--remote", str(tmp_path / "missing.git"), cwd=lonely)
+    assert out.returncode == 5 and "git fetch" in out.stderr and "Traceback" not in out.stderr
