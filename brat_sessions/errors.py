@@ -56,3 +56,6 @@ class CorruptCommit(BratError):
         super().__init__(f"corrupt WAL commit {commit}: {reason}")
         self.commit = commit
         self.reason = reason
+
+    def __reduce__(self):  # picklable, for the index's reader processes
+        return (CorruptCommit, (self.commit, self.reason))

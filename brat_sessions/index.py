@@ -24,10 +24,12 @@ from .sessions.model import Session
 from .sessions.projection import BlockRecord
 from .storage import events as kinds
 from .storage.repo import RepoContext
-from .storage.wal import Wal, WalCommit
+from .storage.events import Event
+from .storage.wal import Wal
 
 FORMAT_VERSION = 3
 BUSY_TIMEOUT_S = 120
+FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
 
 def _warn(message: str) -> None:
@@ -134,31 +136,38 @@ class Index:
         if target is None:
             db.execute("DELETE FROM meta WHERE key='head'")
             return
-        touched_sessions: set[str] = set()
-        touched_issues: set[str] = set()
-        for item in self.wal.replay(target, self._since(current)):
+        issues = issue_proj.IssueFold(db)
+        blocks = session_proj.BlockFold(db)
+        pending = 0
+        replay = self.wal.replay_prepared(session_proj.prepare_commit, target, self._since(current))
+        for item, parsed in replay:
             if isinstance(item, CorruptCommit):
                 session_proj.add_problem(db, f"commit:{item.commit}", "corrupt_commit",
                                          item.message, commit_id=item.commit)
                 continue
-            self._apply_commit(item, touched_sessions, touched_issues)
-        for iid in touched_issues:
-            issue_proj.refresh_task_id(db, iid)
-        session_proj.recompute(db, touched_sessions)
+            for ev in item.events:
+                if self._apply_event(issues, ev, item.oid) and ev.kind == kinds.COMMENT_ADDED:
+                    blocks.add(parsed[ev.event_id])
+            pending += 1
+            if pending >= FLUSH_EVERY:
+                issues.flush()
+                blocks.flush()
+                pending = 0
+        issues.flush()
+        blocks.finish()
         db.execute("INSERT OR REPLACE INTO meta VALUES('head', ?)", (target,))
 
-    def _apply_commit(self, commit: WalCommit, sessions: set[str], issues: set[str]) -> None:
-        for ev in commit.events:
-            try:
-                if issue_proj.apply_event(self.db, ev):
-                    issues.add(ev.issue_id.hex())
-                if ev.kind == kinds.COMMENT_ADDED:
-                    sessions |= session_proj.apply_comment(self.db, ev, commit.oid)
-            except (TypeError, ValueError, IndexError) as exc:
-                session_proj.add_problem(
-                    self.db, f"event:{ev.event_id.hex()}", "bad_event",
-                    f"event {ev.event_id.hex()} (commit {commit.oid}) has a bad payload: {exc}",
-                    commit_id=commit.oid, event_id=ev.event_id.hex())
+    def _apply_event(self, issues: issue_proj.IssueFold, ev: Event, commit_id: str) -> bool:
+        """Fold one event into its issue; False (and a reported problem) for a bad payload."""
+        try:
+            issues.apply(ev)
+            return True
+        except (TypeError, ValueError, IndexError) as exc:
+            session_proj.add_problem(
+                self.db, f"event:{ev.event_id.hex()}", "bad_event",
+                f"event {ev.event_id.hex()} (commit {commit_id}) has a bad payload: {exc}",
+                commit_id=commit_id, event_id=ev.event_id.hex())
+            return False
 
     # problems ----------------------------------------------------------
     def problems(self) -> list[dict]:

@@ -1,8 +1,9 @@
-"""Fold grite events into issues (stored in the index's SQL tables).
+"""Fold grite events into issues (kept in the index's SQL tables).
 
 Every rule is order-independent and idempotent, so the same events give the
 same issues in whatever order a clone saw them: title, body, state, labels and
 assignees are last-writer-wins by grite's order (ts, actor, event_id).
+A batch of events is folded in memory and written back in one go.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ CREATE TABLE IF NOT EXISTS members(
   issue_id TEXT, kind TEXT, value TEXT, present INTEGER, key TEXT,
   PRIMARY KEY(issue_id, kind, value));
 """
+
+_COLUMNS = ("issue_id", "created", "created_ts", "updated_ts", "title", "title_key", "body",
+            "body_key", "state", "state_key", "task_id", "comments")
 
 
 def order_key(ev: Event) -> str:
@@ -61,68 +65,103 @@ class Issue:
                 "updated_ts": self.updated_ts}
 
 
-def _lww(db: sqlite3.Connection, iid: str, column: str, value: str, key: str) -> None:
-    db.execute(f"UPDATE issues SET {column}=?, {column}_key=? WHERE issue_id=? "
-               f"AND ({column}_key IS NULL OR {column}_key < ?)", (value, key, iid, key))
-
-
-def _member(db: sqlite3.Connection, iid: str, kind: str, value: str, present: bool, key: str) -> None:
-    db.execute("INSERT INTO members(issue_id, kind, value, present, key) VALUES(?,?,?,?,?) "
-               "ON CONFLICT(issue_id, kind, value) DO UPDATE SET present=excluded.present, "
-               "key=excluded.key WHERE excluded.key > members.key",
-               (iid, kind, value, int(present), key))
-
-
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("expected text in payload")
     return value
 
 
-def apply_event(db: sqlite3.Connection, ev: Event) -> bool:
-    """Fold one event into its issue. True when it may change the issue's labels."""
-    iid = ev.issue_id.hex()
-    key = order_key(ev)
-    p = ev.payload
-    kind = ev.kind
-    if kind in (ev_kinds.CONTEXT_UPDATED, ev_kinds.PROJECT_CONTEXT_UPDATED):
-        return False  # not about issues; kept in the log, unused here
-    db.execute("INSERT INTO issues(issue_id, updated_ts) VALUES(?, ?) ON CONFLICT(issue_id) "
-               "DO UPDATE SET updated_ts=MAX(updated_ts, excluded.updated_ts)", (iid, ev.ts_unix_ms))
+def _check_payload(kind: int, p: list) -> None:
     if kind == ev_kinds.ISSUE_CREATED:
-        title, body, labels = _text(p[0]), _text(p[1]), p[2]
-        db.execute("UPDATE issues SET created=1, created_ts=MIN(COALESCE(created_ts, ?), ?) "
-                   "WHERE issue_id=?", (ev.ts_unix_ms, ev.ts_unix_ms, iid))
-        _lww(db, iid, "title", title, key)
-        _lww(db, iid, "body", body, key)
-        _lww(db, iid, "state", "open", key)
-        for label in labels:
-            _member(db, iid, "label", _text(label), True, key)
-        return True
-    if kind == ev_kinds.ISSUE_UPDATED:
-        if p[0] is not None:
-            _lww(db, iid, "title", _text(p[0]), key)
-        if len(p) > 1 and p[1] is not None:
-            _lww(db, iid, "body", _text(p[1]), key)
-    elif kind in (ev_kinds.LABEL_ADDED, ev_kinds.LABEL_REMOVED):
-        _member(db, iid, "label", _text(p[0]), kind == ev_kinds.LABEL_ADDED, key)
-        return True
-    elif kind in (ev_kinds.ASSIGNEE_ADDED, ev_kinds.ASSIGNEE_REMOVED):
-        _member(db, iid, "assignee", _text(p[0]), kind == ev_kinds.ASSIGNEE_ADDED, key)
-    elif kind == ev_kinds.STATE_CHANGED:
-        state = _text(p[0])
-        if state in ("open", "closed"):
-            _lww(db, iid, "state", state, key)
-    elif kind == ev_kinds.COMMENT_ADDED:
+        for value in (p[0], p[1], *p[2]):
+            _text(value)
+    elif kind in (ev_kinds.LABEL_ADDED, ev_kinds.LABEL_REMOVED, ev_kinds.ASSIGNEE_ADDED,
+                  ev_kinds.ASSIGNEE_REMOVED, ev_kinds.STATE_CHANGED, ev_kinds.COMMENT_ADDED):
         _text(p[0])
-        db.execute("UPDATE issues SET comments=comments+1 WHERE issue_id=?", (iid,))
-    return False
+    elif kind == ev_kinds.ISSUE_UPDATED:
+        for value in p[:2]:
+            if value is not None:
+                _text(value)
 
 
-def refresh_task_id(db: sqlite3.Connection, iid: str) -> None:
-    row = db.execute("SELECT value FROM members WHERE issue_id=? AND kind='label' AND present=1 "
-                     "AND value LIKE 'task:%' ORDER BY value LIMIT 1", (iid,)).fetchone()
-    db.execute("UPDATE issues SET task_id=? WHERE issue_id=?", (row[0][5:] if row else None, iid))
+class IssueFold:
+    """Folds a batch of events into the issues they touch, then writes them back."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.rows: dict[str, dict] = {}
+        self.members: dict[str, dict[tuple[str, str], tuple[int, str]]] = {}
+        self.changed_members: set[tuple[str, str, str]] = set()
+
+    def _row(self, iid: str) -> dict:
+        row = self.rows.get(iid)
+        if row is None:
+            found = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM issues WHERE issue_id=?",
+                                    (iid,)).fetchone()
+            row = dict(zip(_COLUMNS, found)) if found else dict.fromkeys(_COLUMNS)
+            if not found:
+                row.update(issue_id=iid, created=0, updated_ts=0, comments=0)
+            self.rows[iid] = row
+            self.members[iid] = {(k, v): (p, key) for k, v, p, key in self.db.execute(
+                "SELECT kind, value, present, key FROM members WHERE issue_id=?", (iid,))}
+        return row
+
+    @staticmethod
+    def _lww(row: dict, column: str, value: str, key: str) -> None:
+        if row[f"{column}_key"] is None or row[f"{column}_key"] < key:
+            row[column] = value
+            row[f"{column}_key"] = key
+
+    def _member(self, iid: str, kind: str, value: str, present: bool, key: str) -> None:
+        current = self.members[iid].get((kind, value))
+        if current is None or current[1] < key:
+            self.members[iid][(kind, value)] = (int(present), key)
+            self.changed_members.add((iid, kind, value))
+
+    def apply(self, ev: Event) -> None:
+        """Fold one event; ValueError/TypeError/IndexError for a payload of the wrong shape."""
+        kind, p = ev.kind, ev.payload
+        if kind in (ev_kinds.CONTEXT_UPDATED, ev_kinds.PROJECT_CONTEXT_UPDATED) or kind > 14:
+            return  # not about issues, or unknown: kept in the log, unused here
+        iid = ev.issue_id.hex()
+        key = order_key(ev)
+        _check_payload(kind, p)  # before touching anything: a bad event changes nothing
+        row = self._row(iid)
+        row["updated_ts"] = max(row["updated_ts"] or 0, ev.ts_unix_ms)
+        if kind == ev_kinds.ISSUE_CREATED:
+            row["created"] = 1
+            row["created_ts"] = min(row["created_ts"] or ev.ts_unix_ms, ev.ts_unix_ms)
+            self._lww(row, "title", p[0], key)
+            self._lww(row, "body", p[1], key)
+            self._lww(row, "state", "open", key)
+            for label in p[2]:
+                self._member(iid, "label", label, True, key)
+        elif kind == ev_kinds.ISSUE_UPDATED:
+            if p[0] is not None:
+                self._lww(row, "title", p[0], key)
+            if len(p) > 1 and p[1] is not None:
+                self._lww(row, "body", p[1], key)
+        elif kind in (ev_kinds.LABEL_ADDED, ev_kinds.LABEL_REMOVED):
+            self._member(iid, "label", p[0], kind == ev_kinds.LABEL_ADDED, key)
+        elif kind in (ev_kinds.ASSIGNEE_ADDED, ev_kinds.ASSIGNEE_REMOVED):
+            self._member(iid, "assignee", p[0], kind == ev_kinds.ASSIGNEE_ADDED, key)
+        elif kind == ev_kinds.STATE_CHANGED and p[0] in ("open", "closed"):
+            self._lww(row, "state", p[0], key)
+        elif kind == ev_kinds.COMMENT_ADDED:
+            row["comments"] += 1
+
+    def flush(self) -> None:
+        for iid, row in self.rows.items():
+            tasks = sorted(v for (k, v), (present, _) in self.members[iid].items()
+                           if k == "label" and present and v.startswith("task:"))
+            row["task_id"] = tasks[0][5:] if tasks else None
+        self.db.executemany(f"INSERT OR REPLACE INTO issues({', '.join(_COLUMNS)}) VALUES "
+                            f"({', '.join('?' * len(_COLUMNS))})",
+                            [tuple(r[c] for c in _COLUMNS) for r in self.rows.values()])
+        self.db.executemany("INSERT OR REPLACE INTO members VALUES(?,?,?,?,?)",
+                            [(iid, k, v, *self.members[iid][(k, v)])
+                             for iid, k, v in self.changed_members])
+        self.changed_members.clear()  # rows stay cached: this fold owns them until it ends
 
 
 def load_issue(db: sqlite3.Connection, iid: str) -> Issue | None:

@@ -67,11 +67,7 @@ def format_block(fields: dict[str, Any]) -> str:
 
 
 def _decode_value(raw: str) -> Any:
-    if raw == "null":
-        return None
-    if _INT.match(raw):
-        return int(raw)
-    if len(raw) >= 2 and raw[0] == '"' and raw[-1] == '"':
+    if raw[:1] == '"' and raw[-1:] == '"' and len(raw) >= 2:
         inner = raw[1:-1]
         if "\\" not in inner and '"' not in inner:
             return inner  # brat's plain form, the common case
@@ -79,6 +75,10 @@ def _decode_value(raw: str) -> Any:
             return tomllib.loads("v = " + raw)["v"]
         except tomllib.TOMLDecodeError:
             return inner  # brat wrote it raw, backslashes and all
+    if raw == "null":
+        return None
+    if _INT.match(raw):
+        return int(raw)
     raise BlockError(f"value {raw!r} is neither a quoted string, an integer nor null")
 
 
@@ -103,9 +103,6 @@ def _validate(fields: dict[str, Any]) -> None:
 def _parse_body(lines: list[str]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for line in lines:
-        line = line.strip()
-        if not line:
-            continue
         key, sep, raw = line.partition("=")
         if not sep:
             raise BlockError(f"line {line[:40]!r} is not key = value")
@@ -114,32 +111,38 @@ def _parse_body(lines: list[str]) -> dict[str, Any]:
     return fields
 
 
+def _finish(body: list[str]) -> ParsedBlock:
+    try:
+        return ParsedBlock(_parse_body(body))
+    except BlockError as exc:
+        return ParsedBlock({}, str(exc))
+
+
 def parse_blocks(text: str) -> list[ParsedBlock]:
-    """Every block in a comment, well formed or not, in order."""
+    """Every block in a comment, well formed or not, in order.
+
+    A block runs from a `[session]` line to the next `[/session]` line; lines are
+    split on LF only (a CR before it is dropped), so no other character ends a line.
+    A `[session]` line inside an open block starts a new block and reports the
+    unclosed one.
+    """
     blocks: list[ParsedBlock] = []
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
-    i = 0
-    while i < len(lines):
-        if lines[i].strip() != OPEN:
-            i += 1
+    body: list[str] | None = None
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if line == OPEN:
+            if body is not None:
+                blocks.append(ParsedBlock({}, "no closing [/session] before the next [session]"))
+            body = []
+        elif body is None:
             continue
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines) and lines[j].strip() not in (CLOSE, OPEN):
-            body.append(lines[j])
-            j += 1
-        if j == len(lines):
-            blocks.append(ParsedBlock({}, "no closing [/session]"))
-            break
-        if lines[j].strip() == OPEN:  # a new block starts before this one closed
-            blocks.append(ParsedBlock({}, "no closing [/session] before the next [session]"))
-            i = j
-            continue
-        try:
-            blocks.append(ParsedBlock(_parse_body(body)))
-        except BlockError as exc:
-            blocks.append(ParsedBlock({}, str(exc)))
-        i = j + 1
+        elif line == CLOSE:
+            blocks.append(_finish(body))
+            body = None
+        elif line:
+            body.append(line)
+    if body is not None:
+        blocks.append(ParsedBlock({}, "no closing [/session]"))
     return blocks
 
 

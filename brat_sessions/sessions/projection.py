@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..storage.events import Event
+from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
 from .model import Session
+
+if TYPE_CHECKING:
+    from ..storage.wal import WalCommit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks(
@@ -55,25 +58,57 @@ def add_problem(db: sqlite3.Connection, problem_id: str, kind: str, message: str
                (problem_id, kind, commit_id, event_id, session_id, message))
 
 
-def apply_comment(db: sqlite3.Connection, ev: Event, commit_id: str) -> set[str]:
-    """Store the blocks of one comment; returns the session ids it touches."""
+def comment_rows(ev: Event, commit_id: str) -> tuple[list[tuple], list[tuple]]:
+    """The block rows and problem rows of one comment (pure: runs in reader processes too)."""
     body = ev.payload[0] if ev.payload else None
     if not isinstance(body, str) or not has_block(body):
-        return set()
+        return [], []
     eid = ev.event_id.hex()
-    touched: set[str] = set()
+    issue, actor = ev.issue_id.hex(), ev.actor.hex()
+    blocks, problems = [], []
     for seq, parsed in enumerate(parse_blocks(body)):
         if parsed.error:
-            add_problem(db, f"block:{eid}:{seq}", "malformed_block",
-                        f"malformed [session] block in comment {eid} (commit {commit_id}): {parsed.error}",
-                        commit_id=commit_id, event_id=eid)
+            problems.append((f"block:{eid}:{seq}", "malformed_block", commit_id, eid, None,
+                             f"malformed [session] block in comment {eid} "
+                             f"(commit {commit_id}): {parsed.error}"))
             continue
-        sid = parsed.fields["session_id"]
-        db.execute("INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?,?)",
-                   (f"{eid}:{seq}", sid, ev.issue_id.hex(), ev.ts_unix_ms, ev.actor.hex(), eid, seq,
-                    json.dumps(parsed.fields)))
-        touched.add(sid)
-    return touched
+        blocks.append((f"{eid}:{seq}", parsed.fields["session_id"], issue, ev.ts_unix_ms, actor,
+                       eid, seq, json.dumps(parsed.fields)))
+    return blocks, problems
+
+
+def prepare_commit(commit: "WalCommit") -> dict[bytes, tuple[list[tuple], list[tuple]]]:
+    """The parsed blocks of every comment of a commit, keyed by event id."""
+    return {ev.event_id: comment_rows(ev, commit.oid) for ev in commit.events
+            if ev.kind == COMMENT_ADDED}
+
+
+class BlockFold:
+    """Collects the blocks of a batch of comments, then stores them and re-derives sessions."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.blocks: list[tuple] = []
+        self.problems: list[tuple] = []
+        self.touched: set[str] = set()
+
+    def add(self, rows: tuple[list[tuple], list[tuple]]) -> None:
+        blocks, problems = rows
+        self.blocks += blocks
+        self.problems += problems
+        self.touched.update(b[1] for b in blocks)
+
+    def flush(self) -> None:
+        """Store what was collected (sessions are re-derived by `finish`)."""
+        self.db.executemany("INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?,?)", self.blocks)
+        self.db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)", self.problems)
+        self.blocks.clear()
+        self.problems.clear()
+
+    def finish(self) -> None:
+        self.flush()
+        recompute(self.db, self.touched)
+        self.touched.clear()
 
 
 def load_blocks(db: sqlite3.Connection, session_id: str) -> list[BlockRecord]:
@@ -115,30 +150,33 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
 
 
 def session_to_row(s: Session) -> str:
-    data = s.to_json()
-    data["pid_ts"] = s.pid_ts
+    data = dict(vars(s))
+    data.pop("extra")
     return json.dumps(data)
 
 
 def session_from_row(data: str, task_id: str | None) -> Session:
     d = json.loads(data)
-    d.pop("heartbeat_age_ms", None)
     d["task_id"] = task_id
     return Session(**d)
 
 
 def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
     """Re-derive the stored summary of each session from all its blocks."""
+    rows, conflicts, had_conflicts = [], [], []
     for sid in session_ids:
         blocks = load_blocks(db, sid)
         if not blocks:
             continue
         session, foreign = derive(blocks)
-        db.execute("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)",
-                   (sid, session.grite_issue_id, session.status, session_to_row(session)))
-        db.execute("DELETE FROM problems WHERE kind='conflict' AND session_id=?", (sid,))
+        rows.append((sid, session.grite_issue_id, session.status, session_to_row(session)))
+        if foreign:
+            had_conflicts.append((sid,))
         for b in foreign:
-            add_problem(db, f"conflict:{b.event_id}:{b.seq}", "conflict",
-                        f"session {sid}: block in comment {b.event_id} is on issue {b.issue_id}, "
-                        f"but the session belongs to issue {session.grite_issue_id}; ignored",
-                        event_id=b.event_id, session_id=sid)
+            conflicts.append((f"conflict:{b.event_id}:{b.seq}", "conflict", None, b.event_id, sid,
+                              f"session {sid}: block in comment {b.event_id} is on issue "
+                              f"{b.issue_id}, but the session belongs to issue "
+                              f"{session.grite_issue_id}; ignored"))
+    db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
+    db.executemany("DELETE FROM problems WHERE kind='conflict' AND session_id=?", had_conflicts)
+    db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)", conflicts)

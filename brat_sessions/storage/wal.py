@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
+import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pygit2
 
@@ -18,6 +20,11 @@ from .repo import RepoContext
 
 WAL_REF = "refs/grite/wal"
 MAX_APPEND_ATTEMPTS = 200
+PARALLEL_FROM = 20_000  # commits; fewer are read in this process
+READERS = 2
+BATCH = 500
+
+Prepare = Callable[["WalCommit"], Any]
 
 
 @dataclass
@@ -106,6 +113,42 @@ class Wal:
             except CorruptCommit as exc:
                 yield exc
 
+    def replay_prepared(self, prepare: Prepare, head: str | None = None, since: str | None = None
+                        ) -> Iterator[tuple["WalCommit | CorruptCommit", Any]]:
+        """Like replay, with `prepare(commit)` computed alongside each readable commit.
+
+        A long replay (a cold index) is read by worker processes, so the order of the
+        pairs is NOT the log order: use it only for order-independent folds. `prepare`
+        must be a module-level function (it is sent to the workers by name).
+        """
+        oids = [str(c.id) for c in self.commits(head, since)]
+        if len(oids) < PARALLEL_FROM:
+            for oid in oids:
+                yield _read_prepared(self, oid, prepare)
+            return
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue(maxsize=8)
+        parts = [oids[i::READERS] for i in range(READERS)]
+        workers = [ctx.Process(target=_reader, args=(str(self.ctx.common_dir), part, prepare, queue),
+                               daemon=True) for part in parts]
+        for w in workers:
+            w.start()
+        done = 0
+        try:
+            while done < len(workers):
+                batch = queue.get()
+                if batch is None:
+                    done += 1
+                    continue
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield from batch
+        finally:
+            for w in workers:
+                w.join(timeout=5)
+                if w.is_alive():
+                    w.terminate()
+
     def events(self, head: str | None = None) -> Iterator[Event]:
         for item in self.replay(head):
             if isinstance(item, WalCommit):
@@ -135,10 +178,9 @@ class Wal:
     def move_head(self, expected: str | None, new: str, message: str = "brat_sessions append") -> bool:
         """Compare-and-swap refs/grite/wal from `expected` to `new`; False on a lost race."""
         refs = self.repo.references
+        if expected is None:
+            return self._create_head(new, message)
         try:
-            if expected is None:
-                refs.create(WAL_REF, new)
-                return True
             ref = refs.get(WAL_REF)
             if ref is None or str(ref.target) != expected:
                 return False
@@ -151,6 +193,21 @@ class Wal:
             if "lock" in text or "does not match" in text or "exists" in text:
                 return False
             raise EnvironmentProblem(f"cannot update {WAL_REF}: {exc}") from None
+
+    def _create_head(self, new: str, message: str) -> bool:
+        """Create the ref only if it does not exist, checked under git's ref lock.
+
+        libgit2's non-forced create checks for an existing ref before it takes the
+        lock, so two first appends could both "win"; git update-ref with an empty
+        old value does the check under the lock.
+        """
+        try:
+            result = subprocess.run(["git", "--git-dir", str(self.ctx.common_dir), "update-ref",
+                                     "-m", message, WAL_REF, new, ""],
+                                    capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise EnvironmentProblem("git is not installed (needed to create refs/grite/wal)") from None
+        return result.returncode == 0
 
     def append(self, actor: str, build: Callable[[str | None], list[Event]]) -> tuple[str | None, list[Event]]:
         """Append the events `build(head)` returns, retrying on a lost race.
@@ -170,3 +227,33 @@ class Wal:
             time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
         raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
 
+
+
+def _read_prepared(wal: Wal, oid: str, prepare: Prepare) -> tuple[WalCommit | CorruptCommit, Any]:
+    try:
+        commit = wal.read_commit(oid)
+    except CorruptCommit as exc:
+        return exc, None
+    return commit, prepare(commit)
+
+
+def _reader(common_dir: str, oids: list[str], prepare: Prepare, queue: Any) -> None:
+    """Worker process: read and prepare commits, send them in batches, then None."""
+    try:
+        from .repo import open_repo
+
+        wal = Wal(open_repo(common_dir))
+        batch = []
+        for oid in oids:
+            item, prepared = _read_prepared(wal, oid, prepare)
+            if isinstance(item, WalCommit):
+                item = replace(item, chunk=b"")  # not needed by a fold; spare the pipe
+            batch.append((item, prepared))
+            if len(batch) >= BATCH:
+                queue.put(batch)
+                batch = []
+        if batch:
+            queue.put(batch)
+    except BaseException as exc:  # hand the failure to the reading process
+        queue.put(exc)
+    queue.put(None)
