@@ -186,7 +186,6 @@ cli.add_command(sessions, "session")
 def sessions_list(include_all: bool, task_ref: str | None, status: str | None, role: str | None,
                   session_type: str | None) -> None:
     """Who is working on what: active sessions (all with --all)."""
-    from .render import sessions_table
     ws = workspace()
     issue_id = ws.index.find_task(task_ref).issue_id if task_ref else None
     found = ws.sessions(include_all or status == "exit")
@@ -194,8 +193,11 @@ def sessions_list(include_all: bool, task_ref: str | None, status: str | None, r
              and (status is None or s.status == status) and (role is None or s.role == role)
              and (session_type is None or s.session_type == session_type)]
     now = _now()
-    emit({"sessions": [s.to_json(now) for s in found], "total": len(found)},
-         lambda: sessions_table(found, now))
+
+    def text() -> str:
+        from .render import sessions_table
+        return sessions_table(found, now)
+    emit({"sessions": [s.to_json(now) for s in found], "total": len(found)}, text)
 
 
 @sessions.command("show")

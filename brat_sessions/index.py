@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Iterator
 
 
+from typing import TYPE_CHECKING
+
 from .errors import CorruptCommit, NotFound
-from .issues import projection as issue_proj
-from .issues.projection import Issue
-from .sessions import projection as session_proj
 from .sessions.model import Session
-from .sessions.projection import BlockRecord
-from .storage import events as kinds
+from .sessions.rows import SCHEMA as SESSION_SCHEMA, session_from_row
 from .storage.repo import RepoContext
-from .storage.events import Event
 from .storage.wal import Wal
+
+if TYPE_CHECKING:  # the folds load only when there is something to replay
+    from .issues.projection import Issue, IssueFold
+    from .sessions.projection import BlockRecord
+    from .storage.events import Event
 
 FORMAT_VERSION = 3
 BUSY_TIMEOUT_S = 120
@@ -82,8 +84,10 @@ class Index:
     def _create(self, db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("BEGIN IMMEDIATE")
         if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+            from .issues.projection import SCHEMA as ISSUE_SCHEMA
+
             schema = ("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
-                      + issue_proj.SCHEMA + session_proj.SCHEMA)
+                      + ISSUE_SCHEMA + SESSION_SCHEMA)
             for statement in schema.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -132,6 +136,10 @@ class Index:
             return None  # gone (gc after a sync): replay all, idempotently
 
     def _replay(self, current: str | None, target: str | None) -> None:
+        from .issues import projection as issue_proj
+        from .sessions import projection as session_proj
+        from .storage import events as kinds
+
         db = self.db
         if target is None:
             db.execute("DELETE FROM meta WHERE key='head'")
@@ -157,8 +165,10 @@ class Index:
         blocks.finish()
         db.execute("INSERT OR REPLACE INTO meta VALUES('head', ?)", (target,))
 
-    def _apply_event(self, issues: issue_proj.IssueFold, ev: Event, commit_id: str) -> bool:
+    def _apply_event(self, issues: "IssueFold", ev: "Event", commit_id: str) -> bool:
         """Fold one event into its issue; False (and a reported problem) for a bad payload."""
+        from .sessions import projection as session_proj
+
         try:
             issues.apply(ev)
             return True
@@ -190,10 +200,12 @@ class Index:
                 _warn(f"{message}; skipped")
 
     # issues ------------------------------------------------------------
-    def issue(self, issue_id: str) -> Issue | None:
-        return issue_proj.load_issue(self.db, issue_id)
+    def issue(self, issue_id: str) -> "Issue | None":
+        from .issues.projection import load_issue
 
-    def find_task(self, ref: str) -> Issue:
+        return load_issue(self.db, issue_id)
+
+    def find_task(self, ref: str) -> "Issue":
         """A task issue by task id (`t-...`) or grite issue id (32 hex)."""
         ref = ref.strip()
         row = self.db.execute("SELECT issue_id FROM issues WHERE task_id=? AND created=1 "
@@ -204,7 +216,7 @@ class Index:
             raise NotFound(f"no task {ref}")
         return issue
 
-    def task_issues(self) -> Iterator[Issue]:
+    def task_issues(self) -> Iterator["Issue"]:
         for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE task_id IS NOT NULL "
                                       "AND created=1 ORDER BY created_ts, issue_id").fetchall():
             issue = self.issue(iid)
@@ -223,15 +235,15 @@ class Index:
         sql = ("SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i "
                "ON i.issue_id = s.issue_id")
         where, args = [], []
-        if not include_exited:
-            where.append("s.status != 'exit'")
+        if not include_exited:  # an IN list uses the status index; != would scan
+            where.append("s.status IN ('spawned', 'ready', 'running', 'handoff')")
         if issue_id is not None:
             where.append("s.issue_id = ?")
             args.append(issue_id)
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self.db.execute(sql, args).fetchall()
-        found = [session_proj.session_from_row(data, task) for data, task in rows]
+        found = [session_from_row(data, task) for data, task in rows]
         found.sort(key=lambda s: (s.started_ts, s.session_id))
         return found
 
@@ -247,10 +259,12 @@ class Index:
                               (session_id,)).fetchone()
         if row is None:
             raise NotFound(f"no session {session_id}")
-        return session_proj.session_from_row(*row)
+        return session_from_row(*row)
 
-    def history(self, session_id: str) -> list[BlockRecord]:
-        return session_proj.load_blocks(self.db, session_id)
+    def history(self, session_id: str) -> list["BlockRecord"]:
+        from .sessions.projection import load_blocks
+
+        return load_blocks(self.db, session_id)
 
 
 def open_index(ctx: RepoContext, refresh: bool = True) -> Index:

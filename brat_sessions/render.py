@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from .issues.projection import Issue
-from .sessions.model import Session
-from .sessions.projection import BlockRecord
+if TYPE_CHECKING:
+    from .issues.projection import Issue
+    from .sessions.model import Session
+    from .sessions.projection import BlockRecord
 
 
 def age(ms: int | None) -> str:

@@ -106,7 +106,7 @@ class Syncer:
             return local  # we are ahead: only a push is needed
         if local is None or self.repo.descendant_of(remote, local):
             new = remote  # fast-forward
-            self.report.fetched_commits += len(self.wal.commits(remote, local))
+            self.report.fetched_commits += len(self.wal.commit_ids(remote, local))
         else:
             new = self._reappend(local, remote)
         if not self.wal.move_head(local, new, "brat sync"):
@@ -122,7 +122,7 @@ class Syncer:
             if isinstance(item, WalCommit):
                 seen.update(e.event_id for e in item.events)
         parent = remote
-        for commit in self.wal.commits(local, since):
+        for commit in self.wal.commit_ids(local, since):
             try:
                 item = self.wal.read_commit(commit)
             except CorruptCommit as exc:
@@ -169,7 +169,7 @@ class Syncer:
         specs = []
         if local_head is not None and local_head != remote_head:
             specs.append(f"{local_head}:{WAL_REF}")
-            self.report.pushed_commits = len(self.wal.commits(local_head, remote_head))
+            self.report.pushed_commits = len(self.wal.commit_ids(local_head, remote_head))
         remote_leases = self._refs_under(self.prefix + "sessions/leases/")
         local_leases = self._refs_under(LEASE_PREFIX)
         for sid, oid in local_leases.items():

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
-import socket
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .index import Index
 from .sessions.lease import read_lease
 from .sessions.model import Session
-from .storage.actor import ensure_actor
-from .storage.events import Event
 from .storage.repo import RepoContext, open_repo
 from .storage.wal import Wal
 
+if TYPE_CHECKING:
+    from .storage.events import Event
+
 
 def this_host() -> str:
+    """The name of this machine, as written in a block's `host` (BRAT_HOST overrides)."""
+    import socket
+
     return os.environ.get("BRAT_HOST") or socket.gethostname()
 
 
@@ -31,6 +34,8 @@ class Workspace:
     def actor(self) -> str:
         """The writing actor; creates grite's actor files on first write."""
         if self._actor is None:
+            from .storage.actor import ensure_actor
+
             self._actor = ensure_actor(self.ctx)
         return self._actor
 
@@ -46,7 +51,7 @@ class Workspace:
     def fresh_index(self) -> Index:
         return self.index.refresh()
 
-    def append(self, build: Callable[[Index], list[Event]]) -> list[Event]:
+    def append(self, build: Callable[[Index], list["Event"]]) -> list["Event"]:
         """Append what `build` returns, judged against the index at the head it builds on."""
         index = self.index
         head, written = self.wal.append(self.actor, lambda h: build(index.refresh(h)))

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from brat_sessions.issues.tasks import create_task
 from brat_sessions.worker.api import Tracker
 from brat_sessions.workspace import Workspace
 
-from .helpers import make_repo
+from .helpers import WORKTREE_ENV, make_repo
+
+# Every process a test starts (brat, run's shim, reader processes) imports this working tree.
+os.environ.update(WORKTREE_ENV)
 
 
 @pytest.fixture

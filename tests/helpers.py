@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
 
@@ -29,12 +30,16 @@ def make_repo(path: Path) -> Path:
     return path
 
 
+# Child processes import brat_sessions from this working tree, however it was installed.
+WORKTREE_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def brat(*args: str, cwd: Path | str | None = None, env: dict | None = None,
          input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run the real `brat` command in a new process."""
+    """Run the real `brat` command in a new process (from this working tree)."""
     return subprocess.run([sys.executable, "-m", "brat_sessions.cli", *args], cwd=cwd,
                           capture_output=True, text=True, errors="replace",
-                          env={**os.environ, **(env or {})},
+                          env={**os.environ, **WORKTREE_ENV, **(env or {})},
                           input=input, timeout=timeout)
 
 

@@ -90,3 +90,18 @@ def test_concurrent_refreshers_do_not_corrupt_the_index(repo):
     assert len(listing(repo)) == 20
     db = sqlite3.connect(repo / ".git" / "brat_sessions" / "index.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_long_replays_read_in_worker_processes_give_the_same_index(repo, monkeypatch):
+    from brat_sessions.storage import wal as wal_module
+    append_raw(repo, [created()])
+    for i in range(30):
+        append_raw(repo, [comment(block_text(session_id=f"s-{i:02d}", state="running"), 10 + i)])
+    append_raw(repo, [comment("[session]\nbroken\n[/session]", 99)])
+    serial = Index(open_repo(repo)).refresh()
+    expected = ([vars(s) for s in serial.sessions(True)], serial.problems())
+    serial.close()
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
+    monkeypatch.setattr(wal_module, "PARALLEL_FROM", 1)
+    parallel = Index(open_repo(repo)).refresh()
+    assert ([vars(s) for s in parallel.sessions(True)], parallel.problems()) == expected

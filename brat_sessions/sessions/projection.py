@@ -14,24 +14,11 @@ from typing import TYPE_CHECKING, Any
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
 from .model import Session
+from .rows import session_to_row
 
 if TYPE_CHECKING:
     from ..storage.wal import WalCommit
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS blocks(
-  block_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, issue_id TEXT NOT NULL,
-  ts INTEGER NOT NULL, actor TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
-  fields TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS blocks_session ON blocks(session_id, ts, actor, event_id, seq);
-CREATE TABLE IF NOT EXISTS sessions(
-  session_id TEXT PRIMARY KEY, issue_id TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
-CREATE INDEX IF NOT EXISTS sessions_issue ON sessions(issue_id);
-CREATE TABLE IF NOT EXISTS problems(
-  problem_id TEXT PRIMARY KEY, kind TEXT NOT NULL, commit_id TEXT, event_id TEXT,
-  session_id TEXT, message TEXT NOT NULL);
-"""
 
 
 @dataclass
@@ -147,18 +134,6 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
         last_output_ref=latest.get("last_output_ref"), host=host,
         updated_ts=effective[-1].ts, pid_ts=pid_ts, blocks=len(own), conflicts=len(foreign))
     return session, foreign
-
-
-def session_to_row(s: Session) -> str:
-    data = dict(vars(s))
-    data.pop("extra")
-    return json.dumps(data)
-
-
-def session_from_row(data: str, task_id: str | None) -> Session:
-    d = json.loads(data)
-    d["task_id"] = task_id
-    return Session(**d)
 
 
 def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:

@@ -17,6 +17,19 @@ import pygit2
 from ..errors import EnvironmentProblem
 
 
+_LIMITED = False
+
+
+def _limit_libgit2_memory() -> None:
+    """Bound what libgit2 keeps mapped and cached: a long replay reads each object once."""
+    global _LIMITED
+    if not _LIMITED:
+        pygit2.settings.mwindow_size = 32 * 1024 * 1024
+        pygit2.settings.mwindow_mapped_limit = 128 * 1024 * 1024
+        pygit2.settings.cache_max_size(64 * 1024 * 1024)
+        _LIMITED = True
+
+
 @dataclass
 class RepoContext:
     repo: pygit2.Repository
@@ -59,6 +72,7 @@ def open_repo(path: str | os.PathLike[str] | None = None) -> RepoContext:
         common = (gitdir_path / common_file.read_text().strip()).resolve()
     else:
         common = gitdir_path.resolve()
+    _limit_libgit2_memory()
     try:
         repo = pygit2.Repository(str(common))
     except pygit2.GitError as exc:

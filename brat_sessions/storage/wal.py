@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-import random
-import subprocess
+import sys
 import time
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pygit2
 
 from ..errors import Conflict, CorruptCommit, EnvironmentProblem
-from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk
-from .events import Event
 from .repo import RepoContext
+
+if TYPE_CHECKING:
+    from .events import Event
+
+# The chunk codec (cbor2, hashlib) loads on the first read or write, not on import:
+# a warm `brat sessions list` never decodes a commit.
 
 WAL_REF = "refs/grite/wal"
 MAX_APPEND_ATTEMPTS = 200
 PARALLEL_FROM = 20_000  # commits; fewer are read in this process
 READERS = 2
-BATCH = 500
 
 Prepare = Callable[["WalCommit"], Any]
 
@@ -32,7 +32,7 @@ class WalCommit:
     oid: str
     prev_wal: str | None
     actor: str
-    events: list[Event]
+    events: list["Event"]
     chunk: bytes = b""  # the chunk file as stored, so sync can re-append it unchanged
 
 
@@ -84,6 +84,8 @@ class Wal:
             actor = meta.get("actor_id", "")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise CorruptCommit(oid, "meta.json is not valid") from None
+        from .chunk import ChunkError, chunk_hash, decode_chunk
+
         blob = _find_chunk(tree, oid)
         data = blob.data
         if chunk_hash(data) != expected_hash or blob.name != f"{expected_hash}.bin":
@@ -94,22 +96,39 @@ class Wal:
             raise CorruptCommit(oid, str(exc)) from None
         return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)
 
-    def commits(self, head: str | None = None, since: str | None = None) -> list[pygit2.Commit]:
-        """Commits after `since` (exclusive) up to `head`, oldest first."""
+    def commit_ids(self, head: str | None = None, since: str | None = None) -> list[str]:
+        """Ids of the commits after `since` up to `head`, oldest first.
+
+        Follows first parents back from the head (the chain grite writes), stopping at
+        `since`; when `since` is not on the chain (a sync rebuilt it), at the point
+        where the two chains meet.
+        """
         head = head if head is not None else self.head()
         if head is None:
             return []
-        walker = self.repo.walk(head, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
-        if since is not None:
-            walker.hide(since)
-        return list(walker)
+        ids: list[str] = []
+        commit = self.repo[head]
+        while True:
+            oid = str(commit.id)
+            if oid == since:
+                break
+            ids.append(oid)
+            if not commit.parent_ids:
+                if since is not None:  # `since` was not on this chain
+                    base = self.repo.merge_base(head, since)
+                    if base is not None:
+                        ids = ids[:ids.index(str(base))]
+                break
+            commit = self.repo[commit.parent_ids[0]]
+        ids.reverse()
+        return ids
 
     def replay(self, head: str | None = None, since: str | None = None
                ) -> Iterator[WalCommit | CorruptCommit]:
         """Decoded commits oldest first; a corrupt one is yielded as its error."""
-        for commit in self.commits(head, since):
+        for oid in self.commit_ids(head, since):
             try:
-                yield self.read_commit(commit)
+                yield self.read_commit(oid)
             except CorruptCommit as exc:
                 yield exc
 
@@ -117,37 +136,22 @@ class Wal:
                         ) -> Iterator[tuple["WalCommit | CorruptCommit", Any]]:
         """Like replay, with `prepare(commit)` computed alongside each readable commit.
 
-        A long replay (a cold index) is read by worker processes, so the order of the
-        pairs is NOT the log order: use it only for order-independent folds. `prepare`
-        must be a module-level function (it is sent to the workers by name).
+        A long replay (a cold index) is read by worker processes, so the pairs do NOT
+        come in log order, and after a failed worker some come twice: use it only for
+        order-independent, idempotent folds. `prepare` must be a module-level function.
         """
-        oids = [str(c.id) for c in self.commits(head, since)]
-        if len(oids) < PARALLEL_FROM:
-            for oid in oids:
-                yield _read_prepared(self, oid, prepare)
-            return
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue(maxsize=8)
-        parts = [oids[i::READERS] for i in range(READERS)]
-        workers = [ctx.Process(target=_reader, args=(str(self.ctx.common_dir), part, prepare, queue),
-                               daemon=True) for part in parts]
-        for w in workers:
-            w.start()
-        done = 0
-        try:
-            while done < len(workers):
-                batch = queue.get()
-                if batch is None:
-                    done += 1
-                    continue
-                if isinstance(batch, BaseException):
-                    raise batch
-                yield from batch
-        finally:
-            for w in workers:
-                w.join(timeout=5)
-                if w.is_alive():
-                    w.terminate()
+        oids = self.commit_ids(head, since)
+        if len(oids) >= PARALLEL_FROM:
+            from .readers import parallel_read
+
+            ref = f"{prepare.__module__}:{prepare.__qualname__}"
+            try:
+                yield from parallel_read(str(self.ctx.common_dir), oids, ref, READERS)
+                return
+            except Exception as exc:  # fall back to reading here; the fold is idempotent
+                print(f"brat: parallel read failed ({exc}); reading in one process", file=sys.stderr)
+        for oid in oids:
+            yield read_prepared(self, oid, prepare)
 
     def events(self, head: str | None = None) -> Iterator[Event]:
         for item in self.replay(head):
@@ -158,6 +162,10 @@ class Wal:
     def write_commit(self, parent: str | None, actor: str, events: list[Event],
                      data: bytes | None = None) -> str:
         """Write (not publish) a commit holding one chunk on top of `parent`."""
+        from datetime import datetime, timezone
+
+        from .chunk import chunk_hash, encode_chunk
+
         repo = self.repo
         data = data if data is not None else encode_chunk(events)
         digest = chunk_hash(data)
@@ -201,6 +209,8 @@ class Wal:
         lock, so two first appends could both "win"; git update-ref with an empty
         old value does the check under the lock.
         """
+        import subprocess
+
         try:
             result = subprocess.run(["git", "--git-dir", str(self.ctx.common_dir), "update-ref",
                                      "-m", message, WAL_REF, new, ""],
@@ -224,36 +234,17 @@ class Wal:
             new = self.write_commit(head, actor, events)
             if self.move_head(head, new):
                 return new, events
+            import random
+
             time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
         raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
 
 
 
-def _read_prepared(wal: Wal, oid: str, prepare: Prepare) -> tuple[WalCommit | CorruptCommit, Any]:
+
+def read_prepared(wal: Wal, oid: str, prepare: Prepare) -> tuple[WalCommit | CorruptCommit, Any]:
     try:
         commit = wal.read_commit(oid)
     except CorruptCommit as exc:
         return exc, None
     return commit, prepare(commit)
-
-
-def _reader(common_dir: str, oids: list[str], prepare: Prepare, queue: Any) -> None:
-    """Worker process: read and prepare commits, send them in batches, then None."""
-    try:
-        from .repo import open_repo
-
-        wal = Wal(open_repo(common_dir))
-        batch = []
-        for oid in oids:
-            item, prepared = _read_prepared(wal, oid, prepare)
-            if isinstance(item, WalCommit):
-                item = replace(item, chunk=b"")  # not needed by a fold; spare the pipe
-            batch.append((item, prepared))
-            if len(batch) >= BATCH:
-                queue.put(batch)
-                batch = []
-        if batch:
-            queue.put(batch)
-    except BaseException as exc:  # hand the failure to the reading process
-        queue.put(exc)
-    queue.put(None)

@@ -1,0 +1,34 @@
+"""How sessions and their blocks sit in the index's SQL tables (cheap to import)."""
+
+from __future__ import annotations
+
+import json
+
+from .model import Session
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks(
+  block_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, issue_id TEXT NOT NULL,
+  ts INTEGER NOT NULL, actor TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
+  fields TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS blocks_session ON blocks(session_id, ts, actor, event_id, seq);
+CREATE TABLE IF NOT EXISTS sessions(
+  session_id TEXT PRIMARY KEY, issue_id TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
+CREATE INDEX IF NOT EXISTS sessions_issue ON sessions(issue_id);
+CREATE TABLE IF NOT EXISTS problems(
+  problem_id TEXT PRIMARY KEY, kind TEXT NOT NULL, commit_id TEXT, event_id TEXT,
+  session_id TEXT, message TEXT NOT NULL);
+"""
+
+
+def session_to_row(s: Session) -> str:
+    data = dict(vars(s))
+    data.pop("extra")
+    return json.dumps(data)
+
+
+def session_from_row(data: str, task_id: str | None) -> Session:
+    d = json.loads(data)
+    d["task_id"] = task_id
+    return Session(**d)
