@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the folds load only when there is something to replay
     from .sessions.projection import BlockRecord
     from .storage.events import Event
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 5
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
@@ -138,9 +138,10 @@ class Index:
     def _replay(self, current: str | None, target: str | None) -> None:
         from .issues import projection as issue_proj
         from .sessions import projection as session_proj
-        from .storage import events as kinds
+        from .storage.events import COMMENT_ADDED
 
         db = self.db
+        db.execute("PRAGMA cache_size=-65536")  # 64 MiB while folding
         if target is None:
             db.execute("DELETE FROM meta WHERE key='head'")
             return
@@ -154,7 +155,7 @@ class Index:
                                          item.message, commit_id=item.commit)
                 continue
             for ev in item.events:
-                if self._apply_event(issues, ev, item.oid) and ev.kind == kinds.COMMENT_ADDED:
+                if self._apply_event(issues, ev, item.oid) and ev.kind == COMMENT_ADDED:
                     blocks.add(parsed[ev.event_id])
             pending += 1
             if pending >= FLUSH_EVERY:
@@ -167,13 +168,13 @@ class Index:
 
     def _apply_event(self, issues: "IssueFold", ev: "Event", commit_id: str) -> bool:
         """Fold one event into its issue; False (and a reported problem) for a bad payload."""
-        from .sessions import projection as session_proj
-
         try:
             issues.apply(ev)
             return True
         except (TypeError, ValueError, IndexError) as exc:
-            session_proj.add_problem(
+            from .sessions.projection import add_problem
+
+            add_problem(
                 self.db, f"event:{ev.event_id.hex()}", "bad_event",
                 f"event {ev.event_id.hex()} (commit {commit_id}) has a bad payload: {exc}",
                 commit_id=commit_id, event_id=ev.event_id.hex())

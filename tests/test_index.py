@@ -93,6 +93,8 @@ def test_concurrent_refreshers_do_not_corrupt_the_index(repo):
 
 
 def test_long_replays_read_in_worker_processes_give_the_same_index(repo, monkeypatch):
+    """The paths a big repository takes (reader processes, one-pass re-derivation) agree."""
+    from brat_sessions.sessions import projection as session_proj
     from brat_sessions.storage import wal as wal_module
     append_raw(repo, [created()])
     for i in range(30):
@@ -103,5 +105,6 @@ def test_long_replays_read_in_worker_processes_give_the_same_index(repo, monkeyp
     serial.close()
     (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
     monkeypatch.setattr(wal_module, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(session_proj, "STREAM_FROM", 1)
     parallel = Index(open_repo(repo)).refresh()
     assert ([vars(s) for s in parallel.sessions(True)], parallel.problems()) == expected

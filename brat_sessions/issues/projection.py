@@ -18,21 +18,16 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS issues(
   issue_id TEXT PRIMARY KEY, created INTEGER NOT NULL DEFAULT 0,
   created_ts INTEGER, updated_ts INTEGER NOT NULL DEFAULT 0,
-  title TEXT, title_key TEXT, body TEXT, body_key TEXT,
-  state TEXT, state_key TEXT, task_id TEXT, comments INTEGER NOT NULL DEFAULT 0);
+  title TEXT, title_key BLOB, body TEXT, body_key BLOB,
+  state TEXT, state_key BLOB, task_id TEXT, comments INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS issues_task ON issues(task_id);
 CREATE TABLE IF NOT EXISTS members(
-  issue_id TEXT, kind TEXT, value TEXT, present INTEGER, key TEXT,
+  issue_id TEXT, kind TEXT, value TEXT, present INTEGER, key BLOB,
   PRIMARY KEY(issue_id, kind, value));
 """
 
 _COLUMNS = ("issue_id", "created", "created_ts", "updated_ts", "title", "title_key", "body",
             "body_key", "state", "state_key", "task_id", "comments")
-
-
-def order_key(ev: Event) -> str:
-    """grite's (ts, actor, event_id) order as a string that sorts the same way."""
-    return f"{ev.ts_unix_ms:016x}{ev.actor.hex()}{ev.event_id.hex()}"
 
 
 @dataclass
@@ -90,8 +85,9 @@ class IssueFold:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         self.rows: dict[str, dict] = {}
-        self.members: dict[str, dict[tuple[str, str], tuple[int, str]]] = {}
+        self.members: dict[str, dict[tuple[str, str], tuple[int, bytes]]] = {}
         self.changed_members: set[tuple[str, str, str]] = set()
+        self.dirty: set[str] = set()
 
     def _row(self, iid: str) -> dict:
         row = self.rows.get(iid)
@@ -107,12 +103,12 @@ class IssueFold:
         return row
 
     @staticmethod
-    def _lww(row: dict, column: str, value: str, key: str) -> None:
+    def _lww(row: dict, column: str, value: str, key: bytes) -> None:
         if row[f"{column}_key"] is None or row[f"{column}_key"] < key:
             row[column] = value
             row[f"{column}_key"] = key
 
-    def _member(self, iid: str, kind: str, value: str, present: bool, key: str) -> None:
+    def _member(self, iid: str, kind: str, value: str, present: bool, key: bytes) -> None:
         current = self.members[iid].get((kind, value))
         if current is None or current[1] < key:
             self.members[iid][(kind, value)] = (int(present), key)
@@ -124,10 +120,12 @@ class IssueFold:
         if kind in (ev_kinds.CONTEXT_UPDATED, ev_kinds.PROJECT_CONTEXT_UPDATED) or kind > 14:
             return  # not about issues, or unknown: kept in the log, unused here
         iid = ev.issue_id.hex()
-        key = order_key(ev)
+        key = ev.order_key
         _check_payload(kind, p)  # before touching anything: a bad event changes nothing
-        row = self._row(iid)
-        row["updated_ts"] = max(row["updated_ts"] or 0, ev.ts_unix_ms)
+        row = self.rows.get(iid) or self._row(iid)
+        self.dirty.add(iid)
+        if ev.ts_unix_ms > row["updated_ts"]:
+            row["updated_ts"] = ev.ts_unix_ms
         if kind == ev_kinds.ISSUE_CREATED:
             row["created"] = 1
             row["created_ts"] = min(row["created_ts"] or ev.ts_unix_ms, ev.ts_unix_ms)
@@ -151,17 +149,19 @@ class IssueFold:
             row["comments"] += 1
 
     def flush(self) -> None:
-        for iid, row in self.rows.items():
+        """Write the issues changed since the last flush (rows stay cached for this fold)."""
+        for iid in self.dirty:
             tasks = sorted(v for (k, v), (present, _) in self.members[iid].items()
                            if k == "label" and present and v.startswith("task:"))
-            row["task_id"] = tasks[0][5:] if tasks else None
+            self.rows[iid]["task_id"] = tasks[0][5:] if tasks else None
         self.db.executemany(f"INSERT OR REPLACE INTO issues({', '.join(_COLUMNS)}) VALUES "
                             f"({', '.join('?' * len(_COLUMNS))})",
-                            [tuple(r[c] for c in _COLUMNS) for r in self.rows.values()])
+                            [tuple(self.rows[iid][c] for c in _COLUMNS) for iid in self.dirty])
+        self.dirty.clear()
         self.db.executemany("INSERT OR REPLACE INTO members VALUES(?,?,?,?,?)",
                             [(iid, k, v, *self.members[iid][(k, v)])
                              for iid, k, v in self.changed_members])
-        self.changed_members.clear()  # rows stay cached: this fold owns them until it ends
+        self.changed_members.clear()
 
 
 def load_issue(db: sqlite3.Connection, iid: str) -> Issue | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict
@@ -82,7 +82,7 @@ class Session:
         return fields
 
     def to_json(self, now: int | None = None) -> dict[str, Any]:
-        data = asdict(self)
+        data = dict(vars(self))  # not asdict(): no deep copies, 50,000 sessions must print fast
         data.pop("extra")
         data.pop("pid_ts")
         if now is not None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from itertools import groupby
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
@@ -59,8 +60,8 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[tuple], list[tuple]]:
                              f"malformed [session] block in comment {eid} "
                              f"(commit {commit_id}): {parsed.error}"))
             continue
-        blocks.append((f"{eid}:{seq}", parsed.fields["session_id"], issue, ev.ts_unix_ms, actor,
-                       eid, seq, json.dumps(parsed.fields)))
+        blocks.append((parsed.fields["session_id"], ev.ts_unix_ms, actor, eid, seq, issue,
+                       json.dumps(parsed.fields)))
     return blocks, problems
 
 
@@ -83,11 +84,12 @@ class BlockFold:
         blocks, problems = rows
         self.blocks += blocks
         self.problems += problems
-        self.touched.update(b[1] for b in blocks)
+        self.touched.update(b[0] for b in blocks)
 
     def flush(self) -> None:
         """Store what was collected (sessions are re-derived by `finish`)."""
-        self.db.executemany("INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?,?)", self.blocks)
+        self.blocks.sort()  # inserts in index order touch each B-tree page once
+        self.db.executemany("INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?)", self.blocks)
         self.db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)", self.problems)
         self.blocks.clear()
         self.problems.clear()
@@ -98,10 +100,31 @@ class BlockFold:
         self.touched.clear()
 
 
+_BLOCK_COLUMNS = "session_id, issue_id, ts, actor, event_id, seq, fields"  # BlockRecord order
+STREAM_FROM = 2000  # sessions; more are re-derived from one ordered pass over all blocks
+
+
+def _record(r: tuple) -> BlockRecord:
+    return BlockRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
+
+
 def load_blocks(db: sqlite3.Connection, session_id: str) -> list[BlockRecord]:
-    rows = db.execute("SELECT session_id, issue_id, ts, actor, event_id, seq, fields FROM blocks "
-                      "WHERE session_id=? ORDER BY ts, actor, event_id, seq", (session_id,))
-    return [BlockRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+    rows = db.execute(f"SELECT {_BLOCK_COLUMNS} FROM blocks WHERE session_id=? "
+                      "ORDER BY ts, actor, event_id, seq", (session_id,))
+    return [_record(r) for r in rows]
+
+
+def _blocks_of(db: sqlite3.Connection, session_ids: set[str]) -> Iterator[list[BlockRecord]]:
+    """The ordered blocks of each session (one query each, or one pass for many)."""
+    if len(session_ids) < STREAM_FROM:
+        for sid in session_ids:
+            yield load_blocks(db, sid)
+        return
+    rows = db.execute(f"SELECT {_BLOCK_COLUMNS} FROM blocks "
+                      "ORDER BY session_id, ts, actor, event_id, seq")
+    for sid, group in groupby(rows, key=lambda r: r[0]):
+        if sid in session_ids:
+            yield [_record(r) for r in group]
 
 
 def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
@@ -139,10 +162,10 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
 def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
     """Re-derive the stored summary of each session from all its blocks."""
     rows, conflicts, had_conflicts = [], [], []
-    for sid in session_ids:
-        blocks = load_blocks(db, sid)
+    for blocks in _blocks_of(db, session_ids):
         if not blocks:
             continue
+        sid = blocks[0].session_id
         session, foreign = derive(blocks)
         rows.append((sid, session.grite_issue_id, session.status, session_to_row(session)))
         if foreign:

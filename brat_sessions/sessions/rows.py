@@ -8,10 +8,11 @@ from .model import Session
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks(
-  block_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, issue_id TEXT NOT NULL,
-  ts INTEGER NOT NULL, actor TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
-  fields TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS blocks_session ON blocks(session_id, ts, actor, event_id, seq);
+  session_id TEXT NOT NULL, ts INTEGER NOT NULL, actor TEXT NOT NULL, event_id TEXT NOT NULL,
+  seq INTEGER NOT NULL, issue_id TEXT NOT NULL, fields TEXT NOT NULL);
+-- one index: a session's blocks in order, and the identity of a block (a replayed
+-- comment is ignored), in one B-tree
+CREATE UNIQUE INDEX IF NOT EXISTS blocks_session ON blocks(session_id, ts, actor, event_id, seq);
 CREATE TABLE IF NOT EXISTS sessions(
   session_id TEXT PRIMARY KEY, issue_id TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -25,9 +24,11 @@ CONTEXT_UPDATED = 13
 PROJECT_CONTEXT_UPDATED = 14
 
 
-@dataclass(frozen=True)
-class Event:
-    """One grite event, ids kept as raw bytes as they are stored."""
+class Event(NamedTuple):
+    """One grite event, ids kept as raw bytes as they are stored.
+
+    A NamedTuple: immutable, cheap to build, and cheap to send between processes.
+    """
 
     event_id: bytes
     issue_id: bytes
@@ -39,9 +40,9 @@ class Event:
     sig: bytes | None = None
 
     @property
-    def order_key(self) -> tuple[int, bytes, bytes]:
-        """grite's last-writer-wins order: (ts, actor, event_id)."""
-        return (self.ts_unix_ms, self.actor, self.event_id)
+    def order_key(self) -> bytes:
+        """grite's last-writer-wins order (ts, actor, event_id), as bytes that sort the same way."""
+        return self.ts_unix_ms.to_bytes(8, "big") + self.actor + self.event_id
 
     def to_record(self) -> list[Any]:
         return [self.event_id, self.issue_id, self.actor, self.ts_unix_ms,

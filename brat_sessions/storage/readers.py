@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import threading
-from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 BATCH = 500
@@ -98,7 +97,7 @@ def _serve() -> None:
     for oid in oids:
         item, prepared = read_prepared(wal, oid, prepare)
         if isinstance(item, WalCommit):
-            item = replace(item, chunk=b"")  # a fold does not need the raw chunk
+            item = item._replace(chunk=b"")  # a fold does not need the raw chunk
         batch.append((item, prepared))
         if len(batch) >= BATCH:
             send(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))

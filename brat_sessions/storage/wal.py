@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import pygit2
 
@@ -27,8 +26,7 @@ READERS = 2
 Prepare = Callable[["WalCommit"], Any]
 
 
-@dataclass
-class WalCommit:
+class WalCommit(NamedTuple):
     oid: str
     prev_wal: str | None
     actor: str
