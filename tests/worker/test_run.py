@@ -4,6 +4,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from brat_sessions.config import Config
 from brat_sessions.reaper import reap
 from brat_sessions.worker.api import Tracker
@@ -55,13 +57,29 @@ def _running(tracker, task):
     return found[0] if found else None
 
 
-def test_sigterm_to_run_is_forwarded_to_the_command(repo, tracker, task):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_to_run_are_forwarded_to_the_command(repo, tracker, task, signum):
     proc = _start_run(repo, task, "sleep", "60")
     s = wait_for(lambda: _running(tracker, task))
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 143
+    proc.send_signal(signum)  # not from a terminal: run forwards it
+    assert proc.wait(timeout=30) == 128 + signum
     done = tracker.session(s.session_id)
-    assert (done.exit_reason, done.exit_code) == ("signal", 143)
+    assert (done.exit_reason, done.exit_code) == ("signal", 128 + signum)
+
+
+def test_log_follow_prints_until_the_session_exits(repo, tracker, task, tmp_path):
+    gate = tmp_path / "gate"
+    proc = _start_run(repo, task, "sh", "-c",
+                      f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second")
+    s = wait_for(lambda: _running(tracker, task))
+    log = repo / ".grite" / "logs" / f"{s.session_id}.log"
+    wait_for(lambda: log.exists() and log.read_text() == "first\n")
+    follower = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "log",
+                                 s.session_id, "--follow"], cwd=repo, stdout=subprocess.PIPE, text=True)
+    gate.touch()
+    assert proc.wait(timeout=30) == 0
+    out, _ = follower.communicate(timeout=30)
+    assert out == "first\nsecond\n"
 
 
 def test_run_heartbeats_and_stops_its_command_when_reaped(repo, tracker, task):
