@@ -164,7 +164,7 @@ def main() -> None:
     for n in range(args.runs):
         event = make_event(issue, bytes.fromhex(synthetic.ACTOR), int(time.time() * 1000), COMMENT_ADDED,
                            [f"note {n}"])
-        wal.append(synthetic.ACTOR, lambda head: [event])
+        wal.append(synthetic.ACTOR, lambda head, e=event: [e])
         after.append(timed(BRAT + ["sessions", "list", "--json"], repo)[0])
     row("list after one new event", statistics.median(after) * 1000, "ms",
         f"< {(floor + 0.1) * 1000:.0f} ms (floor + 100 ms)")

@@ -21,7 +21,7 @@ import pygit2
 
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
 from .index import Index
-from .sessions.lease import LEASE_PREFIX, _decode as decode_lease
+from .sessions.lease import LEASE_PREFIX, decode_lease
 from .sessions.outputs import OUTPUT_PREFIX
 from .storage.chunk import encode_chunk
 from .storage.wal import WAL_REF, Wal, WalCommit
@@ -139,13 +139,12 @@ class Syncer:
 
     # leases and outputs ------------------------------------------------
     def merge_leases(self) -> None:
-        remote_leases = self._refs_under(self.prefix + "sessions/leases/")
+        """Take the remote's lease where it is newer; drop the leases of exited sessions."""
         local_leases = self._refs_under(LEASE_PREFIX)
         index = self.ws.fresh_index()
-        for sid, oid in remote_leases.items():
-            theirs = decode_lease(self.repo, sid, pygit2.Oid(hex=oid))
-            mine = decode_lease(self.repo, sid, pygit2.Oid(hex=local_leases[sid])) if sid in local_leases else None
-            if mine is None or (theirs.ts or 0) > (mine.ts or 0):
+        for sid, oid in self._refs_under(self.prefix + "sessions/leases/").items():
+            mine = local_leases.get(sid)
+            if mine is None or self._lease_ts(sid, oid) > self._lease_ts(sid, mine):
                 if not _exited(index, sid):
                     self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
                     self.report.leases_fetched += 1
@@ -155,6 +154,9 @@ class Syncer:
                 if ref is not None:
                     ref.delete()
                     self.report.leases_dropped += 1
+
+    def _lease_ts(self, session_id: str, oid: str) -> int:
+        return decode_lease(self.repo, session_id, pygit2.Oid(hex=oid)).ts or 0
 
     def merge_outputs(self) -> None:
         local = self._refs_under(OUTPUT_PREFIX)
@@ -173,12 +175,9 @@ class Syncer:
         remote_leases = self._refs_under(self.prefix + "sessions/leases/")
         local_leases = self._refs_under(LEASE_PREFIX)
         for sid, oid in local_leases.items():
-            if remote_leases.get(sid) != oid:
-                theirs = remote_leases.get(sid)
-                if theirs is None or (decode_lease(self.repo, sid, pygit2.Oid(hex=oid)).ts or 0) >= \
-                        (decode_lease(self.repo, sid, pygit2.Oid(hex=theirs)).ts or 0):
-                    specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
-                    self.report.leases_pushed += 1
+            if remote_leases.get(sid) != oid:  # merge_leases left ours at least as new
+                specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
+                self.report.leases_pushed += 1
         index = self.ws.fresh_index()
         for sid in remote_leases:
             if sid not in local_leases and _exited(index, sid):

@@ -68,7 +68,7 @@ class Workspace:
         return session
 
     def sessions(self, include_exited: bool = False) -> list[Session]:
-        return [self.with_lease(s) for s in self.index.sessions(include_exited)]
+        return [self.with_lease(s) for s in self.fresh_index().sessions(include_exited)]
 
     def session(self, session_id: str) -> Session:
-        return self.with_lease(self.index.session(session_id))
+        return self.with_lease(self.fresh_index().session(session_id))

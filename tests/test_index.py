@@ -81,9 +81,7 @@ for _ in range(5):
 
 def test_concurrent_refreshers_do_not_corrupt_the_index(repo):
     append_raw(repo, [created()])
-    writers = []
-    for n in range(4):
-        writers.append(subprocess.Popen([sys.executable, "-c", REFRESHER, str(repo)]))
+    writers = [subprocess.Popen([sys.executable, "-c", REFRESHER, str(repo)]) for _ in range(4)]
     for i in range(20):
         append_raw(repo, [comment(block_text(session_id=f"s-{i:02d}"), 10 + i)])
     assert [w.wait(timeout=120) for w in writers] == [0] * 4

@@ -38,7 +38,7 @@ def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
     return repo.create_blob(json.dumps(data, sort_keys=True).encode())
 
 
-def _decode(repo: pygit2.Repository, session_id: str, target: pygit2.Oid) -> Lease:
+def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid) -> Lease:
     try:
         data = json.loads(repo[target].data)
         ts = data.get("ts")
@@ -55,7 +55,7 @@ def create_lease(repo: pygit2.Repository, session_id: str, host: str | None) -> 
 
 def read_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
     ref = repo.references.get(lease_ref(session_id))
-    return _decode(repo, session_id, ref.target) if ref is not None else None
+    return decode_lease(repo, session_id, ref.target) if ref is not None else None
 
 
 def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
@@ -65,7 +65,7 @@ def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
         ref = repo.references.get(name)
         if ref is None:
             raise Fenced(f"session {session_id} has exited (its lease is gone): stop working")
-        old = _decode(repo, session_id, ref.target)
+        old = decode_lease(repo, session_id, ref.target)
         new = Lease(session_id, max(ts, old.ts or 0), old.host)
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
@@ -83,11 +83,3 @@ def drop_lease(repo: pygit2.Repository, session_id: str) -> None:
         except pygit2.GitError:
             pass  # already gone
 
-
-def all_leases(repo: pygit2.Repository) -> dict[str, Lease]:
-    found = {}
-    for name in repo.references:
-        if name.startswith(LEASE_PREFIX):
-            sid = name[len(LEASE_PREFIX):]
-            found[sid] = _decode(repo, sid, repo.references[name].target)
-    return found

@@ -2,7 +2,7 @@
 
     from brat_sessions import Tracker
     tracker = Tracker()                        # the repository of the cwd
-    with tracker.session("t-20250114-3a2c", engine="python") as s:
+    with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
         s.log("working\\n")                     # heartbeats run in the background
 """
 
@@ -26,8 +26,8 @@ from ..sessions.lease import create_lease, drop_lease, renew_lease
 from ..sessions.model import Session, check_transition
 from ..sessions.outputs import store_file, store_output
 from ..sessions.projection import BlockRecord
-from ..storage.events import Event
 from ..sessions.writer import block_events
+from ..storage.events import Event
 from ..workspace import Workspace, this_host
 from . import procs
 from .files import SessionFiles, code_and_reason
@@ -57,8 +57,9 @@ class Tracker:
         return self.ws.sessions(include_exited)
 
     def history(self, session_id: str) -> list[BlockRecord]:
-        self.ws.index.session(session_id)  # NotFound for an unknown id
-        return self.ws.index.history(session_id)
+        index = self.ws.fresh_index()
+        index.session(session_id)  # NotFound for an unknown id
+        return index.history(session_id)
 
     def files(self, session_id: str) -> SessionFiles:
         return SessionFiles(self.ws.ctx.logs_dir, session_id)

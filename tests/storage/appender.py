@@ -11,4 +11,4 @@ wal = Wal(open_repo(repo_path))
 for i in range(count):
     event = make_event(bytes.fromhex(issue_hex), bytes.fromhex(actor), 1700000000000 + i,
                        COMMENT_ADDED, [f"{tag}-{i}"])
-    wal.append(actor, lambda head: [event])
+    wal.append(actor, lambda head, e=event: [e])
