@@ -192,9 +192,11 @@ class Syncer:
         result = self._git("push", "--porcelain", self.remote, *specs)
         if result.returncode == 0:
             return
-        if any(line.startswith("!") and WAL_REF in line for line in result.stdout.splitlines()):
-            raise _LostRace()
-        raise EnvironmentProblem(f"git push {self.remote} failed: {_last_line(result.stderr or result.stdout)}")
+        rejected = [ln for ln in result.stdout.splitlines() if ln.startswith("!") and WAL_REF in ln]
+        if rejected and "[rejected]" in rejected[0]:
+            raise _LostRace()  # not a fast-forward any more: someone pushed first
+        detail = rejected[0].split("\t")[-1] if rejected else _last_line(result.stderr or result.stdout)
+        raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
 
     def run(self) -> SyncReport:
         for attempt in range(MAX_ATTEMPTS):

@@ -149,3 +149,34 @@ def test_sync_errors_are_one_line_with_exit_codes(tmp_path):
     assert out.returncode == 5 and "no git remote" in out.stderr
     out = brat("sync", "--remote", str(tmp_path / "missing.git"), cwd=lonely)
     assert out.returncode == 5 and "git fetch" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_remote_that_declines_the_push_is_exit_5(remote, tmp_path):
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'no writes today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    a = clone(remote, tmp_path / "a")
+    brat_json("task", "create", "Declined", cwd=a)
+    out = brat("sync", cwd=a)
+    assert out.returncode == 5 and "pre-receive hook declined" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_losing_every_race_is_a_conflict(remote, tmp_path, monkeypatch):
+    from brat_sessions import sync as sync_module
+    from brat_sessions.errors import Conflict
+    from brat_sessions.workspace import Workspace
+
+    a = clone(remote, tmp_path / "a")
+    brat_json("task", "create", "Busy remote", cwd=a)
+    waits = []
+    monkeypatch.setattr(sync_module.time, "sleep", waits.append)  # no real backoff in tests
+
+    def always_lose(self, head):
+        raise sync_module._LostRace()
+
+    monkeypatch.setattr(sync_module.Syncer, "push", always_lose)
+    with pytest.raises(Conflict, match="lost the race"):
+        sync_module.sync(Workspace(a))
+    assert len(waits) == sync_module.MAX_ATTEMPTS
+    assert waits[-1] > waits[0]  # the backoff grows
