@@ -76,7 +76,16 @@ def _now() -> int:
 
 
 # the tree -------------------------------------------------------------------
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BratGroup(click.Group):
+    """The root group: `brat session ...` is accepted for `brat sessions ...`."""
+
+    aliases = {"session": "sessions"}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+
+
+@click.group(cls=BratGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @common
 @click.version_option(package_name="brat_sessions", prog_name="brat")
 def cli() -> None:
@@ -172,7 +181,6 @@ def sessions() -> None:
 
 
 cli.add_command(sessions, "sessions")
-cli.add_command(sessions, "session")
 
 
 @sessions.command("list")
