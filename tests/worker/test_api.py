@@ -150,3 +150,14 @@ def test_stop_of_a_session_on_another_host_fences_its_worker(repo, task):
     assert data["session"]["exit_reason"] == "user-stop"
     with pytest.raises(Fenced):
         remote_worker.heartbeat(s.session_id)
+
+
+def test_concurrent_exits_record_exactly_one(repo, tracker, task):
+    s = tracker.start(task.task_id, state="running")
+    procs = [subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "exit",
+                               s.session_id, "--code", str(n)], cwd=repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in range(4)]
+    codes = sorted(p.wait(timeout=60) for p in procs)
+    assert codes == [0, 4, 4, 4]
+    exits = [b for b in tracker.history(s.session_id) if b.fields["state"] == "exit"]
+    assert len(exits) == 1
