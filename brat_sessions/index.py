@@ -18,7 +18,7 @@ from typing import Iterator
 
 from typing import TYPE_CHECKING
 
-from .errors import CorruptCommit, NotFound
+from .errors import CorruptCommit, EnvironmentProblem, NotFound
 from .sessions.model import Session
 from .sessions.rows import SCHEMA as SESSION_SCHEMA, session_from_row
 from .storage.repo import RepoContext
@@ -36,6 +36,14 @@ FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
 def _warn(message: str) -> None:
     print(f"brat: {message}", file=sys.stderr)
+
+
+def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
+    """A lock held too long is not damage: never rebuild under another writer."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        raise EnvironmentProblem(f"index {path} stayed locked by another brat process for "
+                                 f"{BUSY_TIMEOUT_S} s; try again") from None
 
 
 class Index:
@@ -70,6 +78,7 @@ class Index:
                 db = self._connect()
             return self._create(db)
         except sqlite3.DatabaseError as exc:
+            _raise_if_busy(self.path, exc)
             _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
             self._remove()
             return self._create(self._connect())
@@ -119,6 +128,7 @@ class Index:
                 self.db.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
+            _raise_if_busy(self.path, exc)
             _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
             self.db.close()
             self._remove()
@@ -131,7 +141,7 @@ class Index:
             return None
         try:
             self.ctx.repo[current]
-            return current  # the walk hides it and all its ancestors
+            return current  # replay what came after it (or after where the chains meet)
         except (KeyError, ValueError):
             return None  # gone (gc after a sync): replay all, idempotently
 
