@@ -193,8 +193,8 @@ class Syncer:
         if result.returncode == 0:
             return
         rejected = [ln for ln in result.stdout.splitlines() if ln.startswith("!") and WAL_REF in ln]
-        if rejected and "[rejected]" in rejected[0]:
-            raise _LostRace()  # not a fast-forward any more: someone pushed first
+        if rejected and _is_race(rejected[0]):
+            raise _LostRace()
         detail = rejected[0].split("\t")[-1] if rejected else _last_line(result.stderr or result.stdout)
         raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
 
@@ -226,6 +226,15 @@ def _exited(index: Index, session_id: str) -> bool:
         return index.session(session_id).exited
     except NotFound:  # unknown here: keep its lease
         return False
+
+
+_RACE_REASONS = ("[rejected]", "failed to update ref", "failed to lock", "cannot lock",
+                 "incorrect old value", "stale info")
+
+
+def _is_race(line: str) -> bool:
+    """Was the WAL push refused because another push got there first (not by policy)?"""
+    return any(reason in line for reason in _RACE_REASONS)
 
 
 def _last_line(text: str) -> str:

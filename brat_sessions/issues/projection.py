@@ -9,7 +9,7 @@ A batch of events is folded in memory and written back in one go.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..storage import events as ev_kinds
 from ..storage.events import Event
@@ -43,7 +43,6 @@ class Issue:
     created: bool
     comments: int = 0
     task_id: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def label_value(self, prefix: str) -> str | None:
         """The value of the first `prefix:value` label."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Conflict
@@ -54,7 +54,6 @@ class Session:
     pid_ts: int | None = None  # when the current pid was first recorded
     blocks: int = 0
     conflicts: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exited(self) -> bool:
@@ -83,7 +82,6 @@ class Session:
 
     def to_json(self, now: int | None = None) -> dict[str, Any]:
         data = dict(vars(self))  # not asdict(): no deep copies, 50,000 sessions must print fast
-        data.pop("extra")
         data.pop("pid_ts")
         if now is not None:
             data["heartbeat_age_ms"] = self.heartbeat_age_ms(now)

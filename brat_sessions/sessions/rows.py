@@ -24,9 +24,7 @@ CREATE TABLE IF NOT EXISTS problems(
 
 
 def session_to_row(s: Session) -> str:
-    data = dict(vars(s))
-    data.pop("extra")
-    return json.dumps(data)
+    return json.dumps(vars(s))
 
 
 def session_from_row(data: str, task_id: str | None) -> Session:

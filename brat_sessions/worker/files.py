@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +32,6 @@ class SessionFiles:
             return data if isinstance(data, dict) else None
         except (OSError, ValueError):
             return None
-
-    def write_status(self, data: dict) -> None:
-        tmp = self.status.with_name(self.status.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.status)
 
 
 def code_and_reason(status: dict) -> tuple[int, str]:
