@@ -77,8 +77,11 @@ class Syncer:
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "--git-dir", str(self.ws.ctx.common_dir), *args],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        try:
+            return subprocess.run(["git", "--git-dir", str(self.ws.ctx.common_dir), *args],
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise EnvironmentProblem("git is not installed; brat sync uses it to reach remotes") from None
 
     def fetch(self) -> None:
         result = self._git("fetch", "--quiet", "--no-tags", "--prune", self.remote,

@@ -106,6 +106,8 @@ class Wal:
             return []
         ids: list[str] = []
         commit = self.repo[head]
+        if not isinstance(commit, pygit2.Commit):
+            raise EnvironmentProblem(f"{WAL_REF} points at a {commit.type_str}, not a commit")
         while True:
             oid = str(commit.id)
             if oid == since:
