@@ -17,7 +17,12 @@ SCHEMA_VERSION = 1
 # output ---------------------------------------------------------------------
 def _json_wanted() -> bool:
     ctx = click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().meta.get("json")) or "--json" in sys.argv[1:]
+    if ctx is not None:
+        return bool(ctx.find_root().meta.get("json"))
+    # after click has finished (an error on the way out): read argv, up to a `--`
+    # (what follows it is the command of `brat sessions run`, not ours)
+    args = sys.argv[1:]
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
 
 
 def emit(data: Any, text: str | Callable[[], str]) -> None:
@@ -29,7 +34,7 @@ def emit(data: Any, text: str | Callable[[], str]) -> None:
 
 
 def fail(code: str, message: str, exit_code: int) -> None:
-    if "--json" in sys.argv[1:] or _json_wanted():
+    if _json_wanted():
         click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "ok": False,
                                "error": {"code": code, "message": message}}), err=True)
     else:

@@ -25,7 +25,7 @@ from .sessions.outputs import store_file
 from .sessions.writer import block_events
 from .storage.events import Event
 from .worker import procs
-from .worker.files import SessionFiles, code_and_reason
+from .worker.files import SessionFiles
 from .workspace import Workspace, this_host
 
 
@@ -51,11 +51,9 @@ def judge(session: Session, now: int, config: Config, host: str,
     skew_ms = config.clock_skew * 1000
     if session.pid and session.host == host and \
             not procs.is_same_process(session.pid, session.pid_ts, zombies_count=True):
-        status = files.read_status()
-        if status is not None:
-            code, reason = code_and_reason(status)
-            if files.stop_request.exists():
-                reason = "user-stop"
+        ended = files.how_it_ended()
+        if ended is not None:
+            code, reason = ended
             return verdict(reason, code, f"process {session.pid} ended; its supervisor did not record it")
         return verdict("crash", -1, f"process {session.pid} is gone from {host}")
     last = session.last_sign_of_life()
@@ -85,7 +83,6 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     now = now if now is not None else now_ms()
     host = host or this_host()
     logs = ws.ctx.logs_dir
-    ws.fresh_index()
     candidates = ws.sessions()
     verdicts = {}
     for s in candidates:

@@ -94,9 +94,14 @@ class Syncer:
         ref = self.repo.references.get(name)
         return str(ref.target) if ref is not None else None
 
-    def _refs_under(self, prefix: str) -> dict[str, str]:
-        return {name[len(prefix):]: str(self.repo.references[name].target)
-                for name in self.repo.references if name.startswith(prefix)}
+    def _refs(self) -> dict[str, str]:
+        """Every ref under refs/brat* with its target (one pass over the repository's refs)."""
+        return {name: str(self.repo.references[name].target)
+                for name in self.repo.references if name.startswith("refs/brat")}
+
+    @staticmethod
+    def _under(refs: dict[str, str], prefix: str) -> dict[str, str]:
+        return {name[len(prefix):]: oid for name, oid in refs.items() if name.startswith(prefix)}
 
     # the log -----------------------------------------------------------
     def merge_log(self) -> str | None:
@@ -143,15 +148,17 @@ class Syncer:
     # leases and outputs ------------------------------------------------
     def merge_leases(self) -> None:
         """Take the remote's lease where it is newer; drop the leases of exited sessions."""
-        local_leases = self._refs_under(LEASE_PREFIX)
+        refs = self._refs()
+        local_leases = self._under(refs, LEASE_PREFIX)
         index = self.ws.fresh_index()
-        for sid, oid in self._refs_under(self.prefix + "sessions/leases/").items():
+        for sid, oid in self._under(refs, self.prefix + "sessions/leases/").items():
             mine = local_leases.get(sid)
             if mine is None or self._lease_ts(sid, oid) > self._lease_ts(sid, mine):
                 if not _exited(index, sid):
                     self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
+                    local_leases[sid] = oid
                     self.report.leases_fetched += 1
-        for sid in self._refs_under(LEASE_PREFIX):
+        for sid in local_leases:
             if _exited(index, sid):
                 ref = self.repo.references.get(LEASE_PREFIX + sid)
                 if ref is not None:
@@ -162,8 +169,9 @@ class Syncer:
         return decode_lease(self.repo, session_id, pygit2.Oid(hex=oid)).ts or 0
 
     def merge_outputs(self) -> None:
-        local = self._refs_under(OUTPUT_PREFIX)
-        for name, oid in self._refs_under(self.prefix + "sessions/outputs/").items():
+        refs = self._refs()
+        local = self._under(refs, OUTPUT_PREFIX)
+        for name, oid in self._under(refs, self.prefix + "sessions/outputs/").items():
             if name not in local:
                 self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
                 self.report.outputs_fetched += 1
@@ -175,8 +183,9 @@ class Syncer:
         if local_head is not None and local_head != remote_head:
             specs.append(f"{local_head}:{WAL_REF}")
             self.report.pushed_commits = len(self.wal.commit_ids(local_head, remote_head))
-        remote_leases = self._refs_under(self.prefix + "sessions/leases/")
-        local_leases = self._refs_under(LEASE_PREFIX)
+        refs = self._refs()
+        remote_leases = self._under(refs, self.prefix + "sessions/leases/")
+        local_leases = self._under(refs, LEASE_PREFIX)
         for sid, oid in local_leases.items():
             if remote_leases.get(sid) != oid:  # merge_leases left ours at least as new
                 specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
@@ -185,8 +194,8 @@ class Syncer:
         for sid in remote_leases:
             if sid not in local_leases and _exited(index, sid):
                 specs.append(f":{LEASE_PREFIX}{sid}")
-        remote_outputs = self._refs_under(self.prefix + "sessions/outputs/")
-        for name, oid in self._refs_under(OUTPUT_PREFIX).items():
+        remote_outputs = self._under(refs, self.prefix + "sessions/outputs/")
+        for name, oid in self._under(refs, OUTPUT_PREFIX).items():
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1

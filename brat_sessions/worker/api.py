@@ -30,7 +30,7 @@ from ..sessions.writer import block_events
 from ..storage.events import Event
 from ..workspace import Workspace, this_host
 from . import procs
-from .files import SessionFiles, code_and_reason
+from .files import SessionFiles
 from .heartbeat import HeartbeatKeeper
 
 DEFAULT_ROLES = {"polecat": "witness", "crew": "user"}
@@ -193,9 +193,9 @@ class Tracker:
                 procs.wait_gone(pid, 5)
             # Under `run`, the shim writes the status file as the command ends and the
             # supervisor then records the exit itself: give it a moment to do so.
-            status = _poll(files.read_status, 1.0)
-            if status is not None:
-                code = code_and_reason(status)[0]
+            ended = _poll(files.how_it_ended, 1.0)
+            if ended is not None:
+                code = ended[0]
                 if _poll(lambda: self.ws.fresh_index().session(session_id).exited, 5.0):
                     return self.session(session_id)
         try:

@@ -26,6 +26,15 @@ class SessionFiles:
         """Left by `brat sessions stop` so the supervisor records `user-stop`."""
         return self.logs_dir / f"{self.session_id}.stop"
 
+    def how_it_ended(self, fallback: dict | None = None) -> tuple[int, str] | None:
+        """(exit_code, exit_reason) from the status file (or `fallback`); `user-stop` when
+        `brat sessions stop` asked for the end. None while nothing says how it ended."""
+        status = self.read_status() or fallback
+        if status is None:
+            return None
+        code, reason = code_and_reason(status)
+        return code, "user-stop" if self.stop_request.exists() else reason
+
     def read_status(self) -> dict | None:
         try:
             data = json.loads(self.status.read_text())

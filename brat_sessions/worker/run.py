@@ -11,7 +11,6 @@ from typing import Any
 from ..errors import EXIT_CONFLICT, Fenced
 from . import procs
 from .api import Tracker
-from .files import code_and_reason
 
 
 def _terminal_sent(signum: int) -> bool:
@@ -88,10 +87,7 @@ def run_command(tracker: Tracker, task: str, command: list[str], *,
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    status = files.read_status() or {"returncode": shim.returncode}
-    code, reason = code_and_reason(status)
-    if files.stop_request.exists():
-        reason = "user-stop"
+    code, reason = files.how_it_ended(fallback={"returncode": shim.returncode})
     try:
         tracker.exit(sid, code, reason, output=files.log)
     except Fenced as exc:

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -101,8 +102,9 @@ def test_session_ids_are_unique(tracker, task):
 def test_worker_in_a_linked_worktree(repo, task, tmp_path):
     wt = tmp_path / "wt"
     git(repo, "worktree", "add", "-q", str(wt))
-    data = brat_json("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo from-wt",
-                     cwd=wt)
+    out = brat("sessions", "run", "--task", task.task_id, "--json", "--", "sh", "-c", "echo from-wt",
+               cwd=wt)  # --json before `--`: what follows belongs to the command
+    data = json.loads(out.stdout)["data"]
     session = data["session"]
     assert session["worktree"] == str(wt)  # outside the main checkout: absolute
     assert (repo / ".grite" / "logs" / f"{data['session_id']}.log").read_text() == "from-wt\n"

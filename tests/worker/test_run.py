@@ -116,3 +116,9 @@ def test_reaper_learns_the_real_end_when_the_supervisor_died(repo, tracker, task
     assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == \
         [(s.session_id, "completed", 7)]
     assert tracker.session(s.session_id).last_output_ref.startswith("sha256:")
+
+
+def test_json_after_the_double_dash_belongs_to_the_command(repo, task):
+    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo plain", "--json",
+               cwd=repo)
+    assert out.returncode == 0 and out.stdout == "plain\n"  # no envelope: --json was sh's argument
