@@ -298,8 +298,12 @@ def sessions_exit(session_id: str, code: int, reason: str, output: str | None) -
               help="Seconds between SIGTERM and SIGKILL.")
 def sessions_stop(session_id: str, reason: str, grace: float) -> None:
     """Stop a session: signal its process if it runs here, and record the exit."""
-    s = tracker().stop(session_id, reason, grace)
-    emit({"session": s.to_json()}, f"{session_id} exit {s.exit_reason} {s.exit_code}")
+    report = tracker().stop_report(session_id, reason, grace)
+    s = report.session
+    if report.note and not _json_wanted():
+        click.echo(f"brat: {report.note}", err=True)
+    emit({"session": s.to_json(), "signalled": report.signalled},
+         f"{session_id} exit {s.exit_reason} {s.exit_code}")
 
 
 @sessions.command("log")

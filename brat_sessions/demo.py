@@ -41,9 +41,11 @@ def run_demo(target: str | None = None) -> dict:
     crew = tracker.start(review.task_id, session_type="crew", engine="claude", state="running")
     tracker.heartbeat(crew.session_id)
     # 4. a polecat whose process died without an exit record: the reaper calls it a crash
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    tracker.start(reap_task.task_id, engine="codex", pid=gone.pid, state="running")
+    #    (this machine adopted that process at start, so the reaper may judge it)
+    doomed = subprocess.Popen(["sleep", "60"])
+    tracker.start(reap_task.task_id, engine="codex", pid=doomed.pid, state="running")
+    doomed.kill()
+    doomed.wait()
 
     report = reap(ws, load_config(ws.ctx.config_root))
     sessions = tracker.sessions(include_exited=True)

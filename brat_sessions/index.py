@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the folds load only when there is something to replay
     from .sessions.projection import BlockRecord
     from .storage.events import Event
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
@@ -116,11 +116,13 @@ class Index:
         """Bring the index to `head` (default: the current WAL head)."""
         target = head if head is not None else self.wal.head()
         try:
-            if self.indexed_head() == target:
+            if self.indexed_head() == target and not self._gap_filled():
                 return self
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 current = self.indexed_head()
+                if self._gap_filled():
+                    current = None  # the missing history arrived: replay all (idempotent)
                 if current != target:
                     self._replay(current, target)
                 self.db.execute("COMMIT")
@@ -175,6 +177,26 @@ class Index:
         issues.flush()
         blocks.finish()
         db.execute("INSERT OR REPLACE INTO meta VALUES('head', ?)", (target,))
+        if self.wal.reached_root:
+            db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")
+            if self.wal.root_gap:
+                oldest = self.wal.commit_ids(target)[0]
+                db.executemany("INSERT INTO meta VALUES(?, ?)",
+                               [("incomplete", self.wal.root_gap), ("gap_below", oldest)])
+
+    @property
+    def incomplete(self) -> str | None:
+        """Why the log here is not whole (shallow or partial clone), or None."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='incomplete'").fetchone()
+        return row[0] if row else None
+
+    def _gap_filled(self) -> bool:
+        """True when the log was incomplete and its missing history is now here."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='gap_below'").fetchone()
+        if row is None:
+            return False
+        self.wal.commit_ids(row[0])
+        return self.wal.root_gap is None
 
     def _apply_event(self, issues: "IssueFold", ev: "Event", commit_id: str) -> bool:
         """Fold one event into its issue; False (and a reported problem) for a bad payload."""
@@ -203,7 +225,11 @@ class Index:
         return found
 
     def report_corrupt_commits(self) -> None:
-        """Name each corrupt WAL commit on stderr (once per process)."""
+        """Name each corrupt WAL commit, and an incomplete log, on stderr (once per process)."""
+        gap = self.incomplete
+        if gap and "incomplete" not in self._reported:
+            self._reported.add("incomplete")
+            _warn(f"warning: {gap}")
         for (pid, message) in self.db.execute(
                 "SELECT problem_id, message FROM problems WHERE kind='corrupt_commit'"):
             if pid not in self._reported:

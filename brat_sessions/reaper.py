@@ -2,10 +2,11 @@
 
 One pass judges every session that has not exited:
 
-- exited: it ran here under `run`, its process is gone, and the shim left how it ended;
-- crash: it ran here (`host` matches) and its pid is gone or now belongs to a newer process;
+- exited: this machine started or adopted its process (local proof), the process is
+  gone, and `run`'s shim left how it ended;
+- crash: the same, with nothing saying how it ended;
 - timeout: its last sign of life is older than the timeout (the spawn timeout if it
-  never heartbeated), allowing for clock skew.
+  never heartbeated), allowing for clock skew; a time in the future is no sign of life.
 
 All exits of a pass go into one WAL commit. Each is re-checked at the head the
 commit lands on, so concurrent reapers never give a session two exits.
@@ -17,16 +18,17 @@ from dataclasses import dataclass
 
 from .clock import now_ms
 from .config import Config
-from .errors import NotFound
+from .errors import EnvironmentProblem, NotFound
 from .index import Index
 from .sessions.lease import drop_lease
 from .sessions.model import Session
 from .sessions.outputs import store_file
 from .sessions.writer import block_events
 from .storage.events import Event
-from .worker import procs
+from .worker import proof as proofs
 from .worker.files import SessionFiles
-from .workspace import Workspace, this_host
+from .worker.proof import ProcessProof
+from .workspace import Workspace
 
 
 @dataclass
@@ -42,21 +44,26 @@ class Verdict:
                 "exit_reason": self.exit_reason, "exit_code": self.exit_code, "why": self.why}
 
 
-def judge(session: Session, now: int, config: Config, host: str,
-          files: SessionFiles) -> Verdict | None:
-    """The exit a session deserves now, or None while it is alive."""
+def judge(session: Session, now: int, config: Config, files: SessionFiles,
+          proof: ProcessProof | None) -> Verdict | None:
+    """The exit a session deserves now, or None while it is alive.
+
+    Only a local proof (this machine started or adopted the process) can make a
+    session `exited` or `crash`; what the log says about pids and hosts cannot.
+    """
     def verdict(reason: str, code: int, why: str) -> Verdict:
         return Verdict(session.session_id, session.task_id, reason, code, why)
 
-    skew_ms = config.clock_skew * 1000
-    if session.pid and session.host == host and \
-            not procs.is_same_process(session.pid, session.pid_ts, zombies_count=True):
+    skew_ms = int(config.clock_skew * 1000)
+    if proof is not None and not proof.leader_exists():
         ended = files.how_it_ended()
         if ended is not None:
             code, reason = ended
-            return verdict(reason, code, f"process {session.pid} ended; its supervisor did not record it")
-        return verdict("crash", -1, f"process {session.pid} is gone from {host}")
-    last = session.last_sign_of_life()
+            return verdict(reason, code, f"process {proof.pid} ended; its supervisor did not record it")
+        return verdict("crash", -1, f"process {proof.pid} is gone from this machine")
+    last = session.last_sign_of_life(now, skew_ms)
+    if last is None:
+        return verdict("timeout", -1, "no start or heartbeat time that is not in the future")
     never_beat = session.last_heartbeat_ts is None
     limit_s = config.spawn_timeout if never_beat else config.effective_timeout
     age = now - last
@@ -78,15 +85,17 @@ class ReapReport:
                 "checked": self.checked, "dry_run": self.dry_run}
 
 
-def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False,
-         host: str | None = None) -> ReapReport:
+def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:
+    """Judge every live session and record one exit for each that is over (one commit)."""
     now = now if now is not None else now_ms()
-    host = host or this_host()
-    logs = ws.ctx.logs_dir
-    candidates = ws.sessions()
+    index = ws.fresh_index()
+    if index.incomplete and not dry_run:
+        raise EnvironmentProblem(f"{index.incomplete}; refusing to reap on a partial view")
+    logs, data = ws.ctx.logs_dir, ws.ctx.data_dir
+    candidates = [ws.with_lease(s, now) for s in index.sessions()]
     verdicts = {}
     for s in candidates:
-        v = judge(s, now, config, host, SessionFiles(logs, s.session_id))
+        v = judge(s, now, config, SessionFiles(logs, s.session_id), proofs.load(data, s.session_id))
         if v is not None:
             verdicts[s.session_id] = v
     if dry_run or not verdicts:
@@ -101,13 +110,13 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
         events: dict[bytes, Event] = {}
         for sid, v in verdicts.items():
             try:
-                current = ws.with_lease(index.session(sid))
+                current = ws.with_lease(index.session(sid), now)
             except NotFound:
                 continue
             if current.exited:
                 continue  # another reaper or the worker got there first
-            if v.exit_reason == "timeout" and judge(current, now, config, host,
-                                                    SessionFiles(logs, sid)) is None:
+            if v.exit_reason == "timeout" and judge(current, now, config, SessionFiles(logs, sid),
+                                                    proofs.load(data, sid)) is None:
                 continue  # it heartbeated meanwhile
             fields = current.block_fields()
             fields.update(state="exit", exit_code=v.exit_code, exit_reason=v.exit_reason,
@@ -120,4 +129,5 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     ws.append(build)
     for v in written:
         drop_lease(ws.repo, v.session_id)
+        proofs.drop(data, v.session_id)
     return ReapReport(written, len(candidates) - len(written), len(candidates), False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable
 
+from .clock import now_ms
 from .index import Index
 from .sessions.lease import read_lease
 from .sessions.model import Session
@@ -12,6 +13,7 @@ from .storage.repo import RepoContext, open_repo
 from .storage.wal import Wal
 
 if TYPE_CHECKING:
+    from .config import Config
     from .storage.events import Event
 
 
@@ -29,6 +31,7 @@ class Workspace:
         self.wal = Wal(self.ctx)
         self._index: Index | None = None
         self._actor: str | None = None
+        self._config: "Config | None" = None
 
     @property
     def actor(self) -> str:
@@ -59,13 +62,24 @@ class Workspace:
             index.refresh(head)
         return written
 
+    @property
+    def config(self) -> "Config":
+        """`.brat/sessions.yaml` of this repository (defaults when there is none)."""
+        if self._config is None:
+            from .config import load_config
+
+            self._config = load_config(self.ctx.config_root)
+        return self._config
+
     # sessions, with the heartbeat lease folded in ----------------------
-    def with_lease(self, session: Session) -> Session:
+    def with_lease(self, session: Session, now: int | None = None) -> Session:
+        """The session with its lease's heartbeat, its times judged against the clock."""
         if not session.exited:
             lease = read_lease(self.repo, session.session_id)
             if lease is not None and lease.ts is not None:
-                session.last_heartbeat_ts = max(session.last_heartbeat_ts or 0, lease.ts)
-        return session
+                session.add_beat(lease.ts)
+        skew_ms = int(self.config.clock_skew * 1000)
+        return session.settle(now_ms() if now is None else now, skew_ms)
 
     def sessions(self, include_exited: bool = False) -> list[Session]:
         return [self.with_lease(s) for s in self.fresh_index().sessions(include_exited)]

@@ -66,11 +66,14 @@ def append_raw(repo: Path, events: list, actor: str = "0" * 32) -> str:
     return head
 
 
+T0 = 1_700_000_000_000  # a realistic time (ms): block times must lie between 2000 and 2200
+
+
 def block_text(**fields) -> str:
     from brat_sessions.sessions.block import format_block
 
     base = {"state": "running", "session_id": "s-20250114-0001", "role": "witness",
-            "session_type": "polecat", "engine": "codex", "worktree": "", "started_ts": 1000}
+            "session_type": "polecat", "engine": "codex", "worktree": "", "started_ts": T0}
     base.update(fields)
     return format_block(base)
 

@@ -6,7 +6,7 @@ from brat_sessions.index import FORMAT_VERSION, Index
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
 
-from .helpers import block_text, brat, brat_json
+from .helpers import T0, block_text, brat, brat_json
 from .sessions.test_projection import comment, created
 from .helpers import append_raw
 
@@ -63,7 +63,7 @@ def test_damaged_or_old_index_is_rebuilt_with_one_line(repo):
 def test_rebuild_from_scratch_equals_incremental(repo):
     append_raw(repo, [created()])
     for i, state in enumerate(["spawned", "ready", "running", "exit"]):
-        append_raw(repo, [comment(block_text(state=state, last_heartbeat_ts=i), 10 + i)])
+        append_raw(repo, [comment(block_text(state=state, last_heartbeat_ts=T0 + i), 10 + i)])
         listing(repo)  # refresh one commit at a time
     incremental = listing(repo)
     (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()

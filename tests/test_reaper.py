@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -9,7 +10,11 @@ from brat_sessions.errors import BadInput, Fenced
 from brat_sessions.reaper import reap
 from brat_sessions.worker.api import Tracker
 
-from .helpers import brat, brat_json, wal_commit_count
+from brat_sessions.clock import now_ms
+from brat_sessions.storage.events import COMMENT_ADDED, make_event
+from brat_sessions.workspace import this_host
+
+from .helpers import append_raw, block_text, brat, brat_json, wal_commit_count
 
 T0 = "2026-01-01 12:00:00"
 
@@ -50,33 +55,45 @@ def test_spawn_timeout_for_sessions_that_never_heartbeat(repo, task):
         assert [v.session_id for v in reap(t.ws, config).reaped] == [s.session_id]
 
 
-def test_crash_when_the_pid_is_gone_on_this_host(repo, tracker, task):
-    gone = subprocess.Popen(["true"])
-    gone.wait()
+
+def test_crash_needs_local_proof_that_brat_started_the_process(repo, task):
+    victim = subprocess.Popen(["sleep", "30"])
     alive = subprocess.Popen(["sleep", "30"])
     try:
-        dead = tracker.start(task.task_id, pid=gone.pid, state="running")
-        living = tracker.start(task.task_id, pid=alive.pid, state="running")
-        remote = other_host(repo).start(task.task_id, pid=gone.pid, state="running")
-        report = reap(tracker.ws, Config())
+        dead = Tracker(repo).start(task.task_id, pid=victim.pid, state="running")
+        living = Tracker(repo).start(task.task_id, pid=alive.pid, state="running")
+        # a block written elsewhere naming this host and a pid that is dead here: the log
+        # alone proves nothing
+        now = now_ms()
+        forged = block_text(session_id="s-20260101-ffff", pid=victim.pid, host=this_host(),
+                            started_ts=now, last_heartbeat_ts=now)
+        append_raw(repo, [make_event(bytes.fromhex(task.issue_id), b"\x01" * 16, now,
+                                     COMMENT_ADDED, [forged])])
+        victim.kill()
+        victim.wait()
+        report = reap(Tracker(repo).ws, Config())
         assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == \
             [(dead.session_id, "crash", -1)]
         assert report.alive == 2 and report.checked == 3
-        assert not tracker.session(living.session_id).exited
-        assert not tracker.session(remote.session_id).exited  # its pid lives on another host
+        assert not Tracker(repo).session(living.session_id).exited
     finally:
         alive.kill()
         alive.wait()
 
 
 def test_crash_when_the_pid_was_reused_by_a_newer_process(repo, task):
-    with freeze_time("2020-01-01"):  # the pid is recorded long before the process started
-        t = Tracker(repo)
-        newer = subprocess.Popen(["sleep", "30"])
-        s = t.start(task.task_id, pid=newer.pid, state="running")
+    newer = subprocess.Popen(["sleep", "30"])
     try:
+        t = Tracker(repo)
+        s = t.start(task.task_id, pid=newer.pid, state="running")
+        # the proof recorded an older process under this pid: what lives there now is not it
+        path = repo / ".git" / "brat_sessions" / "procs" / f"{s.session_id}.json"
+        proof = json.loads(path.read_text())
+        proof["start_ticks"] -= 100
+        path.write_text(json.dumps(proof))
         (v,) = reap(Tracker(repo).ws, Config(timeout=10 ** 9, spawn_timeout=10 ** 9)).reaped
         assert (v.session_id, v.exit_reason) == (s.session_id, "crash")
+        assert newer.poll() is None  # judged, never signalled
     finally:
         newer.kill()
         newer.wait()

@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from ..storage import events as ev_kinds
+from ..sessions.rules import valid_id
 from ..storage.events import Event
 
 SCHEMA = """
@@ -19,7 +20,7 @@ CREATE TABLE IF NOT EXISTS issues(
   issue_id TEXT PRIMARY KEY, created INTEGER NOT NULL DEFAULT 0,
   created_ts INTEGER, updated_ts INTEGER NOT NULL DEFAULT 0,
   title TEXT, title_key BLOB, body TEXT, body_key BLOB,
-  state TEXT, state_key BLOB, task_id TEXT, comments INTEGER NOT NULL DEFAULT 0);
+  state TEXT, state_key BLOB, task_id TEXT);
 CREATE INDEX IF NOT EXISTS issues_task ON issues(task_id);
 CREATE TABLE IF NOT EXISTS members(
   issue_id TEXT, kind TEXT, value TEXT, present INTEGER, key BLOB,
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS members(
 """
 
 _COLUMNS = ("issue_id", "created", "created_ts", "updated_ts", "title", "title_key", "body",
-            "body_key", "state", "state_key", "task_id", "comments")
+            "body_key", "state", "state_key", "task_id")
 
 
 @dataclass
@@ -41,7 +42,6 @@ class Issue:
     created_ts: int | None
     updated_ts: int
     created: bool
-    comments: int = 0
     task_id: str | None = None
 
     def label_value(self, prefix: str) -> str | None:
@@ -95,7 +95,7 @@ class IssueFold:
                                     (iid,)).fetchone()
             row = dict(zip(_COLUMNS, found)) if found else dict.fromkeys(_COLUMNS)
             if not found:
-                row.update(issue_id=iid, created=0, updated_ts=0, comments=0)
+                row.update(issue_id=iid, created=0, updated_ts=0)
             self.rows[iid] = row
             self.members[iid] = {(k, v): (p, key) for k, v, p, key in self.db.execute(
                 "SELECT kind, value, present, key FROM members WHERE issue_id=?", (iid,))}
@@ -144,15 +144,14 @@ class IssueFold:
             self._member(iid, "assignee", p[0], kind == ev_kinds.ASSIGNEE_ADDED, key)
         elif kind == ev_kinds.STATE_CHANGED and p[0] in ("open", "closed"):
             self._lww(row, "state", p[0], key)
-        elif kind == ev_kinds.COMMENT_ADDED:
-            row["comments"] += 1
 
     def flush(self) -> None:
         """Write the issues changed since the last flush (rows stay cached for this fold)."""
         for iid in self.dirty:
-            tasks = sorted(v for (k, v), (present, _) in self.members[iid].items()
-                           if k == "label" and present and v.startswith("task:"))
-            self.rows[iid]["task_id"] = tasks[0][5:] if tasks else None
+            tasks = sorted(v[5:] for (k, v), (present, _) in self.members[iid].items()
+                           if k == "label" and present and v.startswith("task:")
+                           and valid_id(v[5:]))  # a hostile task id never becomes one
+            self.rows[iid]["task_id"] = tasks[0] if tasks else None
         self.db.executemany(f"INSERT OR REPLACE INTO issues({', '.join(_COLUMNS)}) VALUES "
                             f"({', '.join('?' * len(_COLUMNS))})",
                             [tuple(self.rows[iid][c] for c in _COLUMNS) for iid in self.dirty])
@@ -165,7 +164,7 @@ class IssueFold:
 
 def load_issue(db: sqlite3.Connection, iid: str) -> Issue | None:
     row = db.execute("SELECT issue_id, title, body, state, created_ts, updated_ts, created, "
-                     "comments, task_id FROM issues WHERE issue_id=?", (iid,)).fetchone()
+                     "task_id FROM issues WHERE issue_id=?", (iid,)).fetchone()
     if row is None:
         return None
     members = db.execute("SELECT kind, value FROM members WHERE issue_id=? AND present=1 "
@@ -173,5 +172,4 @@ def load_issue(db: sqlite3.Connection, iid: str) -> Issue | None:
     return Issue(issue_id=row[0], title=row[1] or "", body=row[2] or "", state=row[3] or "open",
                  labels=[v for k, v in members if k == "label"],
                  assignees=[v for k, v in members if k == "assignee"],
-                 created_ts=row[4], updated_ts=row[5], created=bool(row[6]),
-                 comments=row[7], task_id=row[8])
+                 created_ts=row[4], updated_ts=row[5], created=bool(row[6]), task_id=row[7])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import rules
 
 OPEN = "[session]"
 CLOSE = "[/session]"
@@ -15,17 +17,13 @@ CLOSE = "[/session]"
 FIELD_ORDER = ("state", "session_id", "role", "session_type", "engine", "worktree", "pid",
                "started_ts", "last_heartbeat_ts", "exit_code", "exit_reason", "last_output_ref")
 REQUIRED = ("state", "session_id", "role", "session_type", "engine", "worktree", "started_ts")
-INT_FIELDS = ("pid", "started_ts", "last_heartbeat_ts", "exit_code")
-STR_FIELDS = ("state", "session_id", "role", "session_type", "engine", "worktree",
-              "exit_reason", "last_output_ref")
 STATES = ("spawned", "ready", "running", "handoff", "exit")
 SESSION_TYPES = ("polecat", "crew")
 EXIT_REASONS = ("completed", "signal", "timeout", "crash", "user-stop")
-OUTPUT_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # A plain value is written as brat writes it; anything else as a TOML basic string.
 _NEEDS_ESCAPE = re.compile(r'["\\\[\]\x00-\x1f\x7f]')
-_INT = re.compile(r"^[+-]?\d+$")
+_INT = re.compile(r"[+-]?[0-9]+")
 
 
 class BlockError(ValueError):
@@ -34,8 +32,9 @@ class BlockError(ValueError):
 
 @dataclass
 class ParsedBlock:
-    fields: dict[str, Any]   # the known and unknown keys, values decoded
-    error: str | None = None  # set when the block is malformed
+    fields: dict[str, Any]   # the known and unknown keys, values decoded and validated
+    error: str | None = None  # set when the block is malformed (and then not used)
+    warnings: list[str] = field(default_factory=list)  # optional fields dropped as invalid
 
 
 def _encode_value(value: Any) -> str:
@@ -53,7 +52,15 @@ def _encode_value(value: Any) -> str:
 
 
 def format_block(fields: dict[str, Any]) -> str:
-    """One block: brat's fields in brat's order, then any extra keys (e.g. `host`)."""
+    """One block: brat's fields in brat's order, then any extra keys (e.g. `host`).
+
+    Raises BlockError (a ValueError) rather than write a block that a reader would
+    call malformed or whose fields it would drop.
+    """
+    checked = {k: v for k, v in fields.items() if v is not None}
+    problems = _validate(checked)
+    if problems:
+        raise BlockError(problems[0])
     lines = [OPEN]
     for key in FIELD_ORDER:
         lines.append(f"{key} = {_encode_value(fields.get(key))}")
@@ -77,43 +84,79 @@ def _decode_value(raw: str) -> Any:
             return inner  # brat wrote it raw, backslashes and all
     if raw == "null":
         return None
-    if _INT.match(raw):
+    if _INT.fullmatch(raw):
+        if len(raw) > 20:
+            raise BlockError(f"integer {raw[:24]}... is out of range")
         return int(raw)
-    raise BlockError(f"value {raw!r} is neither a quoted string, an integer nor null")
+    raise BlockError(f"value {raw[:40]!r} is neither a quoted string, an integer nor null")
 
 
-def _validate(fields: dict[str, Any]) -> None:
+# Required fields: a bad one makes the whole block invalid.
+_REQUIRED_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "state": (lambda v: v in STATES, f"one of {', '.join(STATES)}"),
+    "session_id": (rules.valid_id, rules.ID_RULE),
+    "role": (lambda v: rules.valid_text(v, 64) and v != "", "a name of at most 64 characters"),
+    "session_type": (lambda v: v in SESSION_TYPES, "polecat or crew"),
+    "engine": (lambda v: rules.valid_text(v, 128), "a name of at most 128 characters"),
+    "worktree": (rules.valid_text, "a path of at most 4096 characters"),
+    "started_ts": (rules.valid_ts, "ms since the epoch between 2000 and 2200"),
+}
+# Optional fields: a bad one is dropped (reported), the rest of the block is used.
+_OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "pid": (rules.valid_pid, f"an integer in {rules.PID_MIN}..{rules.PID_MAX}"),
+    "last_heartbeat_ts": (rules.valid_ts, "ms since the epoch between 2000 and 2200"),
+    "exit_code": (rules.valid_exit_code, "a 32-bit integer"),
+    "exit_reason": (lambda v: v in EXIT_REASONS, f"one of {', '.join(EXIT_REASONS)}"),
+    "last_output_ref": (rules.valid_output_ref, "sha256:<64 hex>"),
+    "host": (lambda v: rules.valid_text(v, 255), "a name of at most 255 characters"),
+}
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _validate(fields: dict[str, Any]) -> list[str]:
+    """Raise BlockError for a bad required field; drop bad optional ones, returning why."""
     for key in REQUIRED:
         if fields.get(key) is None:
             raise BlockError(f"missing required field {key}")
-    for key in INT_FIELDS:
-        if key in fields and fields[key] is not None and not isinstance(fields[key], int):
-            raise BlockError(f"{key} must be an integer")
-    for key in STR_FIELDS:
-        if key in fields and fields[key] is not None and not isinstance(fields[key], str):
-            raise BlockError(f"{key} must be a string")
-    if fields["state"] not in STATES:
-        raise BlockError(f"unknown state {fields['state']!r}")
-    if fields["session_type"] not in SESSION_TYPES:
-        raise BlockError(f"unknown session_type {fields['session_type']!r}")
-    if not fields["session_id"]:
-        raise BlockError("empty session_id")
+    for key, (ok, rule) in _REQUIRED_RULES.items():
+        if not ok(fields[key]):
+            raise BlockError(f"{key} {_show(fields[key])} is invalid (must be {rule})")
+    warnings = []
+    for key in list(fields):
+        value = fields[key]
+        if value is None or key in _REQUIRED_RULES:
+            continue
+        ok, rule = _OPTIONAL_RULES.get(key) or (
+            (lambda v: rules.valid_int(v) or rules.valid_text(v)), "a bounded integer or string")
+        if not _KEY.fullmatch(key):
+            ok, rule = (lambda v: False), "a key of A-Z a-z 0-9 _ -"
+        if not ok(value):
+            del fields[key]
+            warnings.append(f"field {_show(key)} = {_show(value)} ignored (must be {rule})")
+    return warnings
 
 
-def _parse_body(lines: list[str]) -> dict[str, Any]:
+def _parse_body(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
     fields: dict[str, Any] = {}
     for line in lines:
+        if len(line) > rules.MAX_LINE_CHARS:
+            raise BlockError(f"a line of {len(line)} characters (limit {rules.MAX_LINE_CHARS})")
         key, sep, raw = line.partition("=")
         if not sep:
             raise BlockError(f"line {line[:40]!r} is not key = value")
         fields[key.strip()] = _decode_value(raw.strip())
-    _validate(fields)
-    return fields
+    return fields, _validate(fields)
 
 
 def _finish(body: list[str]) -> ParsedBlock:
     try:
-        return ParsedBlock(_parse_body(body))
+        fields, warnings = _parse_body(body)
+        return ParsedBlock(fields, None, warnings)
     except BlockError as exc:
         return ParsedBlock({}, str(exc))
 
@@ -124,13 +167,21 @@ def parse_blocks(text: str) -> list[ParsedBlock]:
     A block runs from a `[session]` line to the next `[/session]` line; lines are
     split on LF only (a CR before it is dropped), so no other character ends a line.
     A `[session]` line inside an open block starts a new block and reports the
-    unclosed one.
+    unclosed one. Work is bounded: a comment over MAX_COMMENT_CHARS is not parsed,
+    and parsing stops after MAX_BLOCKS_PER_COMMENT blocks (each reported).
     """
+    if len(text) > rules.MAX_COMMENT_CHARS:
+        return [ParsedBlock({}, f"comment of {len(text)} characters not parsed "
+                                f"(limit {rules.MAX_COMMENT_CHARS})")]
     blocks: list[ParsedBlock] = []
     body: list[str] | None = None
     for raw in text.split("\n"):
         line = raw.strip()
         if line == OPEN:
+            if len(blocks) >= rules.MAX_BLOCKS_PER_COMMENT:
+                blocks.append(ParsedBlock({}, f"more than {rules.MAX_BLOCKS_PER_COMMENT} blocks "
+                                              "in one comment; the rest not parsed"))
+                return blocks
             if body is not None:
                 blocks.append(ParsedBlock({}, "no closing [/session] before the next [session]"))
             body = []

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 import pygit2
 
 from ..errors import BadInput, Fenced
+from .rules import valid_id, valid_text, valid_ts
 
 LEASE_PREFIX = "refs/brat/sessions/leases/"
+MAX_LEASE_BYTES = 4096
+FORWARD_SLACK_MS = 60_000
 
 
 @dataclass
@@ -27,10 +30,9 @@ class Lease:
 
 
 def lease_ref(session_id: str) -> str:
-    name = LEASE_PREFIX + session_id
-    if not pygit2.reference_is_valid_name(name):
-        raise BadInput(f"session id {session_id!r} cannot name a lease ref")
-    return name
+    if not valid_id(session_id):
+        raise BadInput(f"session id {session_id[:80]!r} cannot name a lease ref")
+    return LEASE_PREFIX + session_id
 
 
 def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
@@ -40,15 +42,20 @@ def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
 
 def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid) -> Lease:
     try:
-        data = json.loads(repo[target].data)
-        ts = data.get("ts")
-        return Lease(session_id, ts if isinstance(ts, int) else None, data.get("host"))
-    except (KeyError, ValueError, AttributeError):
+        blob = repo[target]
+        if not isinstance(blob, pygit2.Blob) or blob.size > MAX_LEASE_BYTES:
+            raise ValueError("not a small blob")
+        data = json.loads(blob.data)
+        ts, host = data.get("ts"), data.get("host")
+        return Lease(session_id, ts if valid_ts(ts) else None,
+                     host if valid_text(host, 255) else None)
+    except (KeyError, ValueError, AttributeError, pygit2.GitError):
         return Lease(session_id, None, None)  # unreadable: present, but tells no time
 
 
-def create_lease(repo: pygit2.Repository, session_id: str, host: str | None) -> Lease:
-    lease = Lease(session_id, None, host)
+def create_lease(repo: pygit2.Repository, session_id: str, host: str | None,
+                 ts: int | None = None) -> Lease:
+    lease = Lease(session_id, ts, host)
     repo.references.create(lease_ref(session_id), _blob(repo, lease), force=True)
     return lease
 
@@ -66,7 +73,10 @@ def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
         if ref is None:
             raise Fenced(f"session {session_id} has exited (its lease is gone): stop working")
         old = decode_lease(repo, session_id, ref.target)
-        new = Lease(session_id, max(ts, old.ts or 0), old.host)
+        # never backwards against a concurrent heartbeat, but a time far ahead of ours
+        # (a wrong clock, a forged lease) is not kept alive by us
+        keep = old.ts is not None and ts < old.ts <= ts + FORWARD_SLACK_MS
+        new = Lease(session_id, old.ts if keep else ts, old.host)
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
             return new

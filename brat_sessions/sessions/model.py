@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict
@@ -54,13 +54,36 @@ class Session:
     pid_ts: int | None = None  # when the current pid was first recorded
     blocks: int = 0
     conflicts: int = 0
+    beats: list[int] = field(default_factory=list)  # every heartbeat time seen (blocks, lease)
+    future_ts: int | None = None  # a time later than now + skew, set by `settle`
 
     @property
     def exited(self) -> bool:
         return self.status == "exit"
 
-    def last_sign_of_life(self) -> int:
-        return max(self.started_ts, self.last_heartbeat_ts or 0)
+    def add_beat(self, ts: int) -> None:
+        if ts not in self.beats:
+            self.beats.append(ts)
+
+    def settle(self, now: int, skew_ms: int) -> "Session":
+        """Judge the times against the clock: a time after now + skew is no sign of life.
+
+        `last_heartbeat_ts` becomes the latest heartbeat that is not in the future;
+        `future_ts` keeps the latest one that is (reported by doctor and show).
+        """
+        limit = now + skew_ms
+        past = [b for b in self.beats if b <= limit]
+        future = [t for t in (self.started_ts, *self.beats) if t > limit]
+        self.last_heartbeat_ts = max(past) if past else None
+        self.future_ts = max(future) if future else None
+        return self
+
+    def last_sign_of_life(self, now: int | None = None, skew_ms: int = 0) -> int | None:
+        """The latest start or heartbeat time that is not after now + skew (None: none)."""
+        limit = None if now is None else now + skew_ms
+        times = [t for t in (self.started_ts, *self.beats, self.last_heartbeat_ts or 0)
+                 if t and (limit is None or t <= limit)]
+        return max(times) if times else None
 
     def heartbeat_age_ms(self, now: int) -> int | None:
         if self.last_heartbeat_ts is None:
@@ -83,6 +106,7 @@ class Session:
     def to_json(self, now: int | None = None) -> dict[str, Any]:
         data = dict(vars(self))  # not asdict(): no deep copies, 50,000 sessions must print fast
         data.pop("pid_ts")
+        data.pop("beats")
         if now is not None:
             data["heartbeat_age_ms"] = self.heartbeat_age_ms(now)
         return data

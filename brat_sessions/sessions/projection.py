@@ -60,6 +60,10 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[tuple], list[tuple]]:
                              f"malformed [session] block in comment {eid} "
                              f"(commit {commit_id}): {parsed.error}"))
             continue
+        for n, warning in enumerate(parsed.warnings):
+            problems.append((f"field:{eid}:{seq}:{n}", "invalid_field", commit_id, eid,
+                             parsed.fields["session_id"],
+                             f"[session] block in comment {eid} (commit {commit_id}): {warning}"))
         blocks.append((parsed.fields["session_id"], ev.ts_unix_ms, actor, eid, seq, issue,
                        json.dumps(parsed.fields)))
     return blocks, problems
@@ -138,8 +142,8 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
             effective = own[:i + 1]  # the first exit is final
             break
     latest = effective[-1].fields
-    beats = [b.fields.get("last_heartbeat_ts") for b in own]
-    beats = [x for x in beats if isinstance(x, int)]
+    beats = sorted({b.fields["last_heartbeat_ts"] for b in own
+                    if isinstance(b.fields.get("last_heartbeat_ts"), int)})
     pid = latest.get("pid")
     pid_ts = None
     if pid is not None:
@@ -155,7 +159,8 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
         started_ts=latest["started_ts"], last_heartbeat_ts=max(beats) if beats else None,
         exit_code=latest.get("exit_code"), exit_reason=latest.get("exit_reason"),
         last_output_ref=latest.get("last_output_ref"), host=host,
-        updated_ts=effective[-1].ts, pid_ts=pid_ts, blocks=len(own), conflicts=len(foreign))
+        updated_ts=effective[-1].ts, pid_ts=pid_ts, blocks=len(own), conflicts=len(foreign),
+        beats=beats)
     return session, foreign
 
 

@@ -22,6 +22,7 @@ DEPENDENCY_ADDED = 11
 DEPENDENCY_REMOVED = 12
 CONTEXT_UPDATED = 13
 PROJECT_CONTEXT_UPDATED = 14
+U64_MAX = 2**64 - 1
 
 
 class Event(NamedTuple):
@@ -91,12 +92,12 @@ def event_from_record(record: Any) -> Event:
         raise ValueError("issue_id is not 16 bytes")
     if not (isinstance(actor, bytes) and len(actor) == 16):
         raise ValueError("actor is not 16 bytes")
-    if not (isinstance(ts, int) and ts >= 0):
-        raise ValueError("ts_unix_ms is not an unsigned integer")
+    if not (type(ts) is int and 0 <= ts <= U64_MAX):
+        raise ValueError("ts_unix_ms is not an unsigned 64-bit integer")
     if parent is not None and not (isinstance(parent, bytes) and len(parent) == 32):
         raise ValueError("parent is neither null nor 32 bytes")
-    if not (isinstance(kind, int) and kind >= 0):
-        raise ValueError("kind_tag is not an unsigned integer")
+    if not (type(kind) is int and 0 <= kind <= U64_MAX):
+        raise ValueError("kind_tag is not an unsigned 64-bit integer")
     if not isinstance(payload, list):
         raise ValueError("kind_payload is not an array")
     if sig is not None and not isinstance(sig, bytes):

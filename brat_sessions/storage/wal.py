@@ -59,6 +59,10 @@ class Wal:
     def __init__(self, ctx: RepoContext) -> None:
         self.ctx = ctx
         self.repo = ctx.repo
+        # set by the last walk: did it reach the oldest commit here, and if so, why the
+        # chain is not whole below it (None: it starts at the log's first commit)
+        self.reached_root = False
+        self.root_gap: str | None = None
 
     def head(self) -> str | None:
         ref = self.repo.references.get(WAL_REF)
@@ -105,6 +109,7 @@ class Wal:
         if head is None:
             return []
         ids: list[str] = []
+        self.reached_root, self.root_gap = False, None
         commit = self.repo[head]
         if not isinstance(commit, pygit2.Commit):
             raise EnvironmentProblem(f"{WAL_REF} points at a {commit.type_str}, not a commit")
@@ -113,15 +118,39 @@ class Wal:
             if oid == since:
                 break
             ids.append(oid)
-            if not commit.parent_ids:
+            parent = commit.parent_ids[0] if commit.parent_ids else None
+            parent_commit = self.repo.get(parent) if parent is not None else None
+            if parent_commit is None:
+                self.reached_root = True
+                self.root_gap = self._gap_below(commit, parent)
                 if since is not None:  # `since` was not on this chain
                     base = self.repo.merge_base(head, since)
-                    if base is not None:
+                    if base is not None and str(base) in ids:
                         ids = ids[:ids.index(str(base))]
                 break
-            commit = self.repo[commit.parent_ids[0]]
+            commit = parent_commit
         ids.reverse()
         return ids
+
+    def _gap_below(self, commit: pygit2.Commit, parent: pygit2.Oid | None) -> str | None:
+        """Why the chain is incomplete below its oldest commit here, or None if it is whole.
+
+        A commit whose parent is missing, or whose `meta.json` names a `prev_wal`, is not
+        the first commit of the log: the clone is shallow, grafted or partial.
+        """
+        oid = str(commit.id)
+        missing = str(parent) if parent is not None else None
+        if missing is None:
+            try:
+                prev = json.loads(commit.tree["meta.json"].data).get("prev_wal")
+                missing = prev if isinstance(prev, str) and prev else None
+            except (KeyError, ValueError, AttributeError, TypeError, pygit2.GitError):
+                return None  # unreadable: reported as a corrupt commit by the replay
+        if missing is None:
+            return None
+        return (f"{WAL_REF} is incomplete: commit {oid[:12]} follows {missing[:12]}, which this "
+                f"clone does not have (a shallow or partial fetch); run `brat sync` or "
+                f"`git fetch --unshallow origin {WAL_REF}`")
 
     def replay(self, head: str | None = None, since: str | None = None
                ) -> Iterator[WalCommit | CorruptCommit]:

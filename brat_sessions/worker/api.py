@@ -14,27 +14,62 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..clock import now_ms
-from ..errors import BadInput, Fenced
+from ..errors import BadInput, EnvironmentProblem, Fenced
 from ..index import Index
 from ..issues.ids import new_id
-from ..sessions.block import EXIT_REASONS, SESSION_TYPES
-from ..sessions.lease import create_lease, drop_lease, renew_lease
+from ..sessions import rules
+from ..sessions.block import EXIT_REASONS, SESSION_TYPES, STATES
+from ..sessions.lease import create_lease, drop_lease, read_lease, renew_lease
 from ..sessions.model import Session, check_transition
 from ..sessions.outputs import store_file, store_output
 from ..sessions.projection import BlockRecord
 from ..sessions.writer import block_events
 from ..storage.events import Event
 from ..workspace import Workspace, this_host
-from . import procs
+from . import proof as proofs
 from .files import SessionFiles
 from .heartbeat import HeartbeatKeeper
 
 DEFAULT_ROLES = {"polecat": "witness", "crew": "user"}
+ROLES = ("mayor", "witness", "refinery", "deacon", "user")
 START_STATES = ("spawned", "ready", "running")
+STOP_REASONS = ("user-stop", "timeout", "crash")
+
+
+def check_session_id(session_id: str) -> str:
+    """BadInput (exit code 2) unless `session_id` follows the id rule."""
+    if not rules.valid_id(session_id):
+        raise BadInput(f"not a valid session id: {session_id[:80]!r} ({rules.ID_RULE})")
+    return session_id
+
+
+def _check_choice(what: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise BadInput(f"{what} must be one of {', '.join(allowed)}, not {str(value)[:80]!r}")
+
+
+def _check_text(what: str, value: object, limit: int) -> None:
+    if not rules.valid_text(value, limit):
+        raise BadInput(f"{what} must be text of at most {limit} characters without NUL")
+
+
+def _check_pid(pid: int | None) -> None:
+    if pid is not None and not rules.valid_pid(pid):
+        raise BadInput(f"pid must be in {rules.PID_MIN}..{rules.PID_MAX}, not {pid!r}")
+
+
+@dataclass
+class StopReport:
+    """What `stop` did: the session as recorded, and whether a signal was sent."""
+
+    session: Session
+    signalled: bool
+    note: str
 
 
 def _fenced_message(s: Session) -> str:
@@ -51,18 +86,22 @@ class Tracker:
 
     # reading -----------------------------------------------------------
     def session(self, session_id: str) -> Session:
-        return self.ws.session(session_id)
+        """The session as of now (NotFound, exit code 3, for an unknown id)."""
+        return self.ws.session(check_session_id(session_id))
 
     def sessions(self, include_exited: bool = False) -> list[Session]:
+        """Live sessions, oldest first (every session with `include_exited`)."""
         return self.ws.sessions(include_exited)
 
     def history(self, session_id: str) -> list[BlockRecord]:
+        """Every block of the session in log order (conflicting blocks included)."""
         index = self.ws.fresh_index()
-        index.session(session_id)  # NotFound for an unknown id
+        index.session(check_session_id(session_id))  # NotFound for an unknown id
         return index.history(session_id)
 
     def files(self, session_id: str) -> SessionFiles:
-        return SessionFiles(self.ws.ctx.logs_dir, session_id)
+        """The session's local files under `.grite/logs/` (the output log, status, stop)."""
+        return SessionFiles(self.ws.ctx.logs_dir, check_session_id(session_id))
 
     # writing -----------------------------------------------------------
     def _write(self, session_id: str, update: Callable[[Session], dict[str, Any]]) -> Session:
@@ -76,13 +115,19 @@ class Tracker:
     def start(self, task: str, *, role: str | None = None, session_type: str = "polecat",
               engine: str = "shell", worktree: str | None = None, pid: int | None = None,
               state: str = "spawned") -> Session:
-        """Record a new session on a task (by task id or grite issue id)."""
-        if session_type not in SESSION_TYPES:
-            raise BadInput(f"session type must be polecat or crew, not {session_type!r}")
-        if state not in START_STATES:
-            raise BadInput(f"a session starts as one of {', '.join(START_STATES)}")
+        """Record a new session on a task (by task id or grite issue id).
+
+        With `pid`, the process must run on this machine: it is adopted (recorded
+        locally, so `stop` may signal it and the reaper may call it a crash).
+        """
+        _check_choice("session type", session_type, SESSION_TYPES)
+        _check_choice("a new session's state", state, START_STATES)
         role = role or DEFAULT_ROLES[session_type]
+        _check_choice("role", role, ROLES)
+        _check_text("engine", engine, 128)
+        _check_pid(pid)
         worktree = self._default_worktree() if worktree is None else worktree
+        _check_text("worktree", worktree, rules.MAX_TEXT)
         created: dict[str, Session] = {}
 
         def build(index: Index) -> list[Event]:
@@ -100,6 +145,8 @@ class Tracker:
         self.ws.append(build)
         sid = created["session"].session_id
         create_lease(self.ws.repo, sid, self.host)
+        if pid is not None:
+            proofs.record(self.ws.ctx.data_dir, sid, pid)
         return self.ws.session(sid)
 
     def _default_worktree(self) -> str:
@@ -111,20 +158,39 @@ class Tracker:
         return str(ctx.worktree)
 
     def heartbeat(self, session_id: str) -> int:
-        """Renew the lease (no WAL commit). Fenced (exit code 4) once the session is over."""
+        """Renew the lease (no WAL commit); returns its time. Fenced (exit code 4) once the
+        session has an exit block. A session with no lease here (written by brat, or started
+        on another clone) gets one: the exit block, not a missing lease, ends a session."""
+        check_session_id(session_id)
+        now = now_ms()
         try:
-            return renew_lease(self.ws.repo, session_id, now_ms()).ts or 0
+            return renew_lease(self.ws.repo, session_id, now).ts or now
         except Fenced:
-            session = self.ws.index.refresh().session(session_id)  # NotFound if unknown
-            raise Fenced(_fenced_message(session) if session.exited else
-                         f"session {session_id} has no heartbeat lease here (started on another "
-                         f"clone? run `brat sync`)") from None
+            pass
+        session = self.ws.fresh_index().session(session_id)  # NotFound if unknown
+        if session.exited:
+            raise Fenced(_fenced_message(session))
+        create_lease(self.ws.repo, session_id, self.host, now)
+        # An exit committed after our look but before the lease existed would have been
+        # followed by dropping the lease: look once more, so neither side misses the other.
+        session = self.ws.fresh_index().session(session_id)
+        if session.exited:
+            drop_lease(self.ws.repo, session_id)
+            raise Fenced(_fenced_message(session))
+        return now
 
     def transition(self, session_id: str, state: str, *, force: bool = False,
                    pid: int | None = None) -> Session:
-        """Move the session to `state` along the state machine (any state may go to exit)."""
+        """Move the session to `state` along the state machine (any state may go to exit).
+
+        `force` skips the state machine, never the validation: the state must be one
+        brat knows. With `pid`, the process (on this machine) is adopted as in `start`.
+        """
+        check_session_id(session_id)
         if state == "exit":
             raise BadInput("use exit() (brat sessions exit) to end a session")
+        _check_choice("state", state, tuple(x for x in STATES if x != "exit"))
+        _check_pid(pid)
 
         def update(s: Session) -> dict[str, Any]:
             if s.exited:
@@ -138,6 +204,8 @@ class Tracker:
             return fields
 
         session = self._write(session_id, update)
+        if pid is not None:
+            proofs.record(self.ws.ctx.data_dir, session_id, pid)
         self._renew_quietly(session_id)
         return session
 
@@ -145,13 +213,20 @@ class Tracker:
         try:
             renew_lease(self.ws.repo, session_id, now_ms())
         except Fenced:
-            pass
+            if read_lease(self.ws.repo, session_id) is None:
+                create_lease(self.ws.repo, session_id, self.host, now_ms())
 
     def exit(self, session_id: str, code: int, reason: str = "completed",
              output: str | os.PathLike[str] | bytes | None = None) -> Session:
-        """Record the session's end, with the sha256 ref of its stored output."""
-        if reason not in EXIT_REASONS:
-            raise BadInput(f"exit reason must be one of {', '.join(EXIT_REASONS)}")
+        """Record the session's end, with the sha256 ref of its stored output.
+
+        `output` is a file, bytes, or None for the session's own `.grite/logs` log.
+        Fenced (exit code 4) if the session has already exited.
+        """
+        check_session_id(session_id)
+        _check_choice("exit reason", reason, EXIT_REASONS)
+        if not rules.valid_exit_code(code):
+            raise BadInput(f"exit code must be a 32-bit integer, not {code!r}")
         output_ref = self._store_output(session_id, output)
 
         def update(s: Session) -> dict[str, Any]:
@@ -164,6 +239,7 @@ class Tracker:
 
         session = self._write(session_id, update)
         drop_lease(self.ws.repo, session_id)
+        proofs.drop(self.ws.ctx.data_dir, session_id)
         return session
 
     def _store_output(self, session_id: str, output: str | os.PathLike[str] | bytes | None) -> str | None:
@@ -177,31 +253,47 @@ class Tracker:
         return store_file(self.ws.repo, self.files(session_id).log)
 
     def stop(self, session_id: str, reason: str = "user-stop", grace_s: float = 10.0) -> Session:
-        """Stop a session: signal its process if it lives here, and record the exit."""
+        """Stop a session and record its exit; see `stop_report`."""
+        return self.stop_report(session_id, reason, grace_s).session
+
+    def stop_report(self, session_id: str, reason: str = "user-stop",
+                    grace_s: float = 10.0) -> StopReport:
+        """Stop a session: signal its process (group) only if this machine holds proof that
+        brat started or adopted that very process, then record the exit.
+
+        A pid and host read from the log are never enough to send a signal. Without local
+        proof the exit is recorded and the report says that no signal was sent.
+        """
+        _check_choice("stop reason", reason, STOP_REASONS)
         session = self.session(session_id)
         if session.exited:
             raise Fenced(f"session {session_id} has already exited ({session.exit_reason})")
+        incomplete = self.ws.index.incomplete
+        if incomplete and session.host != self.host:
+            raise EnvironmentProblem(f"{incomplete}; refusing to stop a session of another host "
+                                     f"on a partial view")
         files = self.files(session_id)
         code = -1
-        pid = session.pid
-        if pid and session.host == self.host and procs.is_same_process(pid, session.pid_ts):
+        proof = proofs.load(self.ws.ctx.data_dir, session_id)
+        signalled = False
+        if proof is not None and proof.live_members():
             files.logs_dir.mkdir(parents=True, exist_ok=True)
             files.stop_request.write_text(reason)
-            os.kill(pid, signal.SIGTERM)
-            if not procs.wait_gone(pid, grace_s):
-                os.kill(pid, signal.SIGKILL)
-                procs.wait_gone(pid, 5)
+            signalled = proof.stop(grace_s)
+        if signalled:
             # Under `run`, the shim writes the status file as the command ends and the
             # supervisor then records the exit itself: give it a moment to do so.
             ended = _poll(files.how_it_ended, 1.0)
             if ended is not None:
                 code = ended[0]
                 if _poll(lambda: self.ws.fresh_index().session(session_id).exited, 5.0):
-                    return self.session(session_id)
+                    return StopReport(self.session(session_id), True, "")
+        note = "" if signalled else ("no signal sent: this machine holds no record that brat "
+                                     "started or adopted the session's process")
         try:
-            return self.exit(session_id, code, reason)
+            return StopReport(self.exit(session_id, code, reason), signalled, note)
         except Fenced:
-            return self.session(session_id)  # its supervisor recorded it first
+            return StopReport(self.session(session_id), signalled, note)  # its supervisor was first
 
     # the context manager ----------------------------------------------
     @contextmanager

@@ -6,11 +6,21 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import BadInput
+from ..sessions.rules import ID_RULE, valid_id
+
 
 @dataclass
 class SessionFiles:
+    """Paths are built only from a session id that passed the id rule: they never leave
+    `logs_dir`."""
+
     logs_dir: Path
     session_id: str
+
+    def __post_init__(self) -> None:
+        if not valid_id(self.session_id):
+            raise BadInput(f"not a valid session id: {self.session_id[:80]!r} ({ID_RULE})")
 
     @property
     def log(self) -> Path:

@@ -9,9 +9,7 @@ from typing import Callable
 
 import pygit2
 
-from ..clock import now_ms
 from ..errors import BratError, Fenced
-from ..sessions.lease import renew_lease
 
 
 class HeartbeatKeeper(threading.Thread):
@@ -27,10 +25,13 @@ class HeartbeatKeeper(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        repo = pygit2.Repository(str(self.common_dir))  # pygit2 objects stay in their thread
+        from .api import Tracker
+
+        # its own repository and index: pygit2 and sqlite objects stay in their thread
+        tracker = Tracker(self.common_dir)
         while not self._stop_event.wait(self.interval_s):
             try:
-                renew_lease(repo, self.session_id, now_ms())
+                tracker.heartbeat(self.session_id)
             except Fenced as exc:
                 self.on_fenced(exc)
                 return

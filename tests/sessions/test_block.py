@@ -3,7 +3,8 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from brat_sessions.sessions.block import FIELD_ORDER, format_block, parse_blocks
+from brat_sessions.sessions import rules
+from brat_sessions.sessions.block import EXIT_REASONS, FIELD_ORDER, format_block, parse_blocks
 
 from ..helpers import FIXTURES
 
@@ -38,8 +39,8 @@ def test_several_blocks_blank_lines_spaces_and_unknown_keys():
 
 def test_malformed_blocks_are_reported_not_fatal():
     blocks = parse_blocks(read("malformed.txt"))
-    assert [b.error for b in blocks] == ["missing required field session_id",
-                                         "unknown state 'flying'", "no closing [/session]"]
+    assert [b.error.split(" (")[0] for b in blocks] == [
+        "missing required field session_id", "state 'flying' is invalid", "no closing [/session]"]
 
 
 def test_written_block_is_in_brats_exact_form():
@@ -70,31 +71,39 @@ def brats_parser(text: str) -> list[dict]:
 
 def test_brats_parser_reads_our_plain_blocks():
     fields = {"state": "exit", "session_id": "s-20261123-0a0b", "role": "user", "session_type": "crew",
-              "engine": "claude", "worktree": "", "pid": None, "started_ts": 5,
-              "last_heartbeat_ts": 7, "exit_code": -1, "exit_reason": "timeout",
+              "engine": "claude", "worktree": "", "pid": None, "started_ts": 1700000000005,
+              "last_heartbeat_ts": 1700000000007, "exit_code": -1, "exit_reason": "timeout",
               "last_output_ref": None, "host": "ci-runner-3"}
     (parsed,) = brats_parser(format_block(fields))
     assert parsed == fields
 
 
 text_values = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+safe_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                    max_size=40)
 ints = st.one_of(st.none(), st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1))
+ids = st.from_regex(rules.ID_PATTERN, fullmatch=True)
+times = st.integers(min_value=rules.TS_MIN, max_value=rules.TS_MAX)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(state=st.sampled_from(["spawned", "ready", "running", "handoff", "exit"]),
-       session_id=text_values.filter(bool), role=text_values.filter(bool),
-       session_type=st.sampled_from(["polecat", "crew"]), engine=text_values.filter(bool),
-       worktree=text_values, pid=ints, started_ts=st.integers(min_value=0, max_value=2 ** 63),
-       hb=ints, code=ints, reason=st.one_of(st.none(), text_values),
-       ref=st.one_of(st.none(), text_values), host=st.one_of(st.none(), text_values.filter(bool)),
+       session_id=ids, role=safe_text.filter(bool),
+       session_type=st.sampled_from(["polecat", "crew"]), engine=safe_text,
+       worktree=safe_text, pid=st.one_of(st.none(), st.integers(rules.PID_MIN, rules.PID_MAX)),
+       started_ts=times, hb=st.one_of(st.none(), times),
+       code=st.one_of(st.none(), st.integers(rules.I32_MIN, rules.I32_MAX)),
+       reason=st.one_of(st.none(), st.sampled_from(EXIT_REASONS)),
+       ref=st.one_of(st.none(), st.from_regex(rules.OUTPUT_REF, fullmatch=True)),
+       host=st.one_of(st.none(), safe_text.filter(bool)),
        before=text_values, after=text_values)
 @example(state="exit", session_id="s", role="r", session_type="crew", engine="e",
-         worktree="[/session]\n[session]", pid=None, started_ts=0, hb=None, code=None,
-         reason="]\r\n\"", ref="\\\"", host="\u2028\x85", before="[session]\nstate = \"x\"",
+         worktree="[/session]\n[session]", pid=None, started_ts=rules.TS_MIN, hb=None, code=None,
+         reason=None, ref=None, host="\u2028\x85", before="[session]\nstate = \"x\"",
          after="[/session]")
-def test_any_values_survive_write_then_read(state, session_id, role, session_type, engine, worktree,
-                                            pid, started_ts, hb, code, reason, ref, host, before, after):
+def test_any_valid_values_survive_write_then_read(state, session_id, role, session_type, engine,
+                                                  worktree, pid, started_ts, hb, code, reason, ref,
+                                                  host, before, after):
     fields = {"state": state, "session_id": session_id, "role": role, "session_type": session_type,
               "engine": engine, "worktree": worktree, "pid": pid, "started_ts": started_ts,
               "last_heartbeat_ts": hb, "exit_code": code, "exit_reason": reason,
@@ -110,5 +119,24 @@ def test_any_values_survive_write_then_read(state, session_id, role, session_typ
     # and it reads back unchanged, whatever text surrounds it in the comment
     comment = f"{before}\n{text}\n{after}"
     blocks = [b for b in parse_blocks(comment) if b.fields.get("session_id") == session_id]
-    assert len(blocks) == 1 and blocks[0].error is None
+    assert len(blocks) == 1 and blocks[0].error is None and blocks[0].warnings == []
     assert blocks[0].fields == fields
+
+
+@settings(max_examples=150, deadline=None)
+@given(session_id=text_values, role=text_values, engine=text_values, worktree=text_values,
+       pid=ints, started_ts=ints, hb=ints, code=ints, reason=st.one_of(st.none(), text_values),
+       ref=st.one_of(st.none(), text_values))
+def test_the_writer_refuses_what_the_reader_would_reject(session_id, role, engine, worktree, pid,
+                                                         started_ts, hb, code, reason, ref):
+    fields = {"state": "running", "session_id": session_id, "role": role,
+              "session_type": "polecat", "engine": engine, "worktree": worktree, "pid": pid,
+              "started_ts": started_ts, "last_heartbeat_ts": hb, "exit_code": code,
+              "exit_reason": reason, "last_output_ref": ref}
+    try:
+        text = format_block(fields)
+    except ValueError:
+        return  # refused: nothing written
+    (block,) = parse_blocks(text)
+    assert block.error is None and block.warnings == []
+    assert block.fields == {k: v for k, v in fields.items()}

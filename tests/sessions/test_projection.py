@@ -7,7 +7,7 @@ from brat_sessions.storage import events as ev
 from brat_sessions.storage.events import make_event
 from brat_sessions.storage.repo import open_repo
 
-from ..helpers import append_raw, block_text, brat, brat_json, make_repo
+from ..helpers import T0, append_raw, block_text, brat, brat_json, make_repo
 
 A = bytes.fromhex("aa" * 16)
 B = bytes.fromhex("bb" * 16)
@@ -30,19 +30,19 @@ def index_of(repo):
 def test_latest_block_wins_heartbeat_is_max_and_first_exit_is_final(repo):
     append_raw(repo, [created()])
     append_raw(repo, [comment(block_text(state="spawned"), 10)])
-    append_raw(repo, [comment(block_text(state="running", pid=7, last_heartbeat_ts=500), 20)])
-    append_raw(repo, [comment(block_text(state="running", pid=7, last_heartbeat_ts=300), 30)])
+    append_raw(repo, [comment(block_text(state="running", pid=7, last_heartbeat_ts=T0 + 500), 20)])
+    append_raw(repo, [comment(block_text(state="running", pid=7, last_heartbeat_ts=T0 + 300), 30)])
     s = index_of(repo).session("s-20250114-0001")
-    assert (s.status, s.pid, s.last_heartbeat_ts, s.task_id) == ("running", 7, 500, "t-20250114-0001")
+    assert (s.status, s.pid, s.last_heartbeat_ts, s.task_id) == ("running", 7, T0 + 500, "t-20250114-0001")
     append_raw(repo, [comment(block_text(state="exit", exit_code=3, exit_reason="completed",
                                          last_output_ref="sha256:" + "a" * 64), 40)])
     append_raw(repo, [comment(block_text(state="exit", exit_code=-1, exit_reason="timeout"), 50)])
-    append_raw(repo, [comment(block_text(state="running", last_heartbeat_ts=900), 60)])
+    append_raw(repo, [comment(block_text(state="running", last_heartbeat_ts=T0 + 900), 60)])
     index = index_of(repo)
     s = index.session("s-20250114-0001")
     assert (s.status, s.exit_code, s.exit_reason) == ("exit", 3, "completed")
     assert s.last_output_ref == "sha256:" + "a" * 64
-    assert s.last_heartbeat_ts == 900  # the largest ever seen
+    assert s.last_heartbeat_ts == T0 + 900  # the largest ever seen
     assert [b.fields["state"] for b in index.history("s-20250114-0001")] == \
         ["spawned", "running", "running", "exit", "exit", "running"]
 
@@ -87,7 +87,7 @@ def _history():
     return [
         created(),
         comment(block_text(state="spawned"), 10, actor=A),
-        comment(block_text(state="running", pid=9, last_heartbeat_ts=15), 20, actor=B),
+        comment(block_text(state="running", pid=9, last_heartbeat_ts=T0 + 15), 20, actor=B),
         comment(block_text(state="exit", pid=9, exit_code=-1, exit_reason="timeout"), 30, actor=A),
         comment(block_text(state="exit", pid=9, exit_code=0, exit_reason="completed"), 30, actor=B),
         make_event(ISSUE, A, 25, ev.LABEL_ADDED, ["session:running"]),
@@ -110,7 +110,7 @@ def test_same_events_in_any_order_give_the_same_sessions(tmp_path_factory, rnd):
     s = index.session("s-20250114-0001")
     # (ts 30, actor aa..) sorts before (ts 30, actor bb..): actor A's timeout exit is the first exit
     assert (s.status, s.exit_reason, s.exit_code, s.pid, s.last_heartbeat_ts) == \
-        ("exit", "timeout", -1, 9, 15)
+        ("exit", "timeout", -1, 9, T0 + 15)
     issue = index.issue(ISSUE.hex())
     assert issue.title == "New title" and "session:running" not in issue.labels
 

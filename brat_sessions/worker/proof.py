@@ -1,0 +1,112 @@
+"""Local proof that brat started (or adopted) a process: the only licence to signal it.
+
+A pid and a host read from the log are never enough to send a signal: anyone can
+write them. `run` (and `start --pid`, which adopts a process) leave a small file
+in this clone's data dir, `<git common dir>/brat_sessions/procs/<session_id>.json`,
+with the pid, its exact start time (clock ticks since boot) and the boot id. A
+signal is sent only when a live process still matches all three, checked again
+right before the signal. The file never travels with sync.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal as signals
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..sessions.rules import valid_id, valid_pid
+from . import procs
+
+
+@dataclass(frozen=True)
+class ProcessProof:
+    session_id: str
+    pid: int
+    start_ticks: int | None
+    boot_id: str | None
+    group: bool  # the process leads its own process group (`run`): signal the whole group
+
+    def matches(self) -> bool:
+        """True while the recorded process itself is alive (not a zombie) and unchanged."""
+        if not procs.alive(self.pid):
+            return False
+        return (self.boot_id == procs.boot_id() and self.start_ticks is not None
+                and procs.start_ticks(self.pid) == self.start_ticks)
+
+    def leader_exists(self) -> bool:
+        """True while the recorded process exists here, a zombie not yet waited for included."""
+        return (procs.exists(self.pid) and self.boot_id == procs.boot_id()
+                and self.start_ticks is not None and procs.start_ticks(self.pid) == self.start_ticks)
+
+    def live_members(self) -> list[int]:
+        """The processes this proof covers that are still running (for a group: all of it)."""
+        if self.boot_id != procs.boot_id() or self.start_ticks is None:
+            return []
+        if not self.group:
+            return [self.pid] if self.matches() else []
+        # A process group id cannot be reused while any member lives, and members started
+        # after the leader belong to it: the group is ours as long as it has such members.
+        return procs.group_members(self.pid, self.start_ticks)
+
+    def send(self, signum: int) -> bool:
+        """Signal what the proof covers, checked right before; False when nothing matched."""
+        members = self.live_members()
+        if not members:
+            return False
+        try:
+            if self.group:
+                os.killpg(self.pid, signum)
+            else:
+                os.kill(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def stop(self, grace_s: float) -> bool:
+        """SIGTERM, then SIGKILL after `grace_s` if anything is left; True if a signal went out."""
+        if not self.send(signals.SIGTERM):
+            return False
+        if not procs.wait_until(lambda: not self.live_members(), grace_s):
+            self.send(signals.SIGKILL)
+            procs.wait_until(lambda: not self.live_members(), 5.0)
+        return True
+
+
+def _path(data_dir: Path, session_id: str) -> Path:
+    if not valid_id(session_id):
+        raise ValueError(f"not a valid session id: {session_id!r}")
+    return data_dir / "procs" / f"{session_id}.json"
+
+
+def record(data_dir: Path, session_id: str, pid: int, group: bool = False) -> ProcessProof | None:
+    """Remember that this session's process is `pid` (it must live here); None if it does not."""
+    ticks = procs.start_ticks(pid) if valid_pid(pid) else None
+    if ticks is None:
+        return None
+    proof = ProcessProof(session_id, pid, ticks, procs.boot_id(), group)
+    path = _path(data_dir, session_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(proof)))
+    os.replace(tmp, path)
+    return proof
+
+
+def load(data_dir: Path, session_id: str) -> ProcessProof | None:
+    try:
+        data = json.loads(_path(data_dir, session_id).read_text())
+        proof = ProcessProof(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    if proof.session_id != session_id or not valid_pid(proof.pid):
+        return None
+    return proof
+
+
+def drop(data_dir: Path, session_id: str) -> None:
+    try:
+        _path(data_dir, session_id).unlink()
+    except (FileNotFoundError, ValueError):
+        pass
