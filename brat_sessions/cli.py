@@ -38,8 +38,14 @@ def fail(code: str, message: str, exit_code: int) -> None:
         click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "ok": False,
                                "error": {"code": code, "message": message}}), err=True)
     else:
-        click.echo(f"brat: {message}", err=True)
+        warn(message)
     sys.exit(exit_code)
+
+
+def warn(message: str) -> None:
+    """One line on stderr; text from the log in it is shown with controls made visible."""
+    from .render import safe
+    click.echo(f"brat: {safe(message)}", err=True)
 
 
 # options every command takes --------------------------------------------------
@@ -124,7 +130,7 @@ def sync_cmd(remote: str | None) -> None:
     from .sync import sync
     report = sync(workspace(), remote)
     for warning in report.warnings:
-        click.echo(f"brat: warning: {warning}", err=True)
+        warn(f"warning: {warning}")
     r = report
     emit(report.to_json(), f"synced with {r.remote}: {r.fetched_commits} commits in, "
                            f"{r.reappended_commits} re-appended, {r.pushed_commits} pushed; leases "
@@ -301,7 +307,7 @@ def sessions_stop(session_id: str, reason: str, grace: float) -> None:
     report = tracker().stop_report(session_id, reason, grace)
     s = report.session
     if report.note and not _json_wanted():
-        click.echo(f"brat: {report.note}", err=True)
+        warn(report.note)
     emit({"session": s.to_json(), "signalled": report.signalled},
          f"{session_id} exit {s.exit_reason} {s.exit_code}")
 

@@ -35,7 +35,9 @@ FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
 
 def _warn(message: str) -> None:
-    print(f"brat: {message}", file=sys.stderr)
+    from .render import safe
+
+    print(f"brat: {safe(message)}", file=sys.stderr)
 
 
 def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:

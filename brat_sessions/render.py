@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -9,6 +10,24 @@ if TYPE_CHECKING:
     from .issues.projection import Issue
     from .sessions.model import Session
     from .sessions.projection import BlockRecord
+
+
+# C0 and C1 controls, DEL, line and paragraph separators, bidi and zero-width format
+# characters: anything that could move the cursor, end a line or reorder what is shown.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(m: re.Match[str]) -> str:
+    ch = m.group(0)
+    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def safe(value: object) -> str:
+    """Text from the log as a terminal may show it: control characters made visible
+    (`\\x1b`, `\\n`, ...), so no value can change the screen or add a line to a table."""
+    text = "-" if value is None else str(value)
+    return _UNSAFE.sub(_visible, text)
 
 
 def age(ms: int | None) -> str:
@@ -25,13 +44,17 @@ def age(ms: int | None) -> str:
 
 
 def when(ts: int | None) -> str:
+    """A time for people; any integer is shown, however far out of range."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return f"{ts} ms (out of range)"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    rows = [["-" if c is None else str(c) for c in r] for r in rows]
+    rows = [[safe(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
@@ -50,17 +73,22 @@ def sessions_table(sessions: list[Session], now: int) -> str:
     return table(["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "HEARTBEAT"], rows)
 
 
+def _fields(pairs: Sequence[tuple[str, object]]) -> list[str]:
+    return [f"{name:<12} {safe(value)}" for name, value in pairs]
+
+
 def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
-    lines = [f"session      {s.session_id}", f"task         {s.task_id or '-'}",
-             f"grite issue  {s.grite_issue_id}", f"role/type    {s.role}/{s.session_type}",
-             f"engine       {s.engine}", f"state        {s.status}",
-             f"worktree     {s.worktree or '(main)'}", f"host         {s.host or '-'}",
-             f"pid          {s.pid if s.pid is not None else '-'}",
-             f"started      {when(s.started_ts)}",
-             f"heartbeat    {when(s.last_heartbeat_ts)} ({age(s.heartbeat_age_ms(now))} ago)"]
+    beat = (f"{when(s.last_heartbeat_ts)} ({age(s.heartbeat_age_ms(now))} ago)"
+            if s.last_heartbeat_ts is not None else "never")
+    lines = _fields([("session", s.session_id), ("task", s.task_id), ("grite issue", s.grite_issue_id),
+                     ("role/type", f"{s.role}/{s.session_type}"), ("engine", s.engine),
+                     ("state", s.status), ("worktree", s.worktree or "(main)"), ("host", s.host),
+                     ("pid", s.pid), ("started", when(s.started_ts)), ("heartbeat", beat)])
+    if s.future_ts is not None:
+        lines.append(f"{'warning':<12} a time in the future ({when(s.future_ts)}) is ignored")
     if s.exited:
-        lines += [f"exit         {s.exit_reason} (code {s.exit_code})",
-                  f"output       {s.last_output_ref or '-'}"]
+        lines += _fields([("exit", f"{s.exit_reason} (code {s.exit_code})"),
+                          ("output", s.last_output_ref)])
     if s.conflicts:
         lines.append(f"conflicts    {s.conflicts} block(s) on other issues ignored (brat sessions doctor)")
     lines += ["", "history:"]
@@ -80,10 +108,10 @@ def tasks_table(tasks: list[Issue]) -> str:
 
 
 def task_detail(t: Issue, sessions: list[Session], now: int) -> str:
-    lines = [f"task         {t.task_id}", f"grite issue  {t.issue_id}", f"title        {t.title}",
-             f"state        {t.state}", f"labels       {', '.join(t.labels)}",
-             f"created      {when(t.created_ts)}"]
+    lines = _fields([("task", t.task_id), ("grite issue", t.issue_id), ("title", t.title),
+                     ("state", t.state), ("labels", ", ".join(t.labels)),
+                     ("created", when(t.created_ts))])
     if t.body:
-        lines += ["", t.body]
+        lines += [""] + [safe(line) for line in t.body.split("\n")]
     lines += ["", sessions_table(sessions, now)]
     return "\n".join(lines)

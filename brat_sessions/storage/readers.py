@@ -28,18 +28,28 @@ def _load(ref: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+def _read_exact(stream: Any, size: int) -> bytes:
+    """Exactly `size` bytes from a pipe, however the reads are split (a paused or slow
+    writer gives short reads); RuntimeError if the writer ends first."""
+    parts, missing = [], size
+    while missing:
+        part = stream.read(missing)
+        if not part:
+            raise RuntimeError("reader process ended early")
+        parts.append(part)
+        missing -= len(part)
+    return b"".join(parts)
+
+
 def _pump(proc: subprocess.Popen, out: "queue.Queue[Any]") -> None:
     """Thread: turn one worker's frames into queue items; None at its end."""
     stream = proc.stdout
     try:
         while True:
-            header = stream.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                raise RuntimeError("reader process ended early")
-            (size,) = _HEADER.unpack(header)
+            (size,) = _HEADER.unpack(_read_exact(stream, _HEADER.size))
             if size == 0:
                 break
-            out.put(stream.read(size))
+            out.put(_read_exact(stream, size))
     except BaseException as exc:  # reported to the reading thread
         out.put(exc)
     out.put(None)

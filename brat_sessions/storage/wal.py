@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
@@ -170,7 +171,7 @@ class Wal:
         order-independent, idempotent folds. `prepare` must be a module-level function.
         """
         oids = self.commit_ids(head, since)
-        if len(oids) >= PARALLEL_FROM:
+        if len(oids) >= int(os.environ.get("BRAT_PARALLEL_FROM") or PARALLEL_FROM):
             from .readers import parallel_read
 
             ref = f"{prepare.__module__}:{prepare.__qualname__}"

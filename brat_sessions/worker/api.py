@@ -204,7 +204,8 @@ class Tracker:
             return fields
 
         session = self._write(session_id, update)
-        if pid is not None:
+        known = proofs.load(self.ws.ctx.data_dir, session_id)
+        if pid is not None and (known is None or known.pid != pid):
             proofs.record(self.ws.ctx.data_dir, session_id, pid)
         self._renew_quietly(session_id)
         return session

@@ -9,27 +9,8 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_CONFLICT, Fenced
-from . import procs
+from . import proof as proofs
 from .api import Tracker
-
-
-def _terminal_sent(signum: int) -> bool:
-    """Was this SIGINT most likely typed at our terminal (so the command got it too)?"""
-    if signum != signal.SIGINT:
-        return False
-    try:
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (OSError, ValueError):
-        return False
-
-
-def _end_child(pid: int, grace_s: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-        if not procs.wait_gone(pid, grace_s):
-            os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def run_command(tracker: Tracker, task: str, command: list[str], *,
@@ -52,13 +33,15 @@ def run_command(tracker: Tracker, task: str, command: list[str], *,
     with os.fdopen(read_fd, "rb") as pipe:
         raw = pipe.read()
     child_pid = int(raw) if raw.strip() else None
+    # The command leads its own process group; this machine now holds the proof that
+    # brat started it, so `brat sessions stop` may signal that group (and only it).
+    proof = proofs.record(tracker.ws.ctx.data_dir, sid, child_pid, group=True) if child_pid else None
 
     def forward(signum: int, _frame: Any) -> None:
-        if child_pid and not _terminal_sent(signum):
-            try:
-                os.kill(child_pid, signum)
-            except ProcessLookupError:
-                pass
+        # A Ctrl-C typed at the terminal goes to the command's group (the foreground
+        # one) and never reaches us; what does reach us is forwarded to the whole group.
+        if proof is not None:
+            proof.send(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     fenced: Fenced | None = None
@@ -79,9 +62,10 @@ def run_command(tracker: Tracker, task: str, command: list[str], *,
                     fenced = exc
         if fenced is not None:
             print(f"brat: {fenced.message}; stopping the command", file=sys.stderr)
-            if child_pid:
-                _end_child(child_pid, grace_s)
+            if proof is not None:
+                proof.stop(grace_s)
             shim.wait()
+            proofs.drop(tracker.ws.ctx.data_dir, sid)
             return EXIT_CONFLICT, sid
         shim.wait()
     finally:

@@ -122,3 +122,48 @@ def test_json_after_the_double_dash_belongs_to_the_command(repo, task):
     out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo plain", "--json",
                cwd=repo)
     assert out.returncode == 0 and out.stdout == "plain\n"  # no envelope: --json was sh's argument
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2] in "ZX"
+
+
+def test_stop_ends_the_whole_process_group(repo, tracker, task, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    proc = _start_run(repo, task, "sh", "-c",
+                      f"echo working; sleep 45 & echo $! > {pidfile}; wait; echo never")
+    s = wait_for(lambda: _running(tracker, task))
+    grandchild = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip()))
+    out = brat("sessions", "stop", s.session_id, "--grace", "2", cwd=repo)
+    assert out.returncode == 0, out.stderr
+    assert proc.wait(timeout=30) == 143  # run ends with its command, not 45 s later
+    assert wait_for(lambda: _gone(grandchild), timeout=10)
+    assert tracker.session(s.session_id).exit_reason == "user-stop"
+
+
+def test_run_ends_when_its_command_ends_not_when_the_pipe_closes(repo, tracker, task, tmp_path):
+    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c",
+               "(sleep 20; echo late) & echo done; exit 5", cwd=repo, timeout=15)
+    assert out.returncode == 5 and "done" in out.stdout
+    (s,) = session_of(tracker, task)
+    assert (s.exit_reason, s.exit_code) == ("completed", 5)
+    log = (repo / ".grite" / "logs" / f"{s.session_id}.log").read_bytes()
+    assert log == b"done\n"
+    try:
+        os.killpg(s.pid, signal.SIGKILL)  # the background job this test's command left behind
+    except ProcessLookupError:
+        pass
+
+
+def test_forwarded_signals_reach_the_commands_grandchildren(repo, tracker, task, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    proc = _start_run(repo, task, "sh", "-c", f"sleep 45 & echo $! > {pidfile}; wait")
+    wait_for(lambda: _running(tracker, task))
+    grandchild = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip()))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert wait_for(lambda: _gone(grandchild), timeout=10)
