@@ -365,8 +365,10 @@ def sessions_run(task_ref: str, role: str | None, session_type: str, engine: str
 @click.option("--spawn-timeout", type=float, help="The same, for sessions that never heartbeated.")
 @click.option("--dry-run", is_flag=True, help="Report, write nothing.")
 @click.option("--remote", help="Sync with this remote before and after the pass.")
+@click.option("--exit-code", is_flag=True,
+              help="Exit 1 when a session was reaped (or would be, with --dry-run).")
 def sessions_reap(timeout: float | None, spawn_timeout: float | None, dry_run: bool,
-                  remote: str | None) -> None:
+                  remote: str | None, exit_code: bool) -> None:
     """Record exits for sessions that are over (stale, crashed, or ended unrecorded)."""
     from .config import load_config
     from .reaper import reap
@@ -389,17 +391,24 @@ def sessions_reap(timeout: float | None, spawn_timeout: float | None, dry_run: b
         rows = [[v.session_id, v.task_id, v.exit_reason, v.exit_code, v.why] for v in report.reaped]
         return head + "\n" + table(["SESSION", "TASK", "REASON", "CODE", "WHY"], rows)
     emit(report.to_json(), text)
+    if exit_code and report.reaped:
+        sys.exit(EXIT_FAILURE)
 
 
 @sessions.command("doctor")
 @common
-def sessions_doctor() -> None:
-    """Report what the log holds that could not be used: corrupt commits, malformed blocks, conflicts."""
+@click.option("--exit-code", is_flag=True,
+              help="Exit 1 when a problem is found (for CI); default: exit 0 after reporting.")
+def sessions_doctor(exit_code: bool) -> None:
+    """Report what the log holds that could not be used: corrupt commits, malformed blocks,
+    invalid fields, conflicts, times in the future, an incomplete (shallow) log."""
     from .render import table
-    problems = workspace().index.problems()
+    problems = workspace().problems()
     emit({"problems": problems, "total": len(problems)},
          lambda: "no problems" if not problems else
          table(["KIND", "MESSAGE"], [[p["kind"], p["message"]] for p in problems]))
+    if exit_code and problems:
+        sys.exit(EXIT_FAILURE)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,8 @@ import pygit2
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
 from .index import Index
 from .sessions.lease import LEASE_PREFIX, decode_lease
-from .sessions.outputs import OUTPUT_PREFIX
+from .sessions.outputs import OUTPUT_PREFIX, verified_output
+from .sessions.rules import valid_id
 from .storage.chunk import encode_chunk
 from .storage.wal import WAL_REF, Wal, WalCommit
 from .workspace import Workspace
@@ -84,11 +85,18 @@ class Syncer:
             raise EnvironmentProblem("git is not installed; brat sync uses it to reach remotes") from None
 
     def fetch(self) -> None:
-        result = self._git("fetch", "--quiet", "--no-tags", "--prune", self.remote,
+        # a shallow clone (CI's `fetch --depth 1`) gets the log's whole history this time
+        deepen = ["--unshallow"] if (self.ws.ctx.common_dir / "shallow").exists() else []
+        result = self._git("fetch", "--quiet", "--no-tags", "--prune", *deepen, self.remote,
                            f"+refs/grite/*:{self.prefix}grite/*",
                            f"+refs/brat/sessions/*:{self.prefix}sessions/*")
+        if result.returncode != 0 and deepen:
+            # the remote may not serve deeper history of everything this clone holds
+            result = self._git("fetch", "--quiet", "--no-tags", "--prune", "--depth=2147483647",
+                               self.remote, f"+refs/grite/*:{self.prefix}grite/*",
+                               f"+refs/brat/sessions/*:{self.prefix}sessions/*")
         if result.returncode != 0:
-            raise EnvironmentProblem(f"git fetch {self.remote} failed: {_last_line(result.stderr)}")
+            raise EnvironmentProblem(f"git fetch {self.remote} failed: {_first_line(result.stderr)}")
 
     def _ref(self, name: str) -> str | None:
         ref = self.repo.references.get(name)
@@ -152,6 +160,9 @@ class Syncer:
         local_leases = self._under(refs, LEASE_PREFIX)
         index = self.ws.fresh_index()
         for sid, oid in self._under(refs, self.prefix + "sessions/leases/").items():
+            if not valid_id(sid):
+                self.report.warnings.append(f"remote lease {sid[:80]!r} ignored: not a valid session id")
+                continue
             mine = local_leases.get(sid)
             if mine is None or self._lease_ts(sid, oid) > self._lease_ts(sid, mine):
                 if not _exited(index, sid):
@@ -173,6 +184,10 @@ class Syncer:
         local = self._under(refs, OUTPUT_PREFIX)
         for name, oid in self._under(refs, self.prefix + "sessions/outputs/").items():
             if name not in local:
+                if not verified_output(self.repo, name, oid):
+                    self.report.warnings.append(f"remote output {name[:80]!r} ignored: its bytes "
+                                                f"do not match its sha256 name")
+                    continue
                 self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
                 self.report.outputs_fetched += 1
 
@@ -247,6 +262,12 @@ _RACE_REASONS = ("[rejected]", "failed to update ref", "failed to lock", "cannot
 def _is_race(line: str) -> bool:
     """Was the WAL push refused because another push got there first (not by policy)?"""
     return any(reason in line for reason in _RACE_REASONS)
+
+
+def _first_line(text: str) -> str:
+    """git's first line says what went wrong ("'x' does not appear to be a git repository")."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[0].removeprefix("fatal: ") if lines else "no output from git"
 
 
 def _last_line(text: str) -> str:

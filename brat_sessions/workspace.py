@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .clock import now_ms
 from .index import Index
@@ -86,3 +86,25 @@ class Workspace:
 
     def session(self, session_id: str) -> Session:
         return self.with_lease(self.fresh_index().session(session_id))
+
+    def problems(self, now: int | None = None) -> list[dict[str, Any]]:
+        """Everything doctor reports: what the index found in the log, an incomplete log,
+        and times in the future (no sign of life: the reaper ignores them)."""
+        index = self.fresh_index()
+        found = index.problems()
+        if index.incomplete:
+            found.insert(0, _problem("incomplete_log", index.incomplete))
+        now = now_ms() if now is None else now
+        for s in self.sessions(include_exited=True):
+            self.with_lease(s, now)
+            if s.future_ts is not None and not s.exited:
+                found.append(_problem(
+                    "future_time", f"session {s.session_id}: time {s.future_ts} is later than now "
+                    f"plus the clock-skew allowance; ignored as a sign of life",
+                    session_id=s.session_id))
+        return found
+
+
+def _problem(kind: str, message: str, session_id: str | None = None) -> dict[str, Any]:
+    return {"id": f"{kind}:{session_id or ''}", "kind": kind, "commit_id": None, "event_id": None,
+            "session_id": session_id, "message": message}

@@ -49,3 +49,14 @@ def read_output(repo: pygit2.Repository, ref: str) -> bytes:
     if hashlib.sha256(data).hexdigest() != m.group(1):
         raise BratError(f"output {ref} is corrupt: its bytes do not match the hash")
     return data
+
+
+def verified_output(repo: pygit2.Repository, name: str, oid: str) -> bool:
+    """Is `oid` a blob whose SHA-256 is `name` (64 lowercase hex)? For outputs from elsewhere."""
+    if not re.fullmatch(r"[0-9a-f]{64}", name):
+        return False
+    try:
+        blob = repo[oid]
+    except (KeyError, ValueError):
+        return False
+    return isinstance(blob, pygit2.Blob) and hashlib.sha256(blob.data).hexdigest() == name

@@ -1,0 +1,184 @@
+"""The trust boundary: what the log says is checked, and never enough to act on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brat_sessions.clock import now_ms
+from brat_sessions.config import Config
+from brat_sessions.reaper import reap
+from brat_sessions.render import safe, session_detail, sessions_table
+from brat_sessions.sessions.model import Session
+from brat_sessions.storage.events import COMMENT_ADDED, make_event
+from brat_sessions.worker.api import Tracker
+from brat_sessions.workspace import this_host
+
+from .helpers import WORKTREE_ENV, append_raw, block_text, brat, brat_json, git, make_repo
+
+YEAR_2058 = int(datetime(2058, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def forge(repo, task, **fields) -> str:
+    """A block written as someone else would (no lease, no local proof here)."""
+    now = now_ms()
+    fields = {"session_id": "s-20260101-f0f0", "started_ts": now, **fields}
+    append_raw(repo, [make_event(bytes.fromhex(task.issue_id), b"\x07" * 16, now, COMMENT_ADDED,
+                                 [block_text(**fields)])])
+    return fields["session_id"]
+
+
+def test_stop_without_local_proof_records_the_exit_and_signals_nothing(repo, task):
+    canary = subprocess.Popen(["sleep", "60"])
+    try:
+        sid = forge(repo, task, pid=canary.pid, host=this_host())
+        out = brat("sessions", "stop", sid, "--grace", "0.2", cwd=repo)
+        assert out.returncode == 0, out.stderr
+        assert "no signal sent" in out.stderr
+        assert canary.poll() is None  # our own canary, alive
+        data = brat_json("sessions", "show", sid, cwd=repo)["session"]
+        assert (data["exit_reason"], data["exit_code"]) == ("user-stop", -1)
+    finally:
+        canary.kill()
+        canary.wait()
+
+
+def test_a_later_block_cannot_redirect_stop_to_another_process(repo, task):
+    worker = subprocess.Popen(["sleep", "60"])
+    canary = subprocess.Popen(["sleep", "60"])
+    try:
+        s = Tracker(repo).start(task.task_id, pid=worker.pid, state="running")
+        forge(repo, task, session_id=s.session_id, state="running", pid=canary.pid,
+              host=this_host(), started_ts=s.started_ts)
+        assert Tracker(repo).session(s.session_id).pid == canary.pid  # the log says so ...
+        report = Tracker(repo).stop_report(s.session_id, grace_s=5)
+        assert report.signalled and worker.wait(timeout=10) == -15  # ... the proof decides
+        assert canary.poll() is None
+    finally:
+        for p in (worker, canary):
+            p.kill()
+            p.wait()
+
+
+def test_a_future_heartbeat_is_no_sign_of_life(repo, task):
+    sid = forge(repo, task, started_ts=now_ms() - 3_600_000, last_heartbeat_ts=YEAR_2058)
+    problems = brat_json("sessions", "doctor", cwd=repo)["problems"]
+    assert [p["kind"] for p in problems] == ["future_time"]
+    assert brat("sessions", "doctor", "--exit-code", cwd=repo).returncode == 1
+    shown = brat_json("sessions", "show", sid, cwd=repo)["session"]
+    assert shown["last_heartbeat_ts"] is None and shown["future_ts"] == YEAR_2058
+    (v,) = reap(Tracker(repo).ws, Config()).reaped
+    assert (v.session_id, v.exit_reason) == (sid, "timeout")
+
+
+def test_a_heartbeat_on_a_session_written_by_brat_creates_its_lease(repo, task):
+    sid = forge(repo, task, state="running")  # brat's own blocks: no lease anywhere
+    ts = brat_json("sessions", "heartbeat", sid, cwd=repo)["last_heartbeat_ts"]
+    assert brat_json("sessions", "show", sid, cwd=repo)["session"]["last_heartbeat_ts"] == ts
+    assert brat_json("sessions", "transition", sid, "handoff", cwd=repo)["session"]["status"] == "handoff"
+    assert brat("sessions", "exit", sid, "--code", "0", cwd=repo).returncode == 0
+    fenced = brat("sessions", "heartbeat", sid, cwd=repo)
+    assert fenced.returncode == 4 and "already exited" in fenced.stderr
+
+
+def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path):
+    origin = make_repo(tmp_path / "origin")
+    t = Tracker(origin)
+    from brat_sessions.issues.tasks import create_task
+
+    task = create_task(t.ws, "T")
+    ids = [t.start(task.task_id).session_id for _ in range(3)]
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(origin), str(remote))
+    git(origin, "push", "-q", str(remote), "refs/grite/*:refs/grite/*")
+    ci = make_repo(tmp_path / "ci")
+    git(ci, "remote", "add", "origin", str(remote))
+    git(ci, "fetch", "-q", "--depth", "1", "origin", "+refs/grite/*:refs/grite/*")
+    out = brat("sessions", "list", "--json", cwd=ci)
+    assert out.returncode == 0 and "refs/grite/wal is incomplete" in out.stderr
+    assert out.stderr.count("incomplete") == 1
+    assert brat_json("sessions", "doctor", cwd=ci)["problems"][0]["kind"] == "incomplete_log"
+    refused = brat("sessions", "reap", cwd=ci)
+    assert refused.returncode == 5 and "git fetch --unshallow" in refused.stderr
+    assert brat("sessions", "reap", "--dry-run", cwd=ci).returncode == 0
+    assert brat("sync", cwd=ci).returncode == 0
+    out = brat("sessions", "list", "--json", cwd=ci)
+    assert "incomplete" not in out.stderr
+    assert sorted(s["session_id"] for s in json.loads(out.stdout)["data"]["sessions"]) == sorted(ids)
+    assert brat_json("task", "list", cwd=ci)["total"] == 1
+
+
+def test_sync_ignores_outputs_and_leases_that_lie(tmp_path, repo):
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    lie = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=remote, input=b"not it",
+                         capture_output=True).stdout.decode().strip()
+    git(remote, "update-ref", "refs/brat/sessions/outputs/" + "0" * 64, lie)
+    git(remote, "update-ref", "refs/brat/sessions/leases/a.b", lie)
+    git(repo, "remote", "add", "origin", str(remote))
+    out = brat("sync", cwd=repo)
+    assert out.returncode == 0, out.stderr
+    assert "ignored" in out.stderr
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/brat/sessions/")
+    assert refs == ""
+
+
+CONTROL = "".join(chr(c) for c in (*range(0, 32), 127, *range(0x80, 0xa0), 0x2028, 0x202e))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from(CONTROL + "ab["), max_size=30),
+       st.sampled_from(["engine", "role", "worktree", "host", "task_id"]))
+def test_no_value_reaches_the_terminal_raw(text, field):
+    s = Session(session_id="s-20260101-0001", task_id="t-1", grite_issue_id="0" * 32,
+                role="witness", session_type="polecat", engine="codex", worktree="", pid=None,
+                status="running", started_ts=1_700_000_000_000, last_heartbeat_ts=None,
+                exit_code=None, exit_reason=None, last_output_ref=None, host="h")
+    setattr(s, field, text)
+    for rendered in (sessions_table([s], 1_700_000_000_000), session_detail(s, [], 0)):
+        assert not any(ch in rendered for ch in CONTROL if ch != "\n")
+    assert len(sessions_table([s], 0).split("\n")) == 2
+    assert "\n" not in safe(text)
+
+
+@given(st.integers())
+def test_show_never_fails_on_any_integer(n):
+    s = Session(session_id="s-1", task_id=None, grite_issue_id="0" * 32, role="user",
+                session_type="crew", engine="e", worktree="", pid=n, status="exit", started_ts=n,
+                last_heartbeat_ts=n, exit_code=n, exit_reason="crash", last_output_ref=None)
+    s.future_ts = n
+    assert session_detail(s, [], 0)
+
+
+def test_escapes_in_the_log_are_visible_on_a_terminal_and_exact_in_json(repo, task):
+    engine = "codex\x1b]0;pwned\x07\ns-20990101-fake  t-fake  mayor/crew  x  running  1  0s"
+    sid = forge(repo, task, engine=engine)
+    assert brat_json("sessions", "show", sid, cwd=repo)["session"]["engine"] == engine
+    for args in (("sessions", "list"), ("sessions", "show", sid), ("task", "show", task.task_id)):
+        main, child = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", *args], cwd=repo,
+                                stdout=child, stderr=child, env={**os.environ, **WORKTREE_ENV})
+        os.close(child)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=30)
+        os.close(main)
+        screen = b"".join(chunks).decode()
+        assert proc.returncode == 0 and "\x1b" not in screen and "\x07" not in screen, screen
+        assert "\\x1b]0;pwned\\x07\\ns-20990101-fake" in screen
+    listing = brat("sessions", "list", cwd=repo).stdout.splitlines()
+    assert len(listing) == 2  # the header and one row: no forged row
