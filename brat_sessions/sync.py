@@ -23,7 +23,7 @@ from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFo
 from .index import Index
 from .sessions.lease import LEASE_PREFIX, decode_lease
 from .sessions.outputs import OUTPUT_PREFIX, verified_output
-from .sessions.rules import valid_id
+from .rules import valid_id
 from .storage.chunk import encode_chunk
 from .storage.wal import WAL_REF, Wal, WalCommit
 from .workspace import Workspace

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-TASK_STATUSES = ("queued", "running", "blocked", "needs-review", "merged", "dropped")
+from ..kinds import SESSION_TYPES, STATES as SESSION_STATES, TASK_STATUSES
+
 SESSION_STATE_PREFIX = "session:"
-SESSION_STATES = ("spawned", "ready", "running", "handoff", "exit")
-SESSION_TYPES = ("polecat", "crew")
 
 
 def task_labels(task_id: str, status: str, convoy: str | None = None,

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from ..storage import events as ev_kinds
-from ..sessions.rules import valid_id
+from ..rules import valid_id
 from ..storage.events import Event
 
 SCHEMA = """

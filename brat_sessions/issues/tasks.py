@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..clock import now_ms
 from ..errors import BadInput
+from ..rules import ID_RULE, MAX_TEXT, valid_id, valid_text
 from ..index import Index
 from ..storage.events import ISSUE_CREATED, make_event, new_issue_id
 from ..workspace import Workspace
@@ -14,8 +15,13 @@ from .projection import Issue
 
 def create_task(ws: Workspace, title: str, body: str = "", convoy: str | None = None,
                 status: str = "queued", priority: str | None = None) -> Issue:
-    if not title.strip():
+    """Append an IssueCreated with brat's task labels; the new task issue."""
+    if not isinstance(title, str) or not title.strip():
         raise BadInput("a task needs a title")
+    if not valid_text(title, MAX_TEXT) or not valid_text(body, 1_000_000):
+        raise BadInput("a task's title (4096) or body (1,000,000 characters) is too long or holds NUL")
+    if convoy is not None and not valid_id(convoy):
+        raise BadInput(f"not a valid convoy id: {str(convoy)[:80]!r} ({ID_RULE})")
     if status not in TASK_STATUSES:
         raise BadInput(f"unknown task status {status!r}; one of {', '.join(TASK_STATUSES)}")
     if priority is not None and priority not in ("P0", "P1", "P2"):

@@ -8,7 +8,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import rules
+from .. import rules
+from ..kinds import EXIT_REASONS, SESSION_TYPES, STATES
 
 OPEN = "[session]"
 CLOSE = "[/session]"
@@ -17,9 +18,6 @@ CLOSE = "[/session]"
 FIELD_ORDER = ("state", "session_id", "role", "session_type", "engine", "worktree", "pid",
                "started_ts", "last_heartbeat_ts", "exit_code", "exit_reason", "last_output_ref")
 REQUIRED = ("state", "session_id", "role", "session_type", "engine", "worktree", "started_ts")
-STATES = ("spawned", "ready", "running", "handoff", "exit")
-SESSION_TYPES = ("polecat", "crew")
-EXIT_REASONS = ("completed", "signal", "timeout", "crash", "user-stop")
 
 # A plain value is written as brat writes it; anything else as a TOML basic string.
 _NEEDS_ESCAPE = re.compile(r'["\\\[\]\x00-\x1f\x7f]')

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pygit2
 
 from ..errors import BadInput, Fenced
-from .rules import valid_id, valid_text, valid_ts
+from ..rules import valid_id, valid_text, valid_ts
 
 LEASE_PREFIX = "refs/brat/sessions/leases/"
 MAX_LEASE_BYTES = 4096

@@ -13,17 +13,18 @@ import signal
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager
 
 from ..clock import now_ms
 from ..errors import BadInput, EnvironmentProblem, Fenced
 from ..index import Index
 from ..issues.ids import new_id
-from ..sessions import rules
-from ..sessions.block import EXIT_REASONS, SESSION_TYPES, STATES
+from .. import rules
+from ..kinds import (EXIT_REASONS, ROLES, SESSION_TYPES, STATES, STOP_REASONS, TASK_STATUSES,
+                     ExitReason, Priority, Role, SessionType, State, StopReason, TaskStatus)
+from ..issues.projection import Issue
 from ..sessions.lease import create_lease, drop_lease, read_lease, renew_lease
 from ..sessions.model import Session, check_transition
 from ..sessions.outputs import store_file, store_output
@@ -33,12 +34,9 @@ from ..storage.events import Event
 from ..workspace import Workspace, this_host
 from . import proof as proofs
 from .files import SessionFiles
-from .heartbeat import HeartbeatKeeper
 
-DEFAULT_ROLES = {"polecat": "witness", "crew": "user"}
-ROLES = ("mayor", "witness", "refinery", "deacon", "user")
-START_STATES = ("spawned", "ready", "running")
-STOP_REASONS = ("user-stop", "timeout", "crash")
+DEFAULT_ROLES: dict[SessionType, Role] = {"polecat": "witness", "crew": "user"}
+START_STATES: tuple[State, ...] = ("spawned", "ready", "running")
 
 
 def check_session_id(session_id: str) -> str:
@@ -103,6 +101,29 @@ class Tracker:
         """The session's local files under `.grite/logs/` (the output log, status, stop)."""
         return SessionFiles(self.ws.ctx.logs_dir, check_session_id(session_id))
 
+    # tasks -------------------------------------------------------------
+    def create_task(self, title: str, body: str = "", *, convoy: str | None = None,
+                    status: TaskStatus = "queued", priority: Priority | None = None) -> Issue:
+        """Create a task issue with brat's labels and a fresh task id (`t-YYYYMMDD-xxxx`).
+
+            task = tracker.create_task("Fix the parser", "Paths: src/parse.rs", priority="P1")
+            print(task.task_id)
+        """
+        from ..issues.tasks import create_task
+
+        return create_task(self.ws, title, body, convoy, status, priority)
+
+    def tasks(self, status: TaskStatus | None = None) -> list[Issue]:
+        """Task issues, oldest first (only those with the `status:` label given)."""
+        if status is not None:
+            _check_choice("task status", status, TASK_STATUSES)
+        return [t for t in self.ws.fresh_index().task_issues()
+                if status is None or t.label_value("status") == status]
+
+    def task(self, task: str) -> Issue:
+        """A task by task id or grite issue id (NotFound, exit code 3, if there is none)."""
+        return self.ws.fresh_index().find_task(task)
+
     # writing -----------------------------------------------------------
     def _write(self, session_id: str, update: Callable[[Session], dict[str, Any]]) -> Session:
         """Append a block made by `update(current session)`, checked at the head it lands on."""
@@ -112,9 +133,9 @@ class Tracker:
         self.ws.append(build)
         return self.ws.session(session_id)
 
-    def start(self, task: str, *, role: str | None = None, session_type: str = "polecat",
+    def start(self, task: str, *, role: Role | None = None, session_type: SessionType = "polecat",
               engine: str = "shell", worktree: str | None = None, pid: int | None = None,
-              state: str = "spawned") -> Session:
+              state: State = "spawned") -> Session:
         """Record a new session on a task (by task id or grite issue id).
 
         With `pid`, the process must run on this machine: it is adopted (recorded
@@ -179,7 +200,7 @@ class Tracker:
             raise Fenced(_fenced_message(session))
         return now
 
-    def transition(self, session_id: str, state: str, *, force: bool = False,
+    def transition(self, session_id: str, state: State, *, force: bool = False,
                    pid: int | None = None) -> Session:
         """Move the session to `state` along the state machine (any state may go to exit).
 
@@ -217,7 +238,7 @@ class Tracker:
             if read_lease(self.ws.repo, session_id) is None:
                 create_lease(self.ws.repo, session_id, self.host, now_ms())
 
-    def exit(self, session_id: str, code: int, reason: str = "completed",
+    def exit(self, session_id: str, code: int, reason: ExitReason = "completed",
              output: str | os.PathLike[str] | bytes | None = None) -> Session:
         """Record the session's end, with the sha256 ref of its stored output.
 
@@ -253,11 +274,11 @@ class Tracker:
             return store_file(self.ws.repo, path)
         return store_file(self.ws.repo, self.files(session_id).log)
 
-    def stop(self, session_id: str, reason: str = "user-stop", grace_s: float = 10.0) -> Session:
+    def stop(self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0) -> Session:
         """Stop a session and record its exit; see `stop_report`."""
         return self.stop_report(session_id, reason, grace_s).session
 
-    def stop_report(self, session_id: str, reason: str = "user-stop",
+    def stop_report(self, session_id: str, reason: StopReason = "user-stop",
                     grace_s: float = 10.0) -> StopReport:
         """Stop a session: signal its process (group) only if this machine holds proof that
         brat started or adopted that very process, then record the exit.
@@ -297,53 +318,27 @@ class Tracker:
             return StopReport(self.session(session_id), signalled, note)  # its supervisor was first
 
     # the context manager ----------------------------------------------
-    @contextmanager
-    def session_scope(self, task: str, *, role: str | None = None, session_type: str = "polecat",
-                      engine: str = "python", worktree: str | None = None,
-                      heartbeat_interval: float = 30.0) -> Iterator["SessionHandle"]:
-        """Run a block of Python as a session: heartbeats in the background, exit recorded at the end.
+    def session_scope(self, task: str, *, role: Role | None = None,
+                      session_type: SessionType = "polecat", engine: str = "python",
+                      worktree: str | None = None, heartbeat_interval: float | None = None
+                      ) -> ContextManager["SessionHandle"]:
+        """Run a block of Python as a session: heartbeats in the background, exit at the end.
+
+            with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
+                s.log("working\\n")
 
         A normal end records `completed` 0; an exception records `completed` 1 with the
-        traceback in the output; KeyboardInterrupt records `signal` 130; SystemExit its code.
-        If the session is ended elsewhere (reaped, stopped), the main thread is interrupted
-        and `Fenced` is raised from the block.
+        traceback in the output; KeyboardInterrupt records `signal` 130; SystemExit its
+        code. Heartbeats follow `.brat/sessions.yaml` (`heartbeat_interval`) unless given.
+        If the session is ended elsewhere (reaped, stopped), the next heartbeat learns it
+        and `Fenced` (exit code 4) is raised out of the block (in the main thread, at
+        once, even from a blocking call), so the worker can stop; its output stays in
+        its `.grite/logs` file.
         """
-        session = self.start(task, role=role, session_type=session_type, engine=engine,
-                             worktree=worktree, pid=os.getpid(), state="running")
-        handle = SessionHandle(self, session)
-        keeper = HeartbeatKeeper(self.ws.ctx.common_dir, session.session_id, heartbeat_interval,
-                                 handle._on_fenced)
-        keeper.start()
-        try:
-            yield handle
-        except KeyboardInterrupt:
-            keeper.stop()
-            if handle.fenced is not None:
-                raise handle.fenced from None
-            self._finish(handle, 128 + signal.SIGINT, "signal")
-            raise
-        except Fenced:
-            keeper.stop()
-            raise
-        except SystemExit as exc:
-            keeper.stop()
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            self._finish(handle, code, "completed")
-            raise
-        except BaseException:
-            keeper.stop()
-            handle.log(traceback.format_exc())
-            self._finish(handle, 1, "completed")
-            raise
-        else:
-            keeper.stop()
-            self._finish(handle, 0, "completed")
+        from .scope import session_scope
 
-    def _finish(self, handle: "SessionHandle", code: int, reason: str) -> None:
-        try:
-            self.exit(handle.session_id, code, reason)
-        except Fenced:
-            pass  # ended elsewhere; the first exit stands
+        return session_scope(self, task, role=role, session_type=session_type, engine=engine,
+                             worktree=worktree, heartbeat_interval=heartbeat_interval)
 
 
 def _poll(check: Callable[[], Any], timeout_s: float) -> Any:
@@ -355,30 +350,4 @@ def _poll(check: Callable[[], Any], timeout_s: float) -> Any:
         time.sleep(0.05)
 
 
-class SessionHandle:
-    """What a `with tracker.session_scope(...)` block gets."""
-
-    def __init__(self, tracker: Tracker, session: Session) -> None:
-        self.tracker = tracker
-        self.session_id = session.session_id
-        self.task_id = session.task_id
-        self.files = tracker.files(session.session_id)
-        self.fenced: Fenced | None = None
-
-    def log(self, text: str | bytes) -> None:
-        """Append to the session's output log."""
-        self.files.logs_dir.mkdir(parents=True, exist_ok=True)
-        data = text.encode() if isinstance(text, str) else text
-        with open(self.files.log, "ab") as fh:
-            fh.write(data)
-
-    def transition(self, state: str) -> Session:
-        return self.tracker.transition(self.session_id, state)
-
-    def heartbeat(self) -> int:
-        return self.tracker.heartbeat(self.session_id)
-
-    def _on_fenced(self, exc: Fenced) -> None:
-        self.fenced = exc
-        # A real SIGINT to the main thread also wakes it from a blocking call (sleep, wait).
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+from .scope import SessionHandle  # noqa: E402  (re-exported: part of the API)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
-from ..sessions.rules import ID_RULE, valid_id
+from ..rules import ID_RULE, valid_id
 
 
 @dataclass

@@ -16,7 +16,7 @@ import signal as signals
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..sessions.rules import valid_id, valid_pid
+from ..rules import valid_id, valid_pid
 from . import procs
 
 

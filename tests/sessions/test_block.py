@@ -3,7 +3,7 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from brat_sessions.sessions import rules
+from brat_sessions import rules
 from brat_sessions.sessions.block import EXIT_REASONS, FIELD_ORDER, format_block, parse_blocks
 
 from ..helpers import FIXTURES
