@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 CONFIG_PATH = Path(".brat") / "sessions.yaml"
 GRACE_S = 30.0
@@ -69,3 +72,39 @@ def load_config(root: Path) -> Config:
     if values.get("heartbeat_interval") == 0:
         raise BadInput(f"{path}: key 'heartbeat_interval' must be more than 0")
     return Config(**values)
+
+
+def describe(ws: "Workspace") -> list[dict[str, Any]]:
+    """Every setting in effect, with where it comes from (for `brat config`)."""
+    import os
+
+    from .workspace import this_host
+
+    path = ws.ctx.config_root / CONFIG_PATH
+    in_file: set[str] = set()
+    if path.exists():
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) or {}
+        in_file = set(data) if isinstance(data, dict) else set()
+    config = ws.config
+    rows = [{"name": key, "value": getattr(config, key),
+             "source": f"file {path}" if key in in_file else "default"}
+            for key in Config.__dataclass_fields__]
+    rows.append({"name": "effective_timeout", "value": config.effective_timeout,
+                 "source": "timeout" if config.timeout is not None else
+                 "3 x heartbeat_interval + 30"})
+
+    def env(name: str, value: Any, fallback: str) -> dict[str, Any]:
+        return {"name": name.lower(), "value": value,
+                "source": f"environment {name}" if os.environ.get(name) else fallback}
+
+    rows += [env("BRAT_ACTOR", ws.actor, "grite config (default_actor)"),
+             env("BRAT_HOST", this_host(), "hostname"),
+             env("BRAT_PAGER", os.environ.get("BRAT_PAGER") or os.environ.get("PAGER") or "less -FRX",
+                 "PAGER or default"),
+             env("NO_COLOR", bool(os.environ.get("NO_COLOR")), "default"),
+             {"name": "repository", "value": str(ws.ctx.common_dir), "source": "git"},
+             {"name": "logs_dir", "value": str(ws.ctx.logs_dir), "source": "git"},
+             {"name": "index", "value": str(ws.ctx.data_dir / "index.sqlite"), "source": "git"}]
+    return rows

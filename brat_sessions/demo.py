@@ -12,6 +12,7 @@ import pygit2
 
 from .clock import now_ms
 from .config import load_config
+from .errors import BadInput
 from .issues.tasks import create_task
 from .reaper import reap
 from .render import sessions_table
@@ -21,6 +22,9 @@ from .worker.run import run_command
 
 def run_demo(target: str | None = None) -> dict:
     path = Path(target) if target else Path(tempfile.mkdtemp(prefix="brat-demo-"))
+    if path.exists() and any(path.iterdir()):
+        raise BadInput(f"{path} is not empty: the demo makes its own repository (give a new "
+                       f"or empty directory, or no --dir)")
     path.mkdir(parents=True, exist_ok=True)
     pygit2.init_repository(str(path))
     tracker = Tracker(path)

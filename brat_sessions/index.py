@@ -18,7 +18,8 @@ from typing import Iterator
 
 from typing import TYPE_CHECKING
 
-from .errors import CorruptCommit, EnvironmentProblem, NotFound
+from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
+from .rules import ID_RULE, valid_id
 from .sessions.model import Session
 from .sessions.rows import SCHEMA as SESSION_SCHEMA, session_from_row
 from .storage.repo import RepoContext
@@ -255,6 +256,46 @@ class Index:
             raise NotFound(f"no task {ref}")
         return issue
 
+    def resolve_task(self, ref: str) -> "Issue":
+        """A task by id, or by a unique prefix of a task id or a grite issue id, like git.
+
+        BadInput (exit 2) lists the candidates of an ambiguous prefix; NotFound (exit 3)
+        suggests the nearest ids."""
+        ref = ref.strip()
+        try:
+            return self.find_task(ref)
+        except NotFound:
+            pass
+        if not valid_id(ref):
+            raise NotFound(f"no task {ref[:80]!r}") from None
+        rows = self.db.execute(
+            "SELECT issue_id, task_id FROM issues WHERE created=1 AND task_id IS NOT NULL AND "
+            "(task_id GLOB ? OR issue_id GLOB ?) LIMIT 11", (ref + "*", ref.lower() + "*")).fetchall()
+        if len(rows) == 1:
+            return self.find_task(rows[0][0])
+        if rows:
+            raise BadInput(_ambiguous("task", ref, [t for _, t in rows]))
+        known = [t for (t,) in self.db.execute("SELECT task_id FROM issues WHERE task_id IS NOT NULL")]
+        raise NotFound(_unknown("task", ref, known))
+
+    def resolve_session(self, ref: str) -> str:
+        """A session id from a full id, a unique prefix of one, or a unique prefix of its
+        hex suffix (`0c26` for `s-20261124-0c26`); errors as in `resolve_task`."""
+        ref = ref.strip()
+        if not valid_id(ref):
+            raise BadInput(f"not a valid session id: {ref[:80]!r} ({ID_RULE})")
+        if self.db.execute("SELECT 1 FROM sessions WHERE session_id=?", (ref,)).fetchone():
+            return ref
+        rows = [sid for (sid,) in self.db.execute(
+            "SELECT session_id FROM sessions WHERE session_id GLOB ? OR session_id GLOB ? "
+            "ORDER BY session_id LIMIT 11", (ref + "*", "*-" + ref + "*"))]
+        if len(rows) == 1:
+            return rows[0]
+        if rows:
+            raise BadInput(_ambiguous("session", ref, rows))
+        known = [sid for (sid,) in self.db.execute("SELECT session_id FROM sessions")]
+        raise NotFound(_unknown("session", ref, known))
+
     def task_issues(self) -> Iterator["Issue"]:
         for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE task_id IS NOT NULL "
                                       "AND created=1 ORDER BY created_ts, issue_id").fetchall():
@@ -286,6 +327,14 @@ class Index:
         found.sort(key=lambda s: (s.started_ts, s.session_id))
         return found
 
+    def newest_sessions(self) -> dict[str, tuple[str, str | None, int | None, str]]:
+        """For each issue, its newest session: (status, exit_reason, exit_code, session_type)."""
+        rows = self.db.execute(
+            "SELECT issue_id, status, json_extract(data, '$.exit_reason'), "
+            "json_extract(data, '$.exit_code'), json_extract(data, '$.session_type'), "
+            "MAX(json_extract(data, '$.started_ts')) FROM sessions GROUP BY issue_id")
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
     def newest_session_start(self, issue_id: str, exclude: str | None = None) -> int | None:
         row = self.db.execute("SELECT MAX(json_extract(data, '$.started_ts')) FROM sessions "
                               "WHERE issue_id=? AND session_id != ?",
@@ -315,3 +364,13 @@ def open_index(ctx: RepoContext, refresh: bool = True) -> Index:
 
 
 __all__ = ["Index", "open_index"]
+def _ambiguous(what: str, ref: str, candidates: list[str]) -> str:
+    shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
+    return f"{what} {ref!r} is ambiguous: {shown}"
+
+
+def _unknown(what: str, ref: str, known: list[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(ref, known, n=3, cutoff=0.6)
+    return f"no {what} {ref}" + (f"; did you mean {', '.join(near)}?" if near else "")

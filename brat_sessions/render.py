@@ -53,24 +53,78 @@ def when(ts: int | None) -> str:
         return f"{ts} ms (out of range)"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    rows = [[safe(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+ELLIPSIS = "…"
+MIN_CUT = 6  # a cut column keeps at least this many characters
+_COLOURS = {"green": "32", "yellow": "33", "red": "31", "dim": "2"}
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, `…` marking what was cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def paint(text: str, colour: str | None) -> str:
+    return f"\x1b[{_COLOURS[colour]}m{text}\x1b[0m" if colour else text
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, width: int | None = None,
+          flex: Sequence[int] = (), colour_col: int | None = None,
+          colours: Sequence[str | None] = ()) -> str:
+    """Aligned columns. With `width`, the `flex` columns (in that order) are cut, with `…`,
+    until a row fits; `colours` paints column `colour_col` of each row (after padding)."""
+    cells = [[safe(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if width is not None:
+        for col in flex:
+            excess = sum(widths) + 2 * (len(widths) - 1) - width
+            if excess <= 0:
+                break
+            widths[col] = max(MIN_CUT, len(headers[col]), widths[col] - excess)
+    lines = ["  ".join(cut(h, w).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for n, r in enumerate(cells):
+        parts = [cut(c, w).ljust(w) for c, w in zip(r, widths)]
+        if colour_col is not None and n < len(colours) and colours[n]:
+            parts[colour_col] = paint(parts[colour_col], colours[n])
+        lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 
 
-def sessions_table(sessions: list[Session], now: int) -> str:
+def state_of(s: Session, now: int, stale_after_ms: int | None = None) -> tuple[str, str | None]:
+    """A compact state and its colour: live (green), stale (yellow), exited ok (dim) or not (red).
+
+    Exited sessions read like docker's: `ok 2m ago`, `exit 3 5m ago`, `signal 9 1h ago`,
+    `stopped`, `timeout`, `crash`."""
+    if not s.exited:
+        last = s.last_sign_of_life(now)
+        if stale_after_ms is not None and (last is None or now - last > stale_after_ms):
+            return f"{s.status} (stale)", "yellow"
+        return s.status, "green"
+    code = s.exit_code
+    words = {"user-stop": "stopped", "timeout": "timeout", "crash": "crash"}
+    if s.exit_reason == "completed":
+        text = "ok" if code == 0 else f"exit {code}"
+    elif s.exit_reason == "signal" and isinstance(code, int):
+        text = f"signal {code - 128}"
+    else:
+        text = words.get(s.exit_reason or "", s.exit_reason or "exit")
+    ok = s.exit_reason == "completed" and code == 0
+    return f"{text} {age(now - s.updated_ts)} ago" if s.updated_ts else text, "dim" if ok else "red"
+
+
+def sessions_table(sessions: list[Session], now: int, *, width: int | None = None,
+                   colour: bool = False, stale_after_ms: int | None = None) -> str:
     if not sessions:
         return "no sessions"
-    rows = []
+    rows, colours = [], []
     for s in sessions:
-        state = s.status if not s.exited else f"exit({s.exit_reason}:{s.exit_code})"
+        state, hue = state_of(s, now, stale_after_ms)
         rows.append([s.session_id, s.task_id or s.grite_issue_id[:12], f"{s.role}/{s.session_type}",
-                     s.engine, state, s.pid, age(s.heartbeat_age_ms(now))])
-    return table(["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "HEARTBEAT"], rows)
+                     s.engine, state, s.pid, age(now - s.started_ts),
+                     age(s.heartbeat_age_ms(now)) if s.last_heartbeat_ts is not None else "never"])
+        colours.append(hue if colour else None)
+    return table(["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"],
+                 rows, width=width, flex=(3, 2, 1), colour_col=4, colours=colours)
 
 
 def _fields(pairs: Sequence[tuple[str, object]]) -> list[str]:
@@ -99,19 +153,31 @@ def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
     return "\n".join(lines)
 
 
-def tasks_table(tasks: list[Issue]) -> str:
+def tasks_table(tasks: list[Issue], newest: dict[str, tuple[str, str | None, int | None, str]],
+                *, width: int | None = None) -> str:
+    """Tasks with the state of each one's newest session (from its blocks, never labels)."""
     if not tasks:
         return "no tasks"
-    rows = [[t.task_id, t.label_value("status"), t.label_value("session"), t.label_value("convoy"),
-             t.title[:60]] for t in tasks]
-    return table(["TASK", "STATUS", "SESSION", "CONVOY", "TITLE"], rows)
+    rows = []
+    for t in tasks:
+        latest = newest.get(t.issue_id)
+        if latest is None:
+            session = "-"
+        elif latest[0] != "exit":
+            session = f"{latest[0]}/{latest[3]}"
+        else:
+            session = {"completed": "ok" if latest[2] == 0 else f"exit {latest[2]}",
+                       "user-stop": "stopped"}.get(latest[1] or "", latest[1] or "exit")
+        rows.append([t.task_id, t.label_value("status"), session, t.label_value("convoy"), t.title])
+    return table(["TASK", "STATUS", "SESSION", "CONVOY", "TITLE"], rows, width=width, flex=(4, 3))
 
 
-def task_detail(t: Issue, sessions: list[Session], now: int) -> str:
+def task_detail(t: Issue, sessions: list[Session], now: int, *, width: int | None = None,
+                colour: bool = False) -> str:
     lines = _fields([("task", t.task_id), ("grite issue", t.issue_id), ("title", t.title),
                      ("state", t.state), ("labels", ", ".join(t.labels)),
                      ("created", when(t.created_ts))])
     if t.body:
         lines += [""] + [safe(line) for line in t.body.split("\n")]
-    lines += ["", sessions_table(sessions, now)]
+    lines += ["", sessions_table(sessions, now, width=width, colour=colour)]
     return "\n".join(lines)

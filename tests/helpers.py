@@ -89,3 +89,31 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError("condition not reached in time")
+
+
+def brat_on_terminal(*args: str, cwd: Path | str, env: dict | None = None, columns: int = 80,
+                     timeout: float = 60) -> tuple[int, str]:
+    """Run `brat` with a pseudo-terminal of `columns` columns as its stdout and stderr."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", *args], cwd=cwd,
+                            stdin=child, stdout=child, stderr=child,
+                            env={**os.environ, **WORKTREE_ENV, **(env or {})})
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=timeout)
+    os.close(main)
+    return proc.returncode, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")

@@ -1,4 +1,5 @@
 import json
+import os
 
 from .helpers import brat, brat_json
 
@@ -49,7 +50,7 @@ def test_empty_repository_lists_nothing(tmp_path):
 
 
 def test_start_json_and_help(repo, task):
-    data = brat_json("sessions", "start", "--task", task.task_id, "--type", "crew", "--pid", "42",
+    data = brat_json("sessions", "start", "--task", task.task_id, "--type", "crew", "--pid", str(os.getpid()),
                      cwd=repo)
     assert data["session_id"].startswith("s-") and data["session"]["role"] == "user"
     assert brat("--help").returncode == 0

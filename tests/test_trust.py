@@ -164,7 +164,8 @@ def test_escapes_in_the_log_are_visible_on_a_terminal_and_exact_in_json(repo, ta
     for args in (("sessions", "list"), ("sessions", "show", sid), ("task", "show", task.task_id)):
         main, child = pty.openpty()
         proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", *args], cwd=repo,
-                                stdout=child, stderr=child, env={**os.environ, **WORKTREE_ENV})
+                                stdout=child, stderr=child,
+                                env={**os.environ, **WORKTREE_ENV, "NO_COLOR": "1", "COLUMNS": "400"})
         os.close(child)
         chunks = []
         while True:

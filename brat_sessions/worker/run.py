@@ -15,11 +15,12 @@ from .api import Tracker
 
 def run_command(tracker: Tracker, task: str, command: list[str], *,
                 heartbeat_interval: float = 30.0, grace_s: float = 10.0, tee: str = "tee",
-                **start_options: Any) -> tuple[int, str]:
+                tty: bool = False, **start_options: Any) -> tuple[int, str]:
     """Run `command` as a new session; returns (exit status for `run`, session id).
 
     `tee` says where the command's output goes besides the log: "tee" (our stdout and
-    stderr), "stderr" (both to stderr, keeping stdout for JSON) or "quiet".
+    stderr), "stderr" (both to stderr, keeping stdout for JSON) or "quiet". With `tty`
+    the command runs in a pseudo-terminal (its stdout and stderr are one stream).
     """
     session = tracker.start(task, **start_options)
     sid = session.session_id
@@ -28,7 +29,7 @@ def run_command(tracker: Tracker, task: str, command: list[str], *,
     read_fd, write_fd = os.pipe()
     shim = subprocess.Popen(
         [sys.executable, "-m", "brat_sessions.worker.shim", str(files.log), str(files.status),
-         str(write_fd), tee, "--", *command], pass_fds=[write_fd])
+         str(write_fd), tee, "pty" if tty else "pipe", "--", *command], pass_fds=[write_fd])
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         raw = pipe.read()

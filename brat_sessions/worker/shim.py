@@ -1,11 +1,12 @@
 """The process between `brat sessions run` and the worker command.
 
-It starts the command, tees its stdout and stderr to the terminal and to the
-session's log file, and, when the command ends, writes how it ended to the
-session's status file. It outlives a supervisor that dies, so the reaper can
-still learn the real exit code. Usage (internal):
+It starts the command in its own process group (in a pseudo-terminal with `pty`),
+tees its output to the terminal and to the session's log file, and, when the
+command ends, writes how it ended to the session's status file. It outlives a
+supervisor that dies, so the reaper can still learn the real exit code. Usage
+(internal):
 
-    python -m brat_sessions.worker.shim LOG STATUS PID_FD tee|stderr|quiet -- CMD [ARGS...]
+    python -m brat_sessions.worker.shim LOG STATUS PID_FD tee|stderr|quiet pipe|pty -- CMD...
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
+
+DRAIN_IDLE_S = 0.05  # after the command ends: stop at the first pause this long ...
+DRAIN_MAX_S = 1.0    # ... or after this long at most, whoever still holds the pipes
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -27,15 +32,11 @@ def _write_all(fd: int, data: bytes) -> None:
         pass  # the terminal went away; the log still gets everything
 
 
-def _write_status(path: str, data: dict) -> None:
+def _write_status(path: str, data: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as fh:
         json.dump(data, fh)
     os.replace(tmp, path)
-
-
-DRAIN_IDLE_S = 0.05  # after the command ends: stop at the first pause this long ...
-DRAIN_MAX_S = 1.0    # ... or after this long at most, whoever still holds the pipes
 
 
 def _exited(pid: int) -> bool:
@@ -56,20 +57,83 @@ def _take_terminal(pgid: int) -> int | None:
         return None
 
 
+def _child_setup(controlling_tty: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if controlling_tty:
+        import fcntl
+        import termios
+
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty is the new session's terminal
+
+
+class Pty:
+    """A pseudo-terminal for the command: our terminal's size, raw input passed through."""
+
+    def __init__(self) -> None:
+        import pty
+
+        self.master, self.slave = pty.openpty()
+        self.saved: list[Any] | None = None
+        self.copy_size()
+
+    def copy_size(self, *_: object) -> None:
+        import fcntl
+        import termios
+
+        for fd in (0, 1, 2):
+            try:
+                size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+                fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+                return
+            except OSError:
+                continue
+
+    def raw_input(self) -> bool:
+        """Pass our terminal's keys straight through (the pty does the line discipline)."""
+        import termios
+        import tty
+
+        if not os.isatty(0):
+            return False
+        try:
+            self.saved = termios.tcgetattr(0)
+            tty.setraw(0)
+        except termios.error:
+            return False
+        signal.signal(signal.SIGWINCH, self.copy_size)
+        return True
+
+    def restore(self) -> None:
+        import termios
+
+        if self.saved is not None:
+            termios.tcsetattr(0, termios.TCSAFLUSH, self.saved)
+
+
+def _spawn(command: list[str], terminal: Pty | None) -> subprocess.Popen[bytes]:
+    setup = (lambda: _child_setup(terminal is not None))
+    if terminal is None:
+        # its own process group: stop, fencing and forwarded signals reach all it starts
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                restore_signals=True, process_group=0, preexec_fn=setup)
+    # its own session (so its own group too), with the pty as its controlling terminal
+    return subprocess.Popen(command, stdin=terminal.slave, stdout=terminal.slave,
+                            stderr=terminal.slave, restore_signals=True, start_new_session=True,
+                            preexec_fn=setup)
+
+
 def main(argv: list[str]) -> int:
-    log_path, status_path, pid_fd, mode = argv[0], argv[1], int(argv[2]), argv[3]
-    command = argv[5:]
+    log_path, status_path, pid_fd, mode, kind = argv[0], argv[1], int(argv[2]), argv[3], argv[4]
+    command = argv[6:]
     tee = mode != "quiet"
     to_stderr = mode == "stderr"  # `run --json`: stdout carries only the envelope
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the command's group
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # so we may hand the terminal back
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    log = open(log_path, "ab", buffering=0)
+    log = open(log_path, "ab", buffering=0)  # noqa: SIM115 (closed before the status is written)
+    terminal = Pty() if kind == "pty" else None
     try:
-        # its own process group: stop, fencing and forwarded signals reach all it starts
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 restore_signals=True, process_group=0,
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        child = _spawn(command, terminal)
     except OSError as exc:
         message = f"brat: cannot run {command[0] if command else '(nothing)'}: {exc.strerror}\n".encode()
         _write_all(2, message)
@@ -77,7 +141,7 @@ def main(argv: list[str]) -> int:
         os.close(pid_fd)
         _write_status(status_path, {"returncode": 127, "error": str(exc)})
         return 127
-    own_group = _take_terminal(child.pid)
+    own_group = _take_terminal(child.pid) if terminal is None else None
     os.write(pid_fd, str(child.pid).encode())
     os.close(pid_fd)
 
@@ -90,33 +154,29 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
     sel = selectors.DefaultSelector()
-    sel.register(child.stdout, selectors.EVENT_READ, 1)
-    sel.register(child.stderr, selectors.EVENT_READ, 2)
-    drain_until = None
-    while sel.get_map():
-        ready = sel.select(DRAIN_IDLE_S if drain_until else 0.2)
-        for key, _ in ready:
-            data = os.read(key.fileobj.fileno(), 65536)
-            if not data:
-                sel.unregister(key.fileobj)
-                continue
-            log.write(data)
-            if tee:
-                _write_all(2 if to_stderr else key.data, data)
-        if drain_until is None and _exited(child.pid):
-            # The command is over: what is already in the pipes still counts, but a
-            # background descendant that keeps them open is not waited for.
-            drain_until = time.monotonic() + DRAIN_MAX_S
-        elif drain_until is not None and (not ready or time.monotonic() > drain_until):
-            break
+    if terminal is None:
+        assert child.stdout is not None and child.stderr is not None
+        sel.register(child.stdout.fileno(), selectors.EVENT_READ, 1)
+        sel.register(child.stderr.fileno(), selectors.EVENT_READ, 2)
+    else:
+        os.close(terminal.slave)
+        sel.register(terminal.master, selectors.EVENT_READ, 1)
+        if terminal.raw_input():
+            sel.register(0, selectors.EVENT_READ, 0)
+    try:
+        _pump(sel, child.pid, log, tee, to_stderr, terminal)
+    finally:
+        if terminal is not None:
+            terminal.restore()
     # Learn how it ended without reaping it, record that, then reap: the pid stays
     # visible (a zombie) until the status file exists, so a reaper never sees a gap.
     info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
     log.close()
-    if info.si_code == os.CLD_EXITED:
+    if info is not None and info.si_code == os.CLD_EXITED:
         status, code = {"returncode": info.si_status}, info.si_status
     else:
-        status, code = {"signal": info.si_status}, 128 + info.si_status
+        signum = info.si_status if info is not None else 0
+        status, code = {"signal": signum}, 128 + signum
     _write_status(status_path, status)
     child.wait()
     if own_group is not None:
@@ -125,6 +185,38 @@ def main(argv: list[str]) -> int:
         except OSError:
             pass
     return code
+
+
+def _pump(sel: selectors.BaseSelector, pid: int, log: Any, tee: bool, to_stderr: bool,
+          terminal: Pty | None) -> None:
+    """Copy output to the log (and our stdout/stderr) until the command ends, then drain
+    what is already waiting for at most DRAIN_MAX_S: a background descendant that keeps the
+    pipes open is not waited for."""
+    outputs = [key.fd for key in sel.get_map().values() if key.data != 0]
+    drain_until = None
+    while any(fd in sel.get_map() for fd in outputs):
+        ready = sel.select(DRAIN_IDLE_S if drain_until else 0.2)
+        for key, _ in ready:
+            try:
+                data = os.read(key.fd, 65536)
+            except OSError:  # a pty whose other side is closed reads EIO: its end of file
+                data = b""
+            if key.data == 0:  # our terminal's keys, for the command's pty
+                if data and terminal is not None:
+                    _write_all(terminal.master, data)
+                elif not data:
+                    sel.unregister(key.fd)
+                continue
+            if not data:
+                sel.unregister(key.fd)
+                continue
+            log.write(data)
+            if tee:
+                _write_all(2 if to_stderr else key.data, data)
+        if drain_until is None and _exited(pid):
+            drain_until = time.monotonic() + DRAIN_MAX_S
+        elif drain_until is not None and (not ready or time.monotonic() > drain_until):
+            break
 
 
 if __name__ == "__main__":

@@ -134,4 +134,5 @@ def test_list_and_show_cli(repo):
     assert keys <= set(shown["session"])
     assert shown["history"][0]["actor"] == A.hex() and shown["history"][0]["ts"] == 12
     text = brat("sessions", "list", cwd=repo).stdout
-    assert text.splitlines()[0].split() == ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "HEARTBEAT"]
+    assert text.splitlines()[0].split() == ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID",
+                                           "STARTED", "HEARTBEAT"]

@@ -1,0 +1,5 @@
+"""`python -m brat_sessions` is `brat`."""
+
+from .cli import main
+
+main()

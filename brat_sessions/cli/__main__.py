@@ -1,0 +1,5 @@
+"""`python -m brat_sessions.cli`."""
+
+from . import main
+
+main()

@@ -1,0 +1,155 @@
+"""The root of the command tree: `brat`, `help`, `init`, `demo`, `sync`, `config`, `completion`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..errors import EXIT_BAD_ARGS, EXIT_FAILURE, BadInput, BratError
+from .output import common, emit, examples, fail, json_wanted, warn, workspace
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class BratGroup(click.Group):
+    """The root group: `brat session ...` is accepted for `brat sessions ...`."""
+
+    aliases = {"session": "sessions"}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+
+
+@click.group(cls=BratGroup, invoke_without_command=True, context_settings=CONTEXT,
+             epilog=examples("brat sessions list            # who is working on what",
+                             "brat sessions run --task t-20250114-3a2c -- codex exec 'fix it'",
+                             "brat help sessions run        # help on one command",
+                             "brat -C ../repo --json task list"))
+@common
+@click.version_option(None, "-V", "--version", package_name="brat_sessions", prog_name="brat")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """brat: work sessions of coding agents and people, tracked in git (grite's refs/grite/wal)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command("help", epilog=examples("brat help", "brat help sessions list"))
+@click.argument("command", nargs=-1)
+@click.pass_context
+def help_cmd(ctx: click.Context, command: tuple[str, ...]) -> None:
+    """Show help for brat or for one COMMAND (`brat help sessions run`)."""
+    current: click.Command = cli
+    info = ctx.find_root()
+    for name in command:
+        sub = current.get_command(info, name) if isinstance(current, click.Group) else None
+        if sub is None:
+            raise BadInput(f"no command {' '.join(command)!r}; see `brat help`")
+        info = click.Context(sub, info_name=name, parent=info)
+        current = sub
+    click.echo(current.get_help(info))
+
+
+@cli.command(epilog=examples("brat init", "BRAT_ACTOR=00112233445566778899aabbccddeeff brat init"))
+@common
+def init() -> None:
+    """Make sure the repository has a grite actor (BRAT_ACTOR overrides)."""
+    ws = workspace()
+    actor = ws.actor
+    emit({"actor_id": actor, "repo": str(ws.ctx.common_dir)}, f"actor {actor} in {ws.ctx.common_dir}")
+
+
+@cli.command(epilog=examples("brat demo", "brat demo --dir /tmp/brat-demo"))
+@common
+@click.option("--dir", "target", type=click.Path(file_okay=False),
+              help="Where to make the demo repository (a new or empty directory).")
+def demo(target: str | None) -> None:
+    """Make a throwaway repository with tasks and sessions, reap it, and list it."""
+    from ..demo import run_demo
+
+    result = run_demo(target)
+    emit(result["data"], result["text"])
+
+
+@cli.command("sync", epilog=examples("brat sync", "brat sync --remote upstream"))
+@common
+@click.option("--remote", help="Remote name or URL (default: origin, or the only remote).")
+def sync_cmd(remote: str | None) -> None:
+    """Fetch, merge and push the log, heartbeat leases and stored outputs."""
+    from ..sync import sync
+
+    report = sync(workspace(), remote)
+    for warning in report.warnings:
+        warn(f"warning: {warning}")
+    r = report
+    emit(report.to_json(), f"synced with {r.remote}: {r.fetched_commits} commits in, "
+                           f"{r.reappended_commits} re-appended, {r.pushed_commits} pushed; leases "
+                           f"{r.leases_fetched} in / {r.leases_pushed} out; outputs "
+                           f"{r.outputs_fetched} in / {r.outputs_pushed} out")
+
+
+@cli.command("config", epilog=examples("brat config", "brat config --json"))
+@common
+def config_cmd() -> None:
+    """Show the settings in effect and where each comes from (default, file, environment)."""
+    from ..config import describe
+    from ..render import table
+
+    ws = workspace()
+    rows = describe(ws)
+    emit({"settings": rows},
+         lambda: table(["SETTING", "VALUE", "FROM"], [[r["name"], r["value"], r["source"]]
+                                                      for r in rows]))
+
+
+@cli.command("completion", epilog=examples('eval "$(brat completion bash)"   # in ~/.bashrc',
+                                           "brat completion fish > ~/.config/fish/completions/brat.fish"))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (commands, options, session and task ids)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "brat", "_BRAT_COMPLETE").source())
+
+
+def _register() -> None:
+    from .sessions import sessions
+    from .tasks import task
+    from . import worker  # noqa: F401  (adds the worker commands to `sessions`)
+
+    cli.add_command(task, "task")
+    cli.add_command(sessions, "sessions")
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: every failure becomes one line on stderr and a documented exit code."""
+    try:
+        cli.main(args=argv, prog_name="brat", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if json_wanted():
+            fail("bad_arguments", exc.format_message(), EXIT_BAD_ARGS)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        fail("interrupted", "interrupted", 130)
+    except BratError as exc:
+        fail(exc.code, exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", "interrupted", 130)
+    except BrokenPipeError:
+        os._exit(0)
+    except Exception as exc:  # the last line of defence: never a traceback for users
+        if os.environ.get("BRAT_DEBUG"):
+            raise
+        fail("internal", f"internal error: {type(exc).__name__}: {exc} (BRAT_DEBUG=1 shows more)",
+             EXIT_FAILURE)

@@ -1,0 +1,172 @@
+"""`brat sessions ...` that read: list (and --watch), show, log, doctor."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from ..errors import EXIT_FAILURE
+from ..kinds import ROLES, SESSION_TYPES, STATES
+from .complete import complete_sessions, complete_tasks
+from .output import (colour, common, emit, examples, json_wanted, now, stdout_is_terminal,
+                     terminal_options, tracker, width, workspace)
+
+if TYPE_CHECKING:
+    from ..sessions.model import Session
+    from ..workspace import Workspace
+
+SORT_KEYS = ("started", "heartbeat", "id", "task", "state")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def sessions() -> None:
+    """Work sessions (`brat session` works too)."""
+
+
+def resolve(ws: "Workspace", ref: str) -> str:
+    """A full session id for `ref`: an id, a unique prefix, or a unique prefix of its hex part."""
+    return ws.fresh_index().resolve_session(ref)
+
+
+def _sorted(found: list["Session"], key: str) -> list["Session"]:
+    keys = {"started": lambda s: (s.started_ts, s.session_id),
+            "heartbeat": lambda s: (s.last_heartbeat_ts or 0, s.session_id),
+            "id": lambda s: s.session_id, "task": lambda s: (s.task_id or "", s.started_ts),
+            "state": lambda s: (s.status, s.started_ts)}
+    return sorted(found, key=keys[key])  # type: ignore[arg-type]
+
+
+@sessions.command("list", epilog=examples(
+    "brat sessions list                     # live sessions",
+    "brat sessions list --all --limit 20 --sort heartbeat",
+    "brat sessions list --task t-2025 --type crew",
+    "brat sessions list --watch             # redraw on every change (Ctrl-C ends)"))
+@common
+@terminal_options
+@click.option("--all", "include_all", is_flag=True, help="Include exited sessions.")
+@click.option("--task", "task_ref", shell_complete=complete_tasks,
+              help="Only this task (task id, grite issue id, or a unique prefix).")
+@click.option("--status", type=click.Choice(STATES))
+@click.option("--role", type=click.Choice(ROLES))
+@click.option("--type", "session_type", type=click.Choice(SESSION_TYPES))
+@click.option("--sort", "sort_key", type=click.Choice(SORT_KEYS), default="started", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="At most N sessions (the last N by --sort).")
+@click.option("--watch", "-w", is_flag=True, help="Redraw whenever the log or a heartbeat changes.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between looks, with --watch.")
+def sessions_list(include_all: bool, task_ref: str | None, status: str | None, role: str | None,
+                  session_type: str | None, sort_key: str, limit: int | None, watch: bool,
+                  interval: float) -> None:
+    """Who is working on what: live sessions (every session with --all)."""
+    ws = workspace()
+    issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
+
+    def look() -> tuple[list["Session"], int]:
+        found = ws.sessions(include_all or status == "exit")
+        found = [s for s in found if (issue_id is None or s.grite_issue_id == issue_id)
+                 and (status is None or s.status == status) and (role is None or s.role == role)
+                 and (session_type is None or s.session_type == session_type)]
+        found = _sorted(found, sort_key)
+        return (found[-limit:] if limit else found), now()
+
+    def text(found: list["Session"], at: int) -> str:
+        from ..render import sessions_table
+
+        stale = int((ws.config.effective_timeout + ws.config.clock_skew) * 1000)
+        return sessions_table(found, at, width=width(), colour=colour(), stale_after_ms=stale)
+
+    if watch:
+        _watch(look, text, interval)
+        return
+    found, at = look()
+    emit({"sessions": [s.to_json(at) for s in found], "total": len(found)}, lambda: text(found, at))
+
+
+def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]
+    """Redraw (a terminal) or print again (a pipe, JSON: one envelope a line) on each change."""
+    import json
+
+    last = None
+    try:
+        while True:
+            found, at = look()
+            shown = text(found, at) if not json_wanted() else json.dumps(
+                {"schema_version": 1, "ok": True,
+                 "data": {"sessions": [s.to_json() for s in found], "total": len(found)}})
+            if shown != last:
+                if stdout_is_terminal() and not json_wanted():
+                    click.echo("\x1b[H\x1b[2J", nl=False)  # home, clear: like `watch`
+                    click.echo(f"every {interval:g}s: brat sessions list    {time.strftime('%H:%M:%S')}\n")
+                click.echo(shown)
+                last = shown
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+@sessions.command("show", epilog=examples("brat sessions show s-20250114-7b3d", "brat sessions show 7b3d",
+                                          "brat sessions show s-20250114-7b --json"))
+@common
+@terminal_options
+@click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
+def sessions_show(session_ref: str) -> None:
+    """A session and its history (every block, oldest first). SESSION may be a unique prefix."""
+    from ..render import session_detail
+
+    t = tracker()
+    sid = resolve(t.ws, session_ref)
+    session = t.session(sid)
+    history = t.history(sid)
+    at = now()
+    emit({"session": session.to_json(at), "history": [b.to_json() for b in history]},
+         lambda: session_detail(session, history, at))
+
+
+@sessions.command("log", epilog=examples("brat sessions log 7b3d --tail 50", "brat sessions log 7b3d -f"))
+@common
+@click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing while the session runs.")
+def sessions_log(session_ref: str, tail: int | None, follow: bool) -> None:
+    """Print a session's output as it is (the live log while it runs, the stored bytes
+    verified against their sha256 once it has exited). The one command that prints text
+    from the log raw, like `docker logs`."""
+    from ..sessions.output_view import follow_log, read_log
+
+    t = tracker()
+    sid = resolve(t.ws, session_ref)
+    view = read_log(t, sid)
+    data = view.data
+    if tail is not None:
+        data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
+    if json_wanted():
+        emit({"session_id": sid, "source": view.source, "output_ref": view.output_ref,
+              "text": data.decode("utf-8", "replace")}, "")
+        return
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    if follow and view.source == "live":
+        follow_log(t, sid, len(view.data), sys.stdout.buffer)
+
+
+@sessions.command("doctor", epilog=examples("brat sessions doctor", "brat sessions doctor --exit-code --json"))
+@common
+@terminal_options
+@click.option("--exit-code", is_flag=True,
+              help="Exit 1 when a problem is found (for CI); default: exit 0 after reporting.")
+def sessions_doctor(exit_code: bool) -> None:
+    """Report what the log holds that could not be used: corrupt commits, malformed blocks,
+    invalid fields, conflicts, times in the future, an incomplete (shallow) log."""
+    from ..render import table
+
+    problems = workspace().problems()
+    emit({"problems": problems, "total": len(problems)},
+         lambda: "no problems" if not problems else
+         table(["KIND", "MESSAGE"], [[p["kind"], p["message"]] for p in problems],
+               width=width(), flex=(1,)))
+    if exit_code and problems:
+        sys.exit(EXIT_FAILURE)
+

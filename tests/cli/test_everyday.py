@@ -1,0 +1,165 @@
+"""The command line as people use it every day: ids, tables, colour, pager, help, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from brat_sessions.worker.api import Tracker
+
+from ..helpers import WORKTREE_ENV, brat, brat_json, brat_on_terminal
+
+
+@pytest.fixture
+def busy(repo, task):
+    t = Tracker(repo)
+    ids = [t.start(task.task_id, engine="a-rather-long-engine-name-for-width").session_id
+           for _ in range(3)]
+    crew = t.start(task.task_id, session_type="crew", state="running").session_id
+    return t, ids, crew
+
+
+def test_ids_resolve_from_unique_prefixes_like_git(repo, task, busy):
+    t, ids, crew = busy
+    sid = ids[0]
+    hexpart = sid.rsplit("-", 1)[1]
+    assert brat_json("sessions", "show", hexpart, cwd=repo)["session"]["session_id"] == sid
+    assert brat_json("sessions", "show", sid[:-1], cwd=repo)["session"]["session_id"] in ids + [crew]
+    assert brat_json("task", "show", task.task_id[:-1], cwd=repo)["task"]["task_id"] == task.task_id
+    assert brat_json("task", "show", task.issue_id[:6], cwd=repo)["task"]["task_id"] == task.task_id
+    ambiguous = brat("sessions", "show", "s-", cwd=repo)
+    assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr and sid in ambiguous.stderr
+    unknown = brat("sessions", "show", sid[:-4] + "zzzz", cwd=repo)
+    assert unknown.returncode == 3 and "did you mean" in unknown.stderr
+    assert brat("sessions", "heartbeat", hexpart, cwd=repo).returncode == 0
+
+
+def test_tables_fit_the_terminal_and_are_whole_when_piped(repo, busy):
+    rc, screen = brat_on_terminal("sessions", "list", cwd=repo, columns=80, env={"NO_COLOR": "1"})
+    assert rc == 0
+    assert all(len(line) <= 80 for line in screen.splitlines()) and "…" in screen
+    piped = brat("sessions", "list", cwd=repo).stdout
+    assert "a-rather-long-engine-name-for-width" in piped and "…" not in piped
+    rc, wide = brat_on_terminal("sessions", "list", "--wide", cwd=repo, columns=80,
+                                env={"NO_COLOR": "1"})
+    assert "a-rather-long-engine-name-for-width" in wide
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(repo, busy):
+    rc, screen = brat_on_terminal("sessions", "list", cwd=repo)
+    assert "\x1b[32m" in screen
+    rc, plain = brat_on_terminal("sessions", "list", cwd=repo, env={"NO_COLOR": "1"})
+    assert "\x1b[" not in plain
+    assert "\x1b[" not in brat("sessions", "list", cwd=repo).stdout
+    assert "\x1b[32m" in brat("sessions", "list", "--color", "always", cwd=repo).stdout
+    rc, never = brat_on_terminal("sessions", "list", "--color", "never", cwd=repo)
+    assert "\x1b[" not in never
+
+
+def test_exited_sessions_read_like_docker(repo, busy):
+    t, ids, crew = busy
+    t.exit(ids[0], 3)
+    t.exit(ids[1], 0)
+    t.stop(ids[2])
+    text = brat("sessions", "list", "--all", cwd=repo).stdout
+    assert "exit 3 " in text and "ok " in text and "stopped " in text and " ago" in text
+    assert "never" in text  # sessions that never heartbeated
+    shown = brat("sessions", "show", crew, cwd=repo).stdout
+    assert "heartbeat    never" in shown
+
+
+def test_limit_sort_and_filters_that_validate(repo, busy):
+    t, ids, crew = busy
+    data = brat_json("sessions", "list", "--limit", "2", "--sort", "id", cwd=repo)
+    assert [s["session_id"] for s in data["sessions"]] == sorted(ids + [crew])[-2:]
+    assert brat("sessions", "list", "--role", "bogus", cwd=repo).returncode == 2
+    assert brat("task", "list", "--status", "bogus", cwd=repo).returncode == 2
+    assert brat("sessions", "list", "--limit", "0", cwd=repo).returncode == 2
+
+
+def test_long_output_goes_through_the_pager_only_on_a_terminal(repo, busy):
+    pager = {"BRAT_PAGER": "sed s/^/PAGED:/", "LINES": "3", "NO_COLOR": "1"}
+    rc, screen = brat_on_terminal("sessions", "list", cwd=repo, env=pager)
+    assert rc == 0 and "PAGED:SESSION" in screen
+    assert "PAGED" not in brat("sessions", "list", cwd=repo, env=pager).stdout
+    rc, screen = brat_on_terminal("sessions", "list", "--no-pager", cwd=repo, env=pager)
+    assert "PAGED" not in screen
+
+
+def test_watch_prints_again_when_something_changes(repo, task):
+    proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "list", "--watch",
+                             "--interval", "0.2", "--json"], cwd=repo, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, **WORKTREE_ENV})
+    try:
+        assert json.loads(proc.stdout.readline())["data"]["total"] == 0
+        Tracker(repo).start(task.task_id)
+        assert json.loads(proc.stdout.readline())["data"]["total"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_help_version_module_and_bare_brat(repo):
+    assert brat().returncode == 0 and "Usage: brat" in brat().stdout
+    out = brat("help", "sessions", "list")
+    assert out.returncode == 0 and "Examples:" in out.stdout and "--watch" in out.stdout
+    assert brat("help", "no-such").returncode == 2
+    assert brat("-V").stdout.startswith("brat, version")
+    out = subprocess.run([sys.executable, "-m", "brat_sessions", "--version"], capture_output=True,
+                         text=True, env={**os.environ, **WORKTREE_ENV})
+    assert out.returncode == 0 and "version" in out.stdout
+    from brat_sessions.cli import cli
+
+    for group_name, group in cli.commands.items():
+        for name, command in getattr(group, "commands", {group_name: group}).items():
+            assert "Examples:" in (command.epilog or ""), (group_name, name)
+
+
+def test_completion_scripts_and_id_completion(repo, busy):
+    t, ids, crew = busy
+    script = brat("completion", "bash")
+    assert script.returncode == 0 and "_BRAT_COMPLETE" in script.stdout
+    assert brat("completion", "fish").returncode == 0
+    out = subprocess.run([sys.executable, "-m", "brat_sessions.cli"], cwd=repo, capture_output=True,
+                         text=True, env={**os.environ, **WORKTREE_ENV, "_BRAT_COMPLETE": "bash_complete",
+                                         "COMP_WORDS": f"brat sessions show {ids[0][:-3]}",
+                                         "COMP_CWORD": "3"})
+    assert ids[0] in out.stdout
+
+
+def test_config_shows_values_and_where_they_come_from(repo):
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("heartbeat_interval: 5\n")
+    rows = {r["name"]: r for r in brat_json("config", cwd=repo, env={"BRAT_HOST": "h1"})["settings"]}
+    assert rows["heartbeat_interval"]["value"] == 5 and "file" in rows["heartbeat_interval"]["source"]
+    assert rows["timeout"]["source"] == "default" and rows["effective_timeout"]["value"] == 45
+    assert rows["brat_host"] == {"name": "brat_host", "value": "h1", "source": "environment BRAT_HOST"}
+
+
+def test_demo_refuses_a_directory_that_is_not_empty(repo):
+    out = brat("demo", "--dir", str(repo))
+    assert out.returncode == 2 and "not empty" in out.stderr
+
+
+def test_task_list_shows_the_newest_sessions_state_from_its_blocks(repo, task):
+    t = Tracker(repo)
+    s = t.start(task.task_id, session_type="crew", state="running")
+    assert "running/crew" in brat("task", "list", cwd=repo).stdout
+    t.exit(s.session_id, 0)
+    row = brat("task", "list", cwd=repo).stdout.splitlines()[1]
+    assert row.split()[2] == "ok"
+
+
+def test_run_gives_the_command_a_terminal_with_tty(repo, task):
+    probe = "import sys; print('tty' if sys.stdout.isatty() else 'pipe')"
+    out = brat("sessions", "run", "--task", task.task_id, "--tty", "--", sys.executable, "-c", probe,
+               cwd=repo)
+    assert out.returncode == 0 and "tty" in out.stdout
+    out = brat("sessions", "run", "--task", task.task_id, "--", sys.executable, "-c", probe, cwd=repo)
+    assert out.stdout.strip() == "pipe"
+    logs = sorted((repo / ".grite" / "logs").glob("*.log"))
+    assert sorted(p.read_bytes().strip() for p in logs) == [b"pipe", b"tty"]
