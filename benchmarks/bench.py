@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import synthetic  # noqa: E402
+import synthetic
 
-from brat_sessions.storage.events import COMMENT_ADDED, make_event  # noqa: E402
-from brat_sessions.storage.repo import open_repo  # noqa: E402
-from brat_sessions.storage.wal import Wal  # noqa: E402
-from brat_sessions.worker.api import Tracker  # noqa: E402
+from brat_sessions.storage.events import COMMENT_ADDED, make_event
+from brat_sessions.storage.repo import open_repo
+from brat_sessions.storage.wal import Wal
+from brat_sessions.worker.api import Tracker
 
 FLOOR = "import pygit2; pygit2.Repository('.').references.get('refs/grite/wal')"
 BRAT = [sys.executable, "-m", "brat_sessions.cli"]
@@ -53,7 +53,7 @@ def median_of(cmd: list[str], cwd: Path, runs: int) -> float:
 
 def percentile(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def heartbeat_times(repo: Path, session_id: str, n: int) -> list[float]:
@@ -80,8 +80,10 @@ for i in range(int(sys.argv[3])):
 
 def append_throughput(repo: Path, issue: bytes, writers: int, per_writer: int) -> float:
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(repo), issue.hex(), str(per_writer), f"w{n}"])
-             for n in range(writers)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", APPENDER, str(repo), issue.hex(), str(per_writer), f"w{n}"])
+        for n in range(writers)
+    ]
     if any(p.wait() != 0 for p in procs):
         raise RuntimeError("an appender failed")
     return writers * per_writer / (time.perf_counter() - start)
@@ -98,6 +100,7 @@ def growth(workdir: Path) -> tuple[float, float, float, float]:
     repo = workdir / "growth"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     from brat_sessions.issues.tasks import create_task
+
     tracker = Tracker(repo)
     task = create_task(tracker.ws, "growth")
     subprocess.run(["git", "gc", "-q"], cwd=repo, check=True)
@@ -144,8 +147,7 @@ def main() -> None:
 
     start = time.perf_counter()
     built = synthetic.build(repo, args.tasks, args.sessions, args.live)
-    row("build synthetic repository", time.perf_counter() - start, "s",
-        f"{built['commits']:,} WAL commits")
+    row("build synthetic repository", time.perf_counter() - start, "s", f"{built['commits']:,} WAL commits")
     floor = median_of([sys.executable, "-c", FLOOR], repo, args.runs)
     row("floor: open repo with pygit2", floor * 1000, "ms")
     index = repo / ".git" / "brat_sessions"
@@ -162,12 +164,17 @@ def main() -> None:
     issue = built["tasks"][0]
     after = []
     for n in range(args.runs):
-        event = make_event(issue, bytes.fromhex(synthetic.ACTOR), int(time.time() * 1000), COMMENT_ADDED,
-                           [f"note {n}"])
+        event = make_event(
+            issue, bytes.fromhex(synthetic.ACTOR), int(time.time() * 1000), COMMENT_ADDED, [f"note {n}"]
+        )
         wal.append(synthetic.ACTOR, lambda head, e=event: [e])
         after.append(timed(BRAT + ["sessions", "list", "--json"], repo)[0])
-    row("list after one new event", statistics.median(after) * 1000, "ms",
-        f"< {(floor + 0.1) * 1000:.0f} ms (floor + 100 ms)")
+    row(
+        "list after one new event",
+        statistics.median(after) * 1000,
+        "ms",
+        f"< {(floor + 0.1) * 1000:.0f} ms (floor + 100 ms)",
+    )
     live = built["live"][0]
     row("show", median_of(BRAT + ["sessions", "show", live, "--json"], repo, args.runs) * 1000, "ms")
     beats = heartbeat_times(repo, live, 300)
@@ -184,24 +191,39 @@ def main() -> None:
     if args.stale:
         synthetic.add_stale(repo, built["tasks"], args.stale)
         timed(BRAT + ["sessions", "list", "--json"], repo)  # index the new sessions first
-        before = int(subprocess.run(["git", "rev-list", "--count", "refs/grite/wal"], cwd=repo,
-                                    capture_output=True, text=True).stdout)
+        before = int(
+            subprocess.run(
+                ["git", "rev-list", "--count", "refs/grite/wal"], cwd=repo, capture_output=True, text=True
+            ).stdout
+        )
         start = time.perf_counter()
         out = subprocess.run(BRAT + ["sessions", "reap", "--json"], cwd=repo, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         reaped = len(json.loads(out.stdout)["data"]["reaped"])
-        written = int(subprocess.run(["git", "rev-list", "--count", "refs/grite/wal"], cwd=repo,
-                                     capture_output=True, text=True).stdout) - before
-        row(f"reap pass over {args.stale:,} stale sessions", elapsed, "s",
-            f"< 20 s; reaped {reaped:,} in {written} WAL commit(s)")
+        written = (
+            int(
+                subprocess.run(
+                    ["git", "rev-list", "--count", "refs/grite/wal"], cwd=repo, capture_output=True, text=True
+                ).stdout
+            )
+            - before
+        )
+        row(
+            f"reap pass over {args.stale:,} stale sessions",
+            elapsed,
+            "s",
+            f"< 20 s; reaped {reaped:,} in {written} WAL commit(s)",
+        )
     loose, packed, hb_loose, hb_packed = growth(work)
     row("repo growth per session lifecycle (loose)", loose / 1024, "KiB", "1 KiB output each")
     row("repo growth per session lifecycle (after gc)", packed / 1024, "KiB")
     row("repo growth per 1,000 heartbeats (loose)", hb_loose / 1024, "KiB", "no WAL commit")
     row("repo growth per 1,000 heartbeats (after gc)", hb_packed / 1024, "KiB")
 
-    print(f"brat_sessions benchmark: {args.tasks:,} tasks, {args.sessions:,} sessions, "
-          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"brat_sessions benchmark: {args.tasks:,} tasks, {args.sessions:,} sessions, "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     print(f"{'measure'.ljust(width)}  {'value'.rjust(vwidth)}  target / note")

@@ -14,7 +14,7 @@ import json
 import os
 import random
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pygit2
@@ -33,34 +33,51 @@ class LogWriter:
     """Appends chunks as WAL commits through one `git fast-import` process."""
 
     def __init__(self, repo: Path) -> None:
-        self.proc = subprocess.Popen(["git", "fast-import", "--quiet", "--done", "--force"],
-                                     cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        head = subprocess.run(["git", "rev-parse", "-q", "--verify", "refs/grite/wal"], cwd=repo,
-                              capture_output=True, text=True).stdout.strip()
+        self.proc = subprocess.Popen(
+            ["git", "fast-import", "--quiet", "--done", "--force"],
+            cwd=repo,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        head = subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", "refs/grite/wal"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
         self.head = head or None
         self.commits = 0
 
     def append(self, events: list[ev.Event]) -> str:
         data = encode_chunk(events)
         digest = chunk_hash(data)
-        day = datetime.fromtimestamp(events[0].ts_unix_ms / 1000, tz=timezone.utc)
-        meta = json.dumps({"schema_version": 1, "actor_id": ACTOR, "chunk_hash": digest,
-                           "prev_wal": self.head}).encode()
+        day = datetime.fromtimestamp(events[0].ts_unix_ms / 1000, tz=UTC)
+        meta = json.dumps(
+            {"schema_version": 1, "actor_id": ACTOR, "chunk_hash": digest, "prev_wal": self.head}
+        ).encode()
         message = f"WAL: {len(events)} events from {ACTOR[:8]}".encode()
         secs = events[0].ts_unix_ms // 1000
         mark = self.commits + 1
-        out = [b"commit refs/grite/wal\nmark :%d\n" % mark,
-               f"committer grite <grit@local> {secs} +0000\n".encode(),
-               b"data %d\n" % len(message), message, b"\n"]
+        out = [
+            b"commit refs/grite/wal\nmark :%d\n" % mark,
+            f"committer grite <grit@local> {secs} +0000\n".encode(),
+            b"data %d\n" % len(message),
+            message,
+            b"\n",
+        ]
         if self.commits:
             out.append(b"from :%d\n" % self.commits)  # a commit of this import
         elif self.head:
             out.append(f"from {self.head}\n".encode())  # the log as it was before
-        out += [b"deleteall\n",
-                f"M 100644 inline events/{day:%Y/%m/%d}/{digest}.bin\n".encode(),
-                b"data %d\n" % len(data), data, b"\n",
-                b"M 100644 inline meta.json\n", b"data %d\n" % len(meta), meta, b"\n\n",
-                b"get-mark :%d\n" % mark]
+        out += [
+            b"deleteall\n",
+            f"M 100644 inline events/{day:%Y/%m/%d}/{digest}.bin\n".encode(),
+            b"data %d\n" % len(data),
+            data,
+            b"\n",
+            b"M 100644 inline meta.json\n",
+            b"data %d\n" % len(meta),
+            meta,
+            b"\n\n",
+            b"get-mark :%d\n" % mark,
+        ]
         self.proc.stdin.write(b"".join(out))
         self.proc.stdin.flush()
         self.head = self.proc.stdout.readline().decode().strip()
@@ -79,7 +96,7 @@ def _ids(prefix: str, count: int, start_ms: int, span_days: int, rnd: random.Ran
     found = []
     while len(found) < count:
         ts = start_ms + rnd.randrange(span_days * DAY_MS)
-        day = datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y%m%d")
+        day = datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y%m%d")
         sid = f"{prefix}-{day}-{rnd.randrange(65536):04x}"
         if sid not in seen:
             seen.add(sid)
@@ -88,9 +105,18 @@ def _ids(prefix: str, count: int, start_ms: int, span_days: int, rnd: random.Ran
 
 
 def _block(sid: str, state: str, started: int, hb: int | None, host: str, **extra) -> str:
-    fields = {"state": state, "session_id": sid, "role": "witness", "session_type": "polecat",
-              "engine": "codex", "worktree": f".grite/worktrees/{sid}", "pid": 4242,
-              "started_ts": started, "last_heartbeat_ts": hb, "host": host}
+    fields = {
+        "state": state,
+        "session_id": sid,
+        "role": "witness",
+        "session_type": "polecat",
+        "engine": "codex",
+        "worktree": f".grite/worktrees/{sid}",
+        "pid": 4242,
+        "started_ts": started,
+        "last_heartbeat_ts": hb,
+        "host": host,
+    }
     fields.update(extra)
     return format_block(fields)
 
@@ -98,28 +124,43 @@ def _block(sid: str, state: str, started: int, hb: int | None, host: str, **extr
 def session_appends(issue: bytes, sid: str, started: int, host: str, finish: bool) -> list[list[ev.Event]]:
     """The appends one session lifecycle makes: spawn, running, and (if finish) exit."""
     a = bytes.fromhex(ACTOR)
-    spawn = [make_event(issue, a, started, ev.COMMENT_ADDED, [_block(sid, "spawned", started, None, host)]),
-             make_event(issue, a, started, ev.LABEL_ADDED, ["session:spawned"])]
+    spawn = [
+        make_event(issue, a, started, ev.COMMENT_ADDED, [_block(sid, "spawned", started, None, host)]),
+        make_event(issue, a, started, ev.LABEL_ADDED, ["session:spawned"]),
+    ]
     t1 = started + 2_000
-    running = [make_event(issue, a, t1, ev.COMMENT_ADDED, [_block(sid, "running", started, t1, host)]),
-               make_event(issue, a, t1, ev.LABEL_REMOVED, ["session:spawned"]),
-               make_event(issue, a, t1, ev.LABEL_ADDED, ["session:running"])]
+    running = [
+        make_event(issue, a, t1, ev.COMMENT_ADDED, [_block(sid, "running", started, t1, host)]),
+        make_event(issue, a, t1, ev.LABEL_REMOVED, ["session:spawned"]),
+        make_event(issue, a, t1, ev.LABEL_ADDED, ["session:running"]),
+    ]
     appends = [spawn, running]
     if finish:
         t2 = t1 + 600_000
-        exit_block = _block(sid, "exit", started, t2 - 10_000, host, exit_code=0, exit_reason="completed",
-                            last_output_ref="sha256:" + "0" * 64)
-        appends.append([make_event(issue, a, t2, ev.COMMENT_ADDED, [exit_block]),
-                        make_event(issue, a, t2, ev.LABEL_REMOVED, ["session:running"]),
-                        make_event(issue, a, t2, ev.LABEL_ADDED, ["session:exit"])])
+        exit_block = _block(
+            sid,
+            "exit",
+            started,
+            t2 - 10_000,
+            host,
+            exit_code=0,
+            exit_reason="completed",
+            last_output_ref="sha256:" + "0" * 64,
+        )
+        appends.append(
+            [
+                make_event(issue, a, t2, ev.COMMENT_ADDED, [exit_block]),
+                make_event(issue, a, t2, ev.LABEL_REMOVED, ["session:running"]),
+                make_event(issue, a, t2, ev.LABEL_ADDED, ["session:exit"]),
+            ]
+        )
     return appends
 
 
-def build(path: Path, tasks: int, sessions: int, live: int, seed: int = 7,
-          now_ms: int | None = None) -> dict:
+def build(path: Path, tasks: int, sessions: int, live: int, seed: int = 7, now_ms: int | None = None) -> dict:
     """A repository with `tasks` task issues and `sessions` sessions, `live` of them alive."""
     rnd = random.Random(seed)
-    now_ms = now_ms or int(datetime.now(tz=timezone.utc).timestamp() * 1000)
+    now_ms = now_ms or int(datetime.now(tz=UTC).timestamp() * 1000)
     start = now_ms - 30 * DAY_MS
     path.mkdir(parents=True, exist_ok=True)
     repo = pygit2.init_repository(str(path))
@@ -132,8 +173,17 @@ def build(path: Path, tasks: int, sessions: int, live: int, seed: int = 7,
     task_issues = []
     for tid, ts in _ids("t", tasks, start - DAY_MS, 1, rnd):
         issue = os.urandom(16)
-        writer.append([make_event(issue, a, ts, ev.ISSUE_CREATED,
-                                  [f"Task {tid}", "Paths: src/", ["type:task", f"task:{tid}", "status:queued"]])])
+        writer.append(
+            [
+                make_event(
+                    issue,
+                    a,
+                    ts,
+                    ev.ISSUE_CREATED,
+                    [f"Task {tid}", "Paths: src/", ["type:task", f"task:{tid}", "status:queued"]],
+                )
+            ]
+        )
         task_issues.append(issue)
     live_ids = []
     session_ids = _ids("s", sessions, start, 29, rnd)
@@ -151,17 +201,19 @@ def build(path: Path, tasks: int, sessions: int, live: int, seed: int = 7,
     return {"commits": writer.commits, "live": live_ids, "tasks": task_issues}
 
 
-def add_stale(path: Path, task_issues: list[bytes], count: int, seed: int = 11,
-              now_ms: int | None = None) -> list[str]:
+def add_stale(
+    path: Path, task_issues: list[bytes], count: int, seed: int = 11, now_ms: int | None = None
+) -> list[str]:
     """Append `count` sessions that stopped heartbeating an hour ago, on a host that is gone."""
     rnd = random.Random(seed)
-    now_ms = now_ms or int(datetime.now(tz=timezone.utc).timestamp() * 1000)
+    now_ms = now_ms or int(datetime.now(tz=UTC).timestamp() * 1000)
     writer = LogWriter(path)
     ids = []
-    for n, (sid, _) in enumerate(_ids("s", count, now_ms, 1, rnd)):
-        sid = sid.replace("s-", "s-stale", 1)
-        for append in session_appends(task_issues[n % len(task_issues)], sid, now_ms - 3_600_000,
-                                      "host-that-is-gone", finish=False):
+    for n, (raw_sid, _) in enumerate(_ids("s", count, now_ms, 1, rnd)):
+        sid = raw_sid.replace("s-", "s-stale", 1)
+        for append in session_appends(
+            task_issues[n % len(task_issues)], sid, now_ms - 3_600_000, "host-that-is-gone", finish=False
+        ):
             writer.append(append)
         ids.append(sid)
     writer.close()

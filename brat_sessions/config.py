@@ -35,7 +35,7 @@ class Config:
     def effective_timeout(self) -> float:
         return self.timeout if self.timeout is not None else 3 * self.heartbeat_interval + GRACE_S
 
-    def override(self, **values: float | None) -> "Config":
+    def override(self, **values: float | None) -> Config:
         given = {k: v for k, v in values.items() if v is not None}
         for key, value in given.items():
             _check_number(f"--{key.replace('_', '-')}", value)
@@ -74,7 +74,7 @@ def load_config(root: Path) -> Config:
     return Config(**values)
 
 
-def describe(ws: "Workspace") -> list[dict[str, Any]]:
+def describe(ws: Workspace) -> list[dict[str, Any]]:
     """Every setting in effect, with where it comes from (for `brat config`)."""
     import os
 
@@ -88,23 +88,40 @@ def describe(ws: "Workspace") -> list[dict[str, Any]]:
         data = yaml.safe_load(path.read_text()) or {}
         in_file = set(data) if isinstance(data, dict) else set()
     config = ws.config
-    rows = [{"name": key, "value": getattr(config, key),
-             "source": f"file {path}" if key in in_file else "default"}
-            for key in Config.__dataclass_fields__]
-    rows.append({"name": "effective_timeout", "value": config.effective_timeout,
-                 "source": "timeout" if config.timeout is not None else
-                 "3 x heartbeat_interval + 30"})
+    rows = [
+        {
+            "name": key,
+            "value": getattr(config, key),
+            "source": f"file {path}" if key in in_file else "default",
+        }
+        for key in Config.__dataclass_fields__
+    ]
+    rows.append(
+        {
+            "name": "effective_timeout",
+            "value": config.effective_timeout,
+            "source": "timeout" if config.timeout is not None else "3 x heartbeat_interval + 30",
+        }
+    )
 
     def env(name: str, value: Any, fallback: str) -> dict[str, Any]:
-        return {"name": name.lower(), "value": value,
-                "source": f"environment {name}" if os.environ.get(name) else fallback}
+        return {
+            "name": name.lower(),
+            "value": value,
+            "source": f"environment {name}" if os.environ.get(name) else fallback,
+        }
 
-    rows += [env("BRAT_ACTOR", ws.actor, "grite config (default_actor)"),
-             env("BRAT_HOST", this_host(), "hostname"),
-             env("BRAT_PAGER", os.environ.get("BRAT_PAGER") or os.environ.get("PAGER") or "less -FRX",
-                 "PAGER or default"),
-             env("NO_COLOR", bool(os.environ.get("NO_COLOR")), "default"),
-             {"name": "repository", "value": str(ws.ctx.common_dir), "source": "git"},
-             {"name": "logs_dir", "value": str(ws.ctx.logs_dir), "source": "git"},
-             {"name": "index", "value": str(ws.ctx.data_dir / "index.sqlite"), "source": "git"}]
+    rows += [
+        env("BRAT_ACTOR", ws.actor, "grite config (default_actor)"),
+        env("BRAT_HOST", this_host(), "hostname"),
+        env(
+            "BRAT_PAGER",
+            os.environ.get("BRAT_PAGER") or os.environ.get("PAGER") or "less -FRX",
+            "PAGER or default",
+        ),
+        env("NO_COLOR", bool(os.environ.get("NO_COLOR")), "default"),
+        {"name": "repository", "value": str(ws.ctx.common_dir), "source": "git"},
+        {"name": "logs_dir", "value": str(ws.ctx.logs_dir), "source": "git"},
+        {"name": "index", "value": str(ws.ctx.data_dir / "index.sqlite"), "source": "git"},
+    ]
     return rows

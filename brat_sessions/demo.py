@@ -23,8 +23,10 @@ from .worker.run import run_command
 def run_demo(target: str | None = None) -> dict:
     path = Path(target) if target else Path(tempfile.mkdtemp(prefix="brat-demo-"))
     if path.exists() and any(path.iterdir()):
-        raise BadInput(f"{path} is not empty: the demo makes its own repository (give a new "
-                       f"or empty directory, or no --dir)")
+        raise BadInput(
+            f"{path} is not empty: the demo makes its own repository (give a new "
+            f"or empty directory, or no --dir)"
+        )
     path.mkdir(parents=True, exist_ok=True)
     pygit2.init_repository(str(path))
     tracker = Tracker(path)
@@ -34,9 +36,13 @@ def run_demo(target: str | None = None) -> dict:
     review = create_task(ws, "Review the sync design", status="needs-review")
 
     # 1. a polecat that runs a real command to the end, output stored in git
-    code, finished = run_command(tracker, parse.task_id,
-                                 [sys.executable, "-c", "print('parsed 42 blocks')"],
-                                 engine="shell", tee="quiet")
+    code, finished = run_command(
+        tracker,
+        parse.task_id,
+        [sys.executable, "-c", "print('parsed 42 blocks')"],
+        engine="shell",
+        tee="quiet",
+    )
     # 2. a polecat that is alive and heartbeating (this process)
     alive = tracker.start(reap_task.task_id, engine="codex", pid=os.getpid())
     tracker.transition(alive.session_id, "ready")
@@ -54,17 +60,22 @@ def run_demo(target: str | None = None) -> dict:
     report = reap(ws, load_config(ws.ctx.config_root))
     sessions = tracker.sessions(include_exited=True)
     now = now_ms()
-    text = "\n".join([
-        f"demo repository: {path}",
-        f"3 tasks; 4 sessions; `run` exited {code}; the reaper recorded "
-        + ", ".join(f"{v.session_id} {v.exit_reason}" for v in report.reaped),
-        "",
-        sessions_table(sessions, now),
-        "",
-        f"try: brat -C {path} sessions show {finished}",
-        f"     brat -C {path} sessions log {finished}",
-        f"     brat -C {path} task list",
-    ])
-    data = {"repository": str(path), "sessions": [s.to_json(now) for s in sessions],
-            "reaped": [v.to_json() for v in report.reaped]}
+    text = "\n".join(
+        [
+            f"demo repository: {path}",
+            f"3 tasks; 4 sessions; `run` exited {code}; the reaper recorded "
+            + ", ".join(f"{v.session_id} {v.exit_reason}" for v in report.reaped),
+            "",
+            sessions_table(sessions, now),
+            "",
+            f"try: brat -C {path} sessions show {finished}",
+            f"     brat -C {path} sessions log {finished}",
+            f"     brat -C {path} task list",
+        ]
+    )
+    data = {
+        "repository": str(path),
+        "sessions": [s.to_json(now) for s in sessions],
+        "reaped": [v.to_json() for v in report.reaped],
+    }
     return {"data": data, "text": text}

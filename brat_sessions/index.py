@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
-
 from typing import TYPE_CHECKING
 
 from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
 from .rules import ID_RULE, valid_id
 from .sessions.model import Session
-from .sessions.rows import SCHEMA as SESSION_SCHEMA, session_from_row
+from .sessions.rows import SCHEMA as SESSION_SCHEMA
+from .sessions.rows import session_from_row
 from .storage.repo import RepoContext
 from .storage.wal import Wal
 
@@ -45,8 +44,9 @@ def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
     """A lock held too long is not damage: never rebuild under another writer."""
     text = str(exc).lower()
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-        raise EnvironmentProblem(f"index {path} stayed locked by another brat process for "
-                                 f"{BUSY_TIMEOUT_S} s; try again") from None
+        raise EnvironmentProblem(
+            f"index {path} stayed locked by another brat process for {BUSY_TIMEOUT_S} s; try again"
+        ) from None
 
 
 class Index:
@@ -98,8 +98,11 @@ class Index:
         if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
             from .issues.projection import SCHEMA as ISSUE_SCHEMA
 
-            schema = ("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
-                      + ISSUE_SCHEMA + SESSION_SCHEMA)
+            schema = (
+                "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+                + ISSUE_SCHEMA
+                + SESSION_SCHEMA
+            )
             for statement in schema.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -115,7 +118,7 @@ class Index:
         row = self.db.execute("SELECT value FROM meta WHERE key='head'").fetchone()
         return row[0] if row else None
 
-    def refresh(self, head: str | None = None) -> "Index":
+    def refresh(self, head: str | None = None) -> Index:
         """Bring the index to `head` (default: the current WAL head)."""
         target = head if head is not None else self.wal.head()
         try:
@@ -166,8 +169,9 @@ class Index:
         replay = self.wal.replay_prepared(session_proj.prepare_commit, target, self._since(current))
         for item, parsed in replay:
             if isinstance(item, CorruptCommit):
-                session_proj.add_problem(db, f"commit:{item.commit}", "corrupt_commit",
-                                         item.message, commit_id=item.commit)
+                session_proj.add_problem(
+                    db, f"commit:{item.commit}", "corrupt_commit", item.message, commit_id=item.commit
+                )
                 continue
             for ev in item.events:
                 if self._apply_event(issues, ev, item.oid) and ev.kind == COMMENT_ADDED:
@@ -184,8 +188,10 @@ class Index:
             db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")
             if self.wal.root_gap:
                 oldest = self.wal.commit_ids(target)[0]
-                db.executemany("INSERT INTO meta VALUES(?, ?)",
-                               [("incomplete", self.wal.root_gap), ("gap_below", oldest)])
+                db.executemany(
+                    "INSERT INTO meta VALUES(?, ?)",
+                    [("incomplete", self.wal.root_gap), ("gap_below", oldest)],
+                )
 
     @property
     def incomplete(self) -> str | None:
@@ -201,7 +207,7 @@ class Index:
         self.wal.commit_ids(row[0])
         return self.wal.root_gap is None
 
-    def _apply_event(self, issues: "IssueFold", ev: "Event", commit_id: str) -> bool:
+    def _apply_event(self, issues: IssueFold, ev: Event, commit_id: str) -> bool:
         """Fold one event into its issue; False (and a reported problem) for a bad payload."""
         try:
             issues.apply(ev)
@@ -210,21 +216,33 @@ class Index:
             from .sessions.projection import add_problem
 
             add_problem(
-                self.db, f"event:{ev.event_id.hex()}", "bad_event",
+                self.db,
+                f"event:{ev.event_id.hex()}",
+                "bad_event",
                 f"event {ev.event_id.hex()} (commit {commit_id}) has a bad payload: {exc}",
-                commit_id=commit_id, event_id=ev.event_id.hex())
+                commit_id=commit_id,
+                event_id=ev.event_id.hex(),
+            )
             return False
 
     # problems ----------------------------------------------------------
     def problems(self) -> list[dict]:
-        rows = self.db.execute("SELECT problem_id, kind, commit_id, event_id, session_id, message "
-                               "FROM problems ORDER BY kind, problem_id").fetchall()
-        found = [dict(zip(("id", "kind", "commit_id", "event_id", "session_id", "message"), r))
-                 for r in rows]
+        rows = self.db.execute(
+            "SELECT problem_id, kind, commit_id, event_id, session_id, message "
+            "FROM problems ORDER BY kind, problem_id"
+        ).fetchall()
+        found = [dict(zip(("id", "kind", "commit_id", "event_id", "session_id", "message"), r)) for r in rows]
         for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE created=0 ORDER BY issue_id"):
-            found.append({"id": f"orphan:{iid}", "kind": "orphan_events", "commit_id": None,
-                          "event_id": None, "session_id": None,
-                          "message": f"events for issue {iid}, whose IssueCreated is missing"})
+            found.append(
+                {
+                    "id": f"orphan:{iid}",
+                    "kind": "orphan_events",
+                    "commit_id": None,
+                    "event_id": None,
+                    "session_id": None,
+                    "message": f"events for issue {iid}, whose IssueCreated is missing",
+                }
+            )
         return found
 
     def report_corrupt_commits(self) -> None:
@@ -233,30 +251,32 @@ class Index:
         if gap and "incomplete" not in self._reported:
             self._reported.add("incomplete")
             _warn(f"warning: {gap}")
-        for (pid, message) in self.db.execute(
-                "SELECT problem_id, message FROM problems WHERE kind='corrupt_commit'"):
+        for pid, message in self.db.execute(
+            "SELECT problem_id, message FROM problems WHERE kind='corrupt_commit'"
+        ):
             if pid not in self._reported:
                 self._reported.add(pid)
                 _warn(f"{message}; skipped")
 
     # issues ------------------------------------------------------------
-    def issue(self, issue_id: str) -> "Issue | None":
+    def issue(self, issue_id: str) -> Issue | None:
         from .issues.projection import load_issue
 
         return load_issue(self.db, issue_id)
 
-    def find_task(self, ref: str) -> "Issue":
+    def find_task(self, ref: str) -> Issue:
         """A task issue by task id (`t-...`) or grite issue id (32 hex)."""
         ref = ref.strip()
-        row = self.db.execute("SELECT issue_id FROM issues WHERE task_id=? AND created=1 "
-                              "ORDER BY created_ts LIMIT 1", (ref,)).fetchone()
+        row = self.db.execute(
+            "SELECT issue_id FROM issues WHERE task_id=? AND created=1 ORDER BY created_ts LIMIT 1", (ref,)
+        ).fetchone()
         iid = row[0] if row else ref.lower()
         issue = self.issue(iid)
         if issue is None or not issue.created:
             raise NotFound(f"no task {ref}")
         return issue
 
-    def resolve_task(self, ref: str) -> "Issue":
+    def resolve_task(self, ref: str) -> Issue:
         """A task by id, or by a unique prefix of a task id or a grite issue id, like git.
 
         BadInput (exit 2) lists the candidates of an ambiguous prefix; NotFound (exit 3)
@@ -270,7 +290,9 @@ class Index:
             raise NotFound(f"no task {ref[:80]!r}") from None
         rows = self.db.execute(
             "SELECT issue_id, task_id FROM issues WHERE created=1 AND task_id IS NOT NULL AND "
-            "(task_id GLOB ? OR issue_id GLOB ?) LIMIT 11", (ref + "*", ref.lower() + "*")).fetchall()
+            "(task_id GLOB ? OR issue_id GLOB ?) LIMIT 11",
+            (ref + "*", ref.lower() + "*"),
+        ).fetchall()
         if len(rows) == 1:
             return self.find_task(rows[0][0])
         if rows:
@@ -286,9 +308,14 @@ class Index:
             raise BadInput(f"not a valid session id: {ref[:80]!r} ({ID_RULE})")
         if self.db.execute("SELECT 1 FROM sessions WHERE session_id=?", (ref,)).fetchone():
             return ref
-        rows = [sid for (sid,) in self.db.execute(
-            "SELECT session_id FROM sessions WHERE session_id GLOB ? OR session_id GLOB ? "
-            "ORDER BY session_id LIMIT 11", (ref + "*", "*-" + ref + "*"))]
+        rows = [
+            sid
+            for (sid,) in self.db.execute(
+                "SELECT session_id FROM sessions WHERE session_id GLOB ? OR session_id GLOB ? "
+                "ORDER BY session_id LIMIT 11",
+                (ref + "*", "*-" + ref + "*"),
+            )
+        ]
         if len(rows) == 1:
             return rows[0]
         if rows:
@@ -296,9 +323,11 @@ class Index:
         known = [sid for (sid,) in self.db.execute("SELECT session_id FROM sessions")]
         raise NotFound(_unknown("session", ref, known))
 
-    def task_issues(self) -> Iterator["Issue"]:
-        for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE task_id IS NOT NULL "
-                                      "AND created=1 ORDER BY created_ts, issue_id").fetchall():
+    def task_issues(self) -> Iterator[Issue]:
+        for (iid,) in self.db.execute(
+            "SELECT issue_id FROM issues WHERE task_id IS NOT NULL "
+            "AND created=1 ORDER BY created_ts, issue_id"
+        ).fetchall():
             issue = self.issue(iid)
             if issue is not None and "type:task" in issue.labels:
                 yield issue
@@ -308,12 +337,13 @@ class Index:
 
     # sessions ----------------------------------------------------------
     def session_id_exists(self, session_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM blocks WHERE session_id=? LIMIT 1",
-                               (session_id,)).fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM blocks WHERE session_id=? LIMIT 1", (session_id,)).fetchone()
+            is not None
+        )
 
     def sessions(self, include_exited: bool = False, issue_id: str | None = None) -> list[Session]:
-        sql = ("SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i "
-               "ON i.issue_id = s.issue_id")
+        sql = "SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id"
         where, args = [], []
         if not include_exited:  # an IN list uses the status index; != would scan
             where.append("s.status IN ('spawned', 'ready', 'running', 'handoff')")
@@ -332,24 +362,29 @@ class Index:
         rows = self.db.execute(
             "SELECT issue_id, status, json_extract(data, '$.exit_reason'), "
             "json_extract(data, '$.exit_code'), json_extract(data, '$.session_type'), "
-            "MAX(json_extract(data, '$.started_ts')) FROM sessions GROUP BY issue_id")
+            "MAX(json_extract(data, '$.started_ts')) FROM sessions GROUP BY issue_id"
+        )
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     def newest_session_start(self, issue_id: str, exclude: str | None = None) -> int | None:
-        row = self.db.execute("SELECT MAX(json_extract(data, '$.started_ts')) FROM sessions "
-                              "WHERE issue_id=? AND session_id != ?",
-                              (issue_id, exclude or "")).fetchone()
+        row = self.db.execute(
+            "SELECT MAX(json_extract(data, '$.started_ts')) FROM sessions "
+            "WHERE issue_id=? AND session_id != ?",
+            (issue_id, exclude or ""),
+        ).fetchone()
         return row[0] if row else None
 
     def session(self, session_id: str) -> Session:
-        row = self.db.execute("SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i "
-                              "ON i.issue_id = s.issue_id WHERE s.session_id=?",
-                              (session_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i "
+            "ON i.issue_id = s.issue_id WHERE s.session_id=?",
+            (session_id,),
+        ).fetchone()
         if row is None:
             raise NotFound(f"no session {session_id}")
         return session_from_row(*row)
 
-    def history(self, session_id: str) -> list["BlockRecord"]:
+    def history(self, session_id: str) -> list[BlockRecord]:
         from .sessions.projection import load_blocks
 
         return load_blocks(self.db, session_id)
@@ -364,6 +399,8 @@ def open_index(ctx: RepoContext, refresh: bool = True) -> Index:
 
 
 __all__ = ["Index", "open_index"]
+
+
 def _ambiguous(what: str, ref: str, candidates: list[str]) -> str:
     shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
     return f"{what} {ref!r} is ambiguous: {shown}"

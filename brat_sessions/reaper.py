@@ -40,17 +40,24 @@ class Verdict:
     why: str
 
     def to_json(self) -> dict:
-        return {"session_id": self.session_id, "task_id": self.task_id,
-                "exit_reason": self.exit_reason, "exit_code": self.exit_code, "why": self.why}
+        return {
+            "session_id": self.session_id,
+            "task_id": self.task_id,
+            "exit_reason": self.exit_reason,
+            "exit_code": self.exit_code,
+            "why": self.why,
+        }
 
 
-def judge(session: Session, now: int, config: Config, files: SessionFiles,
-          proof: ProcessProof | None) -> Verdict | None:
+def judge(
+    session: Session, now: int, config: Config, files: SessionFiles, proof: ProcessProof | None
+) -> Verdict | None:
     """The exit a session deserves now, or None while it is alive.
 
     Only a local proof (this machine started or adopted the process) can make a
     session `exited` or `crash`; what the log says about pids and hosts cannot.
     """
+
     def verdict(reason: str, code: int, why: str) -> Verdict:
         return Verdict(session.session_id, session.task_id, reason, code, why)
 
@@ -81,8 +88,12 @@ class ReapReport:
     dry_run: bool
 
     def to_json(self) -> dict:
-        return {"reaped": [v.to_json() for v in self.reaped], "alive": self.alive,
-                "checked": self.checked, "dry_run": self.dry_run}
+        return {
+            "reaped": [v.to_json() for v in self.reaped],
+            "alive": self.alive,
+            "checked": self.checked,
+            "dry_run": self.dry_run,
+        }
 
 
 def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:
@@ -99,8 +110,7 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
         if v is not None:
             verdicts[s.session_id] = v
     if dry_run or not verdicts:
-        return ReapReport(list(verdicts.values()), len(candidates) - len(verdicts),
-                          len(candidates), dry_run)
+        return ReapReport(list(verdicts.values()), len(candidates) - len(verdicts), len(candidates), dry_run)
     outputs = {sid: store_file(ws.repo, SessionFiles(logs, sid).log) for sid in verdicts}
     written: list[Verdict] = []
 
@@ -115,12 +125,18 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
                 continue
             if current.exited:
                 continue  # another reaper or the worker got there first
-            if v.exit_reason == "timeout" and judge(current, now, config, SessionFiles(logs, sid),
-                                                    proofs.load(data, sid)) is None:
+            if (
+                v.exit_reason == "timeout"
+                and judge(current, now, config, SessionFiles(logs, sid), proofs.load(data, sid)) is None
+            ):
                 continue  # it heartbeated meanwhile
             fields = current.block_fields()
-            fields.update(state="exit", exit_code=v.exit_code, exit_reason=v.exit_reason,
-                          last_output_ref=outputs[sid] or current.last_output_ref)
+            fields.update(
+                state="exit",
+                exit_code=v.exit_code,
+                exit_reason=v.exit_reason,
+                last_output_ref=outputs[sid] or current.last_output_ref,
+            )
             for ev in block_events(index, ws.actor, current, fields, ts):
                 events.setdefault(ev.event_id, ev)  # two sessions of one task share label events
             written.append(v)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .issues.projection import Issue
@@ -48,7 +49,7 @@ def when(ts: int | None) -> str:
     if ts is None:
         return "-"
     try:
-        return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (ValueError, OverflowError, OSError):
         return f"{ts} ms (out of range)"
 
@@ -67,14 +68,19 @@ def paint(text: str, colour: str | None) -> str:
     return f"\x1b[{_COLOURS[colour]}m{text}\x1b[0m" if colour else text
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, width: int | None = None,
-          flex: Sequence[int] = (), colour_col: int | None = None,
-          colours: Sequence[str | None] = ()) -> str:
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    width: int | None = None,
+    flex: Sequence[int] = (),
+    colour_col: int | None = None,
+    colours: Sequence[str | None] = (),
+) -> str:
     """Aligned columns. With `width`, the `flex` columns (in that order) are cut, with `…`,
     until a row fits; `colours` paints column `colour_col` of each row (after padding)."""
     cells = [[safe(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     if width is not None:
         for col in flex:
             excess = sum(widths) + 2 * (len(widths) - 1) - width
@@ -112,19 +118,40 @@ def state_of(s: Session, now: int, stale_after_ms: int | None = None) -> tuple[s
     return f"{text} {age(now - s.updated_ts)} ago" if s.updated_ts else text, "dim" if ok else "red"
 
 
-def sessions_table(sessions: list[Session], now: int, *, width: int | None = None,
-                   colour: bool = False, stale_after_ms: int | None = None) -> str:
+def sessions_table(
+    sessions: list[Session],
+    now: int,
+    *,
+    width: int | None = None,
+    colour: bool = False,
+    stale_after_ms: int | None = None,
+) -> str:
     if not sessions:
         return "no sessions"
     rows, colours = [], []
     for s in sessions:
         state, hue = state_of(s, now, stale_after_ms)
-        rows.append([s.session_id, s.task_id or s.grite_issue_id[:12], f"{s.role}/{s.session_type}",
-                     s.engine, state, s.pid, age(now - s.started_ts),
-                     age(s.heartbeat_age_ms(now)) if s.last_heartbeat_ts is not None else "never"])
+        rows.append(
+            [
+                s.session_id,
+                s.task_id or s.grite_issue_id[:12],
+                f"{s.role}/{s.session_type}",
+                s.engine,
+                state,
+                s.pid,
+                age(now - s.started_ts),
+                age(s.heartbeat_age_ms(now)) if s.last_heartbeat_ts is not None else "never",
+            ]
+        )
         colours.append(hue if colour else None)
-    return table(["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"],
-                 rows, width=width, flex=(3, 2, 1), colour_col=4, colours=colours)
+    return table(
+        ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"],
+        rows,
+        width=width,
+        flex=(3, 2, 1),
+        colour_col=4,
+        colours=colours,
+    )
 
 
 def _fields(pairs: Sequence[tuple[str, object]]) -> list[str]:
@@ -132,29 +159,55 @@ def _fields(pairs: Sequence[tuple[str, object]]) -> list[str]:
 
 
 def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
-    beat = (f"{when(s.last_heartbeat_ts)} ({age(s.heartbeat_age_ms(now))} ago)"
-            if s.last_heartbeat_ts is not None else "never")
-    lines = _fields([("session", s.session_id), ("task", s.task_id), ("grite issue", s.grite_issue_id),
-                     ("role/type", f"{s.role}/{s.session_type}"), ("engine", s.engine),
-                     ("state", s.status), ("worktree", s.worktree or "(main)"), ("host", s.host),
-                     ("pid", s.pid), ("started", when(s.started_ts)), ("heartbeat", beat)])
+    beat = (
+        f"{when(s.last_heartbeat_ts)} ({age(s.heartbeat_age_ms(now))} ago)"
+        if s.last_heartbeat_ts is not None
+        else "never"
+    )
+    lines = _fields(
+        [
+            ("session", s.session_id),
+            ("task", s.task_id),
+            ("grite issue", s.grite_issue_id),
+            ("role/type", f"{s.role}/{s.session_type}"),
+            ("engine", s.engine),
+            ("state", s.status),
+            ("worktree", s.worktree or "(main)"),
+            ("host", s.host),
+            ("pid", s.pid),
+            ("started", when(s.started_ts)),
+            ("heartbeat", beat),
+        ]
+    )
     if s.future_ts is not None:
         lines.append(f"{'warning':<12} a time in the future ({when(s.future_ts)}) is ignored")
     if s.exited:
-        lines += _fields([("exit", f"{s.exit_reason} (code {s.exit_code})"),
-                          ("output", s.last_output_ref)])
+        lines += _fields([("exit", f"{s.exit_reason} (code {s.exit_code})"), ("output", s.last_output_ref)])
     if s.conflicts:
         lines.append(f"conflicts    {s.conflicts} block(s) on other issues ignored (brat sessions doctor)")
     lines += ["", "history:"]
-    rows = [[when(b.ts), b.actor[:8], b.fields.get("state"), b.fields.get("pid"),
-             b.fields.get("exit_code"), b.fields.get("exit_reason"),
-             "" if b.issue_id == s.grite_issue_id else "ignored: other issue"] for b in history]
+    rows = [
+        [
+            when(b.ts),
+            b.actor[:8],
+            b.fields.get("state"),
+            b.fields.get("pid"),
+            b.fields.get("exit_code"),
+            b.fields.get("exit_reason"),
+            "" if b.issue_id == s.grite_issue_id else "ignored: other issue",
+        ]
+        for b in history
+    ]
     lines.append(table(["TIME", "ACTOR", "STATE", "PID", "CODE", "REASON", ""], rows))
     return "\n".join(lines)
 
 
-def tasks_table(tasks: list[Issue], newest: dict[str, tuple[str, str | None, int | None, str]],
-                *, width: int | None = None) -> str:
+def tasks_table(
+    tasks: list[Issue],
+    newest: dict[str, tuple[str, str | None, int | None, str]],
+    *,
+    width: int | None = None,
+) -> str:
     """Tasks with the state of each one's newest session (from its blocks, never labels)."""
     if not tasks:
         return "no tasks"
@@ -166,17 +219,27 @@ def tasks_table(tasks: list[Issue], newest: dict[str, tuple[str, str | None, int
         elif latest[0] != "exit":
             session = f"{latest[0]}/{latest[3]}"
         else:
-            session = {"completed": "ok" if latest[2] == 0 else f"exit {latest[2]}",
-                       "user-stop": "stopped"}.get(latest[1] or "", latest[1] or "exit")
+            session = {
+                "completed": "ok" if latest[2] == 0 else f"exit {latest[2]}",
+                "user-stop": "stopped",
+            }.get(latest[1] or "", latest[1] or "exit")
         rows.append([t.task_id, t.label_value("status"), session, t.label_value("convoy"), t.title])
     return table(["TASK", "STATUS", "SESSION", "CONVOY", "TITLE"], rows, width=width, flex=(4, 3))
 
 
-def task_detail(t: Issue, sessions: list[Session], now: int, *, width: int | None = None,
-                colour: bool = False) -> str:
-    lines = _fields([("task", t.task_id), ("grite issue", t.issue_id), ("title", t.title),
-                     ("state", t.state), ("labels", ", ".join(t.labels)),
-                     ("created", when(t.created_ts))])
+def task_detail(
+    t: Issue, sessions: list[Session], now: int, *, width: int | None = None, colour: bool = False
+) -> str:
+    lines = _fields(
+        [
+            ("task", t.task_id),
+            ("grite issue", t.issue_id),
+            ("title", t.title),
+            ("state", t.state),
+            ("labels", ", ".join(t.labels)),
+            ("created", when(t.created_ts)),
+        ]
+    )
     if t.body:
         lines += [""] + [safe(line) for line in t.body.split("\n")]
     lines += ["", sessions_table(sessions, now, width=width, colour=colour)]

@@ -16,12 +16,12 @@ from typing import Any
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 ID_RULE = "1-64 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
-PID_MIN, PID_MAX = 1, 4_194_304          # Linux's pid_max ceiling
+PID_MIN, PID_MAX = 1, 4_194_304  # Linux's pid_max ceiling
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
-TS_MIN = 946_684_800_000                  # 2000-01-01T00:00:00Z, in ms
-TS_MAX = 7_258_118_400_000                # 2200-01-01T00:00:00Z, in ms
-MAX_TEXT = 4096                           # characters in one string field
+TS_MIN = 946_684_800_000  # 2000-01-01T00:00:00Z, in ms
+TS_MAX = 7_258_118_400_000  # 2200-01-01T00:00:00Z, in ms
+MAX_TEXT = 4096  # characters in one string field
 
 # Bounded work: beyond these a comment is reported, not parsed.
 MAX_COMMENT_CHARS = 1_000_000

@@ -21,9 +21,9 @@ import pygit2
 
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
 from .index import Index
+from .rules import valid_id
 from .sessions.lease import LEASE_PREFIX, decode_lease
 from .sessions.outputs import OUTPUT_PREFIX, verified_output
-from .rules import valid_id
 from .storage.chunk import encode_chunk
 from .storage.wal import WAL_REF, Wal, WalCommit
 from .workspace import Workspace
@@ -62,8 +62,11 @@ def default_remote(ws: Workspace) -> str:
 
 
 def _tracking_prefix(remote: str) -> str:
-    safe = remote if re.fullmatch(r"[A-Za-z0-9._-]+", remote) and not remote.startswith(".") \
+    safe = (
+        remote
+        if re.fullmatch(r"[A-Za-z0-9._-]+", remote) and not remote.startswith(".")
         else hashlib.sha1(remote.encode()).hexdigest()[:16]
+    )
     return f"refs/brat-remotes/{safe}/"
 
 
@@ -79,22 +82,41 @@ class Syncer:
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run(["git", "--git-dir", str(self.ws.ctx.common_dir), *args],
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            return subprocess.run(
+                ["git", "--git-dir", str(self.ws.ctx.common_dir), *args],
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         except FileNotFoundError:
             raise EnvironmentProblem("git is not installed; brat sync uses it to reach remotes") from None
 
     def fetch(self) -> None:
         # a shallow clone (CI's `fetch --depth 1`) gets the log's whole history this time
         deepen = ["--unshallow"] if (self.ws.ctx.common_dir / "shallow").exists() else []
-        result = self._git("fetch", "--quiet", "--no-tags", "--prune", *deepen, self.remote,
-                           f"+refs/grite/*:{self.prefix}grite/*",
-                           f"+refs/brat/sessions/*:{self.prefix}sessions/*")
+        result = self._git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--prune",
+            *deepen,
+            self.remote,
+            f"+refs/grite/*:{self.prefix}grite/*",
+            f"+refs/brat/sessions/*:{self.prefix}sessions/*",
+        )
         if result.returncode != 0 and deepen:
             # the remote may not serve deeper history of everything this clone holds
-            result = self._git("fetch", "--quiet", "--no-tags", "--prune", "--depth=2147483647",
-                               self.remote, f"+refs/grite/*:{self.prefix}grite/*",
-                               f"+refs/brat/sessions/*:{self.prefix}sessions/*")
+            result = self._git(
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--prune",
+                "--depth=2147483647",
+                self.remote,
+                f"+refs/grite/*:{self.prefix}grite/*",
+                f"+refs/brat/sessions/*:{self.prefix}sessions/*",
+            )
         if result.returncode != 0:
             raise EnvironmentProblem(f"git fetch {self.remote} failed: {_first_line(result.stderr)}")
 
@@ -104,12 +126,15 @@ class Syncer:
 
     def _refs(self) -> dict[str, str]:
         """Every ref under refs/brat* with its target (one pass over the repository's refs)."""
-        return {name: str(self.repo.references[name].target)
-                for name in self.repo.references if name.startswith("refs/brat")}
+        return {
+            name: str(self.repo.references[name].target)
+            for name in self.repo.references
+            if name.startswith("refs/brat")
+        }
 
     @staticmethod
     def _under(refs: dict[str, str], prefix: str) -> dict[str, str]:
-        return {name[len(prefix):]: oid for name, oid in refs.items() if name.startswith(prefix)}
+        return {name[len(prefix) :]: oid for name, oid in refs.items() if name.startswith(prefix)}
 
     # the log -----------------------------------------------------------
     def merge_log(self) -> str | None:
@@ -164,11 +189,11 @@ class Syncer:
                 self.report.warnings.append(f"remote lease {sid[:80]!r} ignored: not a valid session id")
                 continue
             mine = local_leases.get(sid)
-            if mine is None or self._lease_ts(sid, oid) > self._lease_ts(sid, mine):
-                if not _exited(index, sid):
-                    self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
-                    local_leases[sid] = oid
-                    self.report.leases_fetched += 1
+            newer = mine is None or self._lease_ts(sid, oid) > self._lease_ts(sid, mine)
+            if newer and not _exited(index, sid):
+                self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
+                local_leases[sid] = oid
+                self.report.leases_fetched += 1
         for sid in local_leases:
             if _exited(index, sid):
                 ref = self.repo.references.get(LEASE_PREFIX + sid)
@@ -185,8 +210,9 @@ class Syncer:
         for name, oid in self._under(refs, self.prefix + "sessions/outputs/").items():
             if name not in local:
                 if not verified_output(self.repo, name, oid):
-                    self.report.warnings.append(f"remote output {name[:80]!r} ignored: its bytes "
-                                                f"do not match its sha256 name")
+                    self.report.warnings.append(
+                        f"remote output {name[:80]!r} ignored: its bytes do not match its sha256 name"
+                    )
                     continue
                 self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
                 self.report.outputs_fetched += 1
@@ -239,9 +265,10 @@ class Syncer:
                 self.report.head = head
                 return self.report
             except _LostRace:
-                time.sleep(random.uniform(0.05, 0.2) * (2 ** attempt))
-        raise Conflict(f"sync with {self.remote}: lost the race to update {WAL_REF} "
-                       f"{MAX_ATTEMPTS} times; try again")
+                time.sleep(random.uniform(0.05, 0.2) * (2**attempt))
+        raise Conflict(
+            f"sync with {self.remote}: lost the race to update {WAL_REF} {MAX_ATTEMPTS} times; try again"
+        )
 
 
 class _LostRace(Exception):
@@ -255,8 +282,14 @@ def _exited(index: Index, session_id: str) -> bool:
         return False
 
 
-_RACE_REASONS = ("[rejected]", "failed to update ref", "failed to lock", "cannot lock",
-                 "incorrect old value", "stale info")
+_RACE_REASONS = (
+    "[rejected]",
+    "failed to update ref",
+    "failed to lock",
+    "cannot lock",
+    "incorrect old value",
+    "stale info",
+)
 
 
 def _is_race(line: str) -> bool:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .clock import now_ms
 from .index import Index
@@ -31,7 +32,7 @@ class Workspace:
         self.wal = Wal(self.ctx)
         self._index: Index | None = None
         self._actor: str | None = None
-        self._config: "Config | None" = None
+        self._config: Config | None = None
 
     @property
     def actor(self) -> str:
@@ -54,7 +55,7 @@ class Workspace:
     def fresh_index(self) -> Index:
         return self.index.refresh()
 
-    def append(self, build: Callable[[Index], list["Event"]]) -> list["Event"]:
+    def append(self, build: Callable[[Index], list[Event]]) -> list[Event]:
         """Append what `build` returns, judged against the index at the head it builds on."""
         index = self.index
         head, written = self.wal.append(self.actor, lambda h: build(index.refresh(h)))
@@ -63,7 +64,7 @@ class Workspace:
         return written
 
     @property
-    def config(self) -> "Config":
+    def config(self) -> Config:
         """`.brat/sessions.yaml` of this repository (defaults when there is none)."""
         if self._config is None:
             from .config import load_config
@@ -98,13 +99,23 @@ class Workspace:
         for s in self.sessions(include_exited=True):
             self.with_lease(s, now)
             if s.future_ts is not None and not s.exited:
-                found.append(_problem(
-                    "future_time", f"session {s.session_id}: time {s.future_ts} is later than now "
-                    f"plus the clock-skew allowance; ignored as a sign of life",
-                    session_id=s.session_id))
+                found.append(
+                    _problem(
+                        "future_time",
+                        f"session {s.session_id}: time {s.future_ts} is later than now "
+                        f"plus the clock-skew allowance; ignored as a sign of life",
+                        session_id=s.session_id,
+                    )
+                )
         return found
 
 
 def _problem(kind: str, message: str, session_id: str | None = None) -> dict[str, Any]:
-    return {"id": f"{kind}:{session_id or ''}", "kind": kind, "commit_id": None, "event_id": None,
-            "session_id": session_id, "message": message}
+    return {
+        "id": f"{kind}:{session_id or ''}",
+        "kind": kind,
+        "commit_id": None,
+        "event_id": None,
+        "session_id": session_id,
+        "message": message,
+    }

@@ -23,11 +23,12 @@ import os
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cbor2
 
@@ -38,8 +39,12 @@ ZERO_OID = "0" * 40
 
 ISSUE_CREATED, ISSUE_UPDATED, COMMENT_ADDED, LABEL_ADDED, LABEL_REMOVED, STATE_CHANGED = 1, 2, 3, 4, 5, 6
 
-_GRITE_ENV = {"GIT_AUTHOR_NAME": "grite", "GIT_AUTHOR_EMAIL": "grit@local",
-              "GIT_COMMITTER_NAME": "grite", "GIT_COMMITTER_EMAIL": "grit@local"}
+_GRITE_ENV = {
+    "GIT_AUTHOR_NAME": "grite",
+    "GIT_AUTHOR_EMAIL": "grit@local",
+    "GIT_COMMITTER_NAME": "grite",
+    "GIT_COMMITTER_EMAIL": "grit@local",
+}
 
 
 # ids and encoding ---------------------------------------------------------------
@@ -57,14 +62,14 @@ def _payload_for_id(kind: int, payload: list) -> list:
     return payload
 
 
-def event_preimage(issue_id: bytes, actor: bytes, ts: int, parent: bytes | None, kind: int,
-                   payload: list) -> bytes:
+def event_preimage(
+    issue_id: bytes, actor: bytes, ts: int, parent: bytes | None, kind: int, payload: list
+) -> bytes:
     """The canonical CBOR of [1, issue_id, actor, ts, parent, kind, payload] (spec: event_id)."""
     return canonical([1, issue_id, actor, ts, parent, kind, _payload_for_id(kind, payload)])
 
 
-def event_id(issue_id: bytes, actor: bytes, ts: int, parent: bytes | None, kind: int,
-             payload: list) -> bytes:
+def event_id(issue_id: bytes, actor: bytes, ts: int, parent: bytes | None, kind: int, payload: list) -> bytes:
     return blake(event_preimage(issue_id, actor, ts, parent, kind, payload))
 
 
@@ -88,12 +93,19 @@ class Ev:
     def __post_init__(self) -> None:
         self.payload = _payload_for_id(self.kind, self.payload)
         if self.event_id is None:
-            self.event_id = event_id(self.issue_id, self.actor, self.ts, self.parent, self.kind,
-                                     self.payload)
+            self.event_id = event_id(self.issue_id, self.actor, self.ts, self.parent, self.kind, self.payload)
 
     def record(self) -> list:
-        return [self.event_id, self.issue_id, self.actor, self.ts, self.parent, self.kind,
-                self.payload, self.sig]
+        return [
+            self.event_id,
+            self.issue_id,
+            self.actor,
+            self.ts,
+            self.parent,
+            self.kind,
+            self.payload,
+            self.sig,
+        ]
 
 
 def encode_chunk(events: list[Ev]) -> bytes:
@@ -120,10 +132,20 @@ def render_value(value: Any) -> str:
     return f'"{value}"'
 
 
-DEFAULT_BLOCK = {"state": "running", "session_id": "s-20250114-0001", "role": "witness",
-                 "session_type": "polecat", "engine": "codex", "worktree": "", "pid": None,
-                 "started_ts": 1700000000000, "last_heartbeat_ts": None, "exit_code": None,
-                 "exit_reason": None, "last_output_ref": None}
+DEFAULT_BLOCK = {
+    "state": "running",
+    "session_id": "s-20250114-0001",
+    "role": "witness",
+    "session_type": "polecat",
+    "engine": "codex",
+    "worktree": "",
+    "pid": None,
+    "started_ts": 1700000000000,
+    "last_heartbeat_ts": None,
+    "exit_code": None,
+    "exit_reason": None,
+    "last_output_ref": None,
+}
 
 
 def raw_block(_defaults: bool = True, **fields: Any) -> str:
@@ -159,8 +181,13 @@ class GriteWriter:
 
     # git plumbing -------------------------------------------------------------
     def _git(self, *args: str, input: bytes | None = None) -> str:
-        out = subprocess.run(["git", *args], cwd=self.repo_path, input=input, capture_output=True,
-                             env={**os.environ, **_GRITE_ENV})
+        out = subprocess.run(
+            ["git", *args],
+            cwd=self.repo_path,
+            input=input,
+            capture_output=True,
+            env={**os.environ, **_GRITE_ENV},
+        )
         if out.returncode != 0:
             raise RuntimeError(f"git {args[0]} failed: {out.stderr.decode(errors='replace')}")
         return out.stdout.decode().strip()
@@ -170,18 +197,22 @@ class GriteWriter:
 
     def _tree(self, entries: list[tuple[str, str, str]]) -> str:
         """entries: (mode, sha, name)."""
-        text = "".join(f"{mode} {'tree' if mode == '040000' else 'blob'} {sha}\t{name}\n"
-                       for mode, sha, name in entries)
+        text = "".join(
+            f"{mode} {'tree' if mode == '040000' else 'blob'} {sha}\t{name}\n" for mode, sha, name in entries
+        )
         return self._git("mktree", input=text.encode())
 
     def head(self) -> str | None:
-        out = subprocess.run(["git", "rev-parse", "-q", "--verify", WAL_REF + "^{commit}"],
-                             cwd=self.repo_path, capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", WAL_REF + "^{commit}"],
+            cwd=self.repo_path,
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.strip() if out.returncode == 0 else None
 
     # writing --------------------------------------------------------------------
-    def event(self, issue: str | bytes, kind: int, payload: list, ts: int | None = None,
-              **extra: Any) -> Ev:
+    def event(self, issue: str | bytes, kind: int, payload: list, ts: int | None = None, **extra: Any) -> Ev:
         issue_id = bytes.fromhex(issue) if isinstance(issue, str) else issue
         return Ev(issue_id, self.actor, now_ms() if ts is None else ts, kind, payload, **extra)
 
@@ -191,23 +222,24 @@ class GriteWriter:
         data = encode_chunk(events) if chunk is None else chunk
         digest = hashlib.blake2b(data, digest_size=32).hexdigest()
         ts = events[0].ts if events else now_ms()
-        day = datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
+        day = datetime.fromtimestamp(ts / 1000, tz=UTC)
         tree = self._tree([("100644", self._blob(data), f"{digest}.bin")])
         for part in (f"{day.day:02d}", f"{day.month:02d}", f"{day.year:04d}"):
             tree = self._tree([("040000", tree, part)])
         tree_entries = [("040000", tree, "events")]
         for _ in range(20):
             parent = self.head()
-            meta = {"schema_version": 1, "actor_id": self.actor_hex, "chunk_hash": digest,
-                    "prev_wal": parent}
-            root = self._tree([("100644", self._blob(json.dumps(meta).encode()), "meta.json"),
-                               *tree_entries])
+            meta = {"schema_version": 1, "actor_id": self.actor_hex, "chunk_hash": digest, "prev_wal": parent}
+            root = self._tree([("100644", self._blob(json.dumps(meta).encode()), "meta.json"), *tree_entries])
             args = ["commit-tree", root, "-m", f"WAL: {len(events)} events from {self.actor_hex[:8]}"]
             if parent:
                 args += ["-p", parent]
             new = self._git(*args)
-            done = subprocess.run(["git", "update-ref", "-m", "grite_writer append", WAL_REF, new,
-                                   parent or ZERO_OID], cwd=self.repo_path, capture_output=True)
+            done = subprocess.run(
+                ["git", "update-ref", "-m", "grite_writer append", WAL_REF, new, parent or ZERO_OID],
+                cwd=self.repo_path,
+                capture_output=True,
+            )
             if done.returncode == 0:
                 return new
         raise RuntimeError("lost every race for refs/grite/wal")
@@ -220,7 +252,7 @@ class GriteWriter:
         return ev.event_id.hex()
 
     @contextmanager
-    def batch(self) -> Iterator["GriteWriter"]:
+    def batch(self) -> Iterator[GriteWriter]:
         """Collect the events of the calls inside into one WAL commit."""
         self._pending = []
         try:
@@ -230,8 +262,14 @@ class GriteWriter:
         finally:
             self._pending = None
 
-    def create_issue(self, title: str, body: str = "", labels: list[str] | tuple = (),
-                     ts: int | None = None, issue_id: bytes | None = None) -> str:
+    def create_issue(
+        self,
+        title: str,
+        body: str = "",
+        labels: list[str] | tuple = (),
+        ts: int | None = None,
+        issue_id: bytes | None = None,
+    ) -> str:
         issue_id = issue_id or os.urandom(16)
         self._emit(self.event(issue_id, ISSUE_CREATED, [title, body, sorted(labels)], ts))
         return issue_id.hex()
@@ -245,8 +283,10 @@ class GriteWriter:
 
 
 # its own checks --------------------------------------------------------------------
-CHECK_PREIMAGE = ("870150000102030405060708090a0b0c0d0e0f50101112131415161718191a1b1c1d1e1f1b0000018"
-                  "bcfe56800f60183645465737464426f64798263627567627030")
+CHECK_PREIMAGE = (
+    "870150000102030405060708090a0b0c0d0e0f50101112131415161718191a1b1c1d1e1f1b0000018"
+    "bcfe56800f60183645465737464426f64798263627567627030"
+)
 CHECK_EVENT_ID = "9c2aee7924bf7482dd3842c6ec32fd5103883b9d2354f63df2075ac61fe3d827"
 
 
@@ -274,8 +314,9 @@ def test_commit_layout_follows_the_spec(tmp_path):
     files = git(repo, "ls-tree", "-r", "--name-only", first).splitlines()
     assert len(files) == 2 and files[1] == "meta.json"
     assert files[0].startswith("events/2023/11/14/") and files[0].endswith(".bin")
-    data = subprocess.run(["git", "cat-file", "blob", f"{first}:{files[0]}"], cwd=repo,
-                          capture_output=True).stdout
+    data = subprocess.run(
+        ["git", "cat-file", "blob", f"{first}:{files[0]}"], cwd=repo, capture_output=True
+    ).stdout
     digest = hashlib.blake2b(data, digest_size=32).hexdigest()
     assert files[0] == f"events/2023/11/14/{digest}.bin"
     assert data[:18] == b"GRITECNK\x01\x00\x07cbor-v1"
@@ -294,14 +335,23 @@ def test_brat_reads_what_the_writer_wrote(tmp_path):
     issue = w.create_issue("Written by grite_writer", "Paths: a.py", task_labels("t-20250114-beef"))
     with w.batch():
         w.comment(issue, "plain words first")
-        w.comment(issue, "before\n" + raw_block(session_id="s-20250114-be01", pid=None,
-                                               started_ts=now_ms(), host="elsewhere") + "\nafter")
+        w.comment(
+            issue,
+            "before\n"
+            + raw_block(session_id="s-20250114-be01", pid=None, started_ts=now_ms(), host="elsewhere")
+            + "\nafter",
+        )
         w.label(issue, "priority:P1")
     tasks = brat_json("task", "list", cwd=repo)["tasks"]
-    assert [(t["task_id"], t["grite_issue_id"], t["title"]) for t in tasks] == \
-        [("t-20250114-beef", issue, "Written by grite_writer")]
+    assert [(t["task_id"], t["grite_issue_id"], t["title"]) for t in tasks] == [
+        ("t-20250114-beef", issue, "Written by grite_writer")
+    ]
     assert "priority:P1" in tasks[0]["labels"]
     (s,) = brat_json("sessions", "list", "--all", cwd=repo)["sessions"]
-    assert (s["session_id"], s["task_id"], s["status"], s["host"]) == \
-        ("s-20250114-be01", "t-20250114-beef", "running", "elsewhere")
+    assert (s["session_id"], s["task_id"], s["status"], s["host"]) == (
+        "s-20250114-be01",
+        "t-20250114-beef",
+        "running",
+        "elsewhere",
+    )
     assert brat_json("sessions", "doctor", cwd=repo)["problems"] == []

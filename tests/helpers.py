@@ -10,13 +10,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 
 
 def git(cwd: Path | str, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, **GIT_ENV})
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **GIT_ENV}
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -34,13 +39,24 @@ def make_repo(path: Path) -> Path:
 WORKTREE_ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
-def brat(*args: str, cwd: Path | str | None = None, env: dict | None = None,
-         input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def brat(
+    *args: str,
+    cwd: Path | str | None = None,
+    env: dict | None = None,
+    input: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
     """Run the real `brat` command in a new process (from this working tree)."""
-    return subprocess.run([sys.executable, "-m", "brat_sessions.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, errors="replace",
-                          env={**os.environ, **WORKTREE_ENV, **(env or {})},
-                          input=input, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "brat_sessions.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env={**os.environ, **WORKTREE_ENV, **(env or {})},
+        input=input,
+        timeout=timeout,
+    )
 
 
 def brat_json(*args: str, cwd: Path | str | None = None, env: dict | None = None) -> dict:
@@ -52,8 +68,9 @@ def brat_json(*args: str, cwd: Path | str | None = None, env: dict | None = None
 
 
 def wal_commit_count(repo: Path) -> int:
-    out = subprocess.run(["git", "rev-list", "--count", "refs/grite/wal"], cwd=repo,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "rev-list", "--count", "refs/grite/wal"], cwd=repo, capture_output=True, text=True
+    )
     return int(out.stdout.strip()) if out.returncode == 0 else 0
 
 
@@ -72,8 +89,15 @@ T0 = 1_700_000_000_000  # a realistic time (ms): block times must lie between 20
 def block_text(**fields) -> str:
     from brat_sessions.sessions.block import format_block
 
-    base = {"state": "running", "session_id": "s-20250114-0001", "role": "witness",
-            "session_type": "polecat", "engine": "codex", "worktree": "", "started_ts": T0}
+    base = {
+        "state": "running",
+        "session_id": "s-20250114-0001",
+        "role": "witness",
+        "session_type": "polecat",
+        "engine": "codex",
+        "worktree": "",
+        "started_ts": T0,
+    }
     base.update(fields)
     return format_block(base)
 
@@ -91,8 +115,9 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
     raise AssertionError("condition not reached in time")
 
 
-def brat_on_terminal(*args: str, cwd: Path | str, env: dict | None = None, columns: int = 80,
-                     timeout: float = 60) -> tuple[int, str]:
+def brat_on_terminal(
+    *args: str, cwd: Path | str, env: dict | None = None, columns: int = 80, timeout: float = 60
+) -> tuple[int, str]:
     """Run `brat` with a pseudo-terminal of `columns` columns as its stdout and stderr."""
     import fcntl
     import pty
@@ -101,9 +126,14 @@ def brat_on_terminal(*args: str, cwd: Path | str, env: dict | None = None, colum
 
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", *args], cwd=cwd,
-                            stdin=child, stdout=child, stderr=child,
-                            env={**os.environ, **WORKTREE_ENV, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "brat_sessions.cli", *args],
+        cwd=cwd,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**os.environ, **WORKTREE_ENV, **(env or {})},
+    )
     os.close(child)
     chunks = []
     while True:

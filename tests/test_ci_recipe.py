@@ -37,14 +37,17 @@ def test_the_documented_reap_script_reaps_through_a_bare_remote(tmp_path):
     git(tmp_path, "clone", "-q", "--depth", "1", f"file://{remote}", str(ci))  # as actions/checkout
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "brat").write_text(f"#!/bin/sh\nexec {sys.executable} -m brat_sessions.cli \"$@\"\n")
+    (bindir / "brat").write_text(f'#!/bin/sh\nexec {sys.executable} -m brat_sessions.cli "$@"\n')
     (bindir / "brat").chmod(0o755)
     script = tmp_path / "brat-reap.sh"
     script.write_text(recipe_script())
-    env = {**os.environ, **WORKTREE_ENV, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-           "BRAT_ACTOR": REAPER}
-    out = subprocess.run(["bash", str(script)], cwd=ci, capture_output=True, text=True, env=env,
-                         timeout=120)
+    env = {
+        **os.environ,
+        **WORKTREE_ENV,
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "BRAT_ACTOR": REAPER,
+    }
+    out = subprocess.run(["bash", str(script)], cwd=ci, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "reaped 1 of 1" in (ci / "reap.txt").read_text()
     assert brat_json("sync", cwd=worker)["fetched_commits"] > 0

@@ -11,8 +11,11 @@ def test_outside_a_repository_is_exit_5_one_line(tmp_path):
     out = brat("sessions", "list", "--json", cwd=tmp_path)
     assert out.returncode == 5 and out.stdout == ""
     err = json.loads(out.stderr)
-    assert err == {"schema_version": 1, "ok": False,
-                   "error": {"code": "environment", "message": f"not a git repository: {tmp_path}"}}
+    assert err == {
+        "schema_version": 1,
+        "ok": False,
+        "error": {"code": "environment", "message": f"not a git repository: {tmp_path}"},
+    }
 
 
 def test_missing_directory_given_with_C(tmp_path):
@@ -45,13 +48,15 @@ def test_dash_C_json_on_every_level_and_the_session_alias(repo, tmp_path, task):
 
 def test_empty_repository_lists_nothing(tmp_path):
     from .helpers import git
+
     git(tmp_path, "init", "-q", "empty")
     assert brat_json("sessions", "list", cwd=tmp_path / "empty") == {"sessions": [], "total": 0}
 
 
 def test_start_json_and_help(repo, task):
-    data = brat_json("sessions", "start", "--task", task.task_id, "--type", "crew", "--pid", str(os.getpid()),
-                     cwd=repo)
+    data = brat_json(
+        "sessions", "start", "--task", task.task_id, "--type", "crew", "--pid", str(os.getpid()), cwd=repo
+    )
     assert data["session_id"].startswith("s-") and data["session"]["role"] == "user"
     assert brat("--help").returncode == 0
     assert "run" in brat("sessions", "--help").stdout

@@ -28,7 +28,7 @@ import os
 import re
 import subprocess
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .grite_writer import GriteWriter, Raw, encode_chunk, Ev, event_id, now_ms, raw_block, task_labels
+from .grite_writer import Ev, GriteWriter, Raw, encode_chunk, event_id, now_ms, raw_block, task_labels
 from .helpers import brat, git, make_repo
 
 HOST = "victim-host"
@@ -64,9 +64,11 @@ def short(text: str, n: int = 48) -> str:
 
 def describe(args, out) -> str:
     err = out.stderr.strip().splitlines()
-    return (f"`brat {' '.join(short(a) for a in args)}` exited {out.returncode}; "
-            f"stderr: {short(err[0], 300) if err else '(empty)'}"
-            f"{f' (+{len(err) - 1} more lines)' if len(err) > 1 else ''}")
+    return (
+        f"`brat {' '.join(short(a) for a in args)}` exited {out.returncode}; "
+        f"stderr: {short(err[0], 300) if err else '(empty)'}"
+        f"{f' (+{len(err) - 1} more lines)' if len(err) > 1 else ''}"
+    )
 
 
 def proc_state(pid: int) -> str | None:
@@ -74,7 +76,7 @@ def proc_state(pid: int) -> str | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rfind(")") + 2:].split()[0]
+    return text[text.rfind(")") + 2 :].split()[0]
 
 
 def canary_alive(proc: subprocess.Popen) -> bool:
@@ -127,16 +129,20 @@ def world(tmp_path_factory):
     secret_file = outside / "secret.log"
     secret_file.write_text(secret_text + "\n")
 
-    canaries = {"legit": subprocess.Popen(["sleep", "600"]),
-                "hostile": subprocess.Popen(["sleep", "600"])}
+    canaries = {"legit": subprocess.Popen(["sleep", "600"]), "hostile": subprocess.Popen(["sleep", "600"])}
     try:
         seed = make_repo(base / "seed")
         remote = base / "remote.git"
         git(base, "clone", "-q", "--bare", str(seed), str(remote))
         victim = base / "victim"
         git(base, "clone", "-q", str(remote), str(victim))
-        w = SimpleNamespace(victim=victim, remote=remote, secret=secret_text.encode(),
-                            secret_file=secret_file, canaries=canaries)
+        w = SimpleNamespace(
+            victim=victim,
+            remote=remote,
+            secret=secret_text.encode(),
+            secret_file=secret_file,
+            canaries=canaries,
+        )
 
         # the victim's real work
         task = ok_json(w, "task", "create", "Legit task", "--body", "Paths: a.py")
@@ -154,25 +160,45 @@ def world(tmp_path_factory):
         traversal = "../" * (len(logs_dir.resolve().parts) + 3) + str(outside / "secret").lstrip("/")
         assert Path(os.path.normpath(logs_dir / f"{traversal}.log")) == secret_file
         ids = {
-            "dotdot": "..", "space": "a b", "long": "s-20250114-" + "f" * 9989,
-            "traversal": traversal, "slash": "s-../../..-../.",
-            "nul": "s-20250114-\x00bad", "escape": "s-20250114-\x1b[2J\x1b]0;pwned\x07\nfake",
-            "pid_zero": "s-20250114-0a00", "pid_minus_one": "s-20250114-0a01",
-            "pid_2g": "s-20250114-0a02", "pid_huge": "s-20250114-0a03",
-            "pid_canary": "s-20250114-0a04", "ts_1e18": "s-20250114-0b00",
-            "ts_1e30": "s-20250114-0b01", "ts_negative": "s-20250114-0b02",
-            "heartbeat_2058": "s-20250114-0b03", "engine_escapes": "s-20250114-0c00",
-            "engine_raw_controls": "s-20250114-0c01", "big_comment": "s-20250114-0d00",
+            "dotdot": "..",
+            "space": "a b",
+            "long": "s-20250114-" + "f" * 9989,
+            "traversal": traversal,
+            "slash": "s-../../..-../.",
+            "nul": "s-20250114-\x00bad",
+            "escape": "s-20250114-\x1b[2J\x1b]0;pwned\x07\nfake",
+            "pid_zero": "s-20250114-0a00",
+            "pid_minus_one": "s-20250114-0a01",
+            "pid_2g": "s-20250114-0a02",
+            "pid_huge": "s-20250114-0a03",
+            "pid_canary": "s-20250114-0a04",
+            "ts_1e18": "s-20250114-0b00",
+            "ts_1e30": "s-20250114-0b01",
+            "ts_negative": "s-20250114-0b02",
+            "heartbeat_2058": "s-20250114-0b03",
+            "engine_escapes": "s-20250114-0c00",
+            "engine_raw_controls": "s-20250114-0c01",
+            "big_comment": "s-20250114-0d00",
         }
         assert len(ids["long"]) == 10_000
-        rendered_id = {"nul": Raw(r'"s-20250114-\u0000bad"'),
-                       "escape": Raw(r'"s-20250114-\u001b[2J\u001b]0;pwned\u0007\nfake"')}
+        rendered_id = {
+            "nul": Raw(r'"s-20250114-\u0000bad"'),
+            "escape": Raw(r'"s-20250114-\u001b[2J\u001b]0;pwned\u0007\nfake"'),
+        }
         now = now_ms()
 
         def block(name: str, **fields) -> str:
-            values = dict(state="running", session_id=rendered_id.get(name, ids[name]), role="witness",
-                          session_type="polecat", engine="codex", worktree="", pid=None,
-                          started_ts=now, host=HOST)
+            values = dict(
+                state="running",
+                session_id=rendered_id.get(name, ids[name]),
+                role="witness",
+                session_type="polecat",
+                engine="codex",
+                worktree="",
+                pid=None,
+                started_ts=now,
+                host=HOST,
+            )
             values.update(fields)
             return raw_block(**values)
 
@@ -182,27 +208,54 @@ def world(tmp_path_factory):
             on = {"dotdot": w.task_issue, "traversal": w.task_issue}  # the rest on the attacker's task
             for name in BAD_IDS:
                 comments[name] = gw.comment(on.get(name, evil), f"note\n{block(name)}\n")
-            for name, pid in (("pid_zero", 0), ("pid_minus_one", -1), ("pid_2g", 2147483648),
-                              ("pid_huge", 10**30), ("pid_canary", canaries["hostile"].pid)):
+            for name, pid in (
+                ("pid_zero", 0),
+                ("pid_minus_one", -1),
+                ("pid_2g", 2147483648),
+                ("pid_huge", 10**30),
+                ("pid_canary", canaries["hostile"].pid),
+            ):
                 comments[name] = gw.comment(evil, block(name, pid=pid))
             # the legitimate session, rewritten to claim the canary is its process
-            comments["legit_rewrite"] = gw.comment(w.task_issue, raw_block(
-                state="running", session_id=w.legit, role=legit["role"],
-                session_type=legit["session_type"], engine=legit["engine"],
-                worktree=legit["worktree"], pid=canaries["legit"].pid,
-                started_ts=legit["started_ts"], host=HOST))
-            comments["legit_conflict"] = gw.comment(evil, block("pid_canary", session_id=w.legit,
-                                                                pid=canaries["legit"].pid))
-            for name, extra in (("ts_1e18", dict(started_ts=10**18)),
-                                ("ts_1e30", dict(started_ts=10**30)),
-                                ("ts_negative", dict(started_ts=-10**15)),
-                                ("heartbeat_2058", dict(last_heartbeat_ts=int(datetime(
-                                    2058, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)))):
+            comments["legit_rewrite"] = gw.comment(
+                w.task_issue,
+                raw_block(
+                    state="running",
+                    session_id=w.legit,
+                    role=legit["role"],
+                    session_type=legit["session_type"],
+                    engine=legit["engine"],
+                    worktree=legit["worktree"],
+                    pid=canaries["legit"].pid,
+                    started_ts=legit["started_ts"],
+                    host=HOST,
+                ),
+            )
+            comments["legit_conflict"] = gw.comment(
+                evil, block("pid_canary", session_id=w.legit, pid=canaries["legit"].pid)
+            )
+            for name, extra in (
+                ("ts_1e18", dict(started_ts=10**18)),
+                ("ts_1e30", dict(started_ts=10**30)),
+                ("ts_negative", dict(started_ts=-(10**15))),
+                (
+                    "heartbeat_2058",
+                    dict(last_heartbeat_ts=int(datetime(2058, 1, 1, tzinfo=UTC).timestamp() * 1000)),
+                ),
+            ):
                 comments[name] = gw.comment(evil, block(name, host="elsewhere", **extra))
-            comments["engine_escapes"] = gw.comment(evil, block("engine_escapes", engine=Raw(
-                r'"codex\u001b]0;pwned\u0007\ns-20990101-fake  t-fake  mayor/crew  x  running  1  0s"')))
-            comments["engine_raw_controls"] = gw.comment(evil, block(
-                "engine_raw_controls", engine="codex\x1b[31mRED\x07\x1b]0;pwned\x07"))
+            comments["engine_escapes"] = gw.comment(
+                evil,
+                block(
+                    "engine_escapes",
+                    engine=Raw(
+                        r'"codex\u001b]0;pwned\u0007\ns-20990101-fake  t-fake  mayor/crew  x  running  1  0s"'
+                    ),
+                ),
+            )
+            comments["engine_raw_controls"] = gw.comment(
+                evil, block("engine_raw_controls", engine="codex\x1b[31mRED\x07\x1b]0;pwned\x07")
+            )
             comments["evil_label"] = gw.label(evil, "task:../../evil")
         # several MB in one comment, with many blocks, good and bad
         parts = ["x" * 2_000_000]
@@ -227,8 +280,9 @@ def world(tmp_path_factory):
 
 
 # the contract, per call ---------------------------------------------------------------
-def check_call(world, args: tuple[str, ...], expect: str | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess:
+def check_call(
+    world, args: tuple[str, ...], expect: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     alive_before = {n: canary_alive(p) for n, p in world.canaries.items()}
     leaked_before = leaked_outputs(world.victim, world.secret)
     out = run(world, *args, timeout=timeout)
@@ -250,12 +304,11 @@ def check_call(world, args: tuple[str, ...], expect: str | None = None,
     for ch, name in (("\x1b", "ESC"), ("\x07", "BEL")):
         if ch in out.stdout or ch in out.stderr:
             problems.append(f"raw {name} printed")
-    if "--json" in args:
-        if out.returncode == 0:
-            try:
-                assert json.loads(out.stdout)["ok"] is True
-            except (ValueError, KeyError, AssertionError):
-                problems.append("stdout is not one JSON envelope")
+    if "--json" in args and out.returncode == 0:
+        try:
+            assert json.loads(out.stdout)["ok"] is True
+        except (ValueError, KeyError, AssertionError):
+            problems.append("stdout is not one JSON envelope")
     if expect == "bad_id":
         if out.returncode not in (2, 3):
             problems.append("a command about an invalid id must exit 2 or 3")
@@ -266,16 +319,22 @@ def check_call(world, args: tuple[str, ...], expect: str | None = None,
     listing = run(world, "sessions", "list", "--all", "--json")
     sessions = json.loads(listing.stdout)["data"] if listing.returncode == 0 else None
     if sessions is None:
-        problems.append("then `list --all --json` failed: " +
-                        describe(("sessions", "list", "--all", "--json"), listing))
+        problems.append(
+            "then `list --all --json` failed: " + describe(("sessions", "list", "--all", "--json"), listing)
+        )
     elif world.legit not in [s["session_id"] for s in sessions["sessions"]]:
         problems.append("the legitimate session is no longer listed by `list --all --json`")
-    if args[:3] == ("sessions", "list", "--all") and "--json" not in args and out.returncode == 0 \
-            and sessions is not None:
+    if (
+        args[:3] == ("sessions", "list", "--all")
+        and "--json" not in args
+        and out.returncode == 0
+        and sessions is not None
+    ):
         lines = out.stdout.rstrip("\n").split("\n")
         if len(lines) != sessions["total"] + 1:
-            problems.append(f"`list --all` printed {len(lines)} lines for {sessions['total']} sessions "
-                            f"+ 1 header")
+            problems.append(
+                f"`list --all` printed {len(lines)} lines for {sessions['total']} sessions + 1 header"
+            )
     assert not problems, f"{what}: " + "; ".join(problems)
     return out
 
@@ -322,27 +381,27 @@ def _cmds() -> list:
     add("show-legit", "sessions", "show", "{legit}", expect="ok")
     add("show-legit-json", "sessions", "show", "{legit}", "--json", expect="ok")
     for n in ARGV_SAFE_BAD_IDS:
-        add(f"show-{n}", "sessions", "show", "{%s}" % n, expect="bad_id")
+        add(f"show-{n}", "sessions", "show", f"{{{n}}}", expect="bad_id")
     for n in PID_IDS + TS_IDS + OTHER_IDS:
-        add(f"show-{n}", "sessions", "show", "{%s}" % n)
+        add(f"show-{n}", "sessions", "show", f"{{{n}}}")
     for n in TS_IDS:
-        add(f"show-{n}-json", "sessions", "show", "{%s}" % n, "--json")
+        add(f"show-{n}-json", "sessions", "show", f"{{{n}}}", "--json")
     for n in ARGV_SAFE_BAD_IDS:
-        add(f"log-{n}", "sessions", "log", "{%s}" % n, expect="bad_id")
+        add(f"log-{n}", "sessions", "log", f"{{{n}}}", expect="bad_id")
     add("log-legit", "sessions", "log", "{legit}")
     for n in ARGV_SAFE_BAD_IDS:
-        add(f"heartbeat-{n}", "sessions", "heartbeat", "{%s}" % n, expect="bad_id")
+        add(f"heartbeat-{n}", "sessions", "heartbeat", f"{{{n}}}", expect="bad_id")
     add("heartbeat-legit", "sessions", "heartbeat", "{legit}", expect="ok")
     for n in ARGV_SAFE_BAD_IDS:
-        add(f"transition-{n}", "sessions", "transition", "{%s}" % n, "ready", expect="bad_id")
+        add(f"transition-{n}", "sessions", "transition", f"{{{n}}}", "ready", expect="bad_id")
     # stop: only where the pid is a canary of ours; neither may be signalled (no local proof)
     add("stop-pid_canary", "sessions", "stop", "{pid_canary}", "--grace", "1", expect="ok")
     add("stop-legit", "sessions", "stop", "{legit}", "--grace", "1", expect="ok")
     for n in ARGV_SAFE_BAD_IDS:
-        add(f"stop-{n}", "sessions", "stop", "{%s}" % n, "--grace", "1", expect="bad_id")
+        add(f"stop-{n}", "sessions", "stop", f"{{{n}}}", "--grace", "1", expect="bad_id")
     add("transition-legit", "sessions", "transition", "{legit}", "handoff")
     for n in ARGV_SAFE_BAD_IDS:
-        add(f"exit-{n}", "sessions", "exit", "{%s}" % n, "--code", "0", expect="bad_id")
+        add(f"exit-{n}", "sessions", "exit", f"{{{n}}}", "--code", "0", expect="bad_id")
     add("exit-legit", "sessions", "exit", "{legit}", "--code", "0")
     add("reap-dry-run", "sessions", "reap", "--dry-run")
     add("reap-dry-run-json", "sessions", "reap", "--dry-run", "--json")
@@ -390,32 +449,85 @@ def test_canaries_survived_everything(world):
 
 
 # fuzzing the decoders -------------------------------------------------------------------
-FUZZ = settings(max_examples=150, deadline=timedelta(milliseconds=750),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=150,
+    deadline=timedelta(milliseconds=750),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-FIELDS = ("state", "session_id", "role", "session_type", "engine", "worktree", "pid",
-          "started_ts", "last_heartbeat_ts", "exit_code", "exit_reason", "last_output_ref", "host")
+FIELDS = (
+    "state",
+    "session_id",
+    "role",
+    "session_type",
+    "engine",
+    "worktree",
+    "pid",
+    "started_ts",
+    "last_heartbeat_ts",
+    "exit_code",
+    "exit_reason",
+    "last_output_ref",
+    "host",
+)
 VALUES = st.one_of(
-    st.integers(min_value=-10**40, max_value=10**40).map(str),
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
     st.text(alphabet="0123456789", min_size=4200, max_size=6000),  # beyond int()'s digit limit
     st.text(alphabet="+-0123456789", max_size=30),
     st.text().map(lambda t: f'"{t}"'),
     st.text().map(json.dumps),  # with escapes
-    st.sampled_from(["null", '"', '""', '"\\"', r'"\u0000"', r'"\uD800"', r'"\U0010FFFF"',
-                     r'"\U00110000"', r'"\x41"', r'"a\q"', 'true', '1e3', '0x10', '"a" "b"', '[]',
-                     '{}', '"""x"""', "'x'", "nan", "inf", "-0", "+" + "9" * 4300]),
+    st.sampled_from(
+        [
+            "null",
+            '"',
+            '""',
+            '"\\"',
+            r'"\u0000"',
+            r'"\uD800"',
+            r'"\U0010FFFF"',
+            r'"\U00110000"',
+            r'"\x41"',
+            r'"a\q"',
+            "true",
+            "1e3",
+            "0x10",
+            '"a" "b"',
+            "[]",
+            "{}",
+            '"""x"""',
+            "'x'",
+            "nan",
+            "inf",
+            "-0",
+            "+" + "9" * 4300,
+        ]
+    ),
     st.text(),
 )
 LINE = st.one_of(
     st.sampled_from(["[session]", "[/session]", "  [session]  ", "[/session]\r", "", "=", " = "]),
-    st.builds(lambda k, sp, v: f"{k}{sp}={sp}{v}", st.sampled_from(FIELDS) | st.text(max_size=6),
-              st.sampled_from(["", " ", "\t", "   "]), VALUES),
+    st.builds(
+        lambda k, sp, v: f"{k}{sp}={sp}{v}",
+        st.sampled_from(FIELDS) | st.text(max_size=6),
+        st.sampled_from(["", " ", "\t", "   "]),
+        VALUES,
+    ),
     st.text(),
 )
-VALID = {"state": '"running"', "session_id": '"s-20250114-7b3d"', "role": '"witness"',
-         "session_type": '"polecat"', "engine": '"codex"', "worktree": '""', "pid": "12345",
-         "started_ts": "1700000000000", "last_heartbeat_ts": "null", "exit_code": "null",
-         "exit_reason": "null", "last_output_ref": "null"}
+VALID = {
+    "state": '"running"',
+    "session_id": '"s-20250114-7b3d"',
+    "role": '"witness"',
+    "session_type": '"polecat"',
+    "engine": '"codex"',
+    "worktree": '""',
+    "pid": "12345",
+    "started_ts": "1700000000000",
+    "last_heartbeat_ts": "null",
+    "exit_code": "null",
+    "exit_reason": "null",
+    "last_output_ref": "null",
+}
 
 
 @st.composite
@@ -435,7 +547,8 @@ def near_valid_blocks(draw) -> str:
 COMMENTS = st.one_of(
     st.text(max_size=2000),
     st.lists(LINE, max_size=40).flatmap(
-        lambda ls: st.sampled_from(["\n", "\r\n"]).map(lambda sep: sep.join(ls))),
+        lambda ls: st.sampled_from(["\n", "\r\n"]).map(lambda sep: sep.join(ls))
+    ),
     st.lists(near_valid_blocks(), min_size=1, max_size=4).map("\n".join),
 )
 
@@ -453,19 +566,51 @@ def test_parse_blocks_never_raises(text):
 
 
 HEADER = b"GRITECNK\x01\x00\x07cbor-v1"
-TAGS = [0, 1, 2, 3, 4, 5, 21, 22, 23, 24, 25, 28, 29, 30, 32, 33, 34, 35, 36, 37, 256, 258, 260,
-        261, 55799, 2**32, 2**64 - 1]
+TAGS = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    21,
+    22,
+    23,
+    24,
+    25,
+    28,
+    29,
+    30,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    256,
+    258,
+    260,
+    261,
+    55799,
+    2**32,
+    2**64 - 1,
+]
 CBOR_ATOMS = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-    st.floats(allow_nan=True), st.text(max_size=30), st.binary(max_size=40),
-    st.sampled_from([cbor2.undefined, 10**40, -10**40]),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.binary(max_size=40),
+    st.sampled_from([cbor2.undefined, 10**40, -(10**40)]),
 )
 CBOR_VALUES = st.recursive(
     CBOR_ATOMS,
     lambda inner: st.one_of(
         st.lists(inner, max_size=6),
-        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(), st.binary(max_size=4)),
-                        inner, max_size=4),
+        st.dictionaries(
+            st.one_of(st.text(max_size=8), st.integers(), st.binary(max_size=4)), inner, max_size=4
+        ),
         st.builds(cbor2.CBORTag, st.sampled_from(TAGS), inner),
     ),
     max_leaves=20,
@@ -486,7 +631,7 @@ def records(draw):
 
     issue = pick(draw(st.binary(min_size=16, max_size=16)), st.binary(max_size=20), CBOR_VALUES)
     actor = pick(draw(st.binary(min_size=16, max_size=16)), st.binary(max_size=20), CBOR_VALUES)
-    ts = pick(draw(st.integers(0, 2**63)), st.integers(-2**65, 2**70), CBOR_VALUES)
+    ts = pick(draw(st.integers(0, 2**63)), st.integers(-(2**65), 2**70), CBOR_VALUES)
     parent = pick(None, st.binary(min_size=32, max_size=32), CBOR_VALUES)
     kind = pick(draw(st.integers(0, 20)), st.integers(-5, 2**64), CBOR_VALUES)
     payload = draw(st.one_of(st.lists(CBOR_VALUES, max_size=4), CBOR_VALUES))
@@ -497,7 +642,7 @@ def records(draw):
         eid = draw(st.binary(min_size=32, max_size=32))
     eid = pick(eid, st.binary(max_size=40), CBOR_VALUES)
     record = [eid, issue, actor, ts, parent, kind, payload, sig]
-    return record if draw(st.integers(0, 9)) else record[:draw(st.integers(0, 9))]
+    return record if draw(st.integers(0, 9)) else record[: draw(st.integers(0, 9))]
 
 
 def _deeply_nested_payload(depth: int) -> bytes:
@@ -507,7 +652,7 @@ def _deeply_nested_payload(depth: int) -> bytes:
 
 
 def _valid_chunk() -> bytes:
-    ev = Ev(b"\1" * 16, b"\2" * 16, 1700000000000, 3, ["[session]\nstate = \"x\"\n[/session]"])
+    ev = Ev(b"\1" * 16, b"\2" * 16, 1700000000000, 3, ['[session]\nstate = "x"\n[/session]'])
     return encode_chunk([ev])
 
 
@@ -519,12 +664,20 @@ CHUNKS = st.one_of(
     st.lists(records(), max_size=3).map(lambda rs: HEADER + _dumps(rs)),
     st.integers(1, 2000).map(_deeply_nested_payload),
     st.tuples(st.integers(0, 200), st.integers(0, 255)).map(
-        lambda t: (lambda c: c[:t[0]] + bytes([t[1]]) + c[t[0] + 1:])(_valid_chunk())),
+        lambda t: (lambda c: c[: t[0]] + bytes([t[1]]) + c[t[0] + 1 :])(_valid_chunk())
+    ),
     st.integers(0, 200).map(lambda n: _valid_chunk()[:n]),
-    st.sampled_from([HEADER + b"\x9b" + b"\xff" * 8, HEADER + b"\x5b" + b"\xff" * 8,
-                     HEADER + b"\x7b" + b"\x7f" + b"\xff" * 7, HEADER + b"\x9f" * 100_000,
-                     HEADER + b"\xc2\x5a\x00\x10\x00\x00" + b"\xff" * 0x100000,
-                     b"GRITCHNK\x01\x00\x07cbor-v1\x80", HEADER[:10] + b"\xff" + b"cbor-v1"]),
+    st.sampled_from(
+        [
+            HEADER + b"\x9b" + b"\xff" * 8,
+            HEADER + b"\x5b" + b"\xff" * 8,
+            HEADER + b"\x7b" + b"\x7f" + b"\xff" * 7,
+            HEADER + b"\x9f" * 100_000,
+            HEADER + b"\xc2\x5a\x00\x10\x00\x00" + b"\xff" * 0x100000,
+            b"GRITCHNK\x01\x00\x07cbor-v1\x80",
+            HEADER[:10] + b"\xff" + b"cbor-v1",
+        ]
+    ),
 )
 
 

@@ -6,9 +6,8 @@ from brat_sessions.index import FORMAT_VERSION, Index
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
 
-from .helpers import T0, block_text, brat, brat_json
+from .helpers import T0, append_raw, block_text, brat, brat_json
 from .sessions.test_projection import comment, created
-from .helpers import append_raw
 
 
 def listing(repo):
@@ -94,6 +93,7 @@ def test_long_replays_read_in_worker_processes_give_the_same_index(repo, monkeyp
     """The paths a big repository takes (reader processes, one-pass re-derivation) agree."""
     from brat_sessions.sessions import projection as session_proj
     from brat_sessions.storage import wal as wal_module
+
     append_raw(repo, [created()])
     for i in range(30):
         append_raw(repo, [comment(block_text(session_id=f"s-{i:02d}", state="running"), 10 + i)])

@@ -5,13 +5,12 @@ import sys
 import pytest
 from freezegun import freeze_time
 
+from brat_sessions.clock import now_ms
 from brat_sessions.config import Config, load_config
 from brat_sessions.errors import BadInput, Fenced
 from brat_sessions.reaper import reap
-from brat_sessions.worker.api import Tracker
-
-from brat_sessions.clock import now_ms
 from brat_sessions.storage.events import COMMENT_ADDED, make_event
+from brat_sessions.worker.api import Tracker
 from brat_sessions.workspace import this_host
 
 from .helpers import append_raw, block_text, brat, brat_json, wal_commit_count
@@ -55,7 +54,6 @@ def test_spawn_timeout_for_sessions_that_never_heartbeat(repo, task):
         assert [v.session_id for v in reap(t.ws, config).reaped] == [s.session_id]
 
 
-
 def test_crash_needs_local_proof_that_brat_started_the_process(repo, task):
     victim = subprocess.Popen(["sleep", "30"])
     alive = subprocess.Popen(["sleep", "30"])
@@ -65,15 +63,22 @@ def test_crash_needs_local_proof_that_brat_started_the_process(repo, task):
         # a block written elsewhere naming this host and a pid that is dead here: the log
         # alone proves nothing
         now = now_ms()
-        forged = block_text(session_id="s-20260101-ffff", pid=victim.pid, host=this_host(),
-                            started_ts=now, last_heartbeat_ts=now)
-        append_raw(repo, [make_event(bytes.fromhex(task.issue_id), b"\x01" * 16, now,
-                                     COMMENT_ADDED, [forged])])
+        forged = block_text(
+            session_id="s-20260101-ffff",
+            pid=victim.pid,
+            host=this_host(),
+            started_ts=now,
+            last_heartbeat_ts=now,
+        )
+        append_raw(
+            repo, [make_event(bytes.fromhex(task.issue_id), b"\x01" * 16, now, COMMENT_ADDED, [forged])]
+        )
         victim.kill()
         victim.wait()
         report = reap(Tracker(repo).ws, Config())
-        assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == \
-            [(dead.session_id, "crash", -1)]
+        assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == [
+            (dead.session_id, "crash", -1)
+        ]
         assert report.alive == 2 and report.checked == 3
         assert not Tracker(repo).session(living.session_id).exited
     finally:
@@ -91,7 +96,7 @@ def test_crash_when_the_pid_was_reused_by_a_newer_process(repo, task):
         proof = json.loads(path.read_text())
         proof["start_ticks"] -= 100
         path.write_text(json.dumps(proof))
-        (v,) = reap(Tracker(repo).ws, Config(timeout=10 ** 9, spawn_timeout=10 ** 9)).reaped
+        (v,) = reap(Tracker(repo).ws, Config(timeout=10**9, spawn_timeout=10**9)).reaped
         assert (v.session_id, v.exit_reason) == (s.session_id, "crash")
         assert newer.poll() is None  # judged, never signalled
     finally:
@@ -120,9 +125,15 @@ def test_concurrent_reapers_give_each_session_one_exit(repo, task):
     ids = [t.start(task.task_id).session_id for _ in range(10)]
     (repo / ".brat").mkdir()
     (repo / ".brat" / "sessions.yaml").write_text("spawn_timeout: 0\nclock_skew: 0\n")
-    procs = [subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "reap", "--json"],
-                              cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "brat_sessions.cli", "sessions", "reap", "--json"],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     for sid in ids:
         exits = [b for b in t.history(sid) if b.fields["state"] == "exit"]
@@ -137,9 +148,15 @@ def test_reap_cli_json_and_table(repo, task):
     (repo / ".brat").mkdir()
     (repo / ".brat" / "sessions.yaml").write_text("clock_skew: 0\n")
     data = brat_json("sessions", "reap", "--spawn-timeout", "0", cwd=repo)
-    assert data["reaped"] == [{"session_id": s.session_id, "task_id": task.task_id,
-                               "exit_reason": "timeout", "exit_code": -1,
-                               "why": data["reaped"][0]["why"]}]
+    assert data["reaped"] == [
+        {
+            "session_id": s.session_id,
+            "task_id": task.task_id,
+            "exit_reason": "timeout",
+            "exit_code": -1,
+            "why": data["reaped"][0]["why"],
+        }
+    ]
     assert (data["alive"], data["checked"]) == (0, 1)
     out = brat("sessions", "reap", cwd=repo)
     assert out.returncode == 0 and out.stdout.startswith("reaped 0 of 0 sessions")

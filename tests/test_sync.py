@@ -93,8 +93,12 @@ def test_parallel_syncs_lose_and_double_nothing(remote, tmp_path):
     clones = [clone(remote, tmp_path / f"c{n}") for n in range(4)]
     for c in clones:
         brat_json("sync", cwd=c)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(c), task, "3"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in clones]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(c), task, "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for c in clones
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()

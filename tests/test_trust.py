@@ -7,7 +7,7 @@ import os
 import pty
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,15 +23,17 @@ from brat_sessions.workspace import this_host
 
 from .helpers import WORKTREE_ENV, append_raw, block_text, brat, brat_json, git, make_repo
 
-YEAR_2058 = int(datetime(2058, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+YEAR_2058 = int(datetime(2058, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
 
 def forge(repo, task, **fields) -> str:
     """A block written as someone else would (no lease, no local proof here)."""
     now = now_ms()
     fields = {"session_id": "s-20260101-f0f0", "started_ts": now, **fields}
-    append_raw(repo, [make_event(bytes.fromhex(task.issue_id), b"\x07" * 16, now, COMMENT_ADDED,
-                                 [block_text(**fields)])])
+    append_raw(
+        repo,
+        [make_event(bytes.fromhex(task.issue_id), b"\x07" * 16, now, COMMENT_ADDED, [block_text(**fields)])],
+    )
     return fields["session_id"]
 
 
@@ -55,8 +57,15 @@ def test_a_later_block_cannot_redirect_stop_to_another_process(repo, task):
     canary = subprocess.Popen(["sleep", "60"])
     try:
         s = Tracker(repo).start(task.task_id, pid=worker.pid, state="running")
-        forge(repo, task, session_id=s.session_id, state="running", pid=canary.pid,
-              host=this_host(), started_ts=s.started_ts)
+        forge(
+            repo,
+            task,
+            session_id=s.session_id,
+            state="running",
+            pid=canary.pid,
+            host=this_host(),
+            started_ts=s.started_ts,
+        )
         assert Tracker(repo).session(s.session_id).pid == canary.pid  # the log says so ...
         report = Tracker(repo).stop_report(s.session_id, grace_s=5)
         assert report.signalled and worker.wait(timeout=10) == -15  # ... the proof decides
@@ -118,8 +127,13 @@ def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path):
 def test_sync_ignores_outputs_and_leases_that_lie(tmp_path, repo):
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
-    lie = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=remote, input=b"not it",
-                         capture_output=True).stdout.decode().strip()
+    lie = (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=remote, input=b"not it", capture_output=True
+        )
+        .stdout.decode()
+        .strip()
+    )
     git(remote, "update-ref", "refs/brat/sessions/outputs/" + "0" * 64, lie)
     git(remote, "update-ref", "refs/brat/sessions/leases/a.b", lie)
     git(repo, "remote", "add", "origin", str(remote))
@@ -130,17 +144,32 @@ def test_sync_ignores_outputs_and_leases_that_lie(tmp_path, repo):
     assert refs == ""
 
 
-CONTROL = "".join(chr(c) for c in (*range(0, 32), 127, *range(0x80, 0xa0), 0x2028, 0x202e))
+CONTROL = "".join(chr(c) for c in (*range(0, 32), 127, *range(0x80, 0xA0), 0x2028, 0x202E))
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(alphabet=st.sampled_from(CONTROL + "ab["), max_size=30),
-       st.sampled_from(["engine", "role", "worktree", "host", "task_id"]))
+@given(
+    st.text(alphabet=st.sampled_from(CONTROL + "ab["), max_size=30),
+    st.sampled_from(["engine", "role", "worktree", "host", "task_id"]),
+)
 def test_no_value_reaches_the_terminal_raw(text, field):
-    s = Session(session_id="s-20260101-0001", task_id="t-1", grite_issue_id="0" * 32,
-                role="witness", session_type="polecat", engine="codex", worktree="", pid=None,
-                status="running", started_ts=1_700_000_000_000, last_heartbeat_ts=None,
-                exit_code=None, exit_reason=None, last_output_ref=None, host="h")
+    s = Session(
+        session_id="s-20260101-0001",
+        task_id="t-1",
+        grite_issue_id="0" * 32,
+        role="witness",
+        session_type="polecat",
+        engine="codex",
+        worktree="",
+        pid=None,
+        status="running",
+        started_ts=1_700_000_000_000,
+        last_heartbeat_ts=None,
+        exit_code=None,
+        exit_reason=None,
+        last_output_ref=None,
+        host="h",
+    )
     setattr(s, field, text)
     for rendered in (sessions_table([s], 1_700_000_000_000), session_detail(s, [], 0)):
         assert not any(ch in rendered for ch in CONTROL if ch != "\n")
@@ -150,9 +179,22 @@ def test_no_value_reaches_the_terminal_raw(text, field):
 
 @given(st.integers())
 def test_show_never_fails_on_any_integer(n):
-    s = Session(session_id="s-1", task_id=None, grite_issue_id="0" * 32, role="user",
-                session_type="crew", engine="e", worktree="", pid=n, status="exit", started_ts=n,
-                last_heartbeat_ts=n, exit_code=n, exit_reason="crash", last_output_ref=None)
+    s = Session(
+        session_id="s-1",
+        task_id=None,
+        grite_issue_id="0" * 32,
+        role="user",
+        session_type="crew",
+        engine="e",
+        worktree="",
+        pid=n,
+        status="exit",
+        started_ts=n,
+        last_heartbeat_ts=n,
+        exit_code=n,
+        exit_reason="crash",
+        last_output_ref=None,
+    )
     s.future_ts = n
     assert session_detail(s, [], 0)
 
@@ -163,9 +205,13 @@ def test_escapes_in_the_log_are_visible_on_a_terminal_and_exact_in_json(repo, ta
     assert brat_json("sessions", "show", sid, cwd=repo)["session"]["engine"] == engine
     for args in (("sessions", "list"), ("sessions", "show", sid), ("task", "show", task.task_id)):
         main, child = pty.openpty()
-        proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", *args], cwd=repo,
-                                stdout=child, stderr=child,
-                                env={**os.environ, **WORKTREE_ENV, "NO_COLOR": "1", "COLUMNS": "400"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "brat_sessions.cli", *args],
+            cwd=repo,
+            stdout=child,
+            stderr=child,
+            env={**os.environ, **WORKTREE_ENV, "NO_COLOR": "1", "COLUMNS": "400"},
+        )
         os.close(child)
         chunks = []
         while True:

@@ -15,15 +15,18 @@ def _index(ctx: Context):  # type: ignore[no-untyped-def]
 def complete_sessions(ctx: Context, _param: Parameter, incomplete: str) -> list[CompletionItem]:
     try:
         ids = [s.session_id for s in _index(ctx).sessions(include_exited=True)]
-    except Exception:  # completion must never print an error into the shell
+    except Exception:  # noqa: BLE001 (completion must never print an error into the shell)
         return []
-    return [CompletionItem(i) for i in ids
-            if i.startswith(incomplete) or i.rsplit("-", 1)[-1].startswith(incomplete)]
+    return [
+        CompletionItem(i)
+        for i in ids
+        if i.startswith(incomplete) or i.rsplit("-", 1)[-1].startswith(incomplete)
+    ]
 
 
 def complete_tasks(ctx: Context, _param: Parameter, incomplete: str) -> list[CompletionItem]:
     try:
         ids = [t.task_id for t in _index(ctx).task_issues() if t.task_id]
-    except Exception:  # completion must never print an error into the shell
+    except Exception:  # noqa: BLE001 (completion must never print an error into the shell)
         return []
     return [CompletionItem(i) for i in ids if i.startswith(incomplete)]

@@ -8,7 +8,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -44,8 +45,12 @@ def emit(data: Any, text: str | Callable[[], str]) -> None:
 
 def fail(code: str, message: str, exit_code: int) -> None:
     if json_wanted():
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "ok": False,
-                               "error": {"code": code, "message": message}}), err=True)
+        click.echo(
+            json.dumps(
+                {"schema_version": SCHEMA_VERSION, "ok": False, "error": {"code": code, "message": message}}
+            ),
+            err=True,
+        )
     else:
         warn(message)
     sys.exit(exit_code)
@@ -83,8 +88,7 @@ def colour() -> bool:
 def page(text: str) -> None:
     """Print, through $PAGER (default `less -FRX`) when it is longer than a terminal screen."""
     lines = text.count("\n") + 1
-    if (not stdout_is_terminal() or _root_meta().get("no_pager")
-            or lines < shutil.get_terminal_size().lines):
+    if not stdout_is_terminal() or _root_meta().get("no_pager") or lines < shutil.get_terminal_size().lines:
         click.echo(text, color=True)  # colour codes are ours (`colour()` decided); keep them
         return
     command = shlex.split(os.environ.get("BRAT_PAGER") or os.environ.get("PAGER") or "less -FRX")
@@ -107,28 +111,56 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]
     def callback(ctx: click.Context, _p: click.Parameter, value: Any) -> None:
         if value not in (None, False):
             ctx.find_root().meta[key] = value
+
     return callback
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--json and -C, accepted at every level of the command tree (like git's -C)."""
-    fn = click.option("--json", "json_", is_flag=True, expose_value=False, callback=_remember("json"),
-                      is_eager=True, help="Print the JSON envelope.")(fn)
-    fn = click.option("-C", "directory", metavar="PATH", expose_value=False,
-                      callback=_remember("dir"), is_eager=True,
-                      help="Run as if started in PATH.")(fn)
+    fn = click.option(
+        "--json",
+        "json_",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember("json"),
+        is_eager=True,
+        help="Print the JSON envelope.",
+    )(fn)
+    fn = click.option(
+        "-C",
+        "directory",
+        metavar="PATH",
+        expose_value=False,
+        callback=_remember("dir"),
+        is_eager=True,
+        help="Run as if started in PATH.",
+    )(fn)
     return fn
 
 
 def terminal_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--color, --wide and --no-pager, for commands that print tables."""
-    fn = click.option("--color", type=click.Choice(["auto", "always", "never"]), expose_value=False,
-                      callback=_remember("color"), help="Colour states (default: auto, on a "
-                      "terminal unless NO_COLOR is set).")(fn)
-    fn = click.option("--wide", is_flag=True, expose_value=False, callback=_remember("wide"),
-                      help="Do not cut columns to the terminal's width.")(fn)
-    fn = click.option("--no-pager", is_flag=True, expose_value=False,
-                      callback=_remember("no_pager"), help="Never page long output.")(fn)
+    fn = click.option(
+        "--color",
+        type=click.Choice(["auto", "always", "never"]),
+        expose_value=False,
+        callback=_remember("color"),
+        help="Colour states (default: auto, on a terminal unless NO_COLOR is set).",
+    )(fn)
+    fn = click.option(
+        "--wide",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember("wide"),
+        help="Do not cut columns to the terminal's width.",
+    )(fn)
+    fn = click.option(
+        "--no-pager",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember("no_pager"),
+        help="Never page long output.",
+    )(fn)
     return fn
 
 
@@ -137,13 +169,13 @@ def directory() -> str | None:
     return str(value) if value is not None else None
 
 
-def workspace() -> "Workspace":
+def workspace() -> Workspace:
     from ..workspace import Workspace
 
     return Workspace(directory())
 
 
-def tracker() -> "Tracker":
+def tracker() -> Tracker:
     from ..worker.api import Tracker
 
     return Tracker(directory())

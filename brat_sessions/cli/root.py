@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -17,17 +17,23 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 class BratGroup(click.Group):
     """The root group: `brat session ...` is accepted for `brat sessions ...`."""
 
-    aliases = {"session": "sessions"}
+    aliases: ClassVar[dict[str, str]] = {"session": "sessions"}
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
 
 
-@click.group(cls=BratGroup, invoke_without_command=True, context_settings=CONTEXT,
-             epilog=examples("brat sessions list            # who is working on what",
-                             "brat sessions run --task t-20250114-3a2c -- codex exec 'fix it'",
-                             "brat help sessions run        # help on one command",
-                             "brat -C ../repo --json task list"))
+@click.group(
+    cls=BratGroup,
+    invoke_without_command=True,
+    context_settings=CONTEXT,
+    epilog=examples(
+        "brat sessions list            # who is working on what",
+        "brat sessions run --task t-20250114-3a2c -- codex exec 'fix it'",
+        "brat help sessions run        # help on one command",
+        "brat -C ../repo --json task list",
+    ),
+)
 @common
 @click.version_option(None, "-V", "--version", package_name="brat_sessions", prog_name="brat")
 @click.pass_context
@@ -64,8 +70,12 @@ def init() -> None:
 
 @cli.command(epilog=examples("brat demo", "brat demo --dir /tmp/brat-demo"))
 @common
-@click.option("--dir", "target", type=click.Path(file_okay=False),
-              help="Where to make the demo repository (a new or empty directory).")
+@click.option(
+    "--dir",
+    "target",
+    type=click.Path(file_okay=False),
+    help="Where to make the demo repository (a new or empty directory).",
+)
 def demo(target: str | None) -> None:
     """Make a throwaway repository with tasks and sessions, reap it, and list it."""
     from ..demo import run_demo
@@ -85,10 +95,13 @@ def sync_cmd(remote: str | None) -> None:
     for warning in report.warnings:
         warn(f"warning: {warning}")
     r = report
-    emit(report.to_json(), f"synced with {r.remote}: {r.fetched_commits} commits in, "
-                           f"{r.reappended_commits} re-appended, {r.pushed_commits} pushed; leases "
-                           f"{r.leases_fetched} in / {r.leases_pushed} out; outputs "
-                           f"{r.outputs_fetched} in / {r.outputs_pushed} out")
+    emit(
+        report.to_json(),
+        f"synced with {r.remote}: {r.fetched_commits} commits in, "
+        f"{r.reappended_commits} re-appended, {r.pushed_commits} pushed; leases "
+        f"{r.leases_fetched} in / {r.leases_pushed} out; outputs "
+        f"{r.outputs_fetched} in / {r.outputs_pushed} out",
+    )
 
 
 @cli.command("config", epilog=examples("brat config", "brat config --json"))
@@ -100,13 +113,19 @@ def config_cmd() -> None:
 
     ws = workspace()
     rows = describe(ws)
-    emit({"settings": rows},
-         lambda: table(["SETTING", "VALUE", "FROM"], [[r["name"], r["value"], r["source"]]
-                                                      for r in rows]))
+    emit(
+        {"settings": rows},
+        lambda: table(["SETTING", "VALUE", "FROM"], [[r["name"], r["value"], r["source"]] for r in rows]),
+    )
 
 
-@cli.command("completion", epilog=examples('eval "$(brat completion bash)"   # in ~/.bashrc',
-                                           "brat completion fish > ~/.config/fish/completions/brat.fish"))
+@cli.command(
+    "completion",
+    epilog=examples(
+        'eval "$(brat completion bash)"   # in ~/.bashrc',
+        "brat completion fish > ~/.config/fish/completions/brat.fish",
+    ),
+)
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the shell completion script (commands, options, session and task ids)."""
@@ -118,9 +137,9 @@ def completion(shell: str) -> None:
 
 
 def _register() -> None:
+    from . import worker  # noqa: F401  (adds the worker commands to `sessions`)
     from .sessions import sessions
     from .tasks import task
-    from . import worker  # noqa: F401  (adds the worker commands to `sessions`)
 
     cli.add_command(task, "task")
     cli.add_command(sessions, "sessions")
@@ -151,5 +170,6 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as exc:  # the last line of defence: never a traceback for users
         if os.environ.get("BRAT_DEBUG"):
             raise
-        fail("internal", f"internal error: {type(exc).__name__}: {exc} (BRAT_DEBUG=1 shows more)",
-             EXIT_FAILURE)
+        fail(
+            "internal", f"internal error: {type(exc).__name__}: {exc} (BRAT_DEBUG=1 shows more)", EXIT_FAILURE
+        )

@@ -11,8 +11,19 @@ import click
 from ..errors import EXIT_FAILURE
 from ..kinds import ROLES, SESSION_TYPES, STATES
 from .complete import complete_sessions, complete_tasks
-from .output import (colour, common, emit, examples, json_wanted, now, stdout_is_terminal,
-                     terminal_options, tracker, width, workspace)
+from .output import (
+    colour,
+    common,
+    emit,
+    examples,
+    json_wanted,
+    now,
+    stdout_is_terminal,
+    terminal_options,
+    tracker,
+    width,
+    workspace,
+)
 
 if TYPE_CHECKING:
     from ..sessions.model import Session
@@ -26,53 +37,82 @@ def sessions() -> None:
     """Work sessions (`brat session` works too)."""
 
 
-def resolve(ws: "Workspace", ref: str) -> str:
+def resolve(ws: Workspace, ref: str) -> str:
     """A full session id for `ref`: an id, a unique prefix, or a unique prefix of its hex part."""
     return ws.fresh_index().resolve_session(ref)
 
 
-def _sorted(found: list["Session"], key: str) -> list["Session"]:
-    keys = {"started": lambda s: (s.started_ts, s.session_id),
-            "heartbeat": lambda s: (s.last_heartbeat_ts or 0, s.session_id),
-            "id": lambda s: s.session_id, "task": lambda s: (s.task_id or "", s.started_ts),
-            "state": lambda s: (s.status, s.started_ts)}
+def _sorted(found: list[Session], key: str) -> list[Session]:
+    keys = {
+        "started": lambda s: (s.started_ts, s.session_id),
+        "heartbeat": lambda s: (s.last_heartbeat_ts or 0, s.session_id),
+        "id": lambda s: s.session_id,
+        "task": lambda s: (s.task_id or "", s.started_ts),
+        "state": lambda s: (s.status, s.started_ts),
+    }
     return sorted(found, key=keys[key])  # type: ignore[arg-type]
 
 
-@sessions.command("list", epilog=examples(
-    "brat sessions list                     # live sessions",
-    "brat sessions list --all --limit 20 --sort heartbeat",
-    "brat sessions list --task t-2025 --type crew",
-    "brat sessions list --watch             # redraw on every change (Ctrl-C ends)"))
+@sessions.command(
+    "list",
+    epilog=examples(
+        "brat sessions list                     # live sessions",
+        "brat sessions list --all --limit 20 --sort heartbeat",
+        "brat sessions list --task t-2025 --type crew",
+        "brat sessions list --watch             # redraw on every change (Ctrl-C ends)",
+    ),
+)
 @common
 @terminal_options
 @click.option("--all", "include_all", is_flag=True, help="Include exited sessions.")
-@click.option("--task", "task_ref", shell_complete=complete_tasks,
-              help="Only this task (task id, grite issue id, or a unique prefix).")
+@click.option(
+    "--task",
+    "task_ref",
+    shell_complete=complete_tasks,
+    help="Only this task (task id, grite issue id, or a unique prefix).",
+)
 @click.option("--status", type=click.Choice(STATES))
 @click.option("--role", type=click.Choice(ROLES))
 @click.option("--type", "session_type", type=click.Choice(SESSION_TYPES))
 @click.option("--sort", "sort_key", type=click.Choice(SORT_KEYS), default="started", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="At most N sessions (the last N by --sort).")
 @click.option("--watch", "-w", is_flag=True, help="Redraw whenever the log or a heartbeat changes.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
-              help="Seconds between looks, with --watch.")
-def sessions_list(include_all: bool, task_ref: str | None, status: str | None, role: str | None,
-                  session_type: str | None, sort_key: str, limit: int | None, watch: bool,
-                  interval: float) -> None:
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks, with --watch.",
+)
+def sessions_list(
+    include_all: bool,
+    task_ref: str | None,
+    status: str | None,
+    role: str | None,
+    session_type: str | None,
+    sort_key: str,
+    limit: int | None,
+    watch: bool,
+    interval: float,
+) -> None:
     """Who is working on what: live sessions (every session with --all)."""
     ws = workspace()
     issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
 
-    def look() -> tuple[list["Session"], int]:
+    def look() -> tuple[list[Session], int]:
         found = ws.sessions(include_all or status == "exit")
-        found = [s for s in found if (issue_id is None or s.grite_issue_id == issue_id)
-                 and (status is None or s.status == status) and (role is None or s.role == role)
-                 and (session_type is None or s.session_type == session_type)]
+        found = [
+            s
+            for s in found
+            if (issue_id is None or s.grite_issue_id == issue_id)
+            and (status is None or s.status == status)
+            and (role is None or s.role == role)
+            and (session_type is None or s.session_type == session_type)
+        ]
         found = _sorted(found, sort_key)
         return (found[-limit:] if limit else found), now()
 
-    def text(found: list["Session"], at: int) -> str:
+    def text(found: list[Session], at: int) -> str:
         from ..render import sessions_table
 
         stale = int((ws.config.effective_timeout + ws.config.clock_skew) * 1000)
@@ -93,9 +133,17 @@ def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]
     try:
         while True:
             found, at = look()
-            shown = text(found, at) if not json_wanted() else json.dumps(
-                {"schema_version": 1, "ok": True,
-                 "data": {"sessions": [s.to_json() for s in found], "total": len(found)}})
+            shown = (
+                text(found, at)
+                if not json_wanted()
+                else json.dumps(
+                    {
+                        "schema_version": 1,
+                        "ok": True,
+                        "data": {"sessions": [s.to_json() for s in found], "total": len(found)},
+                    }
+                )
+            )
             if shown != last:
                 if stdout_is_terminal() and not json_wanted():
                     click.echo("\x1b[H\x1b[2J", nl=False)  # home, clear: like `watch`
@@ -107,8 +155,14 @@ def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]
         return
 
 
-@sessions.command("show", epilog=examples("brat sessions show s-20250114-7b3d", "brat sessions show 7b3d",
-                                          "brat sessions show s-20250114-7b --json"))
+@sessions.command(
+    "show",
+    epilog=examples(
+        "brat sessions show s-20250114-7b3d",
+        "brat sessions show 7b3d",
+        "brat sessions show s-20250114-7b --json",
+    ),
+)
 @common
 @terminal_options
 @click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
@@ -121,8 +175,10 @@ def sessions_show(session_ref: str) -> None:
     session = t.session(sid)
     history = t.history(sid)
     at = now()
-    emit({"session": session.to_json(at), "history": [b.to_json() for b in history]},
-         lambda: session_detail(session, history, at))
+    emit(
+        {"session": session.to_json(at), "history": [b.to_json() for b in history]},
+        lambda: session_detail(session, history, at),
+    )
 
 
 @sessions.command("log", epilog=examples("brat sessions log 7b3d --tail 50", "brat sessions log 7b3d -f"))
@@ -143,8 +199,15 @@ def sessions_log(session_ref: str, tail: int | None, follow: bool) -> None:
     if tail is not None:
         data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
     if json_wanted():
-        emit({"session_id": sid, "source": view.source, "output_ref": view.output_ref,
-              "text": data.decode("utf-8", "replace")}, "")
+        emit(
+            {
+                "session_id": sid,
+                "source": view.source,
+                "output_ref": view.output_ref,
+                "text": data.decode("utf-8", "replace"),
+            },
+            "",
+        )
         return
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
@@ -152,21 +215,31 @@ def sessions_log(session_ref: str, tail: int | None, follow: bool) -> None:
         follow_log(t, sid, len(view.data), sys.stdout.buffer)
 
 
-@sessions.command("doctor", epilog=examples("brat sessions doctor", "brat sessions doctor --exit-code --json"))
+@sessions.command(
+    "doctor", epilog=examples("brat sessions doctor", "brat sessions doctor --exit-code --json")
+)
 @common
 @terminal_options
-@click.option("--exit-code", is_flag=True,
-              help="Exit 1 when a problem is found (for CI); default: exit 0 after reporting.")
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help="Exit 1 when a problem is found (for CI); default: exit 0 after reporting.",
+)
 def sessions_doctor(exit_code: bool) -> None:
     """Report what the log holds that could not be used: corrupt commits, malformed blocks,
     invalid fields, conflicts, times in the future, an incomplete (shallow) log."""
     from ..render import table
 
     problems = workspace().problems()
-    emit({"problems": problems, "total": len(problems)},
-         lambda: "no problems" if not problems else
-         table(["KIND", "MESSAGE"], [[p["kind"], p["message"]] for p in problems],
-               width=width(), flex=(1,)))
+    emit(
+        {"problems": problems, "total": len(problems)},
+        lambda: (
+            "no problems"
+            if not problems
+            else table(
+                ["KIND", "MESSAGE"], [[p["kind"], p["message"]] for p in problems], width=width(), flex=(1,)
+            )
+        ),
+    )
     if exit_code and problems:
         sys.exit(EXIT_FAILURE)
-

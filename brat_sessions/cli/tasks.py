@@ -14,9 +14,13 @@ def task() -> None:
     """Task issues (grite issues labelled type:task)."""
 
 
-@task.command("create", epilog=examples(
-    'brat task create "Fix the parser" --body "Paths: src/parse.rs" --priority P1',
-    'T=$(brat task create "Review" --status needs-review --json | jq -r .data.task_id)'))
+@task.command(
+    "create",
+    epilog=examples(
+        'brat task create "Fix the parser" --body "Paths: src/parse.rs" --priority P1',
+        'T=$(brat task create "Review" --status needs-review --json | jq -r .data.task_id)',
+    ),
+)
 @common
 @click.argument("title")
 @click.option("--body", default="", help="Issue body (Paths:, Constraints:, Acceptance:, Notes: lines).")
@@ -28,8 +32,10 @@ def task_create(title: str, body: str, convoy: str | None, status: str, priority
     from ..issues.tasks import create_task
 
     issue = create_task(workspace(), title, body, convoy, status, priority)
-    emit({"task_id": issue.task_id, "grite_issue_id": issue.issue_id, "task": issue.to_json()},
-         f"{issue.task_id} {issue.issue_id}")
+    emit(
+        {"task_id": issue.task_id, "grite_issue_id": issue.issue_id, "task": issue.to_json()},
+        f"{issue.task_id} {issue.issue_id}",
+    )
 
 
 @task.command("list", epilog=examples("brat task list", "brat task list --status running --json"))
@@ -42,12 +48,20 @@ def task_list(status: str | None) -> None:
 
     index = workspace().index
     tasks = [t for t in index.task_issues() if status is None or t.label_value("status") == status]
-    emit({"tasks": [t.to_json() for t in tasks], "total": len(tasks)},
-         lambda: tasks_table(tasks, index.newest_sessions(), width=width()))
+    emit(
+        {"tasks": [t.to_json() for t in tasks], "total": len(tasks)},
+        lambda: tasks_table(tasks, index.newest_sessions(), width=width()),
+    )
 
 
-@task.command("show", epilog=examples("brat task show t-20250114-3a2c", "brat task show t-2025011",
-                                      "brat task show 2f77e2   # a grite issue id prefix"))
+@task.command(
+    "show",
+    epilog=examples(
+        "brat task show t-20250114-3a2c",
+        "brat task show t-2025011",
+        "brat task show 2f77e2   # a grite issue id prefix",
+    ),
+)
 @common
 @terminal_options
 @click.argument("task_ref", metavar="TASK", shell_complete=complete_tasks)
@@ -59,5 +73,7 @@ def task_show(task_ref: str) -> None:
     issue = ws.index.resolve_task(task_ref)
     sessions = [ws.with_lease(s) for s in ws.index.sessions(True, issue.issue_id)]
     at = now()
-    emit({"task": issue.to_json(), "sessions": [s.to_json(at) for s in sessions]},
-         lambda: task_detail(issue, sessions, at, width=width(), colour=colour()))
+    emit(
+        {"task": issue.to_json(), "sessions": [s.to_json(at) for s in sessions]},
+        lambda: task_detail(issue, sessions, at, width=width(), colour=colour()),
+    )

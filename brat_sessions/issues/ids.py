@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from ..errors import Conflict
 
 
 def new_id(prefix: str, ts_ms: int, exists: Callable[[str], bool]) -> str:
     """A fresh id for the UTC day of `ts_ms` that `exists` does not know."""
-    day = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y%m%d")
+    day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y%m%d")
     for _ in range(64):
         candidate = f"{prefix}-{day}-{os.urandom(2).hex()}"
         if not exists(candidate):

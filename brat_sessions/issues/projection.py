@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from ..storage import events as ev_kinds
 from ..rules import valid_id
+from ..storage import events as ev_kinds
 from ..storage.events import Event
 
 SCHEMA = """
@@ -27,8 +27,19 @@ CREATE TABLE IF NOT EXISTS members(
   PRIMARY KEY(issue_id, kind, value));
 """
 
-_COLUMNS = ("issue_id", "created", "created_ts", "updated_ts", "title", "title_key", "body",
-            "body_key", "state", "state_key", "task_id")
+_COLUMNS = (
+    "issue_id",
+    "created",
+    "created_ts",
+    "updated_ts",
+    "title",
+    "title_key",
+    "body",
+    "body_key",
+    "state",
+    "state_key",
+    "task_id",
+)
 
 
 @dataclass
@@ -48,15 +59,23 @@ class Issue:
         """The value of the first `prefix:value` label."""
         for label in self.labels:
             if label.startswith(prefix + ":"):
-                return label[len(prefix) + 1:]
+                return label[len(prefix) + 1 :]
         return None
 
     def to_json(self) -> dict:
-        return {"grite_issue_id": self.issue_id, "task_id": self.task_id, "title": self.title,
-                "body": self.body, "state": self.state, "labels": self.labels,
-                "assignees": self.assignees, "status": self.label_value("status"),
-                "convoy_id": self.label_value("convoy"), "created_ts": self.created_ts,
-                "updated_ts": self.updated_ts}
+        return {
+            "grite_issue_id": self.issue_id,
+            "task_id": self.task_id,
+            "title": self.title,
+            "body": self.body,
+            "state": self.state,
+            "labels": self.labels,
+            "assignees": self.assignees,
+            "status": self.label_value("status"),
+            "convoy_id": self.label_value("convoy"),
+            "created_ts": self.created_ts,
+            "updated_ts": self.updated_ts,
+        }
 
 
 def _text(value: object) -> str:
@@ -69,8 +88,14 @@ def _check_payload(kind: int, p: list) -> None:
     if kind == ev_kinds.ISSUE_CREATED:
         for value in (p[0], p[1], *p[2]):
             _text(value)
-    elif kind in (ev_kinds.LABEL_ADDED, ev_kinds.LABEL_REMOVED, ev_kinds.ASSIGNEE_ADDED,
-                  ev_kinds.ASSIGNEE_REMOVED, ev_kinds.STATE_CHANGED, ev_kinds.COMMENT_ADDED):
+    elif kind in (
+        ev_kinds.LABEL_ADDED,
+        ev_kinds.LABEL_REMOVED,
+        ev_kinds.ASSIGNEE_ADDED,
+        ev_kinds.ASSIGNEE_REMOVED,
+        ev_kinds.STATE_CHANGED,
+        ev_kinds.COMMENT_ADDED,
+    ):
         _text(p[0])
     elif kind == ev_kinds.ISSUE_UPDATED:
         for value in p[:2]:
@@ -91,14 +116,19 @@ class IssueFold:
     def _row(self, iid: str) -> dict:
         row = self.rows.get(iid)
         if row is None:
-            found = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM issues WHERE issue_id=?",
-                                    (iid,)).fetchone()
+            found = self.db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM issues WHERE issue_id=?", (iid,)
+            ).fetchone()
             row = dict(zip(_COLUMNS, found)) if found else dict.fromkeys(_COLUMNS)
             if not found:
                 row.update(issue_id=iid, created=0, updated_ts=0)
             self.rows[iid] = row
-            self.members[iid] = {(k, v): (p, key) for k, v, p, key in self.db.execute(
-                "SELECT kind, value, present, key FROM members WHERE issue_id=?", (iid,))}
+            self.members[iid] = {
+                (k, v): (p, key)
+                for k, v, p, key in self.db.execute(
+                    "SELECT kind, value, present, key FROM members WHERE issue_id=?", (iid,)
+                )
+            }
         return row
 
     @staticmethod
@@ -148,28 +178,44 @@ class IssueFold:
     def flush(self) -> None:
         """Write the issues changed since the last flush (rows stay cached for this fold)."""
         for iid in self.dirty:
-            tasks = sorted(v[5:] for (k, v), (present, _) in self.members[iid].items()
-                           if k == "label" and present and v.startswith("task:")
-                           and valid_id(v[5:]))  # a hostile task id never becomes one
+            tasks = sorted(
+                v[5:]
+                for (k, v), (present, _) in self.members[iid].items()
+                if k == "label" and present and v.startswith("task:") and valid_id(v[5:])
+            )  # a hostile task id never becomes one
             self.rows[iid]["task_id"] = tasks[0] if tasks else None
-        self.db.executemany(f"INSERT OR REPLACE INTO issues({', '.join(_COLUMNS)}) VALUES "
-                            f"({', '.join('?' * len(_COLUMNS))})",
-                            [tuple(self.rows[iid][c] for c in _COLUMNS) for iid in self.dirty])
+        self.db.executemany(
+            f"INSERT OR REPLACE INTO issues({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            [tuple(self.rows[iid][c] for c in _COLUMNS) for iid in self.dirty],
+        )
         self.dirty.clear()
-        self.db.executemany("INSERT OR REPLACE INTO members VALUES(?,?,?,?,?)",
-                            [(iid, k, v, *self.members[iid][(k, v)])
-                             for iid, k, v in self.changed_members])
+        self.db.executemany(
+            "INSERT OR REPLACE INTO members VALUES(?,?,?,?,?)",
+            [(iid, k, v, *self.members[iid][(k, v)]) for iid, k, v in self.changed_members],
+        )
         self.changed_members.clear()
 
 
 def load_issue(db: sqlite3.Connection, iid: str) -> Issue | None:
-    row = db.execute("SELECT issue_id, title, body, state, created_ts, updated_ts, created, "
-                     "task_id FROM issues WHERE issue_id=?", (iid,)).fetchone()
+    row = db.execute(
+        "SELECT issue_id, title, body, state, created_ts, updated_ts, created, "
+        "task_id FROM issues WHERE issue_id=?",
+        (iid,),
+    ).fetchone()
     if row is None:
         return None
-    members = db.execute("SELECT kind, value FROM members WHERE issue_id=? AND present=1 "
-                         "ORDER BY value", (iid,)).fetchall()
-    return Issue(issue_id=row[0], title=row[1] or "", body=row[2] or "", state=row[3] or "open",
-                 labels=[v for k, v in members if k == "label"],
-                 assignees=[v for k, v in members if k == "assignee"],
-                 created_ts=row[4], updated_ts=row[5], created=bool(row[6]), task_id=row[7])
+    members = db.execute(
+        "SELECT kind, value FROM members WHERE issue_id=? AND present=1 ORDER BY value", (iid,)
+    ).fetchall()
+    return Issue(
+        issue_id=row[0],
+        title=row[1] or "",
+        body=row[2] or "",
+        state=row[3] or "open",
+        labels=[v for k, v in members if k == "label"],
+        assignees=[v for k, v in members if k == "assignee"],
+        created_ts=row[4],
+        updated_ts=row[5],
+        created=bool(row[6]),
+        task_id=row[7],
+    )

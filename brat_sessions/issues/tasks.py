@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..clock import now_ms
 from ..errors import BadInput
-from ..rules import ID_RULE, MAX_TEXT, valid_id, valid_text
 from ..index import Index
+from ..rules import ID_RULE, MAX_TEXT, valid_id, valid_text
 from ..storage.events import ISSUE_CREATED, make_event, new_issue_id
 from ..workspace import Workspace
 from .ids import new_id
@@ -13,8 +13,14 @@ from .labels import TASK_STATUSES, task_labels
 from .projection import Issue
 
 
-def create_task(ws: Workspace, title: str, body: str = "", convoy: str | None = None,
-                status: str = "queued", priority: str | None = None) -> Issue:
+def create_task(
+    ws: Workspace,
+    title: str,
+    body: str = "",
+    convoy: str | None = None,
+    status: str = "queued",
+    priority: str | None = None,
+) -> Issue:
     """Append an IssueCreated with brat's task labels; the new task issue."""
     if not isinstance(title, str) or not title.strip():
         raise BadInput("a task needs a title")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .. import rules
 from ..kinds import EXIT_REASONS, SESSION_TYPES, STATES
@@ -15,8 +16,20 @@ OPEN = "[session]"
 CLOSE = "[/session]"
 
 # brat's field order; every field on its own line, `null` for an absent optional.
-FIELD_ORDER = ("state", "session_id", "role", "session_type", "engine", "worktree", "pid",
-               "started_ts", "last_heartbeat_ts", "exit_code", "exit_reason", "last_output_ref")
+FIELD_ORDER = (
+    "state",
+    "session_id",
+    "role",
+    "session_type",
+    "engine",
+    "worktree",
+    "pid",
+    "started_ts",
+    "last_heartbeat_ts",
+    "exit_code",
+    "exit_reason",
+    "last_output_ref",
+)
 REQUIRED = ("state", "session_id", "role", "session_type", "engine", "worktree", "started_ts")
 
 # A plain value is written as brat writes it; anything else as a TOML basic string.
@@ -30,7 +43,7 @@ class BlockError(ValueError):
 
 @dataclass
 class ParsedBlock:
-    fields: dict[str, Any]   # the known and unknown keys, values decoded and validated
+    fields: dict[str, Any]  # the known and unknown keys, values decoded and validated
     error: str | None = None  # set when the block is malformed (and then not used)
     warnings: list[str] = field(default_factory=list)  # optional fields dropped as invalid
 
@@ -46,7 +59,7 @@ def _encode_value(value: Any) -> str:
     if not _NEEDS_ESCAPE.search(text):
         return f'"{text}"'
     escaped = json.dumps(text, ensure_ascii=False)  # JSON escapes are valid TOML escapes
-    return (escaped.replace("[", "\\u005B").replace("]", "\\u005D").replace("\x7f", "\\u007F"))
+    return escaped.replace("[", "\\u005B").replace("]", "\\u005D").replace("\x7f", "\\u007F")
 
 
 def format_block(fields: dict[str, Any]) -> str:
@@ -130,7 +143,9 @@ def _validate(fields: dict[str, Any]) -> list[str]:
         if value is None or key in _REQUIRED_RULES:
             continue
         ok, rule = _OPTIONAL_RULES.get(key) or (
-            (lambda v: rules.valid_int(v) or rules.valid_text(v)), "a bounded integer or string")
+            (lambda v: rules.valid_int(v) or rules.valid_text(v)),
+            "a bounded integer or string",
+        )
         if not _KEY.fullmatch(key):
             ok, rule = (lambda v: False), "a key of A-Z a-z 0-9 _ -"
         if not ok(value):
@@ -169,16 +184,22 @@ def parse_blocks(text: str) -> list[ParsedBlock]:
     and parsing stops after MAX_BLOCKS_PER_COMMENT blocks (each reported).
     """
     if len(text) > rules.MAX_COMMENT_CHARS:
-        return [ParsedBlock({}, f"comment of {len(text)} characters not parsed "
-                                f"(limit {rules.MAX_COMMENT_CHARS})")]
+        return [
+            ParsedBlock({}, f"comment of {len(text)} characters not parsed (limit {rules.MAX_COMMENT_CHARS})")
+        ]
     blocks: list[ParsedBlock] = []
     body: list[str] | None = None
     for raw in text.split("\n"):
         line = raw.strip()
         if line == OPEN:
             if len(blocks) >= rules.MAX_BLOCKS_PER_COMMENT:
-                blocks.append(ParsedBlock({}, f"more than {rules.MAX_BLOCKS_PER_COMMENT} blocks "
-                                              "in one comment; the rest not parsed"))
+                blocks.append(
+                    ParsedBlock(
+                        {},
+                        f"more than {rules.MAX_BLOCKS_PER_COMMENT} blocks "
+                        "in one comment; the rest not parsed",
+                    )
+                )
                 return blocks
             if body is not None:
                 blocks.append(ParsedBlock({}, "no closing [/session] before the next [session]"))

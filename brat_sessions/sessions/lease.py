@@ -47,14 +47,12 @@ def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid) -
             raise ValueError("not a small blob")
         data = json.loads(blob.data)
         ts, host = data.get("ts"), data.get("host")
-        return Lease(session_id, ts if valid_ts(ts) else None,
-                     host if valid_text(host, 255) else None)
+        return Lease(session_id, ts if valid_ts(ts) else None, host if valid_text(host, 255) else None)
     except (KeyError, ValueError, AttributeError, pygit2.GitError):
         return Lease(session_id, None, None)  # unreadable: present, but tells no time
 
 
-def create_lease(repo: pygit2.Repository, session_id: str, host: str | None,
-                 ts: int | None = None) -> Lease:
+def create_lease(repo: pygit2.Repository, session_id: str, host: str | None, ts: int | None = None) -> Lease:
     lease = Lease(session_id, ts, host)
     repo.references.create(lease_ref(session_id), _blob(repo, lease), force=True)
     return lease
@@ -92,4 +90,3 @@ def drop_lease(repo: pygit2.Repository, session_id: str) -> None:
             ref.delete()
         except pygit2.GitError:
             pass  # already gone
-

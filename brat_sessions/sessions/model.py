@@ -65,7 +65,7 @@ class Session:
         if ts not in self.beats:
             self.beats.append(ts)
 
-    def settle(self, now: int, skew_ms: int) -> "Session":
+    def settle(self, now: int, skew_ms: int) -> Session:
         """Judge the times against the clock: a time after now + skew is no sign of life.
 
         `last_heartbeat_ts` becomes the latest heartbeat that is not in the future;
@@ -81,8 +81,11 @@ class Session:
     def last_sign_of_life(self, now: int | None = None, skew_ms: int = 0) -> int | None:
         """The latest start or heartbeat time that is not after now + skew (None: none)."""
         limit = None if now is None else now + skew_ms
-        times = [t for t in (self.started_ts, *self.beats, self.last_heartbeat_ts or 0)
-                 if t and (limit is None or t <= limit)]
+        times = [
+            t
+            for t in (self.started_ts, *self.beats, self.last_heartbeat_ts or 0)
+            if t and (limit is None or t <= limit)
+        ]
         return max(times) if times else None
 
     def heartbeat_age_ms(self, now: int) -> int | None:
@@ -93,11 +96,18 @@ class Session:
     def block_fields(self) -> dict[str, Any]:
         """The fields a new block for this session starts from."""
         fields = {
-            "state": self.status, "session_id": self.session_id, "role": self.role,
-            "session_type": self.session_type, "engine": self.engine,
-            "worktree": self.worktree, "pid": self.pid, "started_ts": self.started_ts,
-            "last_heartbeat_ts": self.last_heartbeat_ts, "exit_code": self.exit_code,
-            "exit_reason": self.exit_reason, "last_output_ref": self.last_output_ref,
+            "state": self.status,
+            "session_id": self.session_id,
+            "role": self.role,
+            "session_type": self.session_type,
+            "engine": self.engine,
+            "worktree": self.worktree,
+            "pid": self.pid,
+            "started_ts": self.started_ts,
+            "last_heartbeat_ts": self.last_heartbeat_ts,
+            "exit_code": self.exit_code,
+            "exit_reason": self.exit_reason,
+            "last_output_ref": self.last_output_ref,
         }
         if self.host:
             fields["host"] = self.host

@@ -23,22 +23,27 @@ def read_log(tracker, session_id: str) -> LogView:  # tracker: worker.api.Tracke
     path = tracker.files(session_id).log
     if session.exited and session.last_output_ref:
         try:
-            return LogView("stored", read_output(tracker.ws.repo, session.last_output_ref),
-                           session.last_output_ref)
+            return LogView(
+                "stored", read_output(tracker.ws.repo, session.last_output_ref), session.last_output_ref
+            )
         except NotFound:
             if path.is_file():
                 data = path.read_bytes()
                 if "sha256:" + hashlib.sha256(data).hexdigest() == session.last_output_ref:
                     return LogView("local", data, session.last_output_ref)
-                raise BratError(f"{path} does not match {session.last_output_ref} and the stored "
-                                f"copy is not in this clone") from None
+                raise BratError(
+                    f"{path} does not match {session.last_output_ref} and the stored "
+                    f"copy is not in this clone"
+                ) from None
             raise
     if path.is_file():
         return LogView("live" if not session.exited else "local", path.read_bytes(), None)
     if session.exited:
         raise NotFound(f"session {session_id} exited without a stored output")
-    raise NotFound(f"no output yet for session {session_id} ({path} does not exist here; "
-                   f"it runs on {session.host or 'another host'})")
+    raise NotFound(
+        f"no output yet for session {session_id} ({path} does not exist here; "
+        f"it runs on {session.host or 'another host'})"
+    )
 
 
 def follow_log(tracker, session_id: str, offset: int, out: BinaryIO, poll_s: float = 0.5) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from itertools import groupby
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
 
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
@@ -19,7 +20,6 @@ from .rows import session_to_row
 
 if TYPE_CHECKING:
     from ..storage.wal import WalCommit
-
 
 
 @dataclass
@@ -35,15 +35,28 @@ class BlockRecord:
     fields: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "actor": self.actor, "ts": self.ts,
-                "grite_issue_id": self.issue_id, "block": self.fields}
+        return {
+            "event_id": self.event_id,
+            "actor": self.actor,
+            "ts": self.ts,
+            "grite_issue_id": self.issue_id,
+            "block": self.fields,
+        }
 
 
-def add_problem(db: sqlite3.Connection, problem_id: str, kind: str, message: str,
-                commit_id: str | None = None, event_id: str | None = None,
-                session_id: str | None = None) -> None:
-    db.execute("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)",
-               (problem_id, kind, commit_id, event_id, session_id, message))
+def add_problem(
+    db: sqlite3.Connection,
+    problem_id: str,
+    kind: str,
+    message: str,
+    commit_id: str | None = None,
+    event_id: str | None = None,
+    session_id: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)",
+        (problem_id, kind, commit_id, event_id, session_id, message),
+    )
 
 
 def comment_rows(ev: Event, commit_id: str) -> tuple[list[tuple], list[tuple]]:
@@ -56,23 +69,37 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[tuple], list[tuple]]:
     blocks, problems = [], []
     for seq, parsed in enumerate(parse_blocks(body)):
         if parsed.error:
-            problems.append((f"block:{eid}:{seq}", "malformed_block", commit_id, eid, None,
-                             f"malformed [session] block in comment {eid} "
-                             f"(commit {commit_id}): {parsed.error}"))
+            problems.append(
+                (
+                    f"block:{eid}:{seq}",
+                    "malformed_block",
+                    commit_id,
+                    eid,
+                    None,
+                    f"malformed [session] block in comment {eid} (commit {commit_id}): {parsed.error}",
+                )
+            )
             continue
         for n, warning in enumerate(parsed.warnings):
-            problems.append((f"field:{eid}:{seq}:{n}", "invalid_field", commit_id, eid,
-                             parsed.fields["session_id"],
-                             f"[session] block in comment {eid} (commit {commit_id}): {warning}"))
-        blocks.append((parsed.fields["session_id"], ev.ts_unix_ms, actor, eid, seq, issue,
-                       json.dumps(parsed.fields)))
+            problems.append(
+                (
+                    f"field:{eid}:{seq}:{n}",
+                    "invalid_field",
+                    commit_id,
+                    eid,
+                    parsed.fields["session_id"],
+                    f"[session] block in comment {eid} (commit {commit_id}): {warning}",
+                )
+            )
+        blocks.append(
+            (parsed.fields["session_id"], ev.ts_unix_ms, actor, eid, seq, issue, json.dumps(parsed.fields))
+        )
     return blocks, problems
 
 
-def prepare_commit(commit: "WalCommit") -> dict[bytes, tuple[list[tuple], list[tuple]]]:
+def prepare_commit(commit: WalCommit) -> dict[bytes, tuple[list[tuple], list[tuple]]]:
     """The parsed blocks of every comment of a commit, keyed by event id."""
-    return {ev.event_id: comment_rows(ev, commit.oid) for ev in commit.events
-            if ev.kind == COMMENT_ADDED}
+    return {ev.event_id: comment_rows(ev, commit.oid) for ev in commit.events if ev.kind == COMMENT_ADDED}
 
 
 class BlockFold:
@@ -113,8 +140,10 @@ def _record(r: tuple) -> BlockRecord:
 
 
 def load_blocks(db: sqlite3.Connection, session_id: str) -> list[BlockRecord]:
-    rows = db.execute(f"SELECT {_BLOCK_COLUMNS} FROM blocks WHERE session_id=? "
-                      "ORDER BY ts, actor, event_id, seq", (session_id,))
+    rows = db.execute(
+        f"SELECT {_BLOCK_COLUMNS} FROM blocks WHERE session_id=? ORDER BY ts, actor, event_id, seq",
+        (session_id,),
+    )
     return [_record(r) for r in rows]
 
 
@@ -124,8 +153,7 @@ def _blocks_of(db: sqlite3.Connection, session_ids: set[str]) -> Iterator[list[B
         for sid in session_ids:
             yield load_blocks(db, sid)
         return
-    rows = db.execute(f"SELECT {_BLOCK_COLUMNS} FROM blocks "
-                      "ORDER BY session_id, ts, actor, event_id, seq")
+    rows = db.execute(f"SELECT {_BLOCK_COLUMNS} FROM blocks ORDER BY session_id, ts, actor, event_id, seq")
     for sid, group in groupby(rows, key=lambda r: r[0]):
         if sid in session_ids:
             yield [_record(r) for r in group]
@@ -139,11 +167,12 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
     effective = own
     for i, b in enumerate(own):
         if b.fields["state"] == "exit":
-            effective = own[:i + 1]  # the first exit is final
+            effective = own[: i + 1]  # the first exit is final
             break
     latest = effective[-1].fields
-    beats = sorted({b.fields["last_heartbeat_ts"] for b in own
-                    if isinstance(b.fields.get("last_heartbeat_ts"), int)})
+    beats = sorted(
+        {b.fields["last_heartbeat_ts"] for b in own if isinstance(b.fields.get("last_heartbeat_ts"), int)}
+    )
     pid = latest.get("pid")
     pid_ts = None
     if pid is not None:
@@ -153,14 +182,27 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
             pid_ts = b.ts
     host = next((b.fields["host"] for b in reversed(effective) if b.fields.get("host")), None)
     session = Session(
-        session_id=latest["session_id"], task_id=None, grite_issue_id=owner,
-        role=latest["role"], session_type=latest["session_type"], engine=latest["engine"],
-        worktree=latest["worktree"], pid=pid, status=latest["state"],
-        started_ts=latest["started_ts"], last_heartbeat_ts=max(beats) if beats else None,
-        exit_code=latest.get("exit_code"), exit_reason=latest.get("exit_reason"),
-        last_output_ref=latest.get("last_output_ref"), host=host,
-        updated_ts=effective[-1].ts, pid_ts=pid_ts, blocks=len(own), conflicts=len(foreign),
-        beats=beats)
+        session_id=latest["session_id"],
+        task_id=None,
+        grite_issue_id=owner,
+        role=latest["role"],
+        session_type=latest["session_type"],
+        engine=latest["engine"],
+        worktree=latest["worktree"],
+        pid=pid,
+        status=latest["state"],
+        started_ts=latest["started_ts"],
+        last_heartbeat_ts=max(beats) if beats else None,
+        exit_code=latest.get("exit_code"),
+        exit_reason=latest.get("exit_reason"),
+        last_output_ref=latest.get("last_output_ref"),
+        host=host,
+        updated_ts=effective[-1].ts,
+        pid_ts=pid_ts,
+        blocks=len(own),
+        conflicts=len(foreign),
+        beats=beats,
+    )
     return session, foreign
 
 
@@ -176,10 +218,18 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
         if foreign:
             had_conflicts.append((sid,))
         for b in foreign:
-            conflicts.append((f"conflict:{b.event_id}:{b.seq}", "conflict", None, b.event_id, sid,
-                              f"session {sid}: block in comment {b.event_id} is on issue "
-                              f"{b.issue_id}, but the session belongs to issue "
-                              f"{session.grite_issue_id}; ignored"))
+            conflicts.append(
+                (
+                    f"conflict:{b.event_id}:{b.seq}",
+                    "conflict",
+                    None,
+                    b.event_id,
+                    sid,
+                    f"session {sid}: block in comment {b.event_id} is on issue "
+                    f"{b.issue_id}, but the session belongs to issue "
+                    f"{session.grite_issue_id}; ignored",
+                )
+            )
     db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
     db.executemany("DELETE FROM problems WHERE kind='conflict' AND session_id=?", had_conflicts)
     db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)", conflicts)

@@ -11,8 +11,7 @@ from .block import format_block
 from .model import Session
 
 
-def block_events(index: Index, actor: str, session: Session, fields: dict[str, Any],
-                 ts: int) -> list[Event]:
+def block_events(index: Index, actor: str, session: Session, fields: dict[str, Any], ts: int) -> list[Event]:
     """A CommentAdded carrying the block, and label changes if it is the issue's newest session.
 
     brat's `session:*` and `engine:*` labels describe the most recent session of the
@@ -25,8 +24,9 @@ def block_events(index: Index, actor: str, session: Session, fields: dict[str, A
     if newest is not None and newest > session.started_ts:
         return events
     issue = index.issue(session.grite_issue_id)
-    remove, add = session_label_changes(issue.labels if issue else [], fields["state"],
-                                        fields["session_type"], fields["engine"])
+    remove, add = session_label_changes(
+        issue.labels if issue else [], fields["state"], fields["session_type"], fields["engine"]
+    )
     events += [make_event(iid, actor_b, ts, LABEL_REMOVED, [lb]) for lb in remove]
     events += [make_event(iid, actor_b, ts, LABEL_ADDED, [lb]) for lb in add]
     return events

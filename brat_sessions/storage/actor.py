@@ -66,8 +66,9 @@ def _write_actor_config(ctx: RepoContext, actor: str) -> None:
     if path.exists():
         return
     label = f"brat_sessions@{socket.gethostname()}"
-    _write_atomic(path, f"actor_id = {_toml_str(actor)}\nlabel = {_toml_str(label)}\n"
-                        f"created_ts = {now_ms()}\n")
+    _write_atomic(
+        path, f"actor_id = {_toml_str(actor)}\nlabel = {_toml_str(label)}\ncreated_ts = {now_ms()}\n"
+    )
 
 
 def ensure_actor(ctx: RepoContext) -> str:

@@ -33,12 +33,12 @@ def decode_chunk(data: bytes) -> list[Event]:
     if version != VERSION:
         raise ChunkError(f"unsupported chunk version {version}")
     n = data[10]
-    codec = data[11:11 + n]
+    codec = data[11 : 11 + n]
     if codec != CODEC:
         raise ChunkError(f"unsupported codec {codec!r}")
     try:
-        records = cbor2.loads(data[11 + n:])
-    except Exception as exc:  # cbor2 raises several types for bad input
+        records = cbor2.loads(data[11 + n :])
+    except Exception as exc:  # noqa: BLE001 (cbor2 raises many types for bad input)
         raise ChunkError(f"bad CBOR: {exc}") from None
     if not isinstance(records, list):
         raise ChunkError("CBOR body is not an array")

@@ -46,8 +46,16 @@ class Event(NamedTuple):
         return self.ts_unix_ms.to_bytes(8, "big") + self.actor + self.event_id
 
     def to_record(self) -> list[Any]:
-        return [self.event_id, self.issue_id, self.actor, self.ts_unix_ms,
-                self.parent, self.kind, self.payload, self.sig]
+        return [
+            self.event_id,
+            self.issue_id,
+            self.actor,
+            self.ts_unix_ms,
+            self.parent,
+            self.kind,
+            self.payload,
+            self.sig,
+        ]
 
 
 def _normalized_payload(kind: int, payload: list[Any]) -> list[Any]:
@@ -56,21 +64,21 @@ def _normalized_payload(kind: int, payload: list[Any]) -> list[Any]:
     return payload
 
 
-def preimage(issue_id: bytes, actor: bytes, ts: int, parent: bytes | None,
-             kind: int, payload: list[Any]) -> bytes:
+def preimage(
+    issue_id: bytes, actor: bytes, ts: int, parent: bytes | None, kind: int, payload: list[Any]
+) -> bytes:
     """The canonical CBOR bytes that the event id hashes."""
     body = [1, issue_id, actor, ts, parent, kind, _normalized_payload(kind, payload)]
     return cbor2.dumps(body, canonical=True)
 
 
-def compute_event_id(issue_id: bytes, actor: bytes, ts: int, parent: bytes | None,
-                     kind: int, payload: list[Any]) -> bytes:
-    return hashlib.blake2b(preimage(issue_id, actor, ts, parent, kind, payload),
-                           digest_size=32).digest()
+def compute_event_id(
+    issue_id: bytes, actor: bytes, ts: int, parent: bytes | None, kind: int, payload: list[Any]
+) -> bytes:
+    return hashlib.blake2b(preimage(issue_id, actor, ts, parent, kind, payload), digest_size=32).digest()
 
 
-def make_event(issue_id: bytes, actor: bytes, ts: int, kind: int,
-               payload: list[Any]) -> Event:
+def make_event(issue_id: bytes, actor: bytes, ts: int, kind: int, payload: list[Any]) -> Event:
     """A new event with its id computed (parent null, as grite writes)."""
     payload = _normalized_payload(kind, payload)
     eid = compute_event_id(issue_id, actor, ts, None, kind, payload)

@@ -17,7 +17,8 @@ import struct
 import subprocess
 import sys
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 BATCH = 500
 _HEADER = struct.Struct("<Q")
@@ -41,7 +42,7 @@ def _read_exact(stream: Any, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _pump(proc: subprocess.Popen, out: "queue.Queue[Any]") -> None:
+def _pump(proc: subprocess.Popen, out: queue.Queue[Any]) -> None:
     """Thread: turn one worker's frames into queue items; None at its end."""
     stream = proc.stdout
     try:
@@ -50,19 +51,23 @@ def _pump(proc: subprocess.Popen, out: "queue.Queue[Any]") -> None:
             if size == 0:
                 break
             out.put(_read_exact(stream, size))
-    except BaseException as exc:  # reported to the reading thread
+    except BaseException as exc:  # noqa: BLE001 (reported to the reading thread)
         out.put(exc)
     out.put(None)
 
 
-def parallel_read(common_dir: str, oids: list[str], prepare_ref: str,
-                  workers: int) -> Iterator[tuple[Any, Any]]:
+def parallel_read(
+    common_dir: str, oids: list[str], prepare_ref: str, workers: int
+) -> Iterator[tuple[Any, Any]]:
     """Pairs for every commit in `oids`, read by `workers` processes."""
-    results: "queue.Queue[Any]" = queue.Queue(maxsize=16)
+    results: queue.Queue[Any] = queue.Queue(maxsize=16)
     procs = []
     for n in range(workers):
-        proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.storage.readers"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "brat_sessions.storage.readers"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         proc.stdin.write(pickle.dumps((common_dir, oids[n::workers], prepare_ref)))
         proc.stdin.close()
         threading.Thread(target=_pump, args=(proc, results), daemon=True).start()

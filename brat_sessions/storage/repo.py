@@ -16,7 +16,6 @@ import pygit2
 
 from ..errors import EnvironmentProblem
 
-
 _LIMITED = False
 
 

@@ -6,7 +6,9 @@ import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pygit2
 
@@ -31,7 +33,7 @@ class WalCommit(NamedTuple):
     oid: str
     prev_wal: str | None
     actor: str
-    events: list["Event"]
+    events: list[Event]
     chunk: bytes = b""  # the chunk file as stored, so sync can re-append it unchanged
 
 
@@ -127,7 +129,7 @@ class Wal:
                 if since is not None:  # `since` was not on this chain
                     base = self.repo.merge_base(head, since)
                     if base is not None and str(base) in ids:
-                        ids = ids[:ids.index(str(base))]
+                        ids = ids[: ids.index(str(base))]
                 break
             commit = parent_commit
         ids.reverse()
@@ -149,12 +151,15 @@ class Wal:
                 return None  # unreadable: reported as a corrupt commit by the replay
         if missing is None:
             return None
-        return (f"{WAL_REF} is incomplete: commit {oid[:12]} follows {missing[:12]}, which this "
-                f"clone does not have (a shallow or partial fetch); run `brat sync` or "
-                f"`git fetch --unshallow origin {WAL_REF}`")
+        return (
+            f"{WAL_REF} is incomplete: commit {oid[:12]} follows {missing[:12]}, which this "
+            f"clone does not have (a shallow or partial fetch); run `brat sync` or "
+            f"`git fetch --unshallow origin {WAL_REF}`"
+        )
 
-    def replay(self, head: str | None = None, since: str | None = None
-               ) -> Iterator[WalCommit | CorruptCommit]:
+    def replay(
+        self, head: str | None = None, since: str | None = None
+    ) -> Iterator[WalCommit | CorruptCommit]:
         """Decoded commits oldest first; a corrupt one is yielded as its error."""
         for oid in self.commit_ids(head, since):
             try:
@@ -162,8 +167,9 @@ class Wal:
             except CorruptCommit as exc:
                 yield exc
 
-    def replay_prepared(self, prepare: Prepare, head: str | None = None, since: str | None = None
-                        ) -> Iterator[tuple["WalCommit | CorruptCommit", Any]]:
+    def replay_prepared(
+        self, prepare: Prepare, head: str | None = None, since: str | None = None
+    ) -> Iterator[tuple[WalCommit | CorruptCommit, Any]]:
         """Like replay, with `prepare(commit)` computed alongside each readable commit.
 
         A long replay (a cold index) is read by worker processes, so the pairs do NOT
@@ -178,7 +184,7 @@ class Wal:
             try:
                 yield from parallel_read(str(self.ctx.common_dir), oids, ref, READERS)
                 return
-            except Exception as exc:  # fall back to reading here; the fold is idempotent
+            except Exception as exc:  # noqa: BLE001 (fall back to reading here; folds are idempotent)
                 print(f"brat: parallel read failed ({exc}); reading in one process", file=sys.stderr)
         for oid in oids:
             yield read_prepared(self, oid, prepare)
@@ -189,17 +195,18 @@ class Wal:
                 yield from item.events
 
     # writing -----------------------------------------------------------
-    def write_commit(self, parent: str | None, actor: str, events: list[Event],
-                     data: bytes | None = None) -> str:
+    def write_commit(
+        self, parent: str | None, actor: str, events: list[Event], data: bytes | None = None
+    ) -> str:
         """Write (not publish) a commit holding one chunk on top of `parent`."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from .chunk import chunk_hash, encode_chunk
 
         repo = self.repo
         data = data if data is not None else encode_chunk(events)
         digest = chunk_hash(data)
-        day = datetime.fromtimestamp(events[0].ts_unix_ms / 1000, tz=timezone.utc)
+        day = datetime.fromtimestamp(events[0].ts_unix_ms / 1000, tz=UTC)
         meta = {"schema_version": 1, "actor_id": actor, "chunk_hash": digest, "prev_wal": parent}
         tree = repo.TreeBuilder()
         tree.insert(f"{digest}.bin", repo.create_blob(data), pygit2.enums.FileMode.BLOB)
@@ -209,8 +216,14 @@ class Wal:
             tree = outer
         tree.insert("meta.json", repo.create_blob(json.dumps(meta).encode()), pygit2.enums.FileMode.BLOB)
         sig = _signature()
-        oid = repo.create_commit(None, sig, sig, f"WAL: {len(events)} events from {actor[:8]}",
-                                 tree.write(), [pygit2.Oid(hex=parent)] if parent else [])
+        oid = repo.create_commit(
+            None,
+            sig,
+            sig,
+            f"WAL: {len(events)} events from {actor[:8]}",
+            tree.write(),
+            [pygit2.Oid(hex=parent)] if parent else [],
+        )
         return str(oid)
 
     def move_head(self, expected: str | None, new: str, message: str = "brat_sessions append") -> bool:
@@ -242,14 +255,20 @@ class Wal:
         import subprocess
 
         try:
-            result = subprocess.run(["git", "--git-dir", str(self.ctx.common_dir), "update-ref",
-                                     "-m", message, WAL_REF, new, ""],
-                                    capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            result = subprocess.run(
+                ["git", "--git-dir", str(self.ctx.common_dir), "update-ref", "-m", message, WAL_REF, new, ""],
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         except FileNotFoundError:
             raise EnvironmentProblem("git is not installed (needed to create refs/grite/wal)") from None
         return result.returncode == 0
 
-    def append(self, actor: str, build: Callable[[str | None], list[Event]]) -> tuple[str | None, list[Event]]:
+    def append(
+        self, actor: str, build: Callable[[str | None], list[Event]]
+    ) -> tuple[str | None, list[Event]]:
         """Append the events `build(head)` returns, retrying on a lost race.
 
         `build` is called again on every retry with the new head, so it can
@@ -268,8 +287,6 @@ class Wal:
 
             time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
         raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
-
-
 
 
 def read_prepared(wal: Wal, oid: str, prepare: Prepare) -> tuple[WalCommit | CorruptCommit, Any]:

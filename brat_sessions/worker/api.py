@@ -1,30 +1,42 @@
 """The public Python API for workers: start, heartbeat, transition, exit, stop.
 
-    from brat_sessions import Tracker
-    tracker = Tracker()                        # the repository of the cwd
-    with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
-        s.log("working\\n")                     # heartbeats run in the background
+from brat_sessions import Tracker
+tracker = Tracker()                        # the repository of the cwd
+with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
+    s.log("working\\n")                     # heartbeats run in the background
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
-import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 
+from .. import rules
 from ..clock import now_ms
 from ..errors import BadInput, EnvironmentProblem, Fenced
 from ..index import Index
 from ..issues.ids import new_id
-from .. import rules
-from ..kinds import (EXIT_REASONS, ROLES, SESSION_TYPES, STATES, STOP_REASONS, TASK_STATUSES,
-                     ExitReason, Priority, Role, SessionType, State, StopReason, TaskStatus)
 from ..issues.projection import Issue
+from ..kinds import (
+    EXIT_REASONS,
+    ROLES,
+    SESSION_TYPES,
+    STATES,
+    STOP_REASONS,
+    TASK_STATUSES,
+    ExitReason,
+    Priority,
+    Role,
+    SessionType,
+    State,
+    StopReason,
+    TaskStatus,
+)
 from ..sessions.lease import create_lease, drop_lease, read_lease, renew_lease
 from ..sessions.model import Session, check_transition
 from ..sessions.outputs import store_file, store_output
@@ -71,8 +83,10 @@ class StopReport:
 
 
 def _fenced_message(s: Session) -> str:
-    return (f"session {s.session_id} has already exited ({s.exit_reason or 'unknown'}, "
-            f"exit code {s.exit_code}): stop working")
+    return (
+        f"session {s.session_id} has already exited ({s.exit_reason or 'unknown'}, "
+        f"exit code {s.exit_code}): stop working"
+    )
 
 
 class Tracker:
@@ -102,12 +116,19 @@ class Tracker:
         return SessionFiles(self.ws.ctx.logs_dir, check_session_id(session_id))
 
     # tasks -------------------------------------------------------------
-    def create_task(self, title: str, body: str = "", *, convoy: str | None = None,
-                    status: TaskStatus = "queued", priority: Priority | None = None) -> Issue:
+    def create_task(
+        self,
+        title: str,
+        body: str = "",
+        *,
+        convoy: str | None = None,
+        status: TaskStatus = "queued",
+        priority: Priority | None = None,
+    ) -> Issue:
         """Create a task issue with brat's labels and a fresh task id (`t-YYYYMMDD-xxxx`).
 
-            task = tracker.create_task("Fix the parser", "Paths: src/parse.rs", priority="P1")
-            print(task.task_id)
+        task = tracker.create_task("Fix the parser", "Paths: src/parse.rs", priority="P1")
+        print(task.task_id)
         """
         from ..issues.tasks import create_task
 
@@ -117,8 +138,11 @@ class Tracker:
         """Task issues, oldest first (only those with the `status:` label given)."""
         if status is not None:
             _check_choice("task status", status, TASK_STATUSES)
-        return [t for t in self.ws.fresh_index().task_issues()
-                if status is None or t.label_value("status") == status]
+        return [
+            t
+            for t in self.ws.fresh_index().task_issues()
+            if status is None or t.label_value("status") == status
+        ]
 
     def task(self, task: str) -> Issue:
         """A task by task id or grite issue id (NotFound, exit code 3, if there is none)."""
@@ -127,15 +151,25 @@ class Tracker:
     # writing -----------------------------------------------------------
     def _write(self, session_id: str, update: Callable[[Session], dict[str, Any]]) -> Session:
         """Append a block made by `update(current session)`, checked at the head it lands on."""
+
         def build(index: Index) -> list[Event]:
             current = self.ws.with_lease(index.session(session_id))
             return block_events(index, self.ws.actor, current, update(current), now_ms())
+
         self.ws.append(build)
         return self.ws.session(session_id)
 
-    def start(self, task: str, *, role: Role | None = None, session_type: SessionType = "polecat",
-              engine: str = "shell", worktree: str | None = None, pid: int | None = None,
-              state: State = "spawned") -> Session:
+    def start(
+        self,
+        task: str,
+        *,
+        role: Role | None = None,
+        session_type: SessionType = "polecat",
+        engine: str = "shell",
+        worktree: str | None = None,
+        pid: int | None = None,
+        state: State = "spawned",
+    ) -> Session:
         """Record a new session on a task (by task id or grite issue id).
 
         With `pid`, the process must run on this machine: it is adopted (recorded
@@ -155,11 +189,23 @@ class Tracker:
             issue = index.find_task(task)
             ts = now_ms()
             sid = new_id("s", ts, index.session_id_exists)
-            session = Session(session_id=sid, task_id=issue.task_id, grite_issue_id=issue.issue_id,
-                              role=role, session_type=session_type, engine=engine,
-                              worktree=worktree, pid=pid, status=state, started_ts=ts,
-                              last_heartbeat_ts=None, exit_code=None, exit_reason=None,
-                              last_output_ref=None, host=self.host)
+            session = Session(
+                session_id=sid,
+                task_id=issue.task_id,
+                grite_issue_id=issue.issue_id,
+                role=role,
+                session_type=session_type,
+                engine=engine,
+                worktree=worktree,
+                pid=pid,
+                status=state,
+                started_ts=ts,
+                last_heartbeat_ts=None,
+                exit_code=None,
+                exit_reason=None,
+                last_output_ref=None,
+                host=self.host,
+            )
             created["session"] = session
             return block_events(index, self.ws.actor, session, session.block_fields(), ts)
 
@@ -200,8 +246,9 @@ class Tracker:
             raise Fenced(_fenced_message(session))
         return now
 
-    def transition(self, session_id: str, state: State, *, force: bool = False,
-                   pid: int | None = None) -> Session:
+    def transition(
+        self, session_id: str, state: State, *, force: bool = False, pid: int | None = None
+    ) -> Session:
         """Move the session to `state` along the state machine (any state may go to exit).
 
         `force` skips the state machine, never the validation: the state must be one
@@ -238,8 +285,13 @@ class Tracker:
             if read_lease(self.ws.repo, session_id) is None:
                 create_lease(self.ws.repo, session_id, self.host, now_ms())
 
-    def exit(self, session_id: str, code: int, reason: ExitReason = "completed",
-             output: str | os.PathLike[str] | bytes | None = None) -> Session:
+    def exit(
+        self,
+        session_id: str,
+        code: int,
+        reason: ExitReason = "completed",
+        output: str | os.PathLike[str] | bytes | None = None,
+    ) -> Session:
         """Record the session's end, with the sha256 ref of its stored output.
 
         `output` is a file, bytes, or None for the session's own `.grite/logs` log.
@@ -255,8 +307,12 @@ class Tracker:
             if s.exited:
                 raise Fenced(_fenced_message(s))
             fields = s.block_fields()
-            fields.update(state="exit", exit_code=code, exit_reason=reason,
-                          last_output_ref=output_ref or s.last_output_ref)
+            fields.update(
+                state="exit",
+                exit_code=code,
+                exit_reason=reason,
+                last_output_ref=output_ref or s.last_output_ref,
+            )
             return fields
 
         session = self._write(session_id, update)
@@ -278,8 +334,9 @@ class Tracker:
         """Stop a session and record its exit; see `stop_report`."""
         return self.stop_report(session_id, reason, grace_s).session
 
-    def stop_report(self, session_id: str, reason: StopReason = "user-stop",
-                    grace_s: float = 10.0) -> StopReport:
+    def stop_report(
+        self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0
+    ) -> StopReport:
         """Stop a session: signal its process (group) only if this machine holds proof that
         brat started or adopted that very process, then record the exit.
 
@@ -292,8 +349,9 @@ class Tracker:
             raise Fenced(f"session {session_id} has already exited ({session.exit_reason})")
         incomplete = self.ws.index.incomplete
         if incomplete and session.host != self.host:
-            raise EnvironmentProblem(f"{incomplete}; refusing to stop a session of another host "
-                                     f"on a partial view")
+            raise EnvironmentProblem(
+                f"{incomplete}; refusing to stop a session of another host on a partial view"
+            )
         files = self.files(session_id)
         code = -1
         proof = proofs.load(self.ws.ctx.data_dir, session_id)
@@ -310,18 +368,30 @@ class Tracker:
                 code = ended[0]
                 if _poll(lambda: self.ws.fresh_index().session(session_id).exited, 5.0):
                     return StopReport(self.session(session_id), True, "")
-        note = "" if signalled else ("no signal sent: this machine holds no record that brat "
-                                     "started or adopted the session's process")
+        note = (
+            ""
+            if signalled
+            else (
+                "no signal sent: this machine holds no record that brat "
+                "started or adopted the session's process"
+            )
+        )
         try:
             return StopReport(self.exit(session_id, code, reason), signalled, note)
         except Fenced:
             return StopReport(self.session(session_id), signalled, note)  # its supervisor was first
 
     # the context manager ----------------------------------------------
-    def session_scope(self, task: str, *, role: Role | None = None,
-                      session_type: SessionType = "polecat", engine: str = "python",
-                      worktree: str | None = None, heartbeat_interval: float | None = None
-                      ) -> ContextManager["SessionHandle"]:
+    def session_scope(
+        self,
+        task: str,
+        *,
+        role: Role | None = None,
+        session_type: SessionType = "polecat",
+        engine: str = "python",
+        worktree: str | None = None,
+        heartbeat_interval: float | None = None,
+    ) -> AbstractContextManager[SessionHandle]:
         """Run a block of Python as a session: heartbeats in the background, exit at the end.
 
             with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
@@ -337,8 +407,15 @@ class Tracker:
         """
         from .scope import session_scope
 
-        return session_scope(self, task, role=role, session_type=session_type, engine=engine,
-                             worktree=worktree, heartbeat_interval=heartbeat_interval)
+        return session_scope(
+            self,
+            task,
+            role=role,
+            session_type=session_type,
+            engine=engine,
+            worktree=worktree,
+            heartbeat_interval=heartbeat_interval,
+        )
 
 
 def _poll(check: Callable[[], Any], timeout_s: float) -> Any:

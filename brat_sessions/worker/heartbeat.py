@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pygit2
 
@@ -15,8 +15,9 @@ from ..errors import BratError, Fenced
 class HeartbeatKeeper(threading.Thread):
     """Renews the lease until stopped; calls `on_fenced` once if the session is over."""
 
-    def __init__(self, common_dir: Path, session_id: str, interval_s: float,
-                 on_fenced: Callable[[Fenced], None]) -> None:
+    def __init__(
+        self, common_dir: Path, session_id: str, interval_s: float, on_fenced: Callable[[Fenced], None]
+    ) -> None:
         super().__init__(name=f"heartbeat-{session_id}", daemon=True)
         self.common_dir = common_dir
         self.session_id = session_id

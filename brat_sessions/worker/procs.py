@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -13,7 +13,7 @@ def _stat_fields(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rfind(")") + 2:].split()
+    return text[text.rfind(")") + 2 :].split()
 
 
 def exists(pid: int) -> bool:
@@ -62,8 +62,12 @@ def group_members(pgid: int, min_ticks: int | None = None) -> list[int]:
             continue
         fields = _stat_fields(int(entry.name))
         try:
-            if (fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X")
-                    and (min_ticks is None or int(fields[19]) >= min_ticks)):
+            if (
+                fields
+                and int(fields[2]) == pgid
+                and fields[0] not in ("Z", "X")
+                and (min_ticks is None or int(fields[19]) >= min_ticks)
+            ):
                 found.append(int(entry.name))
         except (ValueError, IndexError):
             continue
@@ -77,8 +81,11 @@ def start_time_ms(pid: int) -> int | None:
         return None
     try:
         ticks = int(fields[19])
-        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                     if line.startswith("btime "))
+        btime = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
     except (OSError, ValueError, StopIteration, IndexError):
         return None
     return int((btime + ticks / os.sysconf("SC_CLK_TCK")) * 1000)

@@ -32,13 +32,20 @@ class ProcessProof:
         """True while the recorded process itself is alive (not a zombie) and unchanged."""
         if not procs.alive(self.pid):
             return False
-        return (self.boot_id == procs.boot_id() and self.start_ticks is not None
-                and procs.start_ticks(self.pid) == self.start_ticks)
+        return (
+            self.boot_id == procs.boot_id()
+            and self.start_ticks is not None
+            and procs.start_ticks(self.pid) == self.start_ticks
+        )
 
     def leader_exists(self) -> bool:
         """True while the recorded process exists here, a zombie not yet waited for included."""
-        return (procs.exists(self.pid) and self.boot_id == procs.boot_id()
-                and self.start_ticks is not None and procs.start_ticks(self.pid) == self.start_ticks)
+        return (
+            procs.exists(self.pid)
+            and self.boot_id == procs.boot_id()
+            and self.start_ticks is not None
+            and procs.start_ticks(self.pid) == self.start_ticks
+        )
 
     def live_members(self) -> list[int]:
         """The processes this proof covers that are still running (for a group: all of it)."""

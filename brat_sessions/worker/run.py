@@ -13,9 +13,17 @@ from . import proof as proofs
 from .api import Tracker
 
 
-def run_command(tracker: Tracker, task: str, command: list[str], *,
-                heartbeat_interval: float = 30.0, grace_s: float = 10.0, tee: str = "tee",
-                tty: bool = False, **start_options: Any) -> tuple[int, str]:
+def run_command(
+    tracker: Tracker,
+    task: str,
+    command: list[str],
+    *,
+    heartbeat_interval: float = 30.0,
+    grace_s: float = 10.0,
+    tee: str = "tee",
+    tty: bool = False,
+    **start_options: Any,
+) -> tuple[int, str]:
     """Run `command` as a new session; returns (exit status for `run`, session id).
 
     `tee` says where the command's output goes besides the log: "tee" (our stdout and
@@ -28,8 +36,20 @@ def run_command(tracker: Tracker, task: str, command: list[str], *,
     files.logs_dir.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
     shim = subprocess.Popen(
-        [sys.executable, "-m", "brat_sessions.worker.shim", str(files.log), str(files.status),
-         str(write_fd), tee, "pty" if tty else "pipe", "--", *command], pass_fds=[write_fd])
+        [
+            sys.executable,
+            "-m",
+            "brat_sessions.worker.shim",
+            str(files.log),
+            str(files.status),
+            str(write_fd),
+            tee,
+            "pty" if tty else "pipe",
+            "--",
+            *command,
+        ],
+        pass_fds=[write_fd],
+    )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         raw = pipe.read()

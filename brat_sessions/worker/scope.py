@@ -6,8 +6,9 @@ import os
 import signal
 import threading
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import Fenced
 from ..kinds import Role, SessionType, State
@@ -22,7 +23,7 @@ class SessionHandle:
     """What a `with tracker.session_scope(...)` block gets: its session, its log, and a
     way to move it along. Every call raises `Fenced` once the session was ended elsewhere."""
 
-    def __init__(self, tracker: "Tracker", session: Session) -> None:
+    def __init__(self, tracker: Tracker, session: Session) -> None:
         self.tracker = tracker
         self.session_id = session.session_id
         self.task_id = session.task_id
@@ -54,25 +55,38 @@ class SessionHandle:
             raise self.fenced
 
     def _on_fenced(self, exc: Fenced) -> None:
-        self.fenced = Fenced(f"{exc.message}; this block's own end is not recorded, its output "
-                             f"stays in {self.files.log}")
+        self.fenced = Fenced(
+            f"{exc.message}; this block's own end is not recorded, its output stays in {self.files.log}"
+        )
         if self._thread is threading.main_thread():
             # A real SIGINT to the main thread also wakes it from a blocking call.
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
 @contextmanager
-def session_scope(tracker: "Tracker", task: str, *, role: Role | None, session_type: SessionType,
-                  engine: str, worktree: str | None,
-                  heartbeat_interval: float | None) -> Iterator[SessionHandle]:
+def session_scope(
+    tracker: Tracker,
+    task: str,
+    *,
+    role: Role | None,
+    session_type: SessionType,
+    engine: str,
+    worktree: str | None,
+    heartbeat_interval: float | None,
+) -> Iterator[SessionHandle]:
     """The implementation of `Tracker.session_scope` (documented there)."""
-    interval = (heartbeat_interval if heartbeat_interval is not None
-                else tracker.ws.config.heartbeat_interval)
-    session = tracker.start(task, role=role, session_type=session_type, engine=engine,
-                            worktree=worktree, pid=os.getpid(), state="running")
+    interval = heartbeat_interval if heartbeat_interval is not None else tracker.ws.config.heartbeat_interval
+    session = tracker.start(
+        task,
+        role=role,
+        session_type=session_type,
+        engine=engine,
+        worktree=worktree,
+        pid=os.getpid(),
+        state="running",
+    )
     handle = SessionHandle(tracker, session)
-    keeper = HeartbeatKeeper(tracker.ws.ctx.common_dir, session.session_id, interval,
-                             handle._on_fenced)
+    keeper = HeartbeatKeeper(tracker.ws.ctx.common_dir, session.session_id, interval, handle._on_fenced)
     keeper.start()
     try:
         yield handle
@@ -107,5 +121,7 @@ def _finish(handle: SessionHandle, code: int, reason: str) -> None:
     try:
         handle.tracker.exit(handle.session_id, code, reason)  # type: ignore[arg-type]
     except Fenced as exc:
-        raise Fenced(f"{exc.message}; this block's own end (code {code}) is not recorded, its "
-                     f"output stays in {handle.files.log}") from None
+        raise Fenced(
+            f"{exc.message}; this block's own end (code {code}) is not recorded, its "
+            f"output stays in {handle.files.log}"
+        ) from None

@@ -21,13 +21,13 @@ import time
 from typing import Any
 
 DRAIN_IDLE_S = 0.05  # after the command ends: stop at the first pause this long ...
-DRAIN_MAX_S = 1.0    # ... or after this long at most, whoever still holds the pipes
+DRAIN_MAX_S = 1.0  # ... or after this long at most, whoever still holds the pipes
 
 
 def _write_all(fd: int, data: bytes) -> None:
     try:
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
     except OSError:
         pass  # the terminal went away; the log still gets everything
 
@@ -111,15 +111,29 @@ class Pty:
 
 
 def _spawn(command: list[str], terminal: Pty | None) -> subprocess.Popen[bytes]:
-    setup = (lambda: _child_setup(terminal is not None))
+    def setup():
+        return _child_setup(terminal is not None)
+
     if terminal is None:
         # its own process group: stop, fencing and forwarded signals reach all it starts
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                restore_signals=True, process_group=0, preexec_fn=setup)
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            restore_signals=True,
+            process_group=0,
+            preexec_fn=setup,
+        )
     # its own session (so its own group too), with the pty as its controlling terminal
-    return subprocess.Popen(command, stdin=terminal.slave, stdout=terminal.slave,
-                            stderr=terminal.slave, restore_signals=True, start_new_session=True,
-                            preexec_fn=setup)
+    return subprocess.Popen(
+        command,
+        stdin=terminal.slave,
+        stdout=terminal.slave,
+        stderr=terminal.slave,
+        restore_signals=True,
+        start_new_session=True,
+        preexec_fn=setup,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -187,8 +201,9 @@ def main(argv: list[str]) -> int:
     return code
 
 
-def _pump(sel: selectors.BaseSelector, pid: int, log: Any, tee: bool, to_stderr: bool,
-          terminal: Pty | None) -> None:
+def _pump(
+    sel: selectors.BaseSelector, pid: int, log: Any, tee: bool, to_stderr: bool, terminal: Pty | None
+) -> None:
     """Copy output to the log (and our stdout/stderr) until the command ends, then drain
     what is already waiting for at most DRAIN_MAX_S: a background descendant that keeps the
     pipes open is not waited for."""

@@ -17,14 +17,13 @@ from ..helpers import WORKTREE_ENV, brat, brat_json, brat_on_terminal
 @pytest.fixture
 def busy(repo, task):
     t = Tracker(repo)
-    ids = [t.start(task.task_id, engine="a-rather-long-engine-name-for-width").session_id
-           for _ in range(3)]
+    ids = [t.start(task.task_id, engine="a-rather-long-engine-name-for-width").session_id for _ in range(3)]
     crew = t.start(task.task_id, session_type="crew", state="running").session_id
     return t, ids, crew
 
 
 def test_ids_resolve_from_unique_prefixes_like_git(repo, task, busy):
-    t, ids, crew = busy
+    _t, ids, crew = busy
     sid = ids[0]
     hexpart = sid.rsplit("-", 1)[1]
     assert brat_json("sessions", "show", hexpart, cwd=repo)["session"]["session_id"] == sid
@@ -44,19 +43,18 @@ def test_tables_fit_the_terminal_and_are_whole_when_piped(repo, busy):
     assert all(len(line) <= 80 for line in screen.splitlines()) and "…" in screen
     piped = brat("sessions", "list", cwd=repo).stdout
     assert "a-rather-long-engine-name-for-width" in piped and "…" not in piped
-    rc, wide = brat_on_terminal("sessions", "list", "--wide", cwd=repo, columns=80,
-                                env={"NO_COLOR": "1"})
+    rc, wide = brat_on_terminal("sessions", "list", "--wide", cwd=repo, columns=80, env={"NO_COLOR": "1"})
     assert "a-rather-long-engine-name-for-width" in wide
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(repo, busy):
-    rc, screen = brat_on_terminal("sessions", "list", cwd=repo)
+    _, screen = brat_on_terminal("sessions", "list", cwd=repo)
     assert "\x1b[32m" in screen
-    rc, plain = brat_on_terminal("sessions", "list", cwd=repo, env={"NO_COLOR": "1"})
+    _, plain = brat_on_terminal("sessions", "list", cwd=repo, env={"NO_COLOR": "1"})
     assert "\x1b[" not in plain
     assert "\x1b[" not in brat("sessions", "list", cwd=repo).stdout
     assert "\x1b[32m" in brat("sessions", "list", "--color", "always", cwd=repo).stdout
-    rc, never = brat_on_terminal("sessions", "list", "--color", "never", cwd=repo)
+    _rc, never = brat_on_terminal("sessions", "list", "--color", "never", cwd=repo)
     assert "\x1b[" not in never
 
 
@@ -73,7 +71,7 @@ def test_exited_sessions_read_like_docker(repo, busy):
 
 
 def test_limit_sort_and_filters_that_validate(repo, busy):
-    t, ids, crew = busy
+    _t, ids, crew = busy
     data = brat_json("sessions", "list", "--limit", "2", "--sort", "id", cwd=repo)
     assert [s["session_id"] for s in data["sessions"]] == sorted(ids + [crew])[-2:]
     assert brat("sessions", "list", "--role", "bogus", cwd=repo).returncode == 2
@@ -91,9 +89,23 @@ def test_long_output_goes_through_the_pager_only_on_a_terminal(repo, busy):
 
 
 def test_watch_prints_again_when_something_changes(repo, task):
-    proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "list", "--watch",
-                             "--interval", "0.2", "--json"], cwd=repo, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, **WORKTREE_ENV})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "brat_sessions.cli",
+            "sessions",
+            "list",
+            "--watch",
+            "--interval",
+            "0.2",
+            "--json",
+        ],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **WORKTREE_ENV},
+    )
     try:
         assert json.loads(proc.stdout.readline())["data"]["total"] == 0
         Tracker(repo).start(task.task_id)
@@ -109,8 +121,12 @@ def test_help_version_module_and_bare_brat(repo):
     assert out.returncode == 0 and "Examples:" in out.stdout and "--watch" in out.stdout
     assert brat("help", "no-such").returncode == 2
     assert brat("-V").stdout.startswith("brat, version")
-    out = subprocess.run([sys.executable, "-m", "brat_sessions", "--version"], capture_output=True,
-                         text=True, env={**os.environ, **WORKTREE_ENV})
+    out = subprocess.run(
+        [sys.executable, "-m", "brat_sessions", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WORKTREE_ENV},
+    )
     assert out.returncode == 0 and "version" in out.stdout
     from brat_sessions.cli import cli
 
@@ -120,14 +136,23 @@ def test_help_version_module_and_bare_brat(repo):
 
 
 def test_completion_scripts_and_id_completion(repo, busy):
-    t, ids, crew = busy
+    _t, ids, _crew = busy
     script = brat("completion", "bash")
     assert script.returncode == 0 and "_BRAT_COMPLETE" in script.stdout
     assert brat("completion", "fish").returncode == 0
-    out = subprocess.run([sys.executable, "-m", "brat_sessions.cli"], cwd=repo, capture_output=True,
-                         text=True, env={**os.environ, **WORKTREE_ENV, "_BRAT_COMPLETE": "bash_complete",
-                                         "COMP_WORDS": f"brat sessions show {ids[0][:-3]}",
-                                         "COMP_CWORD": "3"})
+    out = subprocess.run(
+        [sys.executable, "-m", "brat_sessions.cli"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            **WORKTREE_ENV,
+            "_BRAT_COMPLETE": "bash_complete",
+            "COMP_WORDS": f"brat sessions show {ids[0][:-3]}",
+            "COMP_CWORD": "3",
+        },
+    )
     assert ids[0] in out.stdout
 
 
@@ -156,8 +181,9 @@ def test_task_list_shows_the_newest_sessions_state_from_its_blocks(repo, task):
 
 def test_run_gives_the_command_a_terminal_with_tty(repo, task):
     probe = "import sys; print('tty' if sys.stdout.isatty() else 'pipe')"
-    out = brat("sessions", "run", "--task", task.task_id, "--tty", "--", sys.executable, "-c", probe,
-               cwd=repo)
+    out = brat(
+        "sessions", "run", "--task", task.task_id, "--tty", "--", sys.executable, "-c", probe, cwd=repo
+    )
     assert out.returncode == 0 and "tty" in out.stdout
     out = brat("sessions", "run", "--task", task.task_id, "--", sys.executable, "-c", probe, cwd=repo)
     assert out.stdout.strip() == "pipe"

@@ -19,11 +19,16 @@ def test_issue_fold_is_last_writer_wins(repo):
     append_raw(repo, [make_event(ISSUE, A, 300, ev.ISSUE_UPDATED, ["Newer", None])])
     append_raw(repo, [make_event(ISSUE, B, 200, ev.ISSUE_UPDATED, ["Older", "Body 2"])])  # late arrival
     append_raw(repo, [make_event(ISSUE, A, 400, ev.STATE_CHANGED, ["closed"])])
-    append_raw(repo, [make_event(ISSUE, A, 410, ev.LABEL_REMOVED, ["a"]),
-                      make_event(ISSUE, A, 420, ev.LABEL_ADDED, ["c"]),
-                      make_event(ISSUE, A, 430, ev.ASSIGNEE_ADDED, ["ann"]),
-                      make_event(ISSUE, A, 440, ev.COMMENT_ADDED, ["plain comment"]),
-                      make_event(ISSUE, A, 450, ev.LINK_ADDED, ["https://example.invalid", None])])
+    append_raw(
+        repo,
+        [
+            make_event(ISSUE, A, 410, ev.LABEL_REMOVED, ["a"]),
+            make_event(ISSUE, A, 420, ev.LABEL_ADDED, ["c"]),
+            make_event(ISSUE, A, 430, ev.ASSIGNEE_ADDED, ["ann"]),
+            make_event(ISSUE, A, 440, ev.COMMENT_ADDED, ["plain comment"]),
+            make_event(ISSUE, A, 450, ev.LINK_ADDED, ["https://example.invalid", None]),
+        ],
+    )
     i = issue(repo)
     assert (i.title, i.body, i.state) == ("Newer", "Body 2", "closed")
     assert i.labels == ["b", "c"] and i.assignees == ["ann"]

@@ -6,12 +6,23 @@ from ..helpers import brat, brat_json
 
 
 def test_task_create_list_show(repo):
-    data = brat_json("task", "create", "Fix the parser", "--body", "Paths: a.py", "--convoy",
-                     "c-20250114-a2f9", "--priority", "P1", cwd=repo)
+    data = brat_json(
+        "task",
+        "create",
+        "Fix the parser",
+        "--body",
+        "Paths: a.py",
+        "--convoy",
+        "c-20250114-a2f9",
+        "--priority",
+        "P1",
+        cwd=repo,
+    )
     assert re.fullmatch(r"t-\d{8}-[0-9a-f]{4}", data["task_id"])
     assert re.fullmatch(r"[0-9a-f]{32}", data["grite_issue_id"])
-    assert data["task"]["labels"] == sorted(["type:task", f"task:{data['task_id']}", "status:queued",
-                                             "convoy:c-20250114-a2f9", "priority:P1"])
+    assert data["task"]["labels"] == sorted(
+        ["type:task", f"task:{data['task_id']}", "status:queued", "convoy:c-20250114-a2f9", "priority:P1"]
+    )
     listed = brat_json("task", "list", cwd=repo)
     assert [t["task_id"] for t in listed["tasks"]] == [data["task_id"]]
     shown = brat_json("task", "show", data["grite_issue_id"], cwd=repo)

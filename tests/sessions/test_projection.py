@@ -1,4 +1,3 @@
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,8 +33,17 @@ def test_latest_block_wins_heartbeat_is_max_and_first_exit_is_final(repo):
     append_raw(repo, [comment(block_text(state="running", pid=7, last_heartbeat_ts=T0 + 300), 30)])
     s = index_of(repo).session("s-20250114-0001")
     assert (s.status, s.pid, s.last_heartbeat_ts, s.task_id) == ("running", 7, T0 + 500, "t-20250114-0001")
-    append_raw(repo, [comment(block_text(state="exit", exit_code=3, exit_reason="completed",
-                                         last_output_ref="sha256:" + "a" * 64), 40)])
+    append_raw(
+        repo,
+        [
+            comment(
+                block_text(
+                    state="exit", exit_code=3, exit_reason="completed", last_output_ref="sha256:" + "a" * 64
+                ),
+                40,
+            )
+        ],
+    )
     append_raw(repo, [comment(block_text(state="exit", exit_code=-1, exit_reason="timeout"), 50)])
     append_raw(repo, [comment(block_text(state="running", last_heartbeat_ts=T0 + 900), 60)])
     index = index_of(repo)
@@ -43,8 +51,14 @@ def test_latest_block_wins_heartbeat_is_max_and_first_exit_is_final(repo):
     assert (s.status, s.exit_code, s.exit_reason) == ("exit", 3, "completed")
     assert s.last_output_ref == "sha256:" + "a" * 64
     assert s.last_heartbeat_ts == T0 + 900  # the largest ever seen
-    assert [b.fields["state"] for b in index.history("s-20250114-0001")] == \
-        ["spawned", "running", "running", "exit", "exit", "running"]
+    assert [b.fields["state"] for b in index.history("s-20250114-0001")] == [
+        "spawned",
+        "running",
+        "running",
+        "exit",
+        "exit",
+        "running",
+    ]
 
 
 def test_block_on_another_issue_is_a_reported_conflict(repo):
@@ -60,7 +74,7 @@ def test_block_on_another_issue_is_a_reported_conflict(repo):
 
 def test_malformed_blocks_are_counted_and_shown_by_doctor(repo):
     append_raw(repo, [created()])
-    append_raw(repo, [comment("[session]\nstate = \"running\"\n[/session]\n" + block_text(), 10)])
+    append_raw(repo, [comment('[session]\nstate = "running"\n[/session]\n' + block_text(), 10)])
     data = brat_json("sessions", "doctor", cwd=repo)
     assert data["total"] == 1
     assert "missing required field session_id" in data["problems"][0]["message"]
@@ -109,8 +123,13 @@ def test_same_events_in_any_order_give_the_same_sessions(tmp_path_factory, rnd):
     index = index_of(repo)
     s = index.session("s-20250114-0001")
     # (ts 30, actor aa..) sorts before (ts 30, actor bb..): actor A's timeout exit is the first exit
-    assert (s.status, s.exit_reason, s.exit_code, s.pid, s.last_heartbeat_ts) == \
-        ("exit", "timeout", -1, 9, T0 + 15)
+    assert (s.status, s.exit_reason, s.exit_code, s.pid, s.last_heartbeat_ts) == (
+        "exit",
+        "timeout",
+        -1,
+        9,
+        T0 + 15,
+    )
     issue = index.issue(ISSUE.hex())
     assert issue.title == "New title" and "session:running" not in issue.labels
 
@@ -119,20 +138,44 @@ def test_list_and_show_cli(repo):
     append_raw(repo, [created()])
     append_raw(repo, [comment(block_text(session_id="s-1", state="running", pid=4), 10)])
     append_raw(repo, [comment(block_text(session_id="s-2", session_type="crew", role="user"), 11)])
-    append_raw(repo, [comment(block_text(session_id="s-3", state="exit", exit_code=0,
-                                         exit_reason="completed"), 12)])
+    append_raw(
+        repo, [comment(block_text(session_id="s-3", state="exit", exit_code=0, exit_reason="completed"), 12)]
+    )
     assert [s["session_id"] for s in brat_json("sessions", "list", cwd=repo)["sessions"]] == ["s-1", "s-2"]
     assert brat_json("sessions", "list", "--all", cwd=repo)["total"] == 3
-    assert [s["session_id"] for s in brat_json("sessions", "list", "--type", "crew", cwd=repo)["sessions"]] == ["s-2"]
+    assert [
+        s["session_id"] for s in brat_json("sessions", "list", "--type", "crew", cwd=repo)["sessions"]
+    ] == ["s-2"]
     assert brat_json("sessions", "list", "--role", "user", cwd=repo)["total"] == 1
     assert brat_json("sessions", "list", "--status", "exit", cwd=repo)["total"] == 1
     assert brat_json("sessions", "list", "--task", "t-20250114-0001", cwd=repo)["total"] == 2
     shown = brat_json("sessions", "show", "s-3", cwd=repo)
-    keys = {"session_id", "task_id", "grite_issue_id", "role", "session_type", "engine", "worktree",
-            "pid", "status", "started_ts", "last_heartbeat_ts", "exit_code", "exit_reason",
-            "last_output_ref"}
+    keys = {
+        "session_id",
+        "task_id",
+        "grite_issue_id",
+        "role",
+        "session_type",
+        "engine",
+        "worktree",
+        "pid",
+        "status",
+        "started_ts",
+        "last_heartbeat_ts",
+        "exit_code",
+        "exit_reason",
+        "last_output_ref",
+    }
     assert keys <= set(shown["session"])
     assert shown["history"][0]["actor"] == A.hex() and shown["history"][0]["ts"] == 12
     text = brat("sessions", "list", cwd=repo).stdout
-    assert text.splitlines()[0].split() == ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID",
-                                           "STARTED", "HEARTBEAT"]
+    assert text.splitlines()[0].split() == [
+        "SESSION",
+        "TASK",
+        "ROLE/TYPE",
+        "ENGINE",
+        "STATE",
+        "PID",
+        "STARTED",
+        "HEARTBEAT",
+    ]

@@ -37,22 +37,37 @@ def test_old_magic_is_read():
 
 def test_all_kinds_survive_a_round_trip():
     target = bytes(16)
-    payloads = {1: ["t", "b", ["a"]], 2: [None, "b"], 3: ["c"], 4: ["l"], 5: ["l"], 6: ["closed"],
-                7: ["https://x", None], 8: ["u"], 9: ["u"], 10: ["f", bytes(32), "text/plain"],
-                11: [target, "blocks"], 12: [target, "related_to"],
-                13: ["a.py", "python", ["f"], "sum", bytes(32)], 14: ["k", "v"]}
+    payloads = {
+        1: ["t", "b", ["a"]],
+        2: [None, "b"],
+        3: ["c"],
+        4: ["l"],
+        5: ["l"],
+        6: ["closed"],
+        7: ["https://x", None],
+        8: ["u"],
+        9: ["u"],
+        10: ["f", bytes(32), "text/plain"],
+        11: [target, "blocks"],
+        12: [target, "related_to"],
+        13: ["a.py", "python", ["f"], "sum", bytes(32)],
+        14: ["k", "v"],
+    }
     events = [make_event(ISSUE, ACTOR, 10 + k, k, p) for k, p in payloads.items()]
     assert decode_chunk(encode_chunk(events)) == events
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda d: b"NOTGRITE" + d[8:], "bad magic"),
-    (lambda d: d[:8] + b"\x02\x00" + d[10:], "version"),
-    (lambda d: d[:11] + b"json-v1" + d[18:], "codec"),
-    (lambda d: d[:18] + b"\xff\xff\xff", "bad CBOR"),
-    (lambda d: d[:18] + b"\x01", "not an array"),
-    (lambda d: d[:-5], "bad CBOR"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: b"NOTGRITE" + d[8:], "bad magic"),
+        (lambda d: d[:8] + b"\x02\x00" + d[10:], "version"),
+        (lambda d: d[:11] + b"json-v1" + d[18:], "codec"),
+        (lambda d: d[:18] + b"\xff\xff\xff", "bad CBOR"),
+        (lambda d: d[:18] + b"\x01", "not an array"),
+        (lambda d: d[:-5], "bad CBOR"),
+    ],
+)
 def test_corrupt_chunks_are_rejected(mutate, message):
     with pytest.raises(ChunkError, match=message):
         decode_chunk(mutate(fixture_chunk()))

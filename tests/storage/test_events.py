@@ -11,9 +11,11 @@ def test_spec_check_vector():
     payload = ["Test", "Body", ["bug", "p0"]]
     assert preimage(ISSUE, ACTOR, 1700000000000, None, 1, payload).hex() == (
         "870150000102030405060708090a0b0c0d0e0f50101112131415161718191a1b1c1d1e1f1b0000018bcfe56800"
-        "f60183645465737464426f64798263627567627030")
+        "f60183645465737464426f64798263627567627030"
+    )
     assert compute_event_id(ISSUE, ACTOR, 1700000000000, None, 1, payload).hex() == (
-        "9c2aee7924bf7482dd3842c6ec32fd5103883b9d2354f63df2075ac61fe3d827")
+        "9c2aee7924bf7482dd3842c6ec32fd5103883b9d2354f63df2075ac61fe3d827"
+    )
 
 
 def test_issue_created_labels_are_sorted_before_hashing_and_stored_sorted():
@@ -30,10 +32,18 @@ def test_record_with_wrong_event_id_is_rejected():
         event_from_record(record)
 
 
-@pytest.mark.parametrize("index,value,message", [
-    (0, b"short", "event_id"), (1, b"x" * 15, "issue_id"), (2, "text", "actor"),
-    (3, -1, "ts_unix_ms"), (4, b"p", "parent"), (5, "1", "kind_tag"), (6, "nope", "kind_payload"),
-])
+@pytest.mark.parametrize(
+    "index,value,message",
+    [
+        (0, b"short", "event_id"),
+        (1, b"x" * 15, "issue_id"),
+        (2, "text", "actor"),
+        (3, -1, "ts_unix_ms"),
+        (4, b"p", "parent"),
+        (5, "1", "kind_tag"),
+        (6, "nope", "kind_payload"),
+    ],
+)
 def test_record_shape_is_checked(index, value, message):
     record = make_event(ISSUE, ACTOR, 1, ev.COMMENT_ADDED, ["hi"]).to_record()
     record[index] = value

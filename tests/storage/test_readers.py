@@ -9,11 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from brat_sessions.storage.events import COMMENT_ADDED, ISSUE_CREATED, make_event
 from brat_sessions.storage.readers import _pump
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
-from brat_sessions.storage.events import COMMENT_ADDED, ISSUE_CREATED, make_event
 
 from ..helpers import T0, WORKTREE_ENV, block_text, brat
 
@@ -44,16 +45,22 @@ def _fill(repo, n_commits: int) -> None:
     wal.append(actor.hex(), lambda h: [make_event(issue, actor, T0, ISSUE_CREATED, ["T", "", labels])])
     for i in range(n_commits):
         text = block_text(session_id=f"s-20250101-{i:04x}", started_ts=T0 + i)
-        wal.append(actor.hex(), lambda h, i=i, text=text: [
-            make_event(issue, actor, T0 + i, COMMENT_ADDED, [text]),
-            make_event(issue, actor, T0 + i, COMMENT_ADDED, [f"plain comment {i}"])])
+        wal.append(
+            actor.hex(),
+            lambda h, i=i, text=text: [
+                make_event(issue, actor, T0 + i, COMMENT_ADDED, [text]),
+                make_event(issue, actor, T0 + i, COMMENT_ADDED, [f"plain comment {i}"]),
+            ],
+        )
 
 
 def _tables(repo) -> dict:
     db = sqlite3.connect(repo / ".git" / "brat_sessions" / "index.sqlite")
     try:
-        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
-                for t in ("issues", "members", "blocks", "sessions", "problems")}
+        return {
+            t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
+            for t in ("issues", "members", "blocks", "sessions", "problems")
+        }
     finally:
         db.close()
 
@@ -64,11 +71,11 @@ def _readers_of(parent: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            stat = open(f"/proc/{entry}/stat").read()
-            cmd = open(f"/proc/{entry}/cmdline", "rb").read()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[stat.rfind(")") + 2:].split()[1]) == parent and b"storage.readers" in cmd:
+        if int(stat[stat.rfind(")") + 2 :].split()[1]) == parent and b"storage.readers" in cmd:
             found.append(int(entry))
     return found
 
@@ -79,9 +86,13 @@ def test_pausing_the_readers_mid_build_changes_nothing(repo):
     clean = _tables(repo)
     (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
     env = {**os.environ, **WORKTREE_ENV, "BRAT_PARALLEL_FROM": "50"}
-    proc = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "list", "--all",
-                             "--json"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "brat_sessions.cli", "sessions", "list", "--all", "--json"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     paused: list[int] = []
     deadline = time.monotonic() + 20
     while proc.poll() is None and len(paused) < 2 and time.monotonic() < deadline:
@@ -97,7 +108,7 @@ def test_pausing_the_readers_mid_build_changes_nothing(repo):
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert b"parallel read failed" not in err
     assert _tables(repo) == clean

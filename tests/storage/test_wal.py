@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pygit2
 
+from brat_sessions.errors import CorruptCommit
 from brat_sessions.storage import events as ev
 from brat_sessions.storage.chunk import chunk_hash, encode_chunk
 from brat_sessions.storage.events import make_event, new_issue_id
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import WAL_REF, Wal, WalCommit
-from brat_sessions.errors import CorruptCommit
 
 from ..helpers import FIXTURES, brat, git
 
@@ -29,8 +29,9 @@ def raw_commit(wal: Wal, files: dict[str, bytes], parent: str | None) -> str:
         index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
     tree = index.write_tree(repo)
     sig = pygit2.Signature("grite", "grit@local")
-    oid = str(repo.create_commit(None, sig, sig, "WAL: test", tree,
-                                 [pygit2.Oid(hex=parent)] if parent else []))
+    oid = str(
+        repo.create_commit(None, sig, sig, "WAL: test", tree, [pygit2.Oid(hex=parent)] if parent else [])
+    )
     assert wal.move_head(parent, oid)
     return oid
 
@@ -44,10 +45,11 @@ def test_append_writes_grite_layout(repo):
     data = encode_chunk([comment(issue, "two", 1700086400000)])
     assert files == [f"events/2023/11/15/{chunk_hash(data)}.bin", "meta.json"]  # UTC date of the event
     meta = json.loads(git(repo, "show", f"{second}:meta.json"))
-    assert meta == {"schema_version": 1, "actor_id": ACTOR, "chunk_hash": chunk_hash(data),
-                    "prev_wal": first}
-    assert git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", second) == \
-        "grite <grit@local>|grite <grit@local>|WAL: 1 events from 10111213"
+    assert meta == {"schema_version": 1, "actor_id": ACTOR, "chunk_hash": chunk_hash(data), "prev_wal": first}
+    assert (
+        git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", second)
+        == "grite <grit@local>|grite <grit@local>|WAL: 1 events from 10111213"
+    )
     assert git(repo, "rev-parse", f"{second}^") == first
     assert [c.events[0].payload for c in wal.replay()] == [["one"], ["two"]]
 
@@ -64,8 +66,7 @@ def test_reads_a_log_written_with_another_meta_style(repo):
     wal = Wal(open_repo(repo))
     data = bytes.fromhex((FIXTURES / "grite" / "check_vector_chunk.hex").read_text().strip())
     meta = (FIXTURES / "grite" / "meta_pretty.json").read_text().replace("__CHUNK_HASH__", chunk_hash(data))
-    raw_commit(wal, {"meta.json": meta.encode(),
-                     f"events/2023/11/14/{chunk_hash(data)}.bin": data}, None)
+    raw_commit(wal, {"meta.json": meta.encode(), f"events/2023/11/14/{chunk_hash(data)}.bin": data}, None)
     (commit,) = list(wal.replay())
     assert isinstance(commit, WalCommit)
     assert commit.events[0].payload == ["Test", "Body", ["bug", "p0"]]
@@ -92,11 +93,17 @@ def test_corrupt_commits_are_reported_and_skipped(repo):
     bad_magic = with_chunk(b"NOTMAGIC" + good[bin_name][8:])
     bad_cbor = with_chunk(good[bin_name][:18] + b"\xff\x00")
     wrong_id = bytearray(good[bin_name])
-    wrong_id[-2] ^= 1  # the comment text ("x"), just before the null sig: the stored event_id no longer matches
+    wrong_id[-2] ^= (
+        1  # the comment text ("x"), just before the null sig: the stored event_id no longer matches
+    )
     no_meta = {bin_name: good[bin_name]}
     bad = {}
-    for name, files in [("magic", bad_magic), ("cbor", bad_cbor), ("event id", with_chunk(bytes(wrong_id))),
-                        ("meta", no_meta)]:
+    for name, files in [
+        ("magic", bad_magic),
+        ("cbor", bad_cbor),
+        ("event id", with_chunk(bytes(wrong_id))),
+        ("meta", no_meta),
+    ]:
         head = raw_commit(wal, files, head)
         bad[name] = head
     raw_commit(wal, _good_files(issue, "after", head), head)
@@ -119,8 +126,11 @@ def test_corrupt_commit_is_named_by_list_and_the_rest_still_listed(repo, tracker
     bin_data = next(v for k, v in files.items() if k.endswith(".bin"))
     meta = json.loads(files["meta.json"])
     meta["chunk_hash"] = chunk_hash(bin_data)
-    bad = raw_commit(wal, {"meta.json": json.dumps(meta).encode(),
-                           f"events/2023/11/14/{chunk_hash(bin_data)}.bin": bin_data}, head)
+    bad = raw_commit(
+        wal,
+        {"meta.json": json.dumps(meta).encode(), f"events/2023/11/14/{chunk_hash(bin_data)}.bin": bin_data},
+        head,
+    )
     tracker.transition(s.session_id, "ready")
     out = brat("sessions", "list", cwd=repo)
     assert out.returncode == 0
@@ -133,8 +143,10 @@ def test_eight_processes_appending_lose_and_double_nothing(repo):
     wal = Wal(open_repo(repo))
     issue = new_issue_id()
     script = Path(__file__).parent / "appender.py"
-    procs = [subprocess.Popen([sys.executable, str(script), str(repo), "15", f"w{n}", issue.hex(), ACTOR])
-             for n in range(8)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(repo), "15", f"w{n}", issue.hex(), ACTOR])
+        for n in range(8)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0] * 8
     texts = [e.payload[0] for e in wal.events()]
     assert sorted(texts) == sorted(f"w{n}-{i}" for n in range(8) for i in range(15))
@@ -147,7 +159,7 @@ def test_lost_compare_and_swap_is_reported(repo):
     issue = new_issue_id()
     head, _ = wal.append(ACTOR, lambda h: [comment(issue, "a")])
     stale = wal.write_commit(None, ACTOR, [comment(issue, "b")])
-    assert wal.move_head(None, stale) is False      # the ref exists already
+    assert wal.move_head(None, stale) is False  # the ref exists already
     assert wal.move_head("0" * 40, stale) is False  # not the current head
     assert wal.head() == head
 

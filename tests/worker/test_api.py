@@ -12,7 +12,7 @@ from brat_sessions.errors import Conflict, Fenced
 from brat_sessions.sessions.lease import read_lease
 from brat_sessions.worker.api import Tracker
 
-from ..helpers import brat, brat_json, git, wal_commit_count, wait_for
+from ..helpers import brat, brat_json, git, wait_for, wal_commit_count
 
 
 def labels(tracker, task):
@@ -26,7 +26,9 @@ def test_lifecycle_writes_blocks_and_brats_labels(tracker, task):
     tracker.transition(s.session_id, "ready")
     tracker.transition(s.session_id, "running")
     current = set(labels(tracker, task))
-    assert "session:running" in current and "session:spawned" not in current and "session:ready" not in current
+    assert (
+        "session:running" in current and "session:spawned" not in current and "session:ready" not in current
+    )
     done = tracker.exit(s.session_id, 0, "completed")
     assert (done.status, done.exit_code, done.exit_reason) == ("exit", 0, "completed")
     assert "session:exit" in labels(tracker, task)
@@ -87,8 +89,11 @@ def test_output_is_stored_in_git_and_readable_by_ref(repo, tracker, task, tmp_pa
     assert done.last_output_ref == f"sha256:{digest}"
     out_file.unlink()
     git(repo, "gc", "-q", "--prune=now")
-    shown = subprocess.run([sys.executable, "-m", "brat_sessions.cli", "sessions", "log", s.session_id],
-                           cwd=repo, capture_output=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "brat_sessions.cli", "sessions", "log", s.session_id],
+        cwd=repo,
+        capture_output=True,
+    )
     assert shown.returncode == 0 and shown.stdout == b"line 1\nline 2\n\xff binary ok\n"
     tail = brat("sessions", "log", s.session_id, "--tail", "1", cwd=repo)
     assert tail.stdout.startswith("\ufffd binary ok") or "binary ok" in tail.stdout
@@ -102,8 +107,9 @@ def test_session_ids_are_unique(tracker, task):
 def test_worker_in_a_linked_worktree(repo, task, tmp_path):
     wt = tmp_path / "wt"
     git(repo, "worktree", "add", "-q", str(wt))
-    out = brat("sessions", "run", "--task", task.task_id, "--json", "--", "sh", "-c", "echo from-wt",
-               cwd=wt)  # --json before `--`: what follows belongs to the command
+    out = brat(
+        "sessions", "run", "--task", task.task_id, "--json", "--", "sh", "-c", "echo from-wt", cwd=wt
+    )  # --json before `--`: what follows belongs to the command
     data = json.loads(out.stdout)["data"]
     session = data["session"]
     assert session["worktree"] == str(wt)  # outside the main checkout: absolute
@@ -121,19 +127,17 @@ def test_context_manager_records_completion_and_failure(repo, tracker, task):
         wait_for(lambda: read_lease(tracker.ws.repo, s.session_id).ts)
     ok = tracker.session(s.session_id)
     assert (ok.status, ok.exit_code, ok.exit_reason, ok.engine) == ("exit", 0, "completed", "python")
-    with pytest.raises(ZeroDivisionError):
-        with tracker.session_scope(task.task_id) as s2:
-            1 / 0
+    with pytest.raises(ZeroDivisionError), tracker.session_scope(task.task_id) as s2:
+        1 / 0  # noqa: B018
     failed = tracker.session(s2.session_id)
     assert (failed.exit_code, failed.exit_reason) == (1, "completed")
     assert "ZeroDivisionError" in brat("sessions", "log", s2.session_id, cwd=repo).stdout
 
 
 def test_context_manager_is_interrupted_when_ended_elsewhere(repo, tracker, task):
-    with pytest.raises(Fenced):
-        with tracker.session_scope(task.task_id, heartbeat_interval=0.05) as s:
-            Tracker(repo).exit(s.session_id, -1, "timeout")
-            time.sleep(30)  # the heartbeat thread interrupts this
+    with pytest.raises(Fenced), tracker.session_scope(task.task_id, heartbeat_interval=0.05) as s:
+        Tracker(repo).exit(s.session_id, -1, "timeout")
+        time.sleep(30)  # the heartbeat thread interrupts this
     assert tracker.session(s.session_id).exit_reason == "timeout"
 
 
@@ -156,9 +160,15 @@ def test_stop_of_a_session_on_another_host_fences_its_worker(repo, task):
 
 def test_concurrent_exits_record_exactly_one(repo, tracker, task):
     s = tracker.start(task.task_id, state="running")
-    procs = [subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "exit",
-                               s.session_id, "--code", str(n)], cwd=repo,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "brat_sessions.cli", "sessions", "exit", s.session_id, "--code", str(n)],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(4)
+    ]
     codes = sorted(p.wait(timeout=60) for p in procs)
     assert codes == [0, 4, 4, 4]
     exits = [b for b in tracker.history(s.session_id) if b.fields["state"] == "exit"]

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,13 +19,29 @@ def session_of(tracker, task):
 
 
 def test_run_records_completion_tees_output_and_exits_with_the_status(repo, tracker, task):
-    out = brat("sessions", "run", "--task", task.task_id, "--engine", "codex", "--",
-               "sh", "-c", "echo to-out; echo to-err >&2; exit 3", cwd=repo)
+    out = brat(
+        "sessions",
+        "run",
+        "--task",
+        task.task_id,
+        "--engine",
+        "codex",
+        "--",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 3",
+        cwd=repo,
+    )
     assert out.returncode == 3
     assert "to-out" in out.stdout and "to-err" in out.stderr
     (s,) = session_of(tracker, task)
-    assert (s.status, s.exit_code, s.exit_reason, s.engine, s.host) == \
-        ("exit", 3, "completed", "codex", tracker.host)
+    assert (s.status, s.exit_code, s.exit_reason, s.engine, s.host) == (
+        "exit",
+        3,
+        "completed",
+        "codex",
+        tracker.host,
+    )
     log = (repo / ".grite" / "logs" / f"{s.session_id}.log").read_bytes()
     assert sorted(log.splitlines()) == [b"to-err", b"to-out"]
     assert s.last_output_ref == "sha256:" + hashlib.sha256(log).hexdigest()
@@ -47,9 +64,25 @@ def test_command_not_found(repo, tracker, task):
 
 
 def _start_run(repo, task, *command, interval="30"):
-    return subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "run", "--task",
-                             task.task_id, "--heartbeat-interval", interval, "--", *command],
-                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "brat_sessions.cli",
+            "sessions",
+            "run",
+            "--task",
+            task.task_id,
+            "--heartbeat-interval",
+            interval,
+            "--",
+            *command,
+        ],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _running(tracker, task):
@@ -69,13 +102,18 @@ def test_signals_to_run_are_forwarded_to_the_command(repo, tracker, task, signum
 
 def test_log_follow_prints_until_the_session_exits(repo, tracker, task, tmp_path):
     gate = tmp_path / "gate"
-    proc = _start_run(repo, task, "sh", "-c",
-                      f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second")
+    proc = _start_run(
+        repo, task, "sh", "-c", f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second"
+    )
     s = wait_for(lambda: _running(tracker, task))
     log = repo / ".grite" / "logs" / f"{s.session_id}.log"
     wait_for(lambda: log.exists() and log.read_text() == "first\n")
-    follower = subprocess.Popen([sys.executable, "-m", "brat_sessions.cli", "sessions", "log",
-                                 s.session_id, "--follow"], cwd=repo, stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "brat_sessions.cli", "sessions", "log", s.session_id, "--follow"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     gate.touch()
     assert proc.wait(timeout=30) == 0
     out, _ = follower.communicate(timeout=30)
@@ -89,8 +127,12 @@ def test_run_heartbeats_and_stops_its_command_when_reaped(repo, tracker, task):
     Tracker(repo).exit(s.session_id, -1, "timeout")  # as a reaper elsewhere would
     assert proc.wait(timeout=30) == 4
     assert "already exited" in proc.stderr.read()
-    wait_for(lambda: not os.path.exists(f"/proc/{s.pid}") or
-             open(f"/proc/{s.pid}/stat").read().split(") ")[1][0] == "Z")
+    wait_for(
+        lambda: (
+            not os.path.exists(f"/proc/{s.pid}")
+            or Path(f"/proc/{s.pid}/stat").read_text().split(") ")[1][0] == "Z"
+        )
+    )
     assert tracker.session(s.session_id).exit_reason == "timeout"
 
 
@@ -113,20 +155,20 @@ def test_reaper_learns_the_real_end_when_the_supervisor_died(repo, tracker, task
     status = repo / ".grite" / "logs" / f"{s.session_id}.status.json"
     wait_for(status.exists)
     report = reap(tracker.ws, Config())
-    assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == \
-        [(s.session_id, "completed", 7)]
+    assert [(v.session_id, v.exit_reason, v.exit_code) for v in report.reaped] == [
+        (s.session_id, "completed", 7)
+    ]
     assert tracker.session(s.session_id).last_output_ref.startswith("sha256:")
 
 
 def test_json_after_the_double_dash_belongs_to_the_command(repo, task):
-    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo plain", "--json",
-               cwd=repo)
+    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo plain", "--json", cwd=repo)
     assert out.returncode == 0 and out.stdout == "plain\n"  # no envelope: --json was sh's argument
 
 
 def _gone(pid: int) -> bool:
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
     return stat[stat.rfind(")") + 2] in "ZX"
@@ -134,8 +176,9 @@ def _gone(pid: int) -> bool:
 
 def test_stop_ends_the_whole_process_group(repo, tracker, task, tmp_path):
     pidfile = tmp_path / "grandchild.pid"
-    proc = _start_run(repo, task, "sh", "-c",
-                      f"echo working; sleep 45 & echo $! > {pidfile}; wait; echo never")
+    proc = _start_run(
+        repo, task, "sh", "-c", f"echo working; sleep 45 & echo $! > {pidfile}; wait; echo never"
+    )
     s = wait_for(lambda: _running(tracker, task))
     grandchild = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip()))
     out = brat("sessions", "stop", s.session_id, "--grace", "2", cwd=repo)
@@ -146,8 +189,18 @@ def test_stop_ends_the_whole_process_group(repo, tracker, task, tmp_path):
 
 
 def test_run_ends_when_its_command_ends_not_when_the_pipe_closes(repo, tracker, task, tmp_path):
-    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c",
-               "(sleep 20; echo late) & echo done; exit 5", cwd=repo, timeout=15)
+    out = brat(
+        "sessions",
+        "run",
+        "--task",
+        task.task_id,
+        "--",
+        "sh",
+        "-c",
+        "(sleep 20; echo late) & echo done; exit 5",
+        cwd=repo,
+        timeout=15,
+    )
     assert out.returncode == 5 and "done" in out.stdout
     (s,) = session_of(tracker, task)
     assert (s.exit_reason, s.exit_code) == ("completed", 5)
