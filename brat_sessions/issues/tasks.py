@@ -5,11 +5,12 @@ from __future__ import annotations
 from ..clock import now_ms
 from ..errors import BadInput
 from ..index import Index
+from ..kinds import TASK_STATUSES
 from ..rules import ID_RULE, MAX_TEXT, valid_id, valid_text
 from ..storage.events import ISSUE_CREATED, make_event, new_issue_id
 from ..workspace import Workspace
 from .ids import new_id
-from .labels import TASK_STATUSES, task_labels
+from .labels import task_labels
 from .projection import Issue
 
 
