@@ -1,28 +1,79 @@
 """brat_sessions: session tracking for coding agents, stored in grite's git log.
 
-The public API is `Tracker` (see `brat_sessions.worker.api`). Modules load lazily so
-that `brat --help` stays fast.
+The public API is `Tracker` (see `brat_sessions.worker.api` and docs/api.md):
+
+    from brat_sessions import Tracker
+
+    tracker = Tracker()
+    with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
+        s.log("working\\n")
+
+Modules load lazily so that `brat --help` stays fast; type checkers see the names
+through the imports below.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import BadInput, BratError, Conflict, EnvironmentProblem, Fenced, NotFound
+    from .issues.projection import Issue
+    from .kinds import ExitReason, Priority, Role, SessionType, State, StopReason, TaskStatus
+    from .sessions.model import Session
+    from .sessions.projection import BlockRecord
+    from .worker.api import StopReport, Tracker
+    from .worker.scope import SessionHandle
 
 __version__ = "0.1.0"
-__all__ = ["BratError", "Conflict", "Fenced", "NotFound", "Session", "SessionHandle", "Tracker"]
+__all__ = [
+    "BadInput",
+    "BlockRecord",
+    "BratError",
+    "Conflict",
+    "EnvironmentProblem",
+    "ExitReason",
+    "Fenced",
+    "Issue",
+    "NotFound",
+    "Priority",
+    "Role",
+    "Session",
+    "SessionHandle",
+    "SessionType",
+    "State",
+    "StopReason",
+    "StopReport",
+    "TaskStatus",
+    "Tracker",
+]
+
+_WHERE = {
+    "Tracker": "worker.api",
+    "StopReport": "worker.api",
+    "SessionHandle": "worker.scope",
+    "Session": "sessions.model",
+    "BlockRecord": "sessions.projection",
+    "Issue": "issues.projection",
+    "BadInput": "errors",
+    "BratError": "errors",
+    "Conflict": "errors",
+    "EnvironmentProblem": "errors",
+    "Fenced": "errors",
+    "NotFound": "errors",
+    "ExitReason": "kinds",
+    "Priority": "kinds",
+    "Role": "kinds",
+    "SessionType": "kinds",
+    "State": "kinds",
+    "StopReason": "kinds",
+    "TaskStatus": "kinds",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Tracker", "SessionHandle"):
-        from .worker import api
+    if name in _WHERE:
+        from importlib import import_module
 
-        return getattr(api, name)
-    if name == "Session":
-        from .sessions.model import Session
-
-        return Session
-    if name in ("BratError", "Fenced", "NotFound", "Conflict"):
-        from . import errors
-
-        return getattr(errors, name)
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(name)

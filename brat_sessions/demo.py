@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pygit2
 
@@ -20,7 +21,7 @@ from .worker.api import Tracker
 from .worker.run import run_command
 
 
-def run_demo(target: str | None = None) -> dict:
+def run_demo(target: str | None = None) -> dict[str, Any]:
     path = Path(target) if target else Path(tempfile.mkdtemp(prefix="brat-demo-"))
     if path.exists() and any(path.iterdir()):
         raise BadInput(
@@ -38,22 +39,22 @@ def run_demo(target: str | None = None) -> dict:
     # 1. a polecat that runs a real command to the end, output stored in git
     code, finished = run_command(
         tracker,
-        parse.task_id,
+        parse.issue_id,
         [sys.executable, "-c", "print('parsed 42 blocks')"],
         engine="shell",
         tee="quiet",
     )
     # 2. a polecat that is alive and heartbeating (this process)
-    alive = tracker.start(reap_task.task_id, engine="codex", pid=os.getpid())
+    alive = tracker.start(reap_task.issue_id, engine="codex", pid=os.getpid())
     tracker.transition(alive.session_id, "ready")
     tracker.heartbeat(alive.session_id)
     # 3. a person's crew session
-    crew = tracker.start(review.task_id, session_type="crew", engine="claude", state="running")
+    crew = tracker.start(review.issue_id, session_type="crew", engine="claude", state="running")
     tracker.heartbeat(crew.session_id)
     # 4. a polecat whose process died without an exit record: the reaper calls it a crash
     #    (this machine adopted that process at start, so the reaper may judge it)
     doomed = subprocess.Popen(["sleep", "60"])
-    tracker.start(reap_task.task_id, engine="codex", pid=doomed.pid, state="running")
+    tracker.start(reap_task.issue_id, engine="codex", pid=doomed.pid, state="running")
     doomed.kill()
     doomed.wait()
 

@@ -57,5 +57,5 @@ class CorruptCommit(BratError):
         self.commit = commit
         self.reason = reason
 
-    def __reduce__(self):  # picklable, for the index's reader processes
+    def __reduce__(self) -> tuple[type[CorruptCommit], tuple[str, str]]:  # picklable, for readers
         return (CorruptCommit, (self.commit, self.reason))

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
 from .rules import ID_RULE, valid_id
@@ -147,11 +147,13 @@ class Index:
     def _since(self, current: str | None) -> str | None:
         if current is None:
             return None
+        import pygit2
+
         try:
             self.ctx.repo[current]
             return current  # replay what came after it (or after where the chains meet)
-        except (KeyError, ValueError):
-            return None  # gone (gc after a sync): replay all, idempotently
+        except (KeyError, ValueError, pygit2.GitError):
+            return None  # gone (gc after a sync) or damaged: replay all, idempotently
 
     def _replay(self, current: str | None, target: str | None) -> None:
         from .issues import projection as issue_proj
@@ -204,7 +206,10 @@ class Index:
         row = self.db.execute("SELECT value FROM meta WHERE key='gap_below'").fetchone()
         if row is None:
             return False
-        self.wal.commit_ids(row[0])
+        try:
+            self.wal.commit_ids(row[0])
+        except EnvironmentProblem:  # still damaged
+            return False
         return self.wal.root_gap is None
 
     def _apply_event(self, issues: IssueFold, ev: Event, commit_id: str) -> bool:
@@ -226,7 +231,7 @@ class Index:
             return False
 
     # problems ----------------------------------------------------------
-    def problems(self) -> list[dict]:
+    def problems(self) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT problem_id, kind, commit_id, event_id, session_id, message "
             "FROM problems ORDER BY kind, problem_id"
@@ -317,7 +322,7 @@ class Index:
             )
         ]
         if len(rows) == 1:
-            return rows[0]
+            return str(rows[0])
         if rows:
             raise BadInput(_ambiguous("session", ref, rows))
         known = [sid for (sid,) in self.db.execute("SELECT session_id FROM sessions")]

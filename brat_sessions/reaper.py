@@ -15,6 +15,7 @@ commit lands on, so concurrent reapers never give a session two exits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .clock import now_ms
 from .config import Config
@@ -39,7 +40,7 @@ class Verdict:
     exit_code: int
     why: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,
             "task_id": self.task_id,
@@ -87,7 +88,7 @@ class ReapReport:
     checked: int
     dry_run: bool
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "reaped": [v.to_json() for v in self.reaped],
             "alive": self.alive,

@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import pygit2
 
@@ -46,12 +47,12 @@ class SyncReport:
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def default_remote(ws: Workspace) -> str:
-    names = list(ws.repo.remotes.names())
+    names = [name for name in ws.repo.remotes.names() if name]
     if "origin" in names:
         return "origin"
     if len(names) == 1:
@@ -80,7 +81,7 @@ class Syncer:
         self.report = SyncReport(remote=self.remote)
 
     # git transport -----------------------------------------------------
-    def _git(self, *args: str) -> subprocess.CompletedProcess:
+    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
                 ["git", "--git-dir", str(self.ws.ctx.common_dir), *args],

@@ -50,7 +50,7 @@ def _sorted(found: list[Session], key: str) -> list[Session]:
         "task": lambda s: (s.task_id or "", s.started_ts),
         "state": lambda s: (s.status, s.started_ts),
     }
-    return sorted(found, key=keys[key])  # type: ignore[arg-type]
+    return sorted(found, key=keys[key])
 
 
 @sessions.command(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -15,6 +15,7 @@ from .output import common, emit, examples, json_wanted, terminal_options, track
 from .sessions import resolve, sessions
 
 if TYPE_CHECKING:
+    from ..kinds import Role, SessionType, State
     from ..worker.api import Tracker
 
 SESSION_ARG = click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
@@ -86,13 +87,13 @@ def sessions_start(
     t = tracker()
     s = t.start(
         _task_id(t, task_ref),
-        role=role,
-        session_type=session_type,  # type: ignore[arg-type]
+        role=cast("Role | None", role),  # click.Choice checked the values
+        session_type=cast("SessionType", session_type),
         engine=engine,
         worktree=worktree,
         pid=pid,
-        state=state,
-    )  # type: ignore[arg-type]
+        state=cast("State", state),
+    )
     emit({"session_id": s.session_id, "session": s.to_json()}, s.session_id)
 
 

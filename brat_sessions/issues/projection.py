@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from ..rules import valid_id
 from ..storage import events as ev_kinds
@@ -62,7 +63,7 @@ class Issue:
                 return label[len(prefix) + 1 :]
         return None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "grite_issue_id": self.issue_id,
             "task_id": self.task_id,
@@ -84,7 +85,7 @@ def _text(value: object) -> str:
     return value
 
 
-def _check_payload(kind: int, p: list) -> None:
+def _check_payload(kind: int, p: list[Any]) -> None:
     if kind == ev_kinds.ISSUE_CREATED:
         for value in (p[0], p[1], *p[2]):
             _text(value)
@@ -108,12 +109,12 @@ class IssueFold:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self.rows: dict[str, dict] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
         self.members: dict[str, dict[tuple[str, str], tuple[int, bytes]]] = {}
         self.changed_members: set[tuple[str, str, str]] = set()
         self.dirty: set[str] = set()
 
-    def _row(self, iid: str) -> dict:
+    def _row(self, iid: str) -> dict[str, Any]:
         row = self.rows.get(iid)
         if row is None:
             found = self.db.execute(
@@ -132,7 +133,7 @@ class IssueFold:
         return row
 
     @staticmethod
-    def _lww(row: dict, column: str, value: str, key: bytes) -> None:
+    def _lww(row: dict[str, Any], column: str, value: str, key: bytes) -> None:
         if row[f"{column}_key"] is None or row[f"{column}_key"] < key:
             row[column] = value
             row[f"{column}_key"] = key

@@ -7,7 +7,7 @@ from ..errors import BadInput
 from ..index import Index
 from ..kinds import TASK_STATUSES
 from ..rules import ID_RULE, MAX_TEXT, valid_id, valid_text
-from ..storage.events import ISSUE_CREATED, make_event, new_issue_id
+from ..storage.events import ISSUE_CREATED, Event, make_event, new_issue_id
 from ..workspace import Workspace
 from .ids import new_id
 from .labels import task_labels
@@ -35,7 +35,7 @@ def create_task(
         raise BadInput("priority must be P0, P1 or P2")
     issue_id = new_issue_id()
 
-    def build(index: Index) -> list:
+    def build(index: Index) -> list[Event]:
         ts = now_ms()
         task_id = new_id("t", ts, index.task_id_exists)
         labels = task_labels(task_id, status, convoy, priority)

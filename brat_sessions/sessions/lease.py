@@ -40,7 +40,7 @@ def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
     return repo.create_blob(json.dumps(data, sort_keys=True).encode())
 
 
-def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid) -> Lease:
+def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid | str) -> Lease:
     try:
         blob = repo[target]
         if not isinstance(blob, pygit2.Blob) or blob.size > MAX_LEASE_BYTES:

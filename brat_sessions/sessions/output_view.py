@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import BratError, NotFound
 from .outputs import read_output
+
+if TYPE_CHECKING:
+    from ..worker.api import Tracker
 
 
 @dataclass
@@ -18,7 +21,7 @@ class LogView:
     output_ref: str | None
 
 
-def read_log(tracker, session_id: str) -> LogView:  # tracker: worker.api.Tracker
+def read_log(tracker: Tracker, session_id: str) -> LogView:
     session = tracker.session(session_id)
     path = tracker.files(session_id).log
     if session.exited and session.last_output_ref:
@@ -46,7 +49,7 @@ def read_log(tracker, session_id: str) -> LogView:  # tracker: worker.api.Tracke
     )
 
 
-def follow_log(tracker, session_id: str, offset: int, out: BinaryIO, poll_s: float = 0.5) -> None:
+def follow_log(tracker: Tracker, session_id: str, offset: int, out: BinaryIO, poll_s: float = 0.5) -> None:
     """Print what is appended to the live log until the session exits."""
     path = tracker.files(session_id).log
     last_check = 0.0

@@ -45,8 +45,12 @@ def read_output(repo: pygit2.Repository, ref: str) -> bytes:
     stored = repo.references.get(OUTPUT_PREFIX + m.group(1))
     if stored is None:
         raise NotFound(f"output {ref} is not in this clone (run `brat sync` to fetch it)")
-    data = repo[stored.target].data
-    if hashlib.sha256(data).hexdigest() != m.group(1):
+    try:
+        blob = repo[stored.target]
+    except (KeyError, pygit2.GitError) as exc:
+        raise BratError(f"output {ref} cannot be read here: {exc}") from None
+    data = blob.data if isinstance(blob, pygit2.Blob) else b""
+    if not isinstance(blob, pygit2.Blob) or hashlib.sha256(data).hexdigest() != m.group(1):
         raise BratError(f"output {ref} is corrupt: its bytes do not match the hash")
     return data
 

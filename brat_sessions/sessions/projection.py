@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ..storage.wal import WalCommit
 
 
+Row = tuple[Any, ...]  # one SQL row, in its table's column order
+
+
 @dataclass
 class BlockRecord:
     """One block as it sits in the log: its fields and the comment that carried it."""
@@ -59,7 +62,7 @@ def add_problem(
     )
 
 
-def comment_rows(ev: Event, commit_id: str) -> tuple[list[tuple], list[tuple]]:
+def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
     """The block rows and problem rows of one comment (pure: runs in reader processes too)."""
     body = ev.payload[0] if ev.payload else None
     if not isinstance(body, str) or not has_block(body):
@@ -97,7 +100,7 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[tuple], list[tuple]]:
     return blocks, problems
 
 
-def prepare_commit(commit: WalCommit) -> dict[bytes, tuple[list[tuple], list[tuple]]]:
+def prepare_commit(commit: WalCommit) -> dict[bytes, tuple[list[Row], list[Row]]]:
     """The parsed blocks of every comment of a commit, keyed by event id."""
     return {ev.event_id: comment_rows(ev, commit.oid) for ev in commit.events if ev.kind == COMMENT_ADDED}
 
@@ -107,11 +110,11 @@ class BlockFold:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self.blocks: list[tuple] = []
-        self.problems: list[tuple] = []
+        self.blocks: list[Row] = []
+        self.problems: list[Row] = []
         self.touched: set[str] = set()
 
-    def add(self, rows: tuple[list[tuple], list[tuple]]) -> None:
+    def add(self, rows: tuple[list[Row], list[Row]]) -> None:
         blocks, problems = rows
         self.blocks += blocks
         self.problems += problems
@@ -135,7 +138,7 @@ _BLOCK_COLUMNS = "session_id, issue_id, ts, actor, event_id, seq, fields"  # Blo
 STREAM_FROM = 2000  # sessions; more are re-derived from one ordered pass over all blocks
 
 
-def _record(r: tuple) -> BlockRecord:
+def _record(r: Row) -> BlockRecord:
     return BlockRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
 
 

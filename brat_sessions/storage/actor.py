@@ -7,6 +7,7 @@ import re
 import socket
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from ..clock import now_ms
 from ..errors import BadInput, EnvironmentProblem
@@ -19,7 +20,7 @@ def _grite_dir(ctx: RepoContext) -> Path:
     return ctx.common_dir / "grite"
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

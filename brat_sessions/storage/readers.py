@@ -24,9 +24,10 @@ BATCH = 500
 _HEADER = struct.Struct("<Q")
 
 
-def _load(ref: str) -> Callable:
+def _load(ref: str) -> Callable[..., Any]:
     module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return function
 
 
 def _read_exact(stream: Any, size: int) -> bytes:
@@ -42,7 +43,7 @@ def _read_exact(stream: Any, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _pump(proc: subprocess.Popen, out: queue.Queue[Any]) -> None:
+def _pump(proc: subprocess.Popen[bytes], out: queue.Queue[Any]) -> None:
     """Thread: turn one worker's frames into queue items; None at its end."""
     stream = proc.stdout
     try:
@@ -68,6 +69,7 @@ def parallel_read(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        assert proc.stdin is not None
         proc.stdin.write(pickle.dumps((common_dir, oids[n::workers], prepare_ref)))
         proc.stdin.close()
         threading.Thread(target=_pump, args=(proc, results), daemon=True).start()

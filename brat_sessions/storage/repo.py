@@ -15,6 +15,7 @@ from pathlib import Path
 import pygit2
 
 from ..errors import EnvironmentProblem
+from .safe_odb import install_safe_odb
 
 _LIMITED = False
 
@@ -74,6 +75,7 @@ def open_repo(path: str | os.PathLike[str] | None = None) -> RepoContext:
     _limit_libgit2_memory()
     try:
         repo = pygit2.Repository(str(common))
+        install_safe_odb(repo, common / "objects")  # damaged loose objects fail fast
     except pygit2.GitError as exc:
         raise EnvironmentProblem(f"cannot open git repository {common}: {exc}") from None
     main = Path(repo.workdir).resolve() if repo.workdir else None

@@ -44,14 +44,14 @@ def _signature() -> pygit2.Signature:
 def _find_chunk(tree: pygit2.Tree, oid: str) -> pygit2.Blob:
     """The single `events/YYYY/MM/DD/<hash>.bin` blob of a commit's tree."""
     try:
-        node = tree["events"]
+        node: pygit2.Object = tree["events"]
     except KeyError:
         raise CorruptCommit(oid, "no events/ folder") from None
     for _ in range(4):
         if not isinstance(node, pygit2.Tree) or len(node) != 1:
             raise CorruptCommit(oid, "events/ must hold exactly one chunk")
         node = next(iter(node))
-    if not isinstance(node, pygit2.Blob) or not node.name.endswith(".bin"):
+    if not isinstance(node, pygit2.Blob) or not (node.name or "").endswith(".bin"):
         raise CorruptCommit(oid, "no .bin chunk under events/YYYY/MM/DD/")
     return node
 
@@ -72,17 +72,30 @@ class Wal:
         return str(ref.target) if ref is not None else None
 
     # reading -----------------------------------------------------------
-    def read_commit(self, commit: pygit2.Commit | str) -> WalCommit:
-        """Decode one commit; raises CorruptCommit naming it."""
-        if isinstance(commit, str):
-            commit = self.repo[commit]
+    def read_commit(self, commit_or_id: pygit2.Commit | str) -> WalCommit:
+        """Decode one commit; raises CorruptCommit naming it (a damaged or missing object
+        of it included: reading one is bounded, see safe_odb.py)."""
+        oid = commit_or_id if isinstance(commit_or_id, str) else str(commit_or_id.id)
+        try:
+            return self._decode_commit(commit_or_id)
+        except KeyError:
+            raise CorruptCommit(oid, "an object of it is missing") from None
+        except pygit2.GitError as exc:
+            raise CorruptCommit(oid, str(exc)) from None
+
+    def _decode_commit(self, commit_or_id: pygit2.Commit | str) -> WalCommit:
+        commit = self.repo[commit_or_id] if isinstance(commit_or_id, str) else commit_or_id
         oid = str(commit.id)
+        if not isinstance(commit, pygit2.Commit):
+            raise CorruptCommit(oid, "not a commit")
         tree = commit.tree
         try:
             meta_blob = tree["meta.json"]
         except KeyError:
             raise CorruptCommit(oid, "missing meta.json") from None
         try:
+            if not isinstance(meta_blob, pygit2.Blob):
+                raise ValueError("meta.json is not a file")
             meta = json.loads(meta_blob.data)
             expected_hash = meta["chunk_hash"]
             prev = meta.get("prev_wal")
@@ -113,7 +126,10 @@ class Wal:
             return []
         ids: list[str] = []
         self.reached_root, self.root_gap = False, None
-        commit = self.repo[head]
+        try:
+            commit: Any = self.repo[head]
+        except pygit2.GitError as exc:
+            raise EnvironmentProblem(f"{WAL_REF} points at a damaged commit {head[:12]}: {exc}") from None
         if not isinstance(commit, pygit2.Commit):
             raise EnvironmentProblem(f"{WAL_REF} points at a {commit.type_str}, not a commit")
         while True:
@@ -122,7 +138,17 @@ class Wal:
                 break
             ids.append(oid)
             parent = commit.parent_ids[0] if commit.parent_ids else None
-            parent_commit = self.repo.get(parent) if parent is not None else None
+            try:
+                parent_commit = self.repo.get(parent) if parent is not None else None
+            except pygit2.GitError as exc:  # a damaged commit: nothing older can be reached
+                ids.append(str(parent))
+                self.reached_root = True
+                self.root_gap = (
+                    f"{WAL_REF} is incomplete: {exc}, so the commits before "
+                    f"{str(parent)[:12]} cannot be read; repair the object store "
+                    f"(`git fsck`) or clone again"
+                )
+                break
             if parent_commit is None:
                 self.reached_root = True
                 self.root_gap = self._gap_below(commit, parent)
@@ -145,7 +171,8 @@ class Wal:
         missing = str(parent) if parent is not None else None
         if missing is None:
             try:
-                prev = json.loads(commit.tree["meta.json"].data).get("prev_wal")
+                meta = commit.tree["meta.json"]
+                prev = json.loads(meta.data).get("prev_wal") if isinstance(meta, pygit2.Blob) else None
                 missing = prev if isinstance(prev, str) and prev else None
             except (KeyError, ValueError, AttributeError, TypeError, pygit2.GitError):
                 return None  # unreadable: reported as a corrupt commit by the replay

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadInput
+from ..kinds import ExitReason
 from ..rules import ID_RULE, valid_id
 
 
@@ -36,7 +38,7 @@ class SessionFiles:
         """Left by `brat sessions stop` so the supervisor records `user-stop`."""
         return self.logs_dir / f"{self.session_id}.stop"
 
-    def how_it_ended(self, fallback: dict | None = None) -> tuple[int, str] | None:
+    def how_it_ended(self, fallback: dict[str, Any] | None = None) -> tuple[int, ExitReason] | None:
         """(exit_code, exit_reason) from the status file (or `fallback`); `user-stop` when
         `brat sessions stop` asked for the end. None while nothing says how it ended."""
         status = self.read_status() or fallback
@@ -45,7 +47,7 @@ class SessionFiles:
         code, reason = code_and_reason(status)
         return code, "user-stop" if self.stop_request.exists() else reason
 
-    def read_status(self) -> dict | None:
+    def read_status(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self.status.read_text())
             return data if isinstance(data, dict) else None
@@ -53,7 +55,7 @@ class SessionFiles:
             return None
 
 
-def code_and_reason(status: dict) -> tuple[int, str]:
+def code_and_reason(status: dict[str, Any]) -> tuple[int, ExitReason]:
     """The spec's (exit_code, exit_reason) for how the command ended."""
     if isinstance(status.get("signal"), int):
         return 128 + status["signal"], "signal"

@@ -92,7 +92,9 @@ def run_command(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    code, reason = files.how_it_ended(fallback={"returncode": shim.returncode})
+    ended = files.how_it_ended(fallback={"returncode": shim.returncode})
+    assert ended is not None  # the fallback always says something
+    code, reason = ended
     try:
         tracker.exit(sid, code, reason, output=files.log)
     except Fenced as exc:

@@ -111,8 +111,8 @@ class Pty:
 
 
 def _spawn(command: list[str], terminal: Pty | None) -> subprocess.Popen[bytes]:
-    def setup():
-        return _child_setup(terminal is not None)
+    def setup() -> None:
+        _child_setup(terminal is not None)
 
     if terminal is None:
         # its own process group: stop, fencing and forwarded signals reach all it starts
@@ -186,11 +186,11 @@ def main(argv: list[str]) -> int:
     # visible (a zombie) until the status file exists, so a reaper never sees a gap.
     info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
     log.close()
+    number = int(info.si_status) if info is not None else 0
     if info is not None and info.si_code == os.CLD_EXITED:
-        status, code = {"returncode": info.si_status}, info.si_status
+        status, code = {"returncode": number}, number
     else:
-        signum = info.si_status if info is not None else 0
-        status, code = {"signal": signum}, 128 + signum
+        status, code = {"signal": number}, 128 + number
     _write_status(status_path, status)
     child.wait()
     if own_group is not None:
