@@ -161,7 +161,7 @@ class Tracker:
 
     def start(
         self,
-        task: str,
+        task: str | Issue,
         *,
         role: Role | None = None,
         session_type: SessionType = "polecat",
@@ -186,7 +186,7 @@ class Tracker:
         created: dict[str, Session] = {}
 
         def build(index: Index) -> list[Event]:
-            issue = index.find_task(task)
+            issue = index.find_task(task if isinstance(task, str) else task.issue_id)
             ts = now_ms()
             sid = new_id("s", ts, index.session_id_exists)
             session = Session(
@@ -384,7 +384,7 @@ class Tracker:
     # the context manager ----------------------------------------------
     def session_scope(
         self,
-        task: str,
+        task: str | Issue,
         *,
         role: Role | None = None,
         session_type: SessionType = "polecat",

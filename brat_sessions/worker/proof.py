@@ -59,6 +59,8 @@ class ProcessProof:
 
     def send(self, signum: int) -> bool:
         """Signal what the proof covers, checked right before; False when nothing matched."""
+        if self.pid <= 1 or (self.group and self.pid == os.getpgrp()):
+            return False  # never init, never our own process group
         members = self.live_members()
         if not members:
             return False
@@ -89,7 +91,8 @@ def _path(data_dir: Path, session_id: str) -> Path:
 
 def record(data_dir: Path, session_id: str, pid: int, group: bool = False) -> ProcessProof | None:
     """Remember that this session's process is `pid` (it must live here); None if it does not."""
-    ticks = procs.start_ticks(pid) if valid_pid(pid) else None
+    # never init (pid 1): signalling it would take the machine down
+    ticks = procs.start_ticks(pid) if valid_pid(pid) and pid > 1 else None
     if ticks is None:
         return None
     proof = ProcessProof(session_id, pid, ticks, procs.boot_id(), group)

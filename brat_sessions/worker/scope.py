@@ -16,6 +16,7 @@ from ..sessions.model import Session
 from .heartbeat import HeartbeatKeeper
 
 if TYPE_CHECKING:
+    from ..issues.projection import Issue
     from .api import Tracker
 
 
@@ -66,7 +67,7 @@ class SessionHandle:
 @contextmanager
 def session_scope(
     tracker: Tracker,
-    task: str,
+    task: str | Issue,
     *,
     role: Role | None,
     session_type: SessionType,

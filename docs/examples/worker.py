@@ -16,10 +16,11 @@ def main() -> int:
     tracker = Tracker()  # the repository of the current directory
     task = tracker.create_task("Count the Python files", "Acceptance: a number in the log")
     try:
-        with tracker.session_scope(task.task_id, engine="python") as session:
+        with tracker.session_scope(task, engine="python") as session:
             session.transition("handoff")  # running -> handoff: the work is done, hand it on
-            files = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True,
-                                   check=True).stdout.split()
+            files = subprocess.run(
+                ["git", "ls-files", "*.py"], capture_output=True, text=True, check=True
+            ).stdout.split()
             session.log(f"{len(files)} Python files\n")
     except Fenced as exc:  # ended elsewhere (reaped, stopped): stop working
         print(f"stopped: {exc.message}", file=sys.stderr)

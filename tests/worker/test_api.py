@@ -151,7 +151,7 @@ def test_stop_signals_a_local_process_and_records_user_stop(repo, tracker, task)
 
 def test_stop_of_a_session_on_another_host_fences_its_worker(repo, task):
     remote_worker = Tracker(repo, host="elsewhere")
-    s = remote_worker.start(task.task_id, pid=1, state="running")
+    s = remote_worker.start(task.task_id, state="running")
     data = brat_json("sessions", "stop", s.session_id, cwd=repo)
     assert data["session"]["exit_reason"] == "user-stop"
     with pytest.raises(Fenced):

@@ -1,0 +1,159 @@
+"""The library as worker authors use it: the documented example, types, validation, config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from brat_sessions import BadInput, BratError, Conflict, Fenced, NotFound, Tracker
+from brat_sessions.issues.tasks import create_task
+from brat_sessions.sessions.lease import read_lease
+from brat_sessions.workspace import Workspace
+
+from ..helpers import ROOT, WORKTREE_ENV, brat_json, make_repo, wait_for
+
+EXAMPLE = ROOT / "docs" / "examples" / "worker.py"
+
+
+def test_the_documented_worker_runs_as_written(repo):
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WORKTREE_ENV},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    sid, reason, code, ref = out.stdout.split()
+    assert (reason, code) == ("completed", "0") and ref.startswith("sha256:")
+    assert brat_json("sessions", "log", sid, cwd=repo)["text"] == "0 Python files\n"
+    assert (ROOT / "docs" / "api.md").read_text().count(EXAMPLE.read_text().strip()) == 1
+
+
+def test_the_documented_worker_type_checks_strictly():
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", str(EXAMPLE)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout
+
+
+def test_scope_follows_the_repositorys_heartbeat_interval(repo, task):
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("heartbeat_interval: 0.1\ntimeout: 4\n")
+    tracker = Tracker(repo)
+    with tracker.session_scope(task.task_id) as s:
+        first = wait_for(lambda: read_lease(tracker.ws.repo, s.session_id).ts)
+        wait_for(lambda: (read_lease(tracker.ws.repo, s.session_id).ts or 0) > first, timeout=10)
+
+
+def test_scope_raises_fenced_and_never_hides_its_own_end(repo, task):
+    tracker = Tracker(repo)
+    with pytest.raises(Fenced) as raised, tracker.session_scope(task.task_id, heartbeat_interval=30) as s:
+        Tracker(repo).exit(s.session_id, -1, "timeout")  # the reaper got there first
+    assert "not recorded" in raised.value.message and raised.value.exit_code == 4
+    assert tracker.session(s.session_id).exit_reason == "timeout"
+
+
+def test_tasks_from_the_api(repo):
+    tracker = Tracker(repo)
+    made = tracker.create_task("Write docs", "Paths: docs/", priority="P1")
+    assert [t.task_id for t in tracker.tasks()] == [made.task_id]
+    assert tracker.task(made.task_id).title == "Write docs"
+    assert tracker.tasks(status="queued") and not tracker.tasks(status="merged")
+    with pytest.raises(BadInput):
+        tracker.tasks(status="bogus")  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        tracker.task("t-19990101-0000")
+
+
+def test_bad_arguments_are_bad_input_never_a_block(repo, task):
+    tracker = Tracker(repo)
+    s = tracker.start(task.task_id)
+    for call in (
+        lambda: tracker.transition(s.session_id, "bogus2", force=True),  # type: ignore[arg-type]
+        lambda: tracker.transition(s.session_id, "bogus"),  # type: ignore[arg-type]
+        lambda: tracker.exit(s.session_id, 0, "bogus"),  # type: ignore[arg-type]
+        lambda: tracker.exit(s.session_id, 2**40),
+        lambda: tracker.start(task.task_id, role="boss"),  # type: ignore[arg-type]
+        lambda: tracker.start(task.task_id, session_type="robot"),  # type: ignore[arg-type]
+        lambda: tracker.start(task.task_id, pid=0),
+        lambda: tracker.start(task.task_id, engine="a\x00b"),
+        lambda: tracker.heartbeat("../../etc/passwd"),
+    ):
+        with pytest.raises(BadInput) as raised:
+            call()
+        assert raised.value.exit_code == 2
+    assert brat_json("sessions", "doctor", cwd=repo)["problems"] == []
+
+
+text = st.text(max_size=20)
+SETUP = {}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["start", "transition", "heartbeat", "exit", "stop"]),
+            text,
+            text,
+            st.one_of(st.none(), st.integers(-5, 2**33)),
+            st.sampled_from(
+                [
+                    "spawned",
+                    "ready",
+                    "running",
+                    "handoff",
+                    "exit",
+                    "x",
+                    "completed",
+                    "timeout",
+                    "user-stop",
+                    "polecat",
+                    "crew",
+                    "witness",
+                    "user",
+                    "mayor",
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_api_calls_leave_nothing_for_doctor(tmp_path_factory, calls):
+    repo = make_repo(tmp_path_factory.mktemp("api"))
+    task = create_task(Workspace(repo), "T")
+    tracker = Tracker(repo)
+    sessions = [tracker.start(task.task_id).session_id]
+    for name, a, b, number, word in calls:
+        sid = sessions[-1]
+        try:
+            if name == "start":
+                made = tracker.start(
+                    task.task_id,
+                    role=word if word in ("witness", "user", "mayor") else None,  # type: ignore[arg-type]
+                    engine=a,
+                    worktree=b,
+                    state=word if word in ("spawned", "ready", "running") else "spawned",
+                )  # type: ignore[arg-type]
+                sessions.append(made.session_id)
+            elif name == "transition":
+                tracker.transition(sid, word, force=bool(number and number % 2))  # type: ignore[arg-type]
+            elif name == "heartbeat":
+                tracker.heartbeat(a or sid)
+            elif name == "exit":
+                tracker.exit(sid, number if number is not None else 0, word, output=a.encode())  # type: ignore[arg-type]
+            else:
+                tracker.stop(sid, word, grace_s=0)  # type: ignore[arg-type]
+        except (BadInput, Conflict, NotFound, Fenced):
+            pass
+        except BratError as exc:  # nothing else is expected from these arguments
+            pytest.fail(f"{name}: {exc.message}")
+    assert brat_json("sessions", "doctor", cwd=repo)["problems"] == []
