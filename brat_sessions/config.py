@@ -4,6 +4,9 @@
     timeout: 120               # stale after this long without a sign of life
     spawn_timeout: 300         # for a session that never heartbeated
     clock_skew: 5              # allowance for clocks that disagree between machines
+    read_snapshots: true       # a cold index build may start from a grite snapshot
+    snapshot_events: 10000     # `brat sync` makes a snapshot past this many new events (0: never)
+    snapshot_days: 7           # ... or when the newest snapshot is older than this
 
 Every key is optional. `timeout` defaults to three heartbeat intervals plus a
 grace of 30 seconds. Command-line flags override the file.
@@ -30,13 +33,17 @@ class Config:
     timeout: float | None = None
     spawn_timeout: float = 300.0
     clock_skew: float = 5.0
+    read_snapshots: bool = True
+    snapshot_events: float = 10_000
+    snapshot_days: float = 7.0
 
     @property
     def effective_timeout(self) -> float:
         return self.timeout if self.timeout is not None else 3 * self.heartbeat_interval + GRACE_S
 
     def override(self, **values: float | None) -> Config:
-        given = {k: v for k, v in values.items() if v is not None}
+        """The same settings with the given (command-line) values in place; None keeps one."""
+        given: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         for key, value in given.items():
             _check_number(f"--{key.replace('_', '-')}", value)
         return replace(self, **given)
@@ -44,7 +51,7 @@ class Config:
 
 def _check_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise BadInput(f"{name} must be a number of seconds (>= 0), got {value!r}")
+        raise BadInput(f"{name} must be a number (>= 0), got {value!r}")
     return float(value)
 
 
@@ -62,11 +69,16 @@ def load_config(root: Path) -> Config:
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of keys to values")
     known = Config.__dataclass_fields__
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
             raise BadInput(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
         if value is None and key == "timeout":
+            continue
+        if key == "read_snapshots":
+            if not isinstance(value, bool):
+                raise BadInput(f"{path}: key 'read_snapshots' must be true or false, got {value!r}")
+            values[key] = value
             continue
         values[key] = _check_number(f"{path}: key {key!r}", value)
     if values.get("heartbeat_interval") == 0:

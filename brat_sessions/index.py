@@ -26,7 +26,7 @@ from .storage.wal import Wal
 
 if TYPE_CHECKING:  # the folds load only when there is something to replay
     from .issues.projection import Issue, IssueFold
-    from .sessions.projection import BlockRecord
+    from .sessions.projection import BlockFold, BlockRecord
     from .storage.events import Event
 
 FORMAT_VERSION = 6
@@ -52,9 +52,12 @@ def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
 class Index:
     """Read access to issues and sessions, refreshed from the log on demand."""
 
-    def __init__(self, ctx: RepoContext, wal: Wal | None = None) -> None:
+    from_snapshot: str | None = None  # the snapshot the last cold build started from
+
+    def __init__(self, ctx: RepoContext, wal: Wal | None = None, snapshots: bool = True) -> None:
         self.ctx = ctx
         self.wal = wal or Wal(ctx)
+        self.snapshots = snapshots  # a cold build may start from a grite snapshot
         self.path: Path = ctx.data_dir / "index.sqlite"
         self.db = self._open()
         self._reported: set[str] = set()
@@ -168,7 +171,9 @@ class Index:
         issues = issue_proj.IssueFold(db)
         blocks = session_proj.BlockFold(db)
         pending = 0
-        replay = self.wal.replay_prepared(session_proj.prepare_commit, target, self._since(current))
+        since = self._since(current)
+        start = self._from_snapshot(target, issues, blocks) if since is None and self.snapshots else None
+        replay = self.wal.replay_prepared(session_proj.prepare_commit, target, start or since)
         for item, parsed in replay:
             if isinstance(item, CorruptCommit):
                 session_proj.add_problem(
@@ -194,6 +199,29 @@ class Index:
                     "INSERT INTO meta VALUES(?, ?)",
                     [("incomplete", self.wal.root_gap), ("gap_below", oldest)],
                 )
+
+    def _from_snapshot(self, target: str, issues: IssueFold, blocks: BlockFold) -> str | None:
+        """Fold the newest usable grite snapshot of the log at `target`; its wal_head, or None.
+
+        A snapshot that cannot be used is reported (`bad_snapshot`) and skipped, never
+        trusted; with none, the whole log is replayed."""
+        from .sessions.projection import add_problem, comment_rows
+        from .storage.events import COMMENT_ADDED
+        from .storage.snapshot import usable_snapshot
+
+        found, problems = usable_snapshot(self.wal, target)
+        self.db.execute("DELETE FROM problems WHERE kind='bad_snapshot'")
+        for ref, reason in problems:
+            add_problem(self.db, f"snapshot:{ref}", "bad_snapshot", f"snapshot {ref} skipped: {reason}")
+        if found is None:
+            return None
+        snap, events = found
+        where = f"snapshot {snap.ref}"
+        for ev in events:
+            if self._apply_event(issues, ev, where) and ev.kind == COMMENT_ADDED:
+                blocks.add(comment_rows(ev, where))
+        self.from_snapshot = snap.ref
+        return snap.wal_head
 
     @property
     def incomplete(self) -> str | None:

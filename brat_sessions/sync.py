@@ -20,12 +20,14 @@ from typing import Any
 
 import pygit2
 
+from .clock import now_ms
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
 from .index import Index
 from .rules import valid_id
 from .sessions.lease import LEASE_PREFIX, decode_lease
 from .sessions.outputs import OUTPUT_PREFIX, verified_output
 from .storage.chunk import encode_chunk
+from .storage.snapshot import SNAPSHOT_PREFIX, create_snapshot, list_snapshots, snapshot_due
 from .storage.wal import WAL_REF, Wal, WalCommit
 from .workspace import Workspace
 
@@ -44,6 +46,9 @@ class SyncReport:
     leases_dropped: int = 0
     outputs_fetched: int = 0
     outputs_pushed: int = 0
+    snapshots_fetched: int = 0
+    snapshots_pushed: int = 0
+    snapshot_created: str | None = None
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -218,6 +223,53 @@ class Syncer:
                 self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
                 self.report.outputs_fetched += 1
 
+    # snapshots ---------------------------------------------------------
+    def _snapshot_refs(self, prefix: str) -> dict[str, str]:
+        return {
+            name[len(prefix) :]: str(self.repo.references[name].target)
+            for name in self.repo.references
+            if name.startswith(prefix) and name[len(prefix) :].isdigit()
+        }
+
+    def merge_snapshots(self) -> None:
+        """Take the remote's snapshots this clone lacks (refs are never rewritten). They are
+        checked only when used, like any snapshot."""
+        local = self._snapshot_refs(SNAPSHOT_PREFIX)
+        for name, oid in self._snapshot_refs(self.prefix + "grite/snapshots/").items():
+            if name not in local:
+                self.repo.references.create(SNAPSHOT_PREFIX + name, oid)
+                self.report.snapshots_fetched += 1
+
+    def maybe_snapshot(self, head: str | None) -> None:
+        """Make a snapshot when the configured thresholds are passed (spec: more than
+        10,000 events since the newest one, or the newest older than 7 days)."""
+        config = self.ws.config
+        if head is None or config.snapshot_events <= 0:
+            return
+        snapshots = [s for s in list_snapshots(self.repo) if s.wal_head]
+        latest = snapshots[0] if snapshots else None
+        limit = int(config.snapshot_events)
+        oids = self.wal.commit_ids(head, latest.wal_head if latest else None)
+        # every commit holds at least one event: count events only when that can decide
+        events = (
+            len(oids)
+            if len(oids) > limit
+            else sum(
+                len(c.events)
+                for c in (self.wal.replay(head, latest.wal_head if latest else None))
+                if isinstance(c, WalCommit)
+            )
+        )
+        if not snapshot_due(self.wal, latest, events, now_ms(), limit, config.snapshot_days):
+            return
+        try:
+            made = create_snapshot(self.wal, head)
+        except EnvironmentProblem as exc:
+            self.report.warnings.append(f"no snapshot made: {exc.message}")
+            return
+        if made is not None:
+            self.report.snapshot_created = made.ref
+
     # push --------------------------------------------------------------
     def push(self, local_head: str | None) -> None:
         remote_head = self._ref(self.prefix + "grite/wal")
@@ -241,12 +293,24 @@ class Syncer:
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
+        remote_snapshots = self._snapshot_refs(self.prefix + "grite/snapshots/")
+        for name, oid in self._snapshot_refs(SNAPSHOT_PREFIX).items():
+            if name not in remote_snapshots:
+                specs.append(f"{oid}:{SNAPSHOT_PREFIX}{name}")
+                self.report.snapshots_pushed += 1
         if not specs:
             return
         result = self._git("push", "--porcelain", self.remote, *specs)
         if result.returncode == 0:
             return
-        rejected = [ln for ln in result.stdout.splitlines() if ln.startswith("!") and WAL_REF in ln]
+        refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
+        if refused and all(SNAPSHOT_PREFIX in ln for ln in refused):
+            # a snapshot the remote has under the same name: theirs stays, ours is local
+            self.report.warnings.append(
+                f"{len(refused)} snapshot(s) not pushed: the remote has others under the same names"
+            )
+            return
+        rejected = [ln for ln in refused if WAL_REF in ln]
         if rejected and _is_race(rejected[0]):
             raise _LostRace()
         detail = rejected[0].split("\t")[-1] if rejected else _last_line(result.stderr or result.stdout)
@@ -256,12 +320,15 @@ class Syncer:
         for attempt in range(MAX_ATTEMPTS):
             self.report.attempts = attempt + 1
             self.report.pushed_commits = self.report.leases_pushed = self.report.outputs_pushed = 0
+            self.report.snapshots_pushed = 0
             try:
                 self.fetch()
                 head = self.merge_log()
                 self.ws.fresh_index()
                 self.merge_leases()
                 self.merge_outputs()
+                self.merge_snapshots()
+                self.maybe_snapshot(head)
                 self.push(head)
                 self.report.head = head
                 return self.report

@@ -47,7 +47,7 @@ class Workspace:
     def index(self) -> Index:
         """The index, as of the moment it was first asked for in this process."""
         if self._index is None:
-            self._index = Index(self.ctx, self.wal)
+            self._index = Index(self.ctx, self.wal, snapshots=self.config.read_snapshots)
             self._index.refresh()
             self._index.report_corrupt_commits()
         return self._index

@@ -139,10 +139,12 @@ def completion(shell: str) -> None:
 def _register() -> None:
     from . import worker  # noqa: F401  (adds the worker commands to `sessions`)
     from .sessions import sessions
+    from .snapshots import snapshot
     from .tasks import task
 
     cli.add_command(task, "task")
     cli.add_command(sessions, "sessions")
+    cli.add_command(snapshot, "snapshot")
 
 
 _register()

@@ -1,0 +1,474 @@
+"""grite snapshots (`refs/grite/snapshots/<unix_ms>`): list, create, check, load, collect.
+
+A snapshot is a parentless commit holding every event of the log up to one WAL
+commit (`wal_head`), cut into WAL-format chunks of at most 1000 events, plus a
+`snapshot.json` that lists them. It is a shortcut only: the log stays the truth, so
+any snapshot that fails a check is skipped (and reported) and an older one, or the
+whole log, is used instead. Snapshots arrive from remotes, so every read is bounded:
+`snapshot.json` and each chunk are size-checked before they are loaded, the number
+of chunks is capped, and `event_count` is compared, never used to allocate.
+The contract is `shared/spec/grite-snapshot.md`; decisions are in docs/format.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pygit2
+
+from ..clock import now_ms as _clock_ms
+from ..errors import BratError, Conflict, EnvironmentProblem
+from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk
+from .events import Event
+from .wal import Wal, WalCommit
+
+SNAPSHOT_PREFIX = "refs/grite/snapshots/"
+SCHEMA_VERSION = 1
+CHUNK_EVENTS = 1000  # events per chunk, at most
+MAX_JSON_BYTES = 2 * 1024 * 1024  # snapshot.json (10,000 pretty chunk entries are ~1.6 MB)
+MAX_CHUNKS = 10_000  # chunks per snapshot: 10 million events
+MAX_CHUNK_BYTES = 256 * 1024 * 1024  # one chunk file
+MAX_CANDIDATES = 32  # newest refs usable_snapshot looks at
+MAX_LOADS = 4  # on-chain snapshots usable_snapshot fully checks
+DAY_MS = 86_400_000
+
+_NAME = re.compile(r"[0-9]{1,19}", re.ASCII)  # the ref's last component: unix ms
+_OID = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", re.ASCII)
+_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)
+
+
+class SnapshotError(BratError):
+    """A snapshot that cannot be used; readers skip it, report it and try an older one."""
+
+    code = "corrupt_snapshot"
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"unusable snapshot {ref}: {reason}")
+        self.ref = ref
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[SnapshotError], tuple[str, str]]:  # picklable
+        return (SnapshotError, (self.ref, self.reason))
+
+
+@dataclass
+class Snapshot:
+    """One snapshot ref as listed.
+
+    `created_ts` is the ref's number (always known). `wal_head` and `event_count`
+    come from `snapshot.json` and are None when it cannot be read (`problem` says
+    why); `commit_oid` is None when the ref does not point at a commit.
+    """
+
+    ref: str
+    created_ts: int
+    wal_head: str | None
+    event_count: int | None
+    commit_oid: str | None
+    problem: str | None = None
+
+
+# listing ---------------------------------------------------------------------
+def _snapshot_refs(repo: pygit2.Repository) -> list[tuple[int, str]]:
+    """(number, ref) of every `refs/grite/snapshots/<digits>`, newest first; others ignored."""
+    found = []
+    for name in repo.references:
+        if name.startswith(SNAPSHOT_PREFIX) and _NAME.fullmatch(name[len(SNAPSHOT_PREFIX) :]):
+            found.append((int(name[len(SNAPSHOT_PREFIX) :]), name))
+    found.sort(reverse=True)
+    return found
+
+
+def _read_json(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, Any]:
+    """snapshot.json of a snapshot tree, size-checked before it is read; ValueError says why."""
+    try:
+        entry = tree["snapshot.json"]
+    except KeyError:
+        raise ValueError("no snapshot.json") from None
+    if entry.type_str != "blob":
+        raise ValueError("snapshot.json is not a file")
+    _, size = repo.odb.read_header(entry.id)
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"snapshot.json is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        blob = repo[entry.id]
+        meta = json.loads(blob.data if isinstance(blob, pygit2.Blob) else b"")
+    except (ValueError, RecursionError):
+        raise ValueError("snapshot.json is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise ValueError("snapshot.json is not an object")
+    if type(meta.get("schema_version")) is not int or meta["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"unsupported schema_version {meta.get('schema_version')!r}")
+    head, count = meta.get("wal_head"), meta.get("event_count")
+    if not (isinstance(head, str) and _OID.fullmatch(head)):
+        raise ValueError("wal_head is not a commit id")
+    if not (type(count) is int and count >= 0):
+        raise ValueError("event_count is not a non-negative integer")
+    if not isinstance(meta.get("chunks"), list):
+        raise ValueError("chunks is not an array")
+    return meta
+
+
+def _read_snapshot(repo: pygit2.Repository, number: int, ref: str) -> Snapshot:
+    snap = Snapshot(ref, number, None, None, None)
+    try:
+        obj = repo.references[ref].peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        snap.problem = "the ref does not point at a commit"
+        return snap
+    snap.commit_oid = str(obj.id)
+    try:
+        meta = _read_json(repo, obj.tree)
+    except (ValueError, KeyError, pygit2.GitError) as exc:
+        snap.problem = str(exc)
+        return snap
+    snap.wal_head, snap.event_count = meta["wal_head"].lower(), meta["event_count"]
+    return snap
+
+
+def list_snapshots(repo: pygit2.Repository) -> list[Snapshot]:
+    """Every snapshot ref, newest (largest number) first.
+
+    Refs under the prefix whose name is not `<digits>` are ignored. A snapshot whose
+    json cannot be read is still listed, with `wal_head`/`event_count` None and
+    `problem` set, so `gc_snapshots` and `brat doctor`-style reports can see it.
+    """
+    return [_read_snapshot(repo, number, ref) for number, ref in _snapshot_refs(repo)]
+
+
+# loading ---------------------------------------------------------------------
+def _load(repo: pygit2.Repository, snap: Snapshot) -> list[Event]:
+    """Every check of the spec; raises SnapshotError naming the ref."""
+
+    def bad(reason: str) -> SnapshotError:
+        return SnapshotError(snap.ref, reason)
+
+    if snap.commit_oid is None:
+        raise bad(snap.problem or "the ref does not point at a commit")
+    commit: Any = repo.get(snap.commit_oid)
+    if not isinstance(commit, pygit2.Commit):
+        raise bad("the snapshot commit is missing")
+    tree = commit.tree
+    try:
+        meta = _read_json(repo, tree)
+    except (ValueError, pygit2.GitError) as exc:
+        raise bad(str(exc)) from None
+    chunks: list[Any] = meta["chunks"]
+    total: int = meta["event_count"]
+    if len(chunks) > MAX_CHUNKS:
+        raise bad(f"more than {MAX_CHUNKS} chunks")
+    declared = 0
+    for i, info in enumerate(chunks):
+        if not isinstance(info, dict):
+            raise bad(f"chunks[{i}] is not an object")
+        if info.get("path") != f"events/{i:04d}.bin":
+            raise bad(f"chunks[{i}].path is {info.get('path')!r}, not 'events/{i:04d}.bin'")
+        if not (isinstance(info.get("chunk_hash"), str) and _HASH.fullmatch(info["chunk_hash"].lower())):
+            raise bad(f"chunks[{i}].chunk_hash is not a BLAKE2b-256 hex")
+        n = info.get("event_count")
+        if not (type(n) is int and 0 <= n <= CHUNK_EVENTS):
+            raise bad(f"chunks[{i}].event_count is not between 0 and {CHUNK_EVENTS}")
+        declared += n
+    if declared != total:
+        raise bad(f"event_count {total} is not the sum of the chunks' counts ({declared})")
+    if snap.wal_head is not None and meta["wal_head"].lower() != snap.wal_head:
+        raise bad("wal_head differs from the one in snapshot.json")
+    files = _chunk_blobs(tree, len(chunks), bad)
+    events: list[Event] = []
+    for i, info in enumerate(chunks):
+        oid = files[f"{i:04d}.bin"]
+        _, size = repo.odb.read_header(oid)
+        if size > MAX_CHUNK_BYTES:
+            raise bad(f"{info['path']} is larger than {MAX_CHUNK_BYTES} bytes")
+        blob = repo[oid]
+        data = blob.data if isinstance(blob, pygit2.Blob) else b""
+        if chunk_hash(data) != info["chunk_hash"].lower():
+            raise bad(f"{info['path']} does not match its chunk_hash")
+        length = _array_length(data)
+        if length is not None and length != info["event_count"]:  # before checking each event id
+            raise bad(f"{info['path']} holds {length} events, not {info['event_count']}")
+        try:
+            decoded = decode_chunk(data)
+        except ChunkError as exc:
+            raise bad(f"{info['path']}: {exc}") from None
+        if len(decoded) != info["event_count"]:
+            raise bad(f"{info['path']} holds {len(decoded)} events, not {info['event_count']}")
+        events.extend(decoded)
+    return events
+
+
+def _array_length(data: bytes) -> int | None:
+    """The length in the CBOR array header after a chunk's header, or None to let decode_chunk judge."""
+    at = 11 + data[10] if len(data) > 10 else len(data)
+    if at >= len(data) or data[at] >> 5 != 4:
+        return None
+    info = data[at] & 31
+    if info < 24:
+        return info
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or at + 1 + width > len(data):
+        return None
+    return int.from_bytes(data[at + 1 : at + 1 + width], "big")
+
+
+def _chunk_blobs(tree: pygit2.Tree, count: int, bad: Callable[[str], Exception]) -> dict[str, pygit2.Oid]:
+    """The blobs of `events/`: exactly `0000.bin`.. for the listed chunks, nothing else."""
+    try:
+        folder: Any = tree["events"]
+    except KeyError:
+        if count == 0:
+            return {}
+        raise bad("no events/ folder") from None
+    if folder.type_str != "tree":
+        raise bad("events is not a folder")
+    files: dict[str, pygit2.Oid] = {}
+    for entry in folder:
+        if entry.type_str != "blob" or entry.filemode not in (
+            pygit2.enums.FileMode.BLOB,
+            pygit2.enums.FileMode.BLOB_EXECUTABLE,
+        ):
+            raise bad(f"events/{entry.name} is not a file")
+        files[str(entry.name)] = entry.id
+    wanted = {f"{i:04d}.bin" for i in range(count)}
+    if files.keys() - wanted:
+        raise bad(
+            f"events/ holds files that snapshot.json does not list: "
+            f"{', '.join(sorted(files.keys() - wanted)[:3])}"
+        )
+    if wanted - files.keys():
+        raise bad(f"events/{min(wanted - files.keys())} is missing")
+    return files
+
+
+def load_snapshot(wal: Wal, snap: Snapshot) -> list[Event]:
+    """The snapshot's events in replay order, after checking all of it.
+
+    Checks: a readable `snapshot.json` (schema_version 1, wal_head, event_count,
+    chunks); chunk paths exactly `events/0000.bin`, `events/0001.bin`... in order;
+    `events/` holds those files and nothing else (other files at the top are
+    ignored); each chunk's BLAKE2b-256 equals its `chunk_hash`, it decodes as a WAL
+    chunk (magic, version, codec, 8-item records, event ids), holds exactly its
+    `event_count` (at most 1000); the counts add up to `event_count`. Raises
+    SnapshotError(ref, reason) on the first mismatch.
+    """
+    try:
+        return _load(wal.repo, snap)
+    except (KeyError, pygit2.GitError) as exc:  # e.g. an object missing from a partial clone
+        raise SnapshotError(snap.ref, f"cannot read it: {exc}") from None
+
+
+# choosing --------------------------------------------------------------------
+class _FirstParentChain:
+    """The first-parent chain below a head, walked lazily, once, into a set."""
+
+    def __init__(self, repo: pygit2.Repository, head: str) -> None:
+        self._walk = self._commits(repo, head)
+        self._seen: set[str] = set()
+
+    @staticmethod
+    def _commits(repo: pygit2.Repository, head: str) -> Iterator[str]:
+        commit: Any = repo.get(head)
+        while isinstance(commit, pygit2.Commit):
+            yield str(commit.id)
+            parents = commit.parent_ids
+            commit = repo.get(parents[0]) if parents else None
+
+    def __contains__(self, oid: str) -> bool:
+        if oid in self._seen:
+            return True
+        for seen in self._walk:
+            self._seen.add(seen)
+            if seen == oid:
+                return True
+        return False
+
+
+def _known(repo: pygit2.Repository, oid: str) -> bool:
+    try:
+        return repo.odb.exists(oid)
+    except (ValueError, pygit2.GitError):  # e.g. a SHA-256 id in a SHA-1 repository
+        return False
+
+
+def usable_snapshot(
+    wal: Wal, head: str | None = None
+) -> tuple[tuple[Snapshot, list[Event]] | None, list[tuple[str, str]]]:
+    """The newest valid snapshot on the log up to `head` (default: the WAL head), and problems.
+
+    Returns `((snapshot, events), problems)`, or `(None, problems)` when none can be
+    used. A snapshot qualifies when its `wal_head` is on the first-parent chain of
+    `head` and `load_snapshot` accepts it; each skipped one is reported as
+    `(ref, reason)`. At most MAX_CANDIDATES refs are looked at and MAX_LOADS fully
+    checked, so a flood of hostile refs costs bounded work (and a full replay).
+    The caller then replays `wal.replay(head, since=snapshot.wal_head)`.
+    """
+    repo = wal.repo
+    head = head if head is not None else wal.head()
+    problems: list[tuple[str, str]] = []
+    if head is None:
+        return None, problems
+    chain = _FirstParentChain(repo, head)
+    refs = _snapshot_refs(repo)
+    loads = 0
+    for number, ref in refs[:MAX_CANDIDATES]:
+        snap = _read_snapshot(repo, number, ref)
+        if snap.problem is not None or snap.wal_head is None:
+            problems.append((ref, snap.problem or "unreadable"))
+            continue
+        if not _known(repo, snap.wal_head):
+            problems.append((ref, f"wal_head {snap.wal_head[:12]} is not in this repository"))
+            continue
+        if snap.wal_head not in chain:
+            problems.append(
+                (ref, f"wal_head {snap.wal_head[:12]} is not on the first-parent chain of {head[:12]}")
+            )
+            continue
+        if loads == MAX_LOADS:
+            problems.append((ref, f"not checked: {MAX_LOADS} newer snapshots were invalid"))
+            break
+        loads += 1
+        try:
+            return (snap, load_snapshot(wal, snap)), problems
+        except SnapshotError as exc:
+            problems.append((ref, exc.reason))
+    else:
+        if len(refs) > MAX_CANDIDATES:
+            problems.append(
+                (
+                    refs[MAX_CANDIDATES][1],
+                    f"not checked: only the {MAX_CANDIDATES} newest snapshots are tried",
+                )
+            )
+    return None, problems
+
+
+def snapshot_due(
+    wal: Wal,
+    latest: Snapshot | None,
+    events_since: int | None,
+    now_ms: int,
+    max_events: int = 10_000,
+    max_age_days: float = 7,
+) -> bool:
+    """Whether a new snapshot should be made (the spec's suggested thresholds).
+
+    Due when more than `max_events` events were appended since the newest snapshot
+    (all events when there is none), or when the newest is older than
+    `max_age_days` and at least one event came after it (a snapshot of an unchanged
+    log would repeat the last one). `events_since=None` counts them from the log.
+    """
+    if events_since is None:
+        since = latest.wal_head if latest is not None else None
+        events_since = sum(len(c.events) for c in wal.replay(since=since) if isinstance(c, WalCommit))
+    if events_since > max_events:
+        return True
+    return latest is not None and events_since > 0 and now_ms - latest.created_ts > max_age_days * DAY_MS
+
+
+# writing ---------------------------------------------------------------------
+def _create_ref(wal: Wal, ref: str, oid: str) -> bool:
+    """Create `ref` only if it does not exist, checked under git's ref lock (see Wal._create_head)."""
+    try:
+        done = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(wal.ctx.common_dir),
+                "update-ref",
+                "-m",
+                "brat_sessions snapshot",
+                ref,
+                oid,
+                "",
+            ],
+            check=False,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise EnvironmentProblem("git is not installed (needed to create snapshot refs)") from None
+    return done.returncode == 0
+
+
+def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None) -> Snapshot | None:
+    """Write a snapshot of every event up to `head` (default: the WAL head); None if there are none.
+
+    Events come from `wal.replay` (oldest commit first, chunk order within; corrupt
+    commits skipped exactly as a full replay skips them) and are copied unchanged:
+    nothing is compacted, so no comment is ever dropped. The ref is
+    `refs/grite/snapshots/<now_ms>`, or the next free millisecond; an existing ref is
+    never overwritten. Raises EnvironmentProblem when the log here is incomplete
+    (a shallow clone): such a snapshot would hide the missing events for good.
+    """
+    repo = wal.repo
+    head = head if head is not None else wal.head()
+    if head is None:
+        return None
+    events = [e for c in wal.replay(head) if isinstance(c, WalCommit) for e in c.events]
+    if wal.root_gap is not None:
+        raise EnvironmentProblem(wal.root_gap)
+    if not events:
+        return None
+    if len(events) > MAX_CHUNKS * CHUNK_EVENTS:
+        raise EnvironmentProblem(
+            f"the log holds more than {MAX_CHUNKS * CHUNK_EVENTS} events, more than one snapshot may hold"
+        )
+    folder = repo.TreeBuilder()
+    chunks = []
+    for i in range(0, len(events), CHUNK_EVENTS):
+        part = events[i : i + CHUNK_EVENTS]
+        data = encode_chunk(part)
+        name = f"{i // CHUNK_EVENTS:04d}.bin"
+        folder.insert(name, repo.create_blob(data), pygit2.enums.FileMode.BLOB)
+        chunks.append({"path": f"events/{name}", "chunk_hash": chunk_hash(data), "event_count": len(part)})
+    folder_oid = folder.write()
+    ms = now_ms if now_ms is not None else _clock_ms()
+    for _ in range(1000):
+        ref = f"{SNAPSHOT_PREFIX}{ms}"
+        if ref not in repo.references:
+            meta = {
+                "schema_version": SCHEMA_VERSION,
+                "created_ts": ms,
+                "wal_head": head,
+                "event_count": len(events),
+                "chunks": chunks,
+            }
+            root = repo.TreeBuilder()
+            root.insert("events", folder_oid, pygit2.enums.FileMode.TREE)
+            root.insert(
+                "snapshot.json",
+                repo.create_blob(json.dumps(meta, indent=2).encode()),
+                pygit2.enums.FileMode.BLOB,
+            )
+            sig = pygit2.Signature("grite", "grit@local", ms // 1000, 0)
+            oid = str(
+                repo.create_commit(
+                    None, sig, sig, f"Snapshot: {len(events)} events at {ms}", root.write(), []
+                )
+            )
+            if _create_ref(wal, ref, oid):
+                return Snapshot(ref, ms, head, len(events), oid)
+        ms += 1
+    raise Conflict("no free snapshot ref in 1000 milliseconds")
+
+
+def gc_snapshots(repo: pygit2.Repository, keep: int) -> list[str]:
+    """Delete every snapshot ref but the `keep` newest (by number); returns the deleted names.
+
+    Refs whose name is not `<digits>` are not snapshots and are left alone.
+    """
+    if keep < 0:
+        raise ValueError("keep must be >= 0")
+    deleted = []
+    for _, ref in _snapshot_refs(repo)[keep:]:
+        try:
+            repo.references.delete(ref)
+        except (KeyError, pygit2.GitError):
+            continue  # deleted meanwhile
+        deleted.append(ref)
+    return deleted

@@ -1,0 +1,93 @@
+"""grite snapshots in use: cold builds start from one, sync carries and makes them, the CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from brat_sessions.index import Index
+from brat_sessions.issues.tasks import create_task
+from brat_sessions.storage.repo import open_repo
+from brat_sessions.worker.api import Tracker
+from brat_sessions.workspace import Workspace
+
+from .helpers import brat, brat_json, git, make_repo
+
+
+def _tables(repo) -> dict:
+    db = sqlite3.connect(repo / ".git" / "brat_sessions" / "index.sqlite")
+    try:
+        return {
+            t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
+            for t in ("issues", "members", "blocks", "sessions")
+        }
+    finally:
+        db.close()
+
+
+def _busy(repo, sessions: int = 6) -> list[str]:
+    task = create_task(Workspace(repo), "T")
+    t = Tracker(repo)
+    ids = []
+    for n in range(sessions):
+        s = t.start(task.task_id)
+        t.transition(s.session_id, "ready")
+        if n % 2:
+            t.exit(s.session_id, n)
+        ids.append(s.session_id)
+    return ids
+
+
+def _rebuild(repo, snapshots: bool = True) -> Index:
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink(missing_ok=True)
+    return Index(open_repo(repo), snapshots=snapshots).refresh()
+
+
+def test_a_cold_build_from_a_snapshot_equals_a_full_replay(repo):
+    _busy(repo)
+    made = brat_json("snapshot", "create", cwd=repo)["snapshot"]
+    _busy(repo, 3)  # commits after the snapshot are replayed on top of it
+    full = _rebuild(repo, snapshots=False)
+    assert full.from_snapshot is None
+    clean = _tables(repo)
+    quick = _rebuild(repo)
+    assert quick.from_snapshot == made["ref"]
+    assert _tables(repo) == clean
+    listed = brat_json("snapshot", "list", cwd=repo)
+    assert listed["total"] == 1 and listed["snapshots"][0]["wal_head"] == made["wal_head"]
+
+
+def test_a_bad_snapshot_is_reported_and_skipped(repo):
+    _busy(repo)
+    git(repo, "update-ref", "refs/grite/snapshots/99999999999999", git(repo, "rev-parse", "HEAD"))
+    _rebuild(repo)
+    problems = brat_json("sessions", "doctor", cwd=repo)["problems"]
+    assert [p["kind"] for p in problems] == ["bad_snapshot"]
+    assert brat_json("sessions", "list", "--all", cwd=repo)["total"] == 6
+
+
+def test_gc_keeps_the_newest(repo):
+    _busy(repo, 1)
+    for _ in range(3):
+        brat_json("snapshot", "create", cwd=repo)
+    out = brat_json("snapshot", "gc", "--keep", "1", cwd=repo)
+    assert len(out["deleted"]) == 2 and brat_json("snapshot", "list", cwd=repo)["total"] == 1
+    assert brat("snapshot", "create", cwd=make_repo(repo.parent / "empty")).returncode == 3
+
+
+def test_sync_makes_snapshots_past_the_threshold_and_carries_them(tmp_path):
+    a = make_repo(tmp_path / "a")
+    (a / ".brat").mkdir()
+    (a / ".brat" / "sessions.yaml").write_text("snapshot_events: 5\n")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(a, "remote", "add", "origin", str(remote))
+    _busy(a, 4)
+    report = brat_json("sync", cwd=a)
+    assert report["snapshot_created"] and report["snapshots_pushed"] == 1
+    assert brat_json("sync", cwd=a)["snapshot_created"] is None  # nothing new since
+    b = make_repo(tmp_path / "b")
+    git(b, "remote", "add", "origin", str(remote))
+    assert brat_json("sync", cwd=b)["snapshots_fetched"] == 1
+    index = _rebuild(b)
+    assert index.from_snapshot == report["snapshot_created"]
+    assert brat_json("sessions", "list", "--all", cwd=b)["total"] == 4
