@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the folds load only when there is something to replay
     from .sessions.projection import BlockFold, BlockRecord
     from .storage.events import Event
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
@@ -389,6 +389,24 @@ class Index:
         found = [session_from_row(data, task) for data, task in rows]
         found.sort(key=lambda s: (s.started_ts, s.session_id))
         return found
+
+    def sessions_in_tree(self, session_id: str) -> list[Session]:
+        """The session and every session below it (by parent links; cycles are cut)."""
+        rows = self.db.execute(
+            "SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id "
+            "WHERE s.session_id = ? OR json_extract(s.data, '$.root_session_id') IN "
+            "(?, (SELECT json_extract(data, '$.root_session_id') FROM sessions WHERE session_id = ?))",
+            (session_id, session_id, session_id),
+        ).fetchall()
+        found = {s.session_id: s for s in (session_from_row(d, t) for d, t in rows)}
+        tree, frontier = {session_id}, [session_id]
+        while frontier:
+            parent = frontier.pop()
+            for s in found.values():
+                if s.parent_session_id == parent and s.session_id not in tree:
+                    tree.add(s.session_id)
+                    frontier.append(s.session_id)
+        return [found[sid] for sid in tree if sid in found]
 
     def newest_sessions(self) -> dict[str, tuple[str, str | None, int | None, str]]:
         """For each issue, its newest session: (status, exit_reason, exit_code, session_type)."""

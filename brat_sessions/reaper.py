@@ -28,6 +28,7 @@ from .sessions.writer import block_events
 from .storage.events import Event
 from .worker import proof as proofs
 from .worker.files import SessionFiles
+from .worker.lineage import store_ledger
 from .worker.proof import ProcessProof
 from .workspace import Workspace
 
@@ -133,6 +134,7 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
                 continue  # it heartbeated meanwhile
             fields = current.block_fields()
             fields.update(
+                usage_ref=store_ledger(ws.repo, current) or current.usage_ref,
                 state="exit",
                 exit_code=v.exit_code,
                 exit_reason=v.exit_reason,

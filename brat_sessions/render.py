@@ -118,6 +118,23 @@ def state_of(s: Session, now: int, stale_after_ms: int | None = None) -> tuple[s
     return f"{text} {age(now - s.updated_ts)} ago" if s.updated_ts else text, "dim" if ok else "red"
 
 
+def progress_of(s: Session) -> str:
+    """`tests 2/5` from a session's phase and iteration ('' when it reported none)."""
+    parts = [s.phase or ""]
+    if s.iteration is not None:
+        parts.append(f"{s.iteration}/{s.iterations}" if s.iterations is not None else str(s.iteration))
+    return " ".join(p for p in parts if p)
+
+
+def tokens_text(usage: dict[str, int] | None) -> str:
+    """`12.3k tok $0.0400` for usage totals ('' when none)."""
+    if not usage:
+        return ""
+    n = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+    short = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+    return f"{short} tok ${int(usage.get('cost_usd_micros', 0)) / 1e6:.4f}"
+
+
 def sessions_table(
     sessions: list[Session],
     now: int,
@@ -128,30 +145,70 @@ def sessions_table(
 ) -> str:
     if not sessions:
         return "no sessions"
+    with_phase = any(s.phase or s.iteration is not None for s in sessions)
     rows, colours = [], []
     for s in sessions:
         state, hue = state_of(s, now, stale_after_ms)
-        rows.append(
-            [
-                s.session_id,
-                s.task_id or s.grite_issue_id[:12],
-                f"{s.role}/{s.session_type}",
-                s.engine,
-                state,
-                s.pid,
-                age(now - s.started_ts),
-                age(s.heartbeat_age_ms(now)) if s.last_heartbeat_ts is not None else "never",
-            ]
-        )
+        row = [
+            s.session_id,
+            s.task_id or s.grite_issue_id[:12],
+            f"{s.role}/{s.session_type}",
+            s.engine,
+            state,
+            s.pid,
+            age(now - s.started_ts),
+            age(s.heartbeat_age_ms(now)) if s.last_heartbeat_ts is not None else "never",
+        ]
+        if with_phase:
+            row.append(progress_of(s))
+        rows.append(row)
         colours.append(hue if colour else None)
-    return table(
-        ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"],
-        rows,
-        width=width,
-        flex=(3, 2, 1),
-        colour_col=4,
-        colours=colours,
-    )
+    headers = ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"]
+    flex: tuple[int, ...] = (3, 2, 1)
+    if with_phase:
+        headers.append("PHASE")
+        flex = (8, 3, 2, 1)
+    return table(headers, rows, width=width, flex=flex, colour_col=4, colours=colours)
+
+
+def session_tree(
+    roots: list[Session],
+    children: dict[str, list[Session]],
+    now: int,
+    rollups: dict[str, dict[str, int]],
+    *,
+    colour: bool = False,
+) -> str:
+    """Sessions as a tree: state, duration and the usage of each subtree (rolled up)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+
+    def line(s: Session, prefix: str, branch: str) -> None:
+        state, hue = state_of(s, now)
+        end = s.updated_ts if s.exited else now
+        parts = [
+            safe(s.session_id),
+            paint(state, hue if colour else None),
+            age(max(0, end - s.started_ts)),
+            safe(s.engine),
+            tokens_text(rollups.get(s.session_id)),
+            safe(progress_of(s)),
+        ]
+        lines.append(prefix + branch + "  ".join(p for p in parts if p))
+
+    def walk(s: Session, prefix: str, branch: str, child_prefix: str) -> None:
+        if s.session_id in seen:  # a cycle in hostile data: shown once
+            return
+        seen.add(s.session_id)
+        line(s, prefix, branch)
+        kids = children.get(s.session_id, [])
+        for n, kid in enumerate(kids):
+            last = n == len(kids) - 1
+            walk(kid, prefix + child_prefix, "└─ " if last else "├─ ", "   " if last else "│  ")
+
+    for root in roots:
+        walk(root, "", "", "")
+    return "\n".join(lines) if lines else "no sessions"
 
 
 def _fields(pairs: Sequence[tuple[str, object]]) -> list[str]:
@@ -182,7 +239,39 @@ def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
     if s.future_ts is not None:
         lines.append(f"{'warning':<12} a time in the future ({when(s.future_ts)}) is ignored")
     if s.exited:
-        lines += _fields([("exit", f"{s.exit_reason} (code {s.exit_code})"), ("output", s.last_output_ref)])
+        lines += _fields(
+            [
+                (
+                    "exit",
+                    f"{s.exit_reason} (code {s.exit_code})"
+                    + (f", cause {s.stop_cause}" if s.stop_cause else ""),
+                ),
+                ("exited", f"{when(s.updated_ts)} ({age(now - s.updated_ts)} ago)"),
+                ("output", s.last_output_ref),
+            ]
+        )
+    if s.parent_session_id or s.root_session_id:
+        lines += _fields(
+            [("parent", s.parent_session_id), ("root", s.root_session_id), ("depth", s.spawn_depth)]
+        )
+    if s.resumed_from:
+        lines += _fields([("resumed from", s.resumed_from)])
+    if s.git_head:
+        lines += _fields([("git head", s.git_head)])
+    if s.phase or s.iteration is not None:
+        lines += _fields([("phase", progress_of(s))])
+    if s.last_activity_ts:
+        lines += _fields([("activity", f"{when(s.last_activity_ts)} ({age(now - s.last_activity_ts)} ago)")])
+    if s.usage or s.budget_tokens is not None:
+        lines += _fields(
+            [
+                (
+                    "usage",
+                    f"{tokens_text(s.usage) or 'none'} in {(s.usage or {}).get('calls', 0)} "
+                    f"calls" + (f" (budget {s.budget_tokens} tok)" if s.budget_tokens else ""),
+                )
+            ]
+        )
     if s.conflicts:
         lines.append(f"conflicts    {s.conflicts} block(s) on other issues ignored (brat sessions doctor)")
     lines += ["", "history:"]

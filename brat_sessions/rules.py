@@ -56,5 +56,10 @@ def valid_int(value: Any) -> bool:
     return type(value) is int and I64_MIN <= value <= I64_MAX
 
 
+def valid_count(value: Any) -> bool:
+    """A count (tokens, calls, iterations, micro-dollars): an integer in 0..2**53."""
+    return type(value) is int and 0 <= value <= 2**53
+
+
 def valid_output_ref(value: Any) -> bool:
     return isinstance(value, str) and OUTPUT_REF.fullmatch(value) is not None

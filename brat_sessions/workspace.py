@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import now_ms
 from .index import Index
-from .sessions.lease import read_lease
+from .sessions.lease import overlay_lease, read_lease
 from .sessions.model import Session
 from .storage.repo import RepoContext, open_repo
 from .storage.wal import Wal
@@ -77,8 +77,8 @@ class Workspace:
         """The session with its lease's heartbeat, its times judged against the clock."""
         if not session.exited:
             lease = read_lease(self.repo, session.session_id)
-            if lease is not None and lease.ts is not None:
-                session.add_beat(lease.ts)
+            if lease is not None:
+                overlay_lease(session, lease)
         skew_ms = int(self.config.clock_skew * 1000)
         return session.settle(now_ms() if now is None else now, skew_ms)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -74,6 +74,15 @@ def _sorted(found: list[Session], key: str) -> list[Session]:
 @click.option("--status", type=click.Choice(STATES))
 @click.option("--role", type=click.Choice(ROLES))
 @click.option("--type", "session_type", type=click.Choice(SESSION_TYPES))
+@click.option(
+    "--parent", "parent_ref", shell_complete=complete_sessions, help="Only the children of this session."
+)
+@click.option(
+    "--root",
+    "root_ref",
+    shell_complete=complete_sessions,
+    help="Only the sessions of this session's tree (the root itself included).",
+)
 @click.option("--sort", "sort_key", type=click.Choice(SORT_KEYS), default="started", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="At most N sessions (the last N by --sort).")
 @click.option("--watch", "-w", is_flag=True, help="Redraw whenever the log or a heartbeat changes.")
@@ -90,6 +99,8 @@ def sessions_list(
     status: str | None,
     role: str | None,
     session_type: str | None,
+    parent_ref: str | None,
+    root_ref: str | None,
     sort_key: str,
     limit: int | None,
     watch: bool,
@@ -98,6 +109,8 @@ def sessions_list(
     """Who is working on what: live sessions (every session with --all)."""
     ws = workspace()
     issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
+    parent = resolve(ws, parent_ref) if parent_ref else None
+    root = resolve(ws, root_ref) if root_ref else None
 
     def look() -> tuple[list[Session], int]:
         found = ws.sessions(include_all or status == "exit")
@@ -108,6 +121,8 @@ def sessions_list(
             and (status is None or s.status == status)
             and (role is None or s.role == role)
             and (session_type is None or s.session_type == session_type)
+            and (parent is None or s.parent_session_id == parent)
+            and (root is None or s.root_session_id == root or s.session_id == root)
         ]
         found = _sorted(found, sort_key)
         return (found[-limit:] if limit else found), now()
@@ -243,3 +258,67 @@ def sessions_doctor(exit_code: bool) -> None:
     )
     if exit_code and problems:
         sys.exit(EXIT_FAILURE)
+
+
+@sessions.command(
+    "tree",
+    epilog=examples(
+        "brat sessions tree               # every tree with a live session",
+        "brat sessions tree 7b3d          # one session and all below it",
+        "brat sessions tree --task t-2025 --all",
+    ),
+)
+@common
+@terminal_options
+@click.argument("session_ref", metavar="[SESSION]", required=False, shell_complete=complete_sessions)
+@click.option("--task", "task_ref", shell_complete=complete_tasks, help="The trees of this task's sessions.")
+@click.option("--all", "include_all", is_flag=True, help="Also trees whose sessions all exited.")
+def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bool) -> None:
+    """Who spawned whom: sessions as trees, with state, duration and usage rolled up
+    through each subtree."""
+    from ..render import session_tree
+    from ..worker.lineage import children_of, rolled_up
+
+    ws = workspace()
+    everything = ws.sessions(include_exited=True)
+    by_id = {s.session_id: s for s in everything}
+    kids = children_of(everything)
+    for group in kids.values():
+        group.sort(key=lambda s: (s.started_ts, s.session_id))
+    if session_ref:
+        roots = [by_id[resolve(ws, session_ref)]]
+    else:
+        issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
+        roots = [s for s in everything if not s.parent_session_id or s.parent_session_id not in by_id]
+        if issue_id is not None:
+            roots = [s for s in roots if s.grite_issue_id == issue_id]
+        if not include_all:
+            roots = [r for r in roots if _any_live(r, kids)]
+    at = now()
+    rollups = {s.session_id: rolled_up(s.session_id, everything) for s in everything}
+
+    def node(s: Session, seen: set[str]) -> dict[str, Any]:
+        seen.add(s.session_id)
+        return {
+            "session": s.to_json(at),
+            "usage_total": rollups.get(s.session_id),
+            "children": [node(k, seen) for k in kids.get(s.session_id, []) if k.session_id not in seen],
+        }
+
+    emit(
+        {"trees": [node(r, set()) for r in roots]},
+        lambda: session_tree(roots, kids, at, rollups, colour=colour()),
+    )
+
+
+def _any_live(root: Session, kids: dict[str, list[Session]]) -> bool:
+    stack, seen = [root], set()
+    while stack:
+        s = stack.pop()
+        if s.session_id in seen:
+            continue
+        seen.add(s.session_id)
+        if not s.exited:
+            return True
+        stack.extend(kids.get(s.session_id, []))
+    return False

@@ -8,52 +8,72 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from ..errors import EXIT_FAILURE
+from ..errors import EXIT_FAILURE, BadInput
 from ..kinds import EXIT_REASONS, ROLES, SESSION_TYPES, STOP_REASONS
 from .complete import complete_sessions, complete_tasks
 from .output import common, emit, examples, json_wanted, terminal_options, tracker, warn, width, workspace
 from .sessions import resolve, sessions
 
 if TYPE_CHECKING:
-    from ..kinds import Role, SessionType, State
+    from ..kinds import State, StopReason
     from ..worker.api import Tracker
 
 SESSION_ARG = click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
 
 
 def _start_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            click.option(
-                "--task",
-                "task_ref",
-                required=True,
-                shell_complete=complete_tasks,
-                help="Task id, grite issue id, or a unique prefix.",
-            ),
-            click.option(
-                "--role", type=click.Choice(ROLES), help="Default: witness for polecat, user for crew."
-            ),
-            click.option(
-                "--type",
-                "session_type",
-                type=click.Choice(SESSION_TYPES),
-                default="polecat",
-                show_default=True,
-            ),
-            click.option("--engine", default="shell", show_default=True),
-            click.option(
-                "--worktree",
-                help="Default: this worktree, relative to the main one (absolute when it lies outside it).",
-            ),
-        ]
-    ):
+    options = [
+        click.option(
+            "--task",
+            "task_ref",
+            envvar="BRAT_TASK_ID",
+            shell_complete=complete_tasks,
+            help="Task id, grite issue id, or a unique prefix (default: $BRAT_TASK_ID, "
+            "set by `brat sessions run` for its command).",
+        ),
+        click.option("--role", type=click.Choice(ROLES), help="Default: witness for polecat, user for crew."),
+        click.option(
+            "--type", "session_type", type=click.Choice(SESSION_TYPES), default="polecat", show_default=True
+        ),
+        click.option("--engine", default="shell", show_default=True),
+        click.option(
+            "--worktree",
+            help="Default: this worktree, relative to the main one (absolute when it lies outside it).",
+        ),
+        click.option(
+            "--parent",
+            "parent_ref",
+            envvar="BRAT_SESSION_ID",
+            shell_complete=complete_sessions,
+            help="The parent session (default: $BRAT_SESSION_ID, set by `brat sessions "
+            "run` for its command, so nested sessions link by themselves).",
+        ),
+        click.option(
+            "--budget-tokens",
+            type=click.IntRange(min=0),
+            help="Token budget of the session and its descendants (`run` stops its command past it).",
+        ),
+    ]
+    for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _task_id(t: Tracker, ref: str) -> str:
-    return t.ws.fresh_index().resolve_task(ref).issue_id
+def _start_kwargs(t: Tracker, opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The task's issue id and the keyword arguments of `Tracker.start` from the options."""
+    if not opts.get("task_ref"):
+        raise BadInput("--task is required (or run inside `brat sessions run`, which sets BRAT_TASK_ID)")
+    index = t.ws.fresh_index()
+    parent = opts.get("parent_ref")
+    kwargs = {
+        "role": opts["role"],
+        "session_type": opts["session_type"],
+        "engine": opts["engine"],
+        "worktree": opts["worktree"],
+        "budget_tokens": opts["budget_tokens"],
+        "parent": index.resolve_session(parent) if parent else None,
+    }
+    return index.resolve_task(opts["task_ref"]).issue_id, kwargs
 
 
 @sessions.command(
@@ -61,6 +81,7 @@ def _task_id(t: Tracker, ref: str) -> str:
     epilog=examples(
         "S=$(brat sessions start --task t-20250114-3a2c --engine shell --pid $$)",
         "brat sessions start --task t-2025 --type crew --state running --json",
+        "brat sessions start --task t-2025 --parent 7b3d --budget-tokens 200000",
     ),
 )
 @common
@@ -74,26 +95,11 @@ def _task_id(t: Tracker, ref: str) -> str:
 @click.option(
     "--state", type=click.Choice(["spawned", "ready", "running"]), default="spawned", show_default=True
 )
-def sessions_start(
-    task_ref: str,
-    role: str | None,
-    session_type: str,
-    engine: str,
-    worktree: str | None,
-    pid: int | None,
-    state: str,
-) -> None:
+def sessions_start(pid: int | None, state: str, **opts: Any) -> None:
     """Start a session on a task; prints its id."""
     t = tracker()
-    s = t.start(
-        _task_id(t, task_ref),
-        role=cast("Role | None", role),  # click.Choice checked the values
-        session_type=cast("SessionType", session_type),
-        engine=engine,
-        worktree=worktree,
-        pid=pid,
-        state=cast("State", state),
-    )
+    task, kwargs = _start_kwargs(t, opts)
+    s = t.start(task, pid=pid, state=cast("State", state), **kwargs)
     emit({"session_id": s.session_id, "session": s.to_json()}, s.session_id)
 
 
@@ -148,7 +154,14 @@ def sessions_exit(session_ref: str, code: int, reason: str, output: str | None) 
     )
 
 
-@sessions.command("stop", epilog=examples("brat sessions stop 7b3d", "brat sessions stop 7b3d --grace 2"))
+@sessions.command(
+    "stop",
+    epilog=examples(
+        "brat sessions stop 7b3d",
+        "brat sessions stop 7b3d --grace 2",
+        "brat sessions stop 7b3d --recursive   # and its children",
+    ),
+)
 @common
 @SESSION_ARG
 @click.option("--reason", default="user-stop", show_default=True, type=click.Choice(STOP_REASONS))
@@ -159,18 +172,144 @@ def sessions_exit(session_ref: str, code: int, reason: str, output: str | None) 
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL.",
 )
-def sessions_stop(session_ref: str, reason: str, grace: float) -> None:
+@click.option("--recursive", "-r", is_flag=True, help="Also stop its live descendants (children first).")
+def sessions_stop(session_ref: str, reason: str, grace: float, recursive: bool) -> None:
     """Stop a session: signal its process group if brat started it on this machine, and
     record the exit. Without that local proof no signal is sent (see docs/security.md)."""
     t = tracker()
-    report = t.stop_report(resolve(t.ws, session_ref), reason, grace)  # type: ignore[arg-type]
-    s = report.session
-    if report.note and not json_wanted():
-        warn(report.note)
+    sid = resolve(t.ws, session_ref)
+    why = cast("StopReason", reason)
+    reports = t.stop_tree(sid, why, grace) if recursive else [t.stop_report(sid, why, grace)]
+    for report in reports:
+        if report.note and not json_wanted():
+            warn(f"{report.session.session_id}: {report.note}")
+    s = reports[-1].session
+    data: dict[str, Any] = {"session": s.to_json(), "signalled": reports[-1].signalled}
+    if recursive:
+        data["stopped"] = [{"session_id": r.session.session_id, "signalled": r.signalled} for r in reports]
     emit(
-        {"session": s.to_json(), "signalled": report.signalled},
-        f"{s.session_id} exit {s.exit_reason} {s.exit_code}",
+        data,
+        "\n".join(
+            f"{r.session.session_id} exit {r.session.exit_reason} {r.session.exit_code}" for r in reports
+        ),
     )
+
+
+@sessions.command(
+    "phase",
+    epilog=examples("brat sessions phase $S planning", "brat sessions phase $S tests --iteration 2 --of 5"),
+)
+@common
+@SESSION_ARG
+@click.argument("name")
+@click.option("--iteration", type=click.IntRange(min=0), help="The current iteration.")
+@click.option("--of", "of", type=click.IntRange(min=0), help="Iterations planned.")
+def sessions_phase(session_ref: str, name: str, iteration: int | None, of: int | None) -> None:
+    """Record the session's current phase (in its lease: no commit in the log)."""
+    t = tracker()
+    s = t.phase(resolve(t.ws, session_ref), name, iteration=iteration, of=of)
+    emit(
+        {"session": s.to_json()},
+        f"{s.session_id} {s.phase}"
+        + (f" {s.iteration}/{s.iterations or '?'}" if s.iteration is not None else ""),
+    )
+
+
+@sessions.command(
+    "usage",
+    epilog=examples(
+        "brat sessions usage $S --model gpt-5 --input 1200 --output 300 --cost 0.0041",
+        "brat sessions usage $S --model claude-sonnet --input 9000 --output 800 --cache-read 6000 "
+        "--source subagent",
+    ),
+)
+@common
+@SESSION_ARG
+@click.option("--model", required=True, help="The model that was called.")
+@click.option("--input", "input_tokens", type=click.IntRange(min=0), required=True, help="Input tokens.")
+@click.option("--output", "output_tokens", type=click.IntRange(min=0), required=True, help="Output tokens.")
+@click.option("--cache-read", type=click.IntRange(min=0), default=0, help="Tokens read from a cache.")
+@click.option("--cost", type=click.FloatRange(min=0), help="Cost of the call in USD.")
+@click.option(
+    "--source", default="main", show_default=True, help="What made the call: main, subagent, compaction, ..."
+)
+def sessions_usage(
+    session_ref: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int,
+    cost: float | None,
+    source: str,
+) -> None:
+    """Add one LLM call to the session's usage ledger (in its lease: no commit in the log)."""
+    t = tracker()
+    sid = resolve(t.ws, session_ref)
+    total = t.usage(
+        sid,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cost_usd=cost,
+        source=source,
+    )
+    emit(
+        {"session_id": sid, "usage": total},
+        f"{sid} {total['calls']} calls, {total['input_tokens']} in / {total['output_tokens']} out, "
+        f"${total['cost_usd']:.4f}",
+    )
+
+
+@sessions.command(
+    "resume",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    epilog=examples("brat sessions resume 7b3d", "brat sessions resume 7b3d -- codex exec 'go on'"),
+)
+@common
+@SESSION_ARG
+@click.option("--heartbeat-interval", type=float, help="With a command: seconds between heartbeats.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def sessions_resume(session_ref: str, heartbeat_interval: float | None, command: tuple[str, ...]) -> None:
+    """Start a new session for the same task, linked by `resumed_from` (exit 4 while the
+    original is live); with `-- CMD`, run CMD in it like `brat sessions run`."""
+    t = tracker()
+    sid = resolve(t.ws, session_ref)
+    if not command:
+        s, warning = t.resume(sid)
+        if warning:
+            warn(f"warning: {warning}")
+        emit({"session_id": s.session_id, "session": s.to_json(), "warning": warning}, s.session_id)
+        return
+    from ..worker.run import run_command
+
+    original = t.session(sid)
+    if not original.exited:
+        t.resume(sid)  # refuses with the reason
+    from ..worker.lineage import head_moved_away
+
+    warning = head_moved_away(t.ws.ctx, original.git_head)
+    if warning:
+        warn(f"warning: {warning}")
+    config = t.ws.config.override(heartbeat_interval=heartbeat_interval)
+    code, new = run_command(
+        t,
+        original.grite_issue_id,
+        list(command),
+        heartbeat_interval=config.heartbeat_interval,
+        tee="stderr" if json_wanted() else "tee",
+        role=original.role,
+        session_type=original.session_type,
+        engine=original.engine,
+        parent=original.parent_session_id,
+        resumed_from=sid,
+    )
+    if json_wanted():
+        emit(
+            {"session_id": new, "exit_code": code, "session": t.session(new).to_json(), "warning": warning},
+            "",
+        )
+    sys.exit(code if 0 <= code <= 255 else EXIT_FAILURE)
 
 
 @sessions.command(
@@ -179,6 +318,7 @@ def sessions_stop(session_ref: str, reason: str, grace: float) -> None:
     epilog=examples(
         "brat sessions run --task t-20250114-3a2c --engine codex -- codex exec 'fix it'",
         "brat sessions run --task t-2025 --tty -- claude",
+        "brat sessions run --task t-2025 --budget-tokens 500000 -- ./agent",
         "brat sessions run --task t-2025 --json -- make test 2>test.log",
     ),
 )
@@ -199,35 +339,25 @@ def sessions_stop(session_ref: str, reason: str, grace: float) -> None:
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def sessions_run(
-    task_ref: str,
-    role: str | None,
-    session_type: str,
-    engine: str,
-    worktree: str | None,
-    heartbeat_interval: float | None,
-    grace: float,
-    tty: bool | None,
-    command: tuple[str, ...],
+    heartbeat_interval: float | None, grace: float, tty: bool | None, command: tuple[str, ...], **opts: Any
 ) -> None:
     """Run COMMAND as a session; exits with its status (128+N for signal N)."""
     from ..worker.run import run_command
 
     t = tracker()
+    task, kwargs = _start_kwargs(t, opts)
     config = t.ws.config.override(heartbeat_interval=heartbeat_interval)
     if tty is None:
         tty = sys.stdin.isatty() and sys.stdout.isatty() and not json_wanted()
     code, sid = run_command(
         t,
-        _task_id(t, task_ref),
+        task,
         list(command),
         heartbeat_interval=config.heartbeat_interval,
         grace_s=grace,
         tee="stderr" if json_wanted() else "tee",
         tty=tty,
-        role=role,
-        session_type=session_type,
-        engine=engine,
-        worktree=worktree,
+        **kwargs,
     )
     if json_wanted():
         emit({"session_id": sid, "exit_code": code, "session": t.session(sid).to_json()}, "")

@@ -120,6 +120,27 @@ _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "exit_reason": (lambda v: v in EXIT_REASONS, f"one of {', '.join(EXIT_REASONS)}"),
     "last_output_ref": (rules.valid_output_ref, "sha256:<64 hex>"),
     "host": (lambda v: rules.valid_text(v, 255), "a name of at most 255 characters"),
+    # brat_sessions' extension keys (brat ignores unknown keys): lineage, progress, usage
+    "parent_session_id": (rules.valid_id, rules.ID_RULE),
+    "root_session_id": (rules.valid_id, rules.ID_RULE),
+    "resumed_from": (rules.valid_id, rules.ID_RULE),
+    "spawn_depth": (lambda v: type(v) is int and 0 <= v <= 1000, "an integer in 0..1000"),
+    "git_head": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", v) is not None,
+        "40 or 64 lowercase hex",
+    ),
+    "phase": (lambda v: rules.valid_text(v, 128), "text of at most 128 characters"),
+    "iteration": (rules.valid_count, "an integer in 0..2^53"),
+    "iterations": (rules.valid_count, "an integer in 0..2^53"),
+    "last_activity_ts": (rules.valid_ts, "ms since the epoch between 2000 and 2200"),
+    "budget_tokens": (rules.valid_count, "an integer in 0..2^53"),
+    "stop_cause": (lambda v: rules.valid_text(v, 64), "text of at most 64 characters"),
+    "llm_calls": (rules.valid_count, "an integer in 0..2^53"),
+    "input_tokens": (rules.valid_count, "an integer in 0..2^53"),
+    "output_tokens": (rules.valid_count, "an integer in 0..2^53"),
+    "cache_read_tokens": (rules.valid_count, "an integer in 0..2^53"),
+    "cost_usd_micros": (rules.valid_count, "an integer in 0..2^53 (millionths of a USD)"),
+    "usage_ref": (rules.valid_output_ref, "sha256:<64 hex>"),
 }
 _KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -1,7 +1,8 @@
 """Heartbeat leases: one ref per live session, renewed in place, outside the log.
 
 `refs/brat/sessions/leases/<session_id>` points at a small JSON blob
-`{"session_id", "ts", "host"}`. A heartbeat writes a new blob and moves the ref
+`{"session_id", "ts", "host", "progress", "ledger"}` (progress and the usage ledger:
+see usage.py). A heartbeat writes a new blob and moves the ref
 with compare-and-swap: no WAL commit, and the cost does not grow with the
 repository. The lease is created at start and deleted at exit, so a heartbeat
 that finds no lease learns that its session is over (fencing).
@@ -10,15 +11,21 @@ that finds no lease learns that its session is over (fencing).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import pygit2
 
 from ..errors import BadInput, Fenced
 from ..rules import valid_id, valid_text, valid_ts
+from .usage import LedgerEntry, Progress, decode_ledger, totals
+
+if TYPE_CHECKING:
+    from .model import Session
 
 LEASE_PREFIX = "refs/brat/sessions/leases/"
-MAX_LEASE_BYTES = 4096
+MAX_LEASE_BYTES = 65536
 FORWARD_SLACK_MS = 60_000
 
 
@@ -27,6 +34,8 @@ class Lease:
     session_id: str
     ts: int | None
     host: str | None
+    progress: Progress = field(default_factory=Progress)
+    ledger: list[LedgerEntry] = field(default_factory=list)
 
 
 def lease_ref(session_id: str) -> str:
@@ -36,7 +45,11 @@ def lease_ref(session_id: str) -> str:
 
 
 def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
-    data = {"session_id": lease.session_id, "ts": lease.ts, "host": lease.host}
+    data: dict[str, Any] = {"session_id": lease.session_id, "ts": lease.ts, "host": lease.host}
+    if lease.progress != Progress():
+        data["progress"] = asdict(lease.progress)
+    if lease.ledger:
+        data["ledger"] = [asdict(e) for e in lease.ledger]
     return repo.create_blob(json.dumps(data, sort_keys=True).encode())
 
 
@@ -47,9 +60,29 @@ def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid | 
             raise ValueError("not a small blob")
         data = json.loads(blob.data)
         ts, host = data.get("ts"), data.get("host")
-        return Lease(session_id, ts if valid_ts(ts) else None, host if valid_text(host, 255) else None)
-    except (KeyError, ValueError, AttributeError, pygit2.GitError):
+        return Lease(
+            session_id,
+            ts if valid_ts(ts) else None,
+            host if valid_text(host, 255) else None,
+            Progress.decode(data.get("progress")),
+            decode_ledger(data.get("ledger")),
+        )
+    except (KeyError, ValueError, AttributeError, TypeError, RecursionError, pygit2.GitError):
         return Lease(session_id, None, None)  # unreadable: present, but tells no time
+
+
+def overlay_lease(session: Session, lease: Lease) -> None:
+    """Fold what the lease knows into a live session: its heartbeat, progress and usage."""
+    if lease.ts is not None:
+        session.add_beat(lease.ts)
+    p = lease.progress
+    if p.phase is not None or p.iteration is not None:
+        session.phase, session.iteration, session.iterations = p.phase, p.iteration, p.iterations
+    if p.activity_ts is not None:
+        session.last_activity_ts = max(session.last_activity_ts or 0, p.activity_ts)
+    if lease.ledger:
+        session.ledger = [e.to_json() for e in lease.ledger]
+        session.usage = totals(lease.ledger)
 
 
 def create_lease(repo: pygit2.Repository, session_id: str, host: str | None, ts: int | None = None) -> Lease:
@@ -63,24 +96,32 @@ def read_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
     return decode_lease(repo, session_id, ref.target) if ref is not None else None
 
 
-def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
-    """Move the lease to `ts` (never backwards); Fenced when it is gone."""
+def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lease], Lease]) -> Lease:
+    """Replace the lease with `change(current)` by compare-and-swap; Fenced when it is gone."""
     name = lease_ref(session_id)
     for _ in range(20):
         ref = repo.references.get(name)
         if ref is None:
             raise Fenced(f"session {session_id} has exited (its lease is gone): stop working")
-        old = decode_lease(repo, session_id, ref.target)
-        # never backwards against a concurrent heartbeat, but a time far ahead of ours
-        # (a wrong clock, a forged lease) is not kept alive by us
-        keep = old.ts is not None and ts < old.ts <= ts + FORWARD_SLACK_MS
-        new = Lease(session_id, old.ts if keep else ts, old.host)
+        new = change(decode_lease(repo, session_id, ref.target))
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
             return new
         except pygit2.GitError:
             continue  # another heartbeat or a delete raced us: look again
     raise Fenced(f"session {session_id}: lease kept changing under the heartbeat")
+
+
+def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
+    """Move the lease to `ts` (never backwards); Fenced when it is gone."""
+
+    def renew(old: Lease) -> Lease:
+        # never backwards against a concurrent heartbeat, but a time far ahead of ours
+        # (a wrong clock, a forged lease) is not kept alive by us
+        keep = old.ts is not None and ts < old.ts <= ts + FORWARD_SLACK_MS
+        return replace(old, ts=old.ts if keep else ts)
+
+    return update_lease(repo, session_id, renew)
 
 
 def drop_lease(repo: pygit2.Repository, session_id: str) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict
+from .usage import usage_json
 
 # spawned -> ready -> running -> handoff -> exit; any state -> exit.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -17,6 +18,42 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 SIGNAL_BASE = 128
+BRAT_FIELDS = (
+    "state",
+    "session_id",
+    "role",
+    "session_type",
+    "engine",
+    "worktree",
+    "pid",
+    "started_ts",
+    "last_heartbeat_ts",
+    "exit_code",
+    "exit_reason",
+    "last_output_ref",
+)
+# extension keys written into blocks as they are (brat ignores keys it does not know)
+EXTENSION_KEYS = (
+    "parent_session_id",
+    "root_session_id",
+    "git_head",
+    "resumed_from",
+    "budget_tokens",
+    "stop_cause",
+    "phase",
+    "iteration",
+    "iterations",
+    "last_activity_ts",
+    "usage_ref",
+)
+# usage totals: block key -> key in Session.usage
+USAGE_KEYS = {
+    "llm_calls": "calls",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_read_tokens": "cache_read_tokens",
+    "cost_usd_micros": "cost_usd_micros",
+}
 
 
 def allowed_targets(state: str) -> tuple[str, ...]:
@@ -56,6 +93,23 @@ class Session:
     conflicts: int = 0
     beats: list[int] = field(default_factory=list)  # every heartbeat time seen (blocks, lease)
     future_ts: int | None = None  # a time later than now + skew, set by `settle`
+    # brat_sessions' extension keys (docs/format.md): lineage, resume, budget ...
+    parent_session_id: str | None = None
+    root_session_id: str | None = None
+    spawn_depth: int = 0
+    git_head: str | None = None
+    resumed_from: str | None = None
+    budget_tokens: int | None = None
+    stop_cause: str | None = None
+    # ... progress (the lease's while it runs, else the latest block's) ...
+    phase: str | None = None
+    iteration: int | None = None
+    iterations: int | None = None
+    last_activity_ts: int | None = None
+    # ... and usage: totals, the stored ledger's ref, and the live ledger from the lease
+    usage: dict[str, int] | None = None
+    usage_ref: str | None = None
+    ledger: list[dict[str, Any]] | None = None
 
     @property
     def exited(self) -> bool:
@@ -111,12 +165,18 @@ class Session:
         }
         if self.host:
             fields["host"] = self.host
-        return fields
+        for key in EXTENSION_KEYS:
+            fields[key] = getattr(self, key)
+        fields["spawn_depth"] = self.spawn_depth or None
+        for key, name in USAGE_KEYS.items():
+            fields[key] = (self.usage or {}).get(name)
+        return {k: v for k, v in fields.items() if v is not None or k in BRAT_FIELDS}
 
     def to_json(self, now: int | None = None) -> dict[str, Any]:
         data = dict(vars(self))  # not asdict(): no deep copies, 50,000 sessions must print fast
         data.pop("pid_ts")
         data.pop("beats")
+        data["usage"] = usage_json(self.usage) if self.usage else None
         if now is not None:
             data["heartbeat_age_ms"] = self.heartbeat_age_ms(now)
         return data

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
-from .model import Session
+from .model import EXTENSION_KEYS, USAGE_KEYS, Session
 from .rows import session_to_row
 
 if TYPE_CHECKING:
@@ -205,8 +205,23 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
         blocks=len(own),
         conflicts=len(foreign),
         beats=beats,
+        **_extensions(effective),
     )
     return session, foreign
+
+
+def _extensions(effective: list[BlockRecord]) -> dict[str, Any]:
+    """The extension keys of a session: each from the latest of its blocks that has it."""
+    found: dict[str, Any] = {}
+    for key in (*EXTENSION_KEYS, "spawn_depth", *USAGE_KEYS):
+        for b in reversed(effective):
+            if b.fields.get(key) is not None:
+                found[key] = b.fields[key]
+                break
+    usage = {USAGE_KEYS[k]: found.pop(k) for k in list(found) if k in USAGE_KEYS}
+    if usage:
+        found["usage"] = usage
+    return found
 
 
 def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:

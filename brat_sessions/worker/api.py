@@ -12,13 +12,13 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .. import rules
 from ..clock import now_ms
-from ..errors import BadInput, EnvironmentProblem, Fenced
+from ..errors import BadInput, Conflict, EnvironmentProblem, Fenced
 from ..index import Index
 from ..issues.ids import new_id
 from ..issues.projection import Issue
@@ -37,15 +37,17 @@ from ..kinds import (
     StopReason,
     TaskStatus,
 )
-from ..sessions.lease import create_lease, drop_lease, read_lease, renew_lease
+from ..sessions.lease import Lease, create_lease, drop_lease, read_lease, renew_lease, update_lease
 from ..sessions.model import Session, check_transition
 from ..sessions.outputs import store_file, store_output
 from ..sessions.projection import BlockRecord
+from ..sessions.usage import LedgerEntry, Progress, add_usage, totals, usage_json
 from ..sessions.writer import block_events
 from ..storage.events import Event
 from ..workspace import Workspace, this_host
 from . import proof as proofs
 from .files import SessionFiles
+from .lineage import child_fields, descendants, head_moved_away, store_ledger, worktree_head
 
 DEFAULT_ROLES: dict[SessionType, Role] = {"polecat": "witness", "crew": "user"}
 START_STATES: tuple[State, ...] = ("spawned", "ready", "running")
@@ -169,11 +171,18 @@ class Tracker:
         worktree: str | None = None,
         pid: int | None = None,
         state: State = "spawned",
+        parent: str | None = None,
+        budget_tokens: int | None = None,
+        resumed_from: str | None = None,
     ) -> Session:
         """Record a new session on a task (by task id or grite issue id).
 
         With `pid`, the process must run on this machine: it is adopted (recorded
-        locally, so `stop` may signal it and the reaper may call it a crash).
+        locally, so `stop` may signal it and the reaper may call it a crash). With
+        `parent` (a session id), the session is its child: it records its parent, the
+        root of the tree and its depth. `budget_tokens` is a token budget for the session
+        and its descendants (`run` enforces it). The worktree's HEAD is recorded as
+        `git_head`, for `resume`.
         """
         _check_choice("session type", session_type, SESSION_TYPES)
         _check_choice("a new session's state", state, START_STATES)
@@ -183,6 +192,14 @@ class Tracker:
         _check_pid(pid)
         worktree = self._default_worktree() if worktree is None else worktree
         _check_text("worktree", worktree, rules.MAX_TEXT)
+        if budget_tokens is not None and not rules.valid_count(budget_tokens):
+            raise BadInput(f"a token budget must be an integer in 0..2^53, not {budget_tokens!r}")
+        lineage = child_fields(self.session(parent)) if parent is not None else {}
+        extra = {
+            "git_head": worktree_head(self.ws.ctx),
+            "budget_tokens": budget_tokens,
+            "resumed_from": check_session_id(resumed_from) if resumed_from else None,
+        }
         created: dict[str, Session] = {}
 
         def build(index: Index) -> list[Event]:
@@ -205,6 +222,8 @@ class Tracker:
                 exit_reason=None,
                 last_output_ref=None,
                 host=self.host,
+                **lineage,  # type: ignore[arg-type]
+                **extra,  # type: ignore[arg-type]
             )
             created["session"] = session
             return block_events(index, self.ws.actor, session, session.block_fields(), ts)
@@ -245,6 +264,83 @@ class Tracker:
             drop_lease(self.ws.repo, session_id)
             raise Fenced(_fenced_message(session))
         return now
+
+    def phase(
+        self, session_id: str, name: str, *, iteration: int | None = None, of: int | None = None
+    ) -> Session:
+        """Record the session's current phase (and iteration `iteration` of `of`) in its lease:
+        no WAL commit; the next block and the exit block carry it.
+
+            tracker.phase(sid, "tests", iteration=2, of=5)
+        """
+        _check_text("phase", name, 128)
+        for value in (iteration, of):
+            if value is not None and not rules.valid_count(value):
+                raise BadInput(f"an iteration must be an integer in 0..2^53, not {value!r}")
+        now = now_ms()
+        self._update_lease(
+            session_id,
+            lambda lease: replace(
+                lease, ts=max(lease.ts or 0, now), progress=Progress(name, iteration, of, now)
+            ),
+        )
+        return self.session(session_id)
+
+    def usage(
+        self,
+        session_id: str,
+        *,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cost_usd: float | None = None,
+        source: str = "main",
+    ) -> dict[str, Any]:
+        """Add one LLM call to the session's usage ledger (in its lease: no WAL commit; the
+        exit, or the reaper's exit, stores the ledger in git). Returns the session's totals.
+
+            tracker.usage(sid, model="gpt-5", input_tokens=1200, output_tokens=300, cost_usd=0.004)
+        """
+        _check_text("model", model, 128)
+        _check_text("source", source, 64)
+        counts = (input_tokens, output_tokens, cache_read_tokens)
+        if not all(rules.valid_count(n) for n in counts):
+            raise BadInput("token counts must be integers in 0..2^53")
+        if cost_usd is not None and (
+            isinstance(cost_usd, bool) or not isinstance(cost_usd, (int, float)) or not 0 <= cost_usd <= 1e9
+        ):
+            raise BadInput(f"a cost must be a number of USD in 0..1e9, not {cost_usd!r}")
+        entry = LedgerEntry(
+            source,
+            model,
+            1,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            round((cost_usd or 0) * 1_000_000),
+        )
+        now = now_ms()
+
+        def add(lease: Lease) -> Lease:
+            try:
+                ledger = add_usage(lease.ledger, entry)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+            progress = replace(lease.progress, activity_ts=now)
+            return replace(lease, ts=max(lease.ts or 0, now), ledger=ledger, progress=progress)
+
+        lease = self._update_lease(session_id, add)
+        return usage_json(totals(lease.ledger))
+
+    def _update_lease(self, session_id: str, change: Callable[[Lease], Lease]) -> Lease:
+        """Change the lease; a session with none here gets one first (as a heartbeat does)."""
+        check_session_id(session_id)
+        try:
+            return update_lease(self.ws.repo, session_id, change)
+        except Fenced:
+            self.heartbeat(session_id)  # Fenced if it has exited; else creates the lease
+            return update_lease(self.ws.repo, session_id, change)
 
     def transition(
         self, session_id: str, state: State, *, force: bool = False, pid: int | None = None
@@ -291,6 +387,7 @@ class Tracker:
         code: int,
         reason: ExitReason = "completed",
         output: str | os.PathLike[str] | bytes | None = None,
+        stop_cause: str | None = None,
     ) -> Session:
         """Record the session's end, with the sha256 ref of its stored output.
 
@@ -299,6 +396,8 @@ class Tracker:
         """
         check_session_id(session_id)
         _check_choice("exit reason", reason, EXIT_REASONS)
+        if stop_cause is not None:
+            _check_text("stop cause", stop_cause, 64)
         if not rules.valid_exit_code(code):
             raise BadInput(f"exit code must be a 32-bit integer, not {code!r}")
         output_ref = self._store_output(session_id, output)
@@ -312,6 +411,8 @@ class Tracker:
                 exit_code=code,
                 exit_reason=reason,
                 last_output_ref=output_ref or s.last_output_ref,
+                usage_ref=store_ledger(self.ws.repo, s) or s.usage_ref,
+                stop_cause=stop_cause or s.stop_cause,
             )
             return fields
 
@@ -333,6 +434,43 @@ class Tracker:
     def stop(self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0) -> Session:
         """Stop a session and record its exit; see `stop_report`."""
         return self.stop_report(session_id, reason, grace_s).session
+
+    def stop_tree(
+        self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0
+    ) -> list[StopReport]:
+        """Stop a session and its live descendants, deepest first (so no child outlives
+        its parent's stop); one report each."""
+        self.session(session_id)  # NotFound for an unknown id
+        below = [s for s in descendants(session_id, self.sessions(include_exited=True)) if not s.exited]
+        reports = []
+        for s in sorted(below, key=lambda s: -s.spawn_depth):
+            try:
+                reports.append(self.stop_report(s.session_id, reason, grace_s))
+            except Fenced:
+                continue  # it ended meanwhile
+        reports.append(self.stop_report(session_id, reason, grace_s))
+        return reports
+
+    def resume(self, session_id: str, **start_options: Any) -> tuple[Session, str | None]:
+        """Start a new session for the task of `session_id`, linked by `resumed_from`; refused
+        (Conflict, exit 4) while the original is live. Also returns a warning when the
+        worktree's HEAD is no longer the recorded `git_head` or a descendant of it."""
+        original = self.session(session_id)
+        if not original.exited:
+            raise Conflict(
+                f"session {session_id} is still live ({original.status}); stop it or "
+                f"wait for the reaper before resuming it"
+            )
+        warning = head_moved_away(self.ws.ctx, original.git_head)
+        options: dict[str, Any] = {
+            "role": original.role,
+            "session_type": original.session_type,
+            "engine": original.engine,
+        }
+        if original.parent_session_id:
+            options["parent"] = original.parent_session_id
+        options.update(start_options)
+        return self.start(original.grite_issue_id, resumed_from=session_id, **options), warning
 
     def stop_report(
         self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0

@@ -9,8 +9,19 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_CONFLICT, Fenced
+from ..sessions.model import Session
 from . import proof as proofs
 from .api import Tracker
+from .lineage import tokens
+
+
+def over_budget(tracker: Tracker, session: Session) -> bool:
+    """Have the session and its descendants used more tokens than its budget?"""
+    if session.budget_tokens is None:
+        return False
+    tree = tracker.ws.fresh_index().sessions_in_tree(session.session_id)
+    used = sum(tokens(tracker.ws.with_lease(s)) for s in tree)
+    return used > session.budget_tokens
 
 
 def run_command(
@@ -29,6 +40,11 @@ def run_command(
     `tee` says where the command's output goes besides the log: "tee" (our stdout and
     stderr), "stderr" (both to stderr, keeping stdout for JSON) or "quiet". With `tty`
     the command runs in a pseudo-terminal (its stdout and stderr are one stream).
+    The command's environment names its session (BRAT_SESSION_ID, BRAT_TASK_ID), so a
+    `brat sessions run` or `start` inside it becomes a child. With a token budget
+    (`budget_tokens` in `start_options`), the command is stopped at the first heartbeat
+    after the session and its descendants used more, recorded as `user-stop` with the
+    cause `budget`.
     """
     session = tracker.start(task, **start_options)
     sid = session.session_id
@@ -49,6 +65,7 @@ def run_command(
             *command,
         ],
         pass_fds=[write_fd],
+        env={**os.environ, "BRAT_SESSION_ID": sid, "BRAT_TASK_ID": session.task_id or task},
     )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
@@ -66,6 +83,7 @@ def run_command(
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     fenced: Fenced | None = None
+    cause: str | None = None
     try:
         if child_pid:
             try:
@@ -81,6 +99,17 @@ def run_command(
                     tracker.heartbeat(sid)
                 except Fenced as exc:
                     fenced = exc
+                    continue
+                if cause is None and over_budget(tracker, session):
+                    cause = "budget"
+                    print(
+                        f"brat: session {sid} used more than its budget of "
+                        f"{session.budget_tokens} tokens; stopping the command",
+                        file=sys.stderr,
+                    )
+                    files.stop_request.write_text("user-stop")
+                    if proof is not None:
+                        proof.stop(grace_s)
         if fenced is not None:
             print(f"brat: {fenced.message}; stopping the command", file=sys.stderr)
             if proof is not None:
@@ -96,7 +125,7 @@ def run_command(
     assert ended is not None  # the fallback always says something
     code, reason = ended
     try:
-        tracker.exit(sid, code, reason, output=files.log)
+        tracker.exit(sid, code, reason, output=files.log, stop_cause=cause)
     except Fenced as exc:
         print(f"brat: {exc.message}", file=sys.stderr)
     return code, sid
