@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the folds load only when there is something to replay
     from .sessions.projection import BlockFold, BlockRecord
     from .storage.events import Event
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
@@ -309,6 +309,31 @@ class Index:
             raise NotFound(f"no task {ref}")
         return issue
 
+    def unreadable(self, issue_id: str | None = None) -> list[dict[str, Any]]:
+        """Sessions named only by blocks that cannot be read (bare rows: id, task, reason)."""
+        sql = (
+            "SELECT p.session_id, p.issue_id, i.task_id, p.message FROM problems p "
+            "LEFT JOIN issues i ON i.issue_id = p.issue_id WHERE p.kind = 'malformed_block' "
+            "AND p.session_id IS NOT NULL AND p.session_id NOT IN (SELECT session_id FROM sessions)"
+        )
+        args: list[str] = []
+        if issue_id is not None:
+            sql += " AND p.issue_id = ?"
+            args.append(issue_id)
+        rows: dict[str, dict[str, Any]] = {}
+        for sid, iid, task, message in self.db.execute(sql + " ORDER BY p.problem_id", args):
+            rows.setdefault(
+                sid,
+                {
+                    "session_id": sid,
+                    "task_id": task,
+                    "grite_issue_id": iid,
+                    "status": "unreadable",
+                    "reason": message.split("): ", 1)[-1],
+                },
+            )
+        return list(rows.values())
+
     def resolve_task(self, ref: str) -> Issue:
         """A task by id, or by a unique prefix of a task id or a grite issue id, like git.
 
@@ -341,6 +366,9 @@ class Index:
             raise BadInput(f"not a valid session id: {ref[:80]!r} ({ID_RULE})")
         if self.db.execute("SELECT 1 FROM sessions WHERE session_id=?", (ref,)).fetchone():
             return ref
+        bare = [b["session_id"] for b in self.unreadable()]
+        if ref in bare:
+            return ref
         rows = [
             sid
             for (sid,) in self.db.execute(
@@ -349,6 +377,7 @@ class Index:
                 (ref + "*", "*-" + ref + "*"),
             )
         ]
+        rows += [sid for sid in bare if sid.startswith(ref) or sid.rsplit("-", 1)[-1].startswith(ref)]
         if len(rows) == 1:
             return str(rows[0])
         if rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .issues.projection import Issue
@@ -142,8 +142,11 @@ def sessions_table(
     width: int | None = None,
     colour: bool = False,
     stale_after_ms: int | None = None,
+    bare: Sequence[dict[str, Any]] = (),
 ) -> str:
-    if not sessions:
+    """Sessions as a table; `bare` rows are sessions whose blocks cannot be read (shown as
+    `unreadable`, with the reason in the ENGINE column)."""
+    if not sessions and not bare:
         return "no sessions"
     with_phase = any(s.phase or s.iteration is not None for s in sessions)
     rows, colours = [], []
@@ -163,6 +166,11 @@ def sessions_table(
             row.append(progress_of(s))
         rows.append(row)
         colours.append(hue if colour else None)
+    for b in bare:
+        task = b["task_id"] or (b["grite_issue_id"] or "")[:12]
+        rows.append([b["session_id"], task, "-", b["reason"], "unreadable", "-", "-", "-"])
+        rows[-1] += [""] if with_phase else []
+        colours.append("red" if colour else None)
     headers = ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"]
     flex: tuple[int, ...] = (3, 2, 1)
     if with_phase:

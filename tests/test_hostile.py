@@ -331,10 +331,9 @@ def check_call(
         and sessions is not None
     ):
         lines = out.stdout.rstrip("\n").split("\n")
-        if len(lines) != sessions["total"] + 1:
-            problems.append(
-                f"`list --all` printed {len(lines)} lines for {sessions['total']} sessions + 1 header"
-            )
+        rows = sessions["total"] + len(sessions.get("unreadable", []))  # bare rows count too
+        if len(lines) != rows + 1:
+            problems.append(f"`list --all` printed {len(lines)} lines for {rows} sessions + 1 header")
     assert not problems, f"{what}: " + "; ".join(problems)
     return out
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EXIT_FAILURE
+from ..errors import EXIT_FAILURE, BadInput, BratError
 from ..kinds import ROLES, SESSION_TYPES, STATES
+from ..sessions.model import Session
 from .complete import complete_sessions, complete_tasks
 from .output import (
     colour,
@@ -26,7 +28,6 @@ from .output import (
 )
 
 if TYPE_CHECKING:
-    from ..sessions.model import Session
     from ..workspace import Workspace
 
 SORT_KEYS = ("started", "heartbeat", "id", "task", "state")
@@ -131,13 +132,19 @@ def sessions_list(
         from ..render import sessions_table
 
         stale = int((ws.config.effective_timeout + ws.config.clock_skew) * 1000)
-        return sessions_table(found, at, width=width(), colour=colour(), stale_after_ms=stale)
+        return sessions_table(found, at, width=width(), colour=colour(), stale_after_ms=stale, bare=bare)
 
+    # sessions whose blocks cannot be read are listed as bare rows, never hidden
+    plain = not (status or role or session_type or parent or root)
+    bare = ws.fresh_index().unreadable(issue_id) if include_all and plain else []
     if watch:
         _watch(look, text, interval)
         return
     found, at = look()
-    emit({"sessions": [s.to_json(at) for s in found], "total": len(found)}, lambda: text(found, at))
+    data: dict[str, Any] = {"sessions": [s.to_json(at) for s in found], "total": len(found)}
+    if bare:
+        data["unreadable"] = bare
+    emit(data, lambda: text(found, at))
 
 
 def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]
@@ -183,10 +190,17 @@ def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]
 @click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
 def sessions_show(session_ref: str) -> None:
     """A session and its history (every block, oldest first). SESSION may be a unique prefix."""
-    from ..render import session_detail
+    from ..render import safe, session_detail
 
     t = tracker()
     sid = resolve(t.ws, session_ref)
+    bare = [b for b in t.ws.fresh_index().unreadable() if b["session_id"] == sid]
+    if bare:
+        emit(
+            {"session": bare[0], "history": []},
+            lambda: "\n".join(f"{k:<12} {safe(v)}" for k, v in bare[0].items()),
+        )
+        return
     session = t.session(sid)
     history = t.history(sid)
     at = now()
@@ -322,3 +336,124 @@ def _any_live(root: Session, kids: dict[str, list[Session]]) -> bool:
             return True
         stack.extend(kids.get(s.session_id, []))
     return False
+
+
+def _dicts(ws: Workspace, found: list[Session], at: int, ledgers: bool = False) -> list[dict[str, Any]]:
+    """Sessions as the report and timeline read them: JSON, with the task's convoy and, when
+    asked, the ledger (the lease's while live, the stored one once exited)."""
+    import json as jsonlib
+
+    from ..sessions.outputs import read_output
+
+    convoys: dict[str, str | None] = {}
+    out = []
+    for s in found:
+        data = s.to_json(at)
+        if s.grite_issue_id not in convoys:
+            issue = ws.index.issue(s.grite_issue_id)
+            convoys[s.grite_issue_id] = issue.label_value("convoy") if issue else None
+        data["convoy_id"] = convoys[s.grite_issue_id]
+        if ledgers and data.get("ledger") is None and s.usage_ref:
+            try:
+                data["ledger"] = jsonlib.loads(read_output(ws.repo, s.usage_ref)).get("ledger")
+            except (BratError, ValueError, AttributeError):
+                data["ledger"] = None  # not in this clone, or not a ledger: counted as "-"
+        out.append(data)
+    return out
+
+
+def _since(value: str | None, at: int) -> int | None:
+    """`--since`: a duration back from now (`90m`, `12h`, `7d`) or a UTC date (`2025-01-14`)."""
+    if value is None:
+        return None
+    import re
+    from datetime import datetime
+
+    m = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    if m:
+        return at - int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)] * 1000
+    try:
+        day = datetime.strptime(value.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise BadInput(
+            f"--since takes a duration (90m, 12h, 7d) or a date (2025-01-14), not {value!r}"
+        ) from None
+    return int(day.timestamp() * 1000)
+
+
+@sessions.command(
+    "report",
+    epilog=examples(
+        "brat sessions report --by task",
+        "brat sessions report --by model --since 7d --json",
+        "brat sessions report --by day --since 2025-01-01",
+    ),
+)
+@common
+@terminal_options
+@click.option(
+    "--by",
+    type=click.Choice(["task", "convoy", "engine", "model", "day"]),
+    default="task",
+    show_default=True,
+    help="What to group by.",
+)
+@click.option("--since", help="Only sessions started since: a duration (90m, 12h, 7d) or a date.")
+def sessions_report(by: str, since: str | None) -> None:
+    """Sessions, wall time, outcomes, tokens and cost, grouped."""
+    from ..report import aggregate, report_table
+
+    ws = workspace()
+    at = now()
+    rows = aggregate(
+        _dicts(ws, ws.sessions(include_exited=True), at, ledgers=by == "model"), by, at, _since(since, at)
+    )
+    emit({"by": by, "rows": rows}, lambda: report_table(rows, width=width()))
+
+
+@sessions.command(
+    "timeline",
+    epilog=examples(
+        "brat sessions timeline --task t-2025", "brat sessions timeline --since 1d --html sessions.html"
+    ),
+)
+@common
+@terminal_options
+@click.option("--task", "task_ref", shell_complete=complete_tasks, help="Only this task's sessions.")
+@click.option("--convoy", help="Only the sessions of this convoy's tasks.")
+@click.option("--since", help="Only sessions started since: a duration (90m, 12h, 7d) or a date.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False),
+    help="Write one self-contained HTML file (inline SVG, no scripts, no network).",
+)
+def sessions_timeline(
+    task_ref: str | None, convoy: str | None, since: str | None, html_file: str | None
+) -> None:
+    """Sessions on a shared time axis: a line and a bar each in the terminal, or an HTML
+    picture with a lane per task, bars coloured by outcome and parent-child links."""
+    from ..timeline import timeline_html, timeline_text
+
+    ws = workspace()
+    at = now()
+    issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
+    start = _since(since, at)
+    found = [
+        s
+        for s in ws.sessions(include_exited=True)
+        if (issue_id is None or s.grite_issue_id == issue_id) and (start is None or s.started_ts >= start)
+    ]
+    data = _dicts(ws, found, at)
+    if convoy is not None:
+        data = [d for d in data if d.get("convoy_id") == convoy]
+    if html_file:
+        from pathlib import Path
+
+        Path(html_file).write_text(timeline_html(data, at), encoding="utf-8")
+        emit({"html": html_file, "sessions": len(data)}, f"wrote {html_file} ({len(data)} sessions)")
+        return
+    emit(
+        {"sessions": data, "total": len(data)},
+        lambda: timeline_text(data, at, width=width() or 120, colour=colour()),
+    )

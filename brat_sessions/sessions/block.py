@@ -46,6 +46,7 @@ class ParsedBlock:
     fields: dict[str, Any]  # the known and unknown keys, values decoded and validated
     error: str | None = None  # set when the block is malformed (and then not used)
     warnings: list[str] = field(default_factory=list)  # optional fields dropped as invalid
+    session_hint: str | None = None  # a malformed block's session id, if one can be read
 
 
 def _encode_value(value: Any) -> str:
@@ -192,7 +193,19 @@ def _finish(body: list[str]) -> ParsedBlock:
         fields, warnings = _parse_body(body)
         return ParsedBlock(fields, None, warnings)
     except BlockError as exc:
-        return ParsedBlock({}, str(exc))
+        return ParsedBlock({}, str(exc), session_hint=_session_hint(body))
+
+
+_HINT = re.compile(r'session_id\s*=\s*"([A-Za-z0-9][A-Za-z0-9_-]{0,63})"')
+
+
+def _session_hint(body: list[str]) -> str | None:
+    """The session id of a block that cannot be read, when its line can (for a bare row)."""
+    for line in body[:64]:
+        m = _HINT.fullmatch(line.strip()) if len(line) <= 200 else None
+        if m:
+            return m.group(1)
+    return None
 
 
 def parse_blocks(text: str) -> list[ParsedBlock]:

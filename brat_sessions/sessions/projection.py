@@ -57,8 +57,8 @@ def add_problem(
     session_id: str | None = None,
 ) -> None:
     db.execute(
-        "INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)",
-        (problem_id, kind, commit_id, event_id, session_id, message),
+        "INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?,?)",
+        (problem_id, kind, commit_id, event_id, session_id, message, None),
     )
 
 
@@ -78,8 +78,9 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
                     "malformed_block",
                     commit_id,
                     eid,
-                    None,
+                    parsed.session_hint,
                     f"malformed [session] block in comment {eid} (commit {commit_id}): {parsed.error}",
+                    issue,
                 )
             )
             continue
@@ -92,6 +93,7 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
                     eid,
                     parsed.fields["session_id"],
                     f"[session] block in comment {eid} (commit {commit_id}): {warning}",
+                    issue,
                 )
             )
         blocks.append(
@@ -124,7 +126,7 @@ class BlockFold:
         """Store what was collected (sessions are re-derived by `finish`)."""
         self.blocks.sort()  # inserts in index order touch each B-tree page once
         self.db.executemany("INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?)", self.blocks)
-        self.db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)", self.problems)
+        self.db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?,?)", self.problems)
         self.blocks.clear()
         self.problems.clear()
 
@@ -246,8 +248,9 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
                     f"session {sid}: block in comment {b.event_id} is on issue "
                     f"{b.issue_id}, but the session belongs to issue "
                     f"{session.grite_issue_id}; ignored",
+                    b.issue_id,
                 )
             )
     db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
     db.executemany("DELETE FROM problems WHERE kind='conflict' AND session_id=?", had_conflicts)
-    db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?)", conflicts)
+    db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?,?)", conflicts)

@@ -19,7 +19,7 @@ CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
 CREATE INDEX IF NOT EXISTS sessions_issue ON sessions(issue_id);
 CREATE TABLE IF NOT EXISTS problems(
   problem_id TEXT PRIMARY KEY, kind TEXT NOT NULL, commit_id TEXT, event_id TEXT,
-  session_id TEXT, message TEXT NOT NULL);
+  session_id TEXT, message TEXT NOT NULL, issue_id TEXT);
 """
 
 

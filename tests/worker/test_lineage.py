@@ -1,0 +1,222 @@
+"""Lineage, progress, usage, budgets and resume: written with the API and the CLI, read back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from brat_sessions import Conflict, Tracker
+from brat_sessions.config import Config
+from brat_sessions.issues.tasks import create_task
+from brat_sessions.reaper import reap
+from brat_sessions.sessions.outputs import read_output
+from brat_sessions.workspace import Workspace
+
+from ..helpers import brat, brat_json, git, make_repo
+
+
+def test_nested_runs_link_to_their_parent_by_themselves(repo, task):
+    inner = f"{sys.executable} -m brat_sessions.cli sessions run -- sh -c 'echo $BRAT_SESSION_ID'"
+    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", inner, cwd=repo)
+    assert out.returncode == 0, out.stderr
+    sessions = {s["session_id"]: s for s in brat_json("sessions", "list", "--all", cwd=repo)["sessions"]}
+    (outer,) = [s for s in sessions.values() if s["parent_session_id"] is None]
+    (child,) = [s for s in sessions.values() if s["parent_session_id"] is not None]
+    assert child["parent_session_id"] == outer["session_id"] == child["root_session_id"]
+    assert child["spawn_depth"] == 1 and child["task_id"] == task.task_id
+    assert out.stdout.strip() == child["session_id"]  # the command sees its own session
+    tree = brat("sessions", "tree", outer["session_id"], cwd=repo).stdout.splitlines()
+    assert tree[0].startswith(outer["session_id"]) and tree[1].startswith("└─ " + child["session_id"])
+    listed = brat_json("sessions", "list", "--all", "--parent", outer["session_id"], cwd=repo)
+    assert [s["session_id"] for s in listed["sessions"]] == [child["session_id"]]
+    assert brat_json("sessions", "list", "--all", "--root", outer["session_id"], cwd=repo)["total"] == 2
+
+
+def test_phase_and_usage_live_in_the_lease_and_reach_the_exit_block(repo, task):
+    t = Tracker(repo)
+    s = t.start(task.task_id, state="running")
+    before = git(repo, "rev-parse", "refs/grite/wal")
+    data = brat_json("sessions", "phase", s.session_id, "tests", "--iteration", "2", "--of", "5", cwd=repo)
+    assert (data["session"]["phase"], data["session"]["iteration"], data["session"]["iterations"]) == (
+        "tests",
+        2,
+        5,
+    )
+    t.usage(s.session_id, model="m1", input_tokens=100, output_tokens=20, cost_usd=0.5)
+    t.usage(s.session_id, model="m1", input_tokens=10, output_tokens=2, cost_usd=0.25)
+    total = brat_json(
+        "sessions",
+        "usage",
+        s.session_id,
+        "--model",
+        "m2",
+        "--input",
+        "7",
+        "--output",
+        "3",
+        "--source",
+        "subagent",
+        cwd=repo,
+    )["usage"]
+    assert total == {
+        "calls": 3,
+        "input_tokens": 117,
+        "output_tokens": 25,
+        "cache_read_tokens": 0,
+        "cost_usd": 0.75,
+    }
+    assert git(repo, "rev-parse", "refs/grite/wal") == before  # no WAL commit for any of it
+    shown = brat("sessions", "show", s.session_id, cwd=repo).stdout
+    assert "tests 2/5" in shown and "142 tok $0.7500 in 3 calls" in shown
+    assert "PHASE" in brat("sessions", "list", cwd=repo).stdout
+    done = t.exit(s.session_id, 0)
+    assert (done.phase, done.iteration, done.usage["input_tokens"]) == ("tests", 2, 117)
+    ledger = json.loads(read_output(t.ws.repo, done.usage_ref))["ledger"]
+    assert {(e["source"], e["model"], e["calls"]) for e in ledger} == {
+        ("main", "m1", 2),
+        ("subagent", "m2", 1),
+    }
+    block = t.history(s.session_id)[-1].fields
+    assert (block["input_tokens"], block["cost_usd_micros"], block["phase"]) == (117, 750000, "tests")
+
+
+def test_the_reaper_keeps_the_ledger_of_a_crashed_worker(repo, task):
+    worker = subprocess.Popen(["sleep", "60"])
+    t = Tracker(repo)
+    s = t.start(task.task_id, pid=worker.pid, state="running")
+    t.usage(s.session_id, model="m", input_tokens=5, output_tokens=5, cost_usd=0.01)
+    worker.kill()
+    worker.wait()
+    (v,) = reap(t.ws, Config()).reaped
+    done = t.session(s.session_id)
+    assert v.exit_reason == "crash" and done.usage["calls"] == 1 and done.usage_ref
+
+
+def test_usage_rolls_up_and_stop_recursive_stops_the_tree(repo, task):
+    t = Tracker(repo)
+    root = t.start(task.task_id, state="running")
+    child = t.start(task.task_id, parent=root.session_id, state="running")
+    grandchild = t.start(task.task_id, parent=child.session_id, state="running")
+    t.usage(grandchild.session_id, model="m", input_tokens=1000, output_tokens=0)
+    t.usage(root.session_id, model="m", input_tokens=1, output_tokens=0)
+    trees = brat_json("sessions", "tree", root.session_id, cwd=repo)["trees"]
+    assert trees[0]["usage_total"]["input_tokens"] == 1001
+    assert trees[0]["children"][0]["children"][0]["session"]["spawn_depth"] == 2
+    out = brat_json("sessions", "stop", root.session_id, "--recursive", cwd=repo)
+    assert [r["session_id"] for r in out["stopped"]] == [
+        grandchild.session_id,
+        child.session_id,
+        root.session_id,
+    ]
+    assert all(t.session(x.session_id).exit_reason == "user-stop" for x in (root, child, grandchild))
+
+
+def test_run_stops_its_command_past_the_token_budget(repo, task):
+    script = (
+        f"{sys.executable} -m brat_sessions.cli sessions usage $BRAT_SESSION_ID --model m "
+        f"--input 600 --output 0; sleep 30"
+    )
+    out = brat(
+        "sessions",
+        "run",
+        "--task",
+        task.task_id,
+        "--budget-tokens",
+        "500",
+        "--heartbeat-interval",
+        "0.3",
+        "--grace",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        script,
+        cwd=repo,
+        timeout=60,
+    )
+    assert out.returncode == 143, out.stderr
+    assert "budget" in out.stderr
+    (s,) = brat_json("sessions", "list", "--all", cwd=repo)["sessions"]
+    assert (s["exit_reason"], s["stop_cause"], s["budget_tokens"]) == ("user-stop", "budget", 500)
+
+
+def test_resume_links_refuses_a_live_original_and_warns_of_a_moved_head(repo, task):
+    t = Tracker(repo)
+    s = t.start(task.task_id, engine="codex", state="running")
+    assert s.git_head == git(repo, "rev-parse", "HEAD")
+    refused = brat("sessions", "resume", s.session_id, cwd=repo)
+    assert refused.returncode == 4 and "still live" in refused.stderr
+    with pytest.raises(Conflict):
+        t.resume(s.session_id)
+    t.exit(s.session_id, 1)
+    git(repo, "checkout", "-q", "--orphan", "elsewhere")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "unrelated")
+    out = brat("sessions", "resume", "--json", s.session_id, cwd=repo)
+    data = json.loads(out.stdout)["data"]
+    assert data["session"]["resumed_from"] == s.session_id and data["session"]["engine"] == "codex"
+    assert "not the recorded" in data["warning"] and "warning" in out.stderr
+    ran = brat("sessions", "resume", data["session_id"], "--", "true", cwd=repo)
+    assert ran.returncode == 4  # the new one is live: refused
+
+
+def test_a_log_written_only_by_brat_reads_as_before(repo, task):
+    s = Tracker(repo).start(task.task_id)
+    data = brat_json("sessions", "show", s.session_id, cwd=repo)["session"]
+    assert (data["parent_session_id"], data["usage"], data["phase"], data["spawn_depth"]) == (
+        None,
+        None,
+        None,
+        0,
+    )
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=20).filter(lambda x: "\x00" not in x),
+            st.integers(0, 10**6),
+            st.integers(0, 10**6),
+            st.floats(0, 100, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.text(min_size=1, max_size=20).filter(lambda x: "\x00" not in x),
+)
+def test_usage_and_phase_round_trip(tmp_path_factory, calls, phase):
+    repo = make_repo(tmp_path_factory.mktemp("rt"))
+    task = create_task(Workspace(repo), "T")
+    t = Tracker(repo)
+    s = t.start(task.task_id)
+    for model, i, o, cost in calls:
+        t.usage(s.session_id, model=model, input_tokens=i, output_tokens=o, cost_usd=cost)
+    t.phase(s.session_id, phase, iteration=1, of=2)
+    done = Tracker(repo).exit(s.session_id, 0)
+    assert done.usage["input_tokens"] == sum(c[1] for c in calls)
+    assert done.usage["cost_usd_micros"] == sum(round(c[3] * 1e6) for c in calls)
+    assert (done.phase, done.iteration, done.iterations) == (phase, 1, 2)
+    assert brat_json("sessions", "doctor", cwd=repo)["problems"] == []
+
+
+def test_lineage_travels_with_sync(tmp_path):
+    a = make_repo(tmp_path / "a")
+    task = create_task(Workspace(a), "T")
+    t = Tracker(a)
+    root = t.start(task.task_id, state="running")
+    child = t.start(task.task_id, parent=root.session_id)
+    t.usage(child.session_id, model="m", input_tokens=3, output_tokens=4)
+    remote = tmp_path / "r.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(a, "remote", "add", "origin", str(remote))
+    brat_json("sync", cwd=a)
+    b = make_repo(tmp_path / "b")
+    git(b, "remote", "add", "origin", str(remote))
+    brat_json("sync", cwd=b)
+    shown = brat_json("sessions", "show", child.session_id, cwd=b)["session"]
+    assert shown["parent_session_id"] == root.session_id and shown["usage"]["output_tokens"] == 4
