@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,38 @@ def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
         raise EnvironmentProblem(
             f"index {path} stayed locked by another brat process for {BUSY_TIMEOUT_S} s; try again"
         ) from None
+
+
+class _Progress:
+    """`brat: reading the log: 12,000/159,900 commits` on stderr, only when it is a terminal
+    and a build takes longer than a second (BRAT_PROGRESS_AFTER seconds); erased at the end."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.after = float(os.environ.get("BRAT_PROGRESS_AFTER") or 1.0)
+        self.enabled = sys.stderr.isatty()
+        self.last = 0.0
+        self.shown = False
+
+    def _say(self, text: str) -> None:
+        sys.stderr.write(f"\rbrat: {text}\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def tick(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.start >= self.after and (now - self.last >= 0.2 or done == total):
+            self.last = now
+            self._say(f"reading the log: {done:,}/{total:,} commits")
+
+    def stage(self, what: str) -> None:
+        if self.shown:
+            self._say(f"{what}...")
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 class Index:
@@ -174,7 +207,9 @@ class Index:
         since = self._since(current)
         start = self._from_snapshot(target, issues, blocks) if since is None and self.snapshots else None
         replay = self.wal.replay_prepared(session_proj.prepare_commit, target, start or since)
-        for item, parsed in replay:
+        progress = _Progress()
+        for done, (item, parsed) in enumerate(replay, 1):
+            progress.tick(done, self.wal.last_count)
             if isinstance(item, CorruptCommit):
                 session_proj.add_problem(
                     db, f"commit:{item.commit}", "corrupt_commit", item.message, commit_id=item.commit
@@ -188,8 +223,10 @@ class Index:
                 issues.flush()
                 blocks.flush()
                 pending = 0
+        progress.stage("folding sessions")
         issues.flush()
         blocks.finish()
+        progress.done()
         db.execute("INSERT OR REPLACE INTO meta VALUES('head', ?)", (target,))
         if self.wal.reached_root:
             db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")

@@ -106,3 +106,18 @@ def test_long_replays_read_in_worker_processes_give_the_same_index(repo, monkeyp
     monkeypatch.setattr(session_proj, "STREAM_FROM", 1)
     parallel = Index(open_repo(repo)).refresh()
     assert ([vars(s) for s in parallel.sessions(True)], parallel.problems()) == expected
+
+
+def test_a_long_cold_build_shows_progress_on_a_terminal_only(repo):
+    from .helpers import brat_on_terminal
+
+    append_raw(repo, [created()])
+    for i in range(30):
+        append_raw(repo, [comment(block_text(session_id=f"s-2025-{i:04d}"), 10 + i)])
+    index = repo / ".git" / "brat_sessions" / "index.sqlite"
+    index.unlink(missing_ok=True)
+    rc, screen = brat_on_terminal("sessions", "list", "--json", cwd=repo, env={"BRAT_PROGRESS_AFTER": "0"})
+    assert rc == 0 and "reading the log: 31/31 commits" in screen and "folding sessions" in screen
+    index.unlink()
+    piped = brat("sessions", "list", "--json", cwd=repo, env={"BRAT_PROGRESS_AFTER": "0"})
+    assert piped.returncode == 0 and "reading the log" not in piped.stderr

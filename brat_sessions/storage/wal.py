@@ -66,6 +66,7 @@ class Wal:
         # chain is not whole below it (None: it starts at the log's first commit)
         self.reached_root = False
         self.root_gap: str | None = None
+        self.last_count = 0  # commits in the last replay_prepared (for progress)
 
     def head(self) -> str | None:
         ref = self.repo.references.get(WAL_REF)
@@ -204,6 +205,7 @@ class Wal:
         order-independent, idempotent folds. `prepare` must be a module-level function.
         """
         oids = self.commit_ids(head, since)
+        self.last_count = len(oids)
         if len(oids) >= int(os.environ.get("BRAT_PARALLEL_FROM") or PARALLEL_FROM):
             from .readers import parallel_read
 
