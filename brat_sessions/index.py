@@ -456,6 +456,37 @@ class Index:
         found.sort(key=lambda s: (s.started_ts, s.session_id))
         return found
 
+    def exited_json(self, now: int, skew_ms: int, issue_id: str | None = None) -> list[tuple[int, str, str]]:
+        """Exited sessions as JSON text built by SQLite, with no Python object per session:
+        (started_ts, session_id, json), the same object `Session.to_json(now)` gives."""
+        limit = now + skew_ms
+        beats = "SELECT max(value) FROM json_each(s.data, '$.beats') WHERE value {} :limit"
+        usage = (
+            "CASE WHEN json_extract(s.data, '$.usage') IS NULL THEN NULL ELSE json_object("
+            "'calls', coalesce(json_extract(s.data, '$.usage.calls'), 0), "
+            "'input_tokens', coalesce(json_extract(s.data, '$.usage.input_tokens'), 0), "
+            "'output_tokens', coalesce(json_extract(s.data, '$.usage.output_tokens'), 0), "
+            "'cache_read_tokens', coalesce(json_extract(s.data, '$.usage.cache_read_tokens'), 0), "
+            "'cost_usd', coalesce(json_extract(s.data, '$.usage.cost_usd_micros'), 0) / 1000000.0) END"
+        )
+        sql = (
+            "SELECT json_extract(s.data, '$.started_ts') AS started, s.session_id, "
+            "json_remove(json_set(s.data, '$.task_id', i.task_id, "
+            f"'$.last_heartbeat_ts', ({beats.format('<=')}), "
+            f"'$.future_ts', (SELECT max(t) FROM (SELECT value AS t FROM json_each(s.data, '$.beats') "
+            "WHERE value > :limit UNION ALL SELECT json_extract(s.data, '$.started_ts') "
+            "WHERE json_extract(s.data, '$.started_ts') > :limit)), "
+            f"'$.usage', json({usage}), "
+            f"'$.heartbeat_age_ms', max(0, :now - ({beats.format('<=')}))), "
+            "'$.pid_ts', '$.beats') "
+            "FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id WHERE s.status = 'exit'"
+        )
+        args: dict[str, object] = {"limit": limit, "now": now}
+        if issue_id is not None:
+            sql += " AND s.issue_id = :issue"
+            args["issue"] = issue_id
+        return [(r[0], r[1], r[2]) for r in self.db.execute(sql, args)]
+
     def sessions_in_tree(self, session_id: str) -> list[Session]:
         """The session and every session below it (by parent links; cycles are cut)."""
         rows = self.db.execute(

@@ -189,3 +189,22 @@ def test_run_gives_the_command_a_terminal_with_tty(repo, task):
     assert out.stdout.strip() == "pipe"
     logs = sorted((repo / ".grite" / "logs").glob("*.log"))
     assert sorted(p.read_bytes().strip() for p in logs) == [b"pipe", b"tty"]
+
+
+def test_list_all_json_from_sqlite_equals_the_object_path(repo, busy):
+    t, ids, crew = busy
+    t.usage(ids[0], model="m", input_tokens=1, output_tokens=2, cost_usd=0.25)
+    t.exit(ids[0], 3)
+    t.exit(ids[1], 0)
+    fast = brat_json("sessions", "list", "--all", cwd=repo)  # the SQLite path
+    slow = brat_json("sessions", "list", "--all", "--sort", "started", "--type", "polecat", cwd=repo)
+    crew_row = brat_json("sessions", "list", "--all", "--type", "crew", cwd=repo)["sessions"]
+    by_id = {s["session_id"]: s for s in slow["sessions"] + crew_row}
+    assert fast["total"] == len(by_id) == 4
+    for s in fast["sessions"]:
+        expected = dict(by_id[s["session_id"]])
+        s.pop("heartbeat_age_ms"), expected.pop("heartbeat_age_ms")  # measured a moment apart
+        assert s == expected
+    assert [
+        s["session_id"] for s in brat_json("sessions", "list", "--all", "--limit", "1", cwd=repo)["sessions"]
+    ] == [fast["sessions"][-1]["session_id"]]
