@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the folds load only when there is something to replay
     from .sessions.projection import BlockFold, BlockRecord
     from .storage.events import Event
 
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 20000  # commits folded in memory before they are written
 

@@ -10,26 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import rules
-from ..kinds import EXIT_REASONS, SESSION_TYPES, STATES
+from ..kinds import BRAT_FIELDS, EXIT_REASONS, SESSION_TYPES, STATES
 
 OPEN = "[session]"
 CLOSE = "[/session]"
 
 # brat's field order; every field on its own line, `null` for an absent optional.
-FIELD_ORDER = (
-    "state",
-    "session_id",
-    "role",
-    "session_type",
-    "engine",
-    "worktree",
-    "pid",
-    "started_ts",
-    "last_heartbeat_ts",
-    "exit_code",
-    "exit_reason",
-    "last_output_ref",
-)
+FIELD_ORDER = BRAT_FIELDS
 REQUIRED = ("state", "session_id", "role", "session_type", "engine", "worktree", "started_ts")
 
 # A plain value is written as brat writes it; anything else as a TOML basic string.

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict
+from ..kinds import BRAT_FIELDS
 from .usage import usage_json
 
 # spawned -> ready -> running -> handoff -> exit; any state -> exit.
@@ -18,20 +19,6 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 SIGNAL_BASE = 128
-BRAT_FIELDS = (
-    "state",
-    "session_id",
-    "role",
-    "session_type",
-    "engine",
-    "worktree",
-    "pid",
-    "started_ts",
-    "last_heartbeat_ts",
-    "exit_code",
-    "exit_reason",
-    "last_output_ref",
-)
 # extension keys written into blocks as they are (brat ignores keys it does not know)
 EXTENSION_KEYS = (
     "parent_session_id",

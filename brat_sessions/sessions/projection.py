@@ -6,7 +6,6 @@ the comment, so that clones holding the same events agree on every session.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
 from .model import EXTENSION_KEYS, USAGE_KEYS, Session
-from .rows import session_to_row
+from .rows import fields_from_row, fields_to_row, session_to_row
 
 if TYPE_CHECKING:
     from ..storage.wal import WalCommit
@@ -97,7 +96,7 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
                 )
             )
         blocks.append(
-            (parsed.fields["session_id"], ev.ts_unix_ms, actor, eid, seq, issue, json.dumps(parsed.fields))
+            (parsed.fields["session_id"], ev.ts_unix_ms, actor, eid, seq, issue, fields_to_row(parsed.fields))
         )
     return blocks, problems
 
@@ -141,7 +140,7 @@ STREAM_FROM = 2000  # sessions; more are re-derived from one ordered pass over a
 
 
 def _record(r: Row) -> BlockRecord:
-    return BlockRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
+    return BlockRecord(r[0], r[1], r[2], r[3], r[4], r[5], fields_from_row(r[6]))
 
 
 def load_blocks(db: sqlite3.Connection, session_id: str) -> list[BlockRecord]:

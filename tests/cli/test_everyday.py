@@ -192,7 +192,7 @@ def test_run_gives_the_command_a_terminal_with_tty(repo, task):
 
 
 def test_list_all_json_from_sqlite_equals_the_object_path(repo, busy):
-    t, ids, crew = busy
+    t, ids, _crew = busy
     t.usage(ids[0], model="m", input_tokens=1, output_tokens=2, cost_usd=0.25)
     t.exit(ids[0], 3)
     t.exit(ids[1], 0)
