@@ -22,13 +22,13 @@ from .rules import ID_RULE, valid_id
 from .sessions.model import Session
 from .sessions.rows import SCHEMA as SESSION_SCHEMA
 from .sessions.rows import session_from_row
-from .storage.repo import RepoContext
-from .storage.wal import Wal
 
-if TYPE_CHECKING:  # the folds load only when there is something to replay
+if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to replay
     from .issues.projection import Issue, IssueFold
     from .sessions.projection import BlockFold, BlockRecord
+    from .storage.context import RepoContext
     from .storage.events import Event
+    from .storage.wal import Wal
 
 FORMAT_VERSION = 9
 BUSY_TIMEOUT_S = 120
@@ -89,7 +89,11 @@ class Index:
 
     def __init__(self, ctx: RepoContext, wal: Wal | None = None, snapshots: bool = True) -> None:
         self.ctx = ctx
-        self.wal = wal or Wal(ctx)
+        if wal is None:
+            from .storage.wal import Wal
+
+            wal = Wal(ctx)
+        self.wal = wal
         self.snapshots = snapshots  # a cold build may start from a grite snapshot
         self.path: Path = ctx.data_dir / "index.sqlite"
         self.db = self._open()

@@ -10,12 +10,13 @@ from .clock import now_ms
 from .index import Index
 from .sessions.lease import overlay_lease, read_lease
 from .sessions.model import Session
-from .storage.repo import RepoContext, open_repo
-from .storage.wal import Wal
+from .storage.context import RepoContext
 
 if TYPE_CHECKING:
     from .config import Config
+    from .sessions.lease import Lease
     from .storage.events import Event
+    from .storage.wal import Wal
 
 
 def this_host() -> str:
@@ -27,9 +28,12 @@ def this_host() -> str:
 
 class Workspace:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        from .storage.repo import open_repo
+        from .storage.wal import Wal
+
         self.ctx: RepoContext = open_repo(path)
         self.repo = self.ctx.repo
-        self.wal = Wal(self.ctx)
+        self.wal: Wal = Wal(self.ctx)
         self._index: Index | None = None
         self._actor: str | None = None
         self._config: Config | None = None
@@ -76,11 +80,14 @@ class Workspace:
     def with_lease(self, session: Session, now: int | None = None) -> Session:
         """The session with its lease's heartbeat, its times judged against the clock."""
         if not session.exited:
-            lease = read_lease(self.repo, session.session_id)
+            lease = self._read_lease(session.session_id)
             if lease is not None:
                 overlay_lease(session, lease)
         skew_ms = int(self.config.clock_skew * 1000)
         return session.settle(now_ms() if now is None else now, skew_ms)
+
+    def _read_lease(self, session_id: str) -> Lease | None:
+        return read_lease(self.repo, session_id)
 
     def sessions(self, include_exited: bool = False) -> list[Session]:
         return [self.with_lease(s) for s in self.fresh_index().sessions(include_exited)]

@@ -175,6 +175,13 @@ def workspace() -> Workspace:
     return Workspace(directory())
 
 
+def read_workspace() -> Workspace:
+    """For commands that only read: answered without pygit2 when the index is current."""
+    from ..light import read_workspace as light_or_full
+
+    return light_or_full(directory())
+
+
 def tracker() -> Tracker:
     from ..worker.api import Tracker
 

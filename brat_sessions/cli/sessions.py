@@ -21,6 +21,7 @@ from .output import (
     examples,
     json_wanted,
     now,
+    read_workspace,
     stdout_is_terminal,
     terminal_options,
     tracker,
@@ -109,7 +110,7 @@ def sessions_list(
     interval: float,
 ) -> None:
     """Who is working on what: live sessions (every session with --all)."""
-    ws = workspace()
+    ws = read_workspace()
     issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
     parent = resolve(ws, parent_ref) if parent_ref else None
     root = resolve(ws, root_ref) if root_ref else None
@@ -217,17 +218,17 @@ def sessions_show(session_ref: str) -> None:
     """A session and its history (every block, oldest first). SESSION may be a unique prefix."""
     from ..render import safe, session_detail
 
-    t = tracker()
-    sid = resolve(t.ws, session_ref)
-    bare = [b for b in t.ws.fresh_index().unreadable() if b["session_id"] == sid]
+    ws = read_workspace()
+    sid = resolve(ws, session_ref)
+    bare = [b for b in ws.fresh_index().unreadable() if b["session_id"] == sid]
     if bare:
         emit(
             {"session": bare[0], "history": []},
             lambda: "\n".join(f"{k:<12} {safe(v)}" for k, v in bare[0].items()),
         )
         return
-    session = t.session(sid)
-    history = t.history(sid)
+    session = ws.session(sid)
+    history = ws.fresh_index().history(sid)
     at = now()
     emit(
         {"session": session.to_json(at), "history": [b.to_json() for b in history]},
@@ -284,7 +285,7 @@ def sessions_doctor(exit_code: bool) -> None:
     invalid fields, conflicts, times in the future, an incomplete (shallow) log."""
     from ..render import table
 
-    problems = workspace().problems()
+    problems = read_workspace().problems()
     emit(
         {"problems": problems, "total": len(problems)},
         lambda: (
@@ -318,7 +319,7 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
     from ..render import session_tree
     from ..worker.lineage import children_of, rolled_up
 
-    ws = workspace()
+    ws = read_workspace()
     everything = ws.sessions(include_exited=True)
     by_id = {s.session_id: s for s in everything}
     kids = children_of(everything)
@@ -428,7 +429,7 @@ def sessions_report(by: str, since: str | None) -> None:
     """Sessions, wall time, outcomes, tokens and cost, grouped."""
     from ..report import aggregate, report_table
 
-    ws = workspace()
+    ws = workspace() if by == "model" else read_workspace()  # ledgers are stored objects
     at = now()
     rows = aggregate(
         _dicts(ws, ws.sessions(include_exited=True), at, ledgers=by == "model"), by, at, _since(since, at)
@@ -460,7 +461,7 @@ def sessions_timeline(
     picture with a lane per task, bars coloured by outcome and parent-child links."""
     from ..timeline import timeline_html, timeline_text
 
-    ws = workspace()
+    ws = read_workspace()
     at = now()
     issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
     start = _since(since, at)

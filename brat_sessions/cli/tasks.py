@@ -6,7 +6,7 @@ import click
 
 from ..kinds import PRIORITIES, TASK_STATUSES
 from .complete import complete_tasks
-from .output import colour, common, emit, examples, now, terminal_options, width, workspace
+from .output import colour, common, emit, examples, now, read_workspace, terminal_options, width, workspace
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +46,7 @@ def task_list(status: str | None) -> None:
     """List task issues, with the state of each one's newest session."""
     from ..render import tasks_table
 
-    index = workspace().index
+    index = read_workspace().index
     tasks = [t for t in index.task_issues() if status is None or t.label_value("status") == status]
     emit(
         {"tasks": [t.to_json() for t in tasks], "total": len(tasks)},
@@ -69,7 +69,7 @@ def task_show(task_ref: str) -> None:
     """Show a task and its sessions (TASK: a task id, a grite issue id, or a unique prefix)."""
     from ..render import task_detail
 
-    ws = workspace()
+    ws = read_workspace()
     issue = ws.index.resolve_task(task_ref)
     sessions = [ws.with_lease(s) for s in ws.index.sessions(True, issue.issue_id)]
     at = now()

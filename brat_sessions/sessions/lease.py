@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import pygit2
-
 from ..errors import BadInput, Fenced
 from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
 
 if TYPE_CHECKING:
+    import pygit2
+
     from .model import Session
 
 LEASE_PREFIX = "refs/brat/sessions/leases/"
@@ -54,11 +54,21 @@ def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
 
 
 def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid | str) -> Lease:
+    import pygit2
+
     try:
         blob = repo[target]
         if not isinstance(blob, pygit2.Blob) or blob.size > MAX_LEASE_BYTES:
             raise ValueError("not a small blob")
-        data = json.loads(blob.data)
+        return lease_from_bytes(session_id, blob.data)
+    except (KeyError, ValueError, pygit2.GitError):
+        return Lease(session_id, None, None)  # unreadable: present, but tells no time
+
+
+def lease_from_bytes(session_id: str, raw: bytes) -> Lease:
+    """A lease from its blob's bytes, every value validated (an unreadable one tells nothing)."""
+    try:
+        data = json.loads(raw)
         ts, host = data.get("ts"), data.get("host")
         return Lease(
             session_id,
@@ -67,7 +77,7 @@ def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid | 
             Progress.decode(data.get("progress")),
             decode_ledger(data.get("ledger")),
         )
-    except (KeyError, ValueError, AttributeError, TypeError, RecursionError, pygit2.GitError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return Lease(session_id, None, None)  # unreadable: present, but tells no time
 
 
@@ -96,6 +106,12 @@ def read_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
     return decode_lease(repo, session_id, ref.target) if ref is not None else None
 
 
+def _git_error() -> type[Exception]:
+    import pygit2
+
+    return pygit2.GitError
+
+
 def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lease], Lease]) -> Lease:
     """Replace the lease with `change(current)` by compare-and-swap; Fenced when it is gone."""
     name = lease_ref(session_id)
@@ -107,7 +123,7 @@ def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lea
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
             return new
-        except pygit2.GitError:
+        except _git_error():
             continue  # another heartbeat or a delete raced us: look again
     raise Fenced(f"session {session_id}: lease kept changing under the heartbeat")
 
@@ -129,5 +145,5 @@ def drop_lease(repo: pygit2.Repository, session_id: str) -> None:
     if ref is not None:
         try:
             ref.delete()
-        except pygit2.GitError:
+        except _git_error():
             pass  # already gone

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..clock import now_ms
 from ..errors import BadInput, EnvironmentProblem
-from .repo import RepoContext
+from .context import RepoContext
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 

@@ -9,12 +9,12 @@ compare-and-swap).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
 
 from ..errors import EnvironmentProblem
+from .context import RepoContext
 from .safe_odb import install_safe_odb
 
 _LIMITED = False
@@ -25,34 +25,11 @@ def _limit_libgit2_memory() -> None:
     global _LIMITED
     if not _LIMITED:
         pygit2.settings.mwindow_size = 32 * 1024 * 1024
-        pygit2.settings.mwindow_mapped_limit = 128 * 1024 * 1024
-        pygit2.settings.cache_max_size(64 * 1024 * 1024)
+        pygit2.settings.mwindow_mapped_limit = 96 * 1024 * 1024
+        # the cache limit does not bound RSS (a cold read grew it by 640 MB), and a replay
+        # reads each object once: no object cache at all
+        pygit2.settings.enable_caching(False)
         _LIMITED = True
-
-
-@dataclass
-class RepoContext:
-    repo: pygit2.Repository
-    common_dir: Path
-    main_worktree: Path | None
-    worktree: Path | None = None  # the worktree the command was started in
-
-    @property
-    def data_dir(self) -> Path:
-        """Where brat_sessions keeps its local, disposable state (the index)."""
-        return self.common_dir / "brat_sessions"
-
-    @property
-    def logs_dir(self) -> Path:
-        """brat's `.grite/logs` under the main worktree (in the git dir when bare)."""
-        if self.main_worktree is not None:
-            return self.main_worktree / ".grite" / "logs"
-        return self.common_dir / "brat_sessions" / "logs"
-
-    @property
-    def config_root(self) -> Path:
-        """Folder holding `.brat/sessions.yaml`."""
-        return self.main_worktree if self.main_worktree is not None else self.common_dir
 
 
 def open_repo(path: str | os.PathLike[str] | None = None) -> RepoContext:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pygit2
 
 from ..errors import Conflict, CorruptCommit, EnvironmentProblem
-from .repo import RepoContext
+from .context import RepoContext
 
 if TYPE_CHECKING:
     from .events import Event

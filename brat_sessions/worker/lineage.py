@@ -9,7 +9,7 @@ import pygit2
 
 from ..sessions.model import Session
 from ..sessions.outputs import store_output
-from ..storage.repo import RepoContext
+from ..storage.context import RepoContext
 
 MAX_DEPTH = 1000
 

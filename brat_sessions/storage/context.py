@@ -1,0 +1,35 @@
+"""Where a repository keeps things: its git dirs, and brat_sessions' own folders in them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pygit2
+
+
+@dataclass
+class RepoContext:
+    repo: pygit2.Repository  # None on the warm path that reads git's files directly
+    common_dir: Path
+    main_worktree: Path | None
+    worktree: Path | None = None  # the worktree the command was started in
+
+    @property
+    def data_dir(self) -> Path:
+        """Where brat_sessions keeps its local, disposable state (the index)."""
+        return self.common_dir / "brat_sessions"
+
+    @property
+    def logs_dir(self) -> Path:
+        """brat's `.grite/logs` under the main worktree (in the git dir when bare)."""
+        if self.main_worktree is not None:
+            return self.main_worktree / ".grite" / "logs"
+        return self.common_dir / "brat_sessions" / "logs"
+
+    @property
+    def config_root(self) -> Path:
+        """Folder holding `.brat/sessions.yaml`."""
+        return self.main_worktree if self.main_worktree is not None else self.common_dir
