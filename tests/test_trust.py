@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
-import sys
 from datetime import UTC, datetime
 
 from hypothesis import given, settings
@@ -21,7 +18,7 @@ from brat_sessions.storage.events import COMMENT_ADDED, make_event
 from brat_sessions.worker.api import Tracker
 from brat_sessions.workspace import this_host
 
-from .helpers import WORKTREE_ENV, append_raw, block_text, brat, brat_json, git, make_repo
+from .helpers import append_raw, block_text, brat, brat_json, brat_on_terminal, git, make_repo
 
 YEAR_2058 = int(datetime(2058, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
@@ -204,28 +201,8 @@ def test_escapes_in_the_log_are_visible_on_a_terminal_and_exact_in_json(repo, ta
     sid = forge(repo, task, engine=engine)
     assert brat_json("sessions", "show", sid, cwd=repo)["session"]["engine"] == engine
     for args in (("sessions", "list"), ("sessions", "show", sid), ("task", "show", task.task_id)):
-        main, child = pty.openpty()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "brat_sessions.cli", *args],
-            cwd=repo,
-            stdout=child,
-            stderr=child,
-            env={**os.environ, **WORKTREE_ENV, "NO_COLOR": "1", "COLUMNS": "400"},
-        )
-        os.close(child)
-        chunks = []
-        while True:
-            try:
-                data = os.read(main, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        proc.wait(timeout=30)
-        os.close(main)
-        screen = b"".join(chunks).decode()
-        assert proc.returncode == 0 and "\x1b" not in screen and "\x07" not in screen, screen
+        rc, screen = brat_on_terminal(*args, cwd=repo, env={"NO_COLOR": "1"}, columns=400)
+        assert rc == 0 and "\x1b" not in screen and "\x07" not in screen, screen
         assert "\\x1b]0;pwned\\x07\\ns-20990101-fake" in screen
     listing = brat("sessions", "list", cwd=repo).stdout.splitlines()
     assert len(listing) == 2  # the header and one row: no forged row
