@@ -44,7 +44,8 @@ def run_demo(target: str | None = None) -> dict[str, Any]:
         engine="shell",
         tee="quiet",
     )
-    # 2. a polecat that is alive and heartbeating (this process)
+    # 2. a polecat that is alive and heartbeating while the demo runs (this process: once
+    #    the demo has ended it goes stale, and a later `reap` calls it a crash)
     alive = tracker.start(reap_task.issue_id, engine="codex", pid=os.getpid())
     tracker.transition(alive.session_id, "ready")
     tracker.heartbeat(alive.session_id)

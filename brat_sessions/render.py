@@ -59,9 +59,14 @@ MIN_CUT = 6  # a cut column keeps at least this many characters
 _COLOURS = {"green": "32", "yellow": "33", "red": "31", "dim": "2"}
 
 
-def cut(text: str, limit: int) -> str:
-    """`text` in at most `limit` characters, `…` marking what was cut."""
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
+def cut(text: str, limit: int, keep_end: bool = False) -> str:
+    """`text` in at most `limit` characters, `…` marking what was cut (at the start with
+    `keep_end`: ids differ at their end, `…1124-0c26`)."""
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        return ELLIPSIS + text[len(text) - max(0, limit - 1) :] if limit > 1 else ELLIPSIS
+    return text[: max(0, limit - 1)] + ELLIPSIS
 
 
 def paint(text: str, colour: str | None) -> str:
@@ -76,9 +81,11 @@ def table(
     flex: Sequence[int] = (),
     colour_col: int | None = None,
     colours: Sequence[str | None] = (),
+    ids: Sequence[int] = (),
 ) -> str:
     """Aligned columns. With `width`, the `flex` columns (in that order) are cut, with `…`,
-    until a row fits; `colours` paints column `colour_col` of each row (after padding)."""
+    until a row fits (the `ids` columns keep their end); `colours` paints column
+    `colour_col` of each row (after padding)."""
     cells = [[safe(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     if width is not None:
@@ -89,7 +96,7 @@ def table(
             widths[col] = max(MIN_CUT, len(headers[col]), widths[col] - excess)
     lines = ["  ".join(cut(h, w).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for n, r in enumerate(cells):
-        parts = [cut(c, w).ljust(w) for c, w in zip(r, widths)]
+        parts = [cut(c, w, i in ids).ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         if colour_col is not None and n < len(colours) and colours[n]:
             parts[colour_col] = paint(parts[colour_col], colours[n])
         lines.append("  ".join(parts).rstrip())
@@ -172,11 +179,11 @@ def sessions_table(
         rows[-1] += [""] if with_phase else []
         colours.append("red" if colour else None)
     headers = ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"]
-    flex: tuple[int, ...] = (3, 2, 1)
+    flex: tuple[int, ...] = (2, 3, 1)
     if with_phase:
         headers.append("PHASE")
-        flex = (8, 3, 2, 1)
-    return table(headers, rows, width=width, flex=flex, colour_col=4, colours=colours)
+        flex = (8, 2, 3, 1)
+    return table(headers, rows, width=width, flex=flex, colour_col=4, colours=colours, ids=(1,))
 
 
 def session_tree(
@@ -186,29 +193,31 @@ def session_tree(
     rollups: dict[str, dict[str, int]],
     *,
     colour: bool = False,
+    stale_after_ms: int | None = None,
+    width: int | None = None,
 ) -> str:
-    """Sessions as a tree: state, duration and the usage of each subtree (rolled up)."""
-    lines: list[str] = []
+    """Sessions as a tree, one row each: state, duration and the usage of each subtree."""
+    rows: list[list[object]] = []
+    colours: list[str | None] = []
     seen: set[str] = set()
-
-    def line(s: Session, prefix: str, branch: str) -> None:
-        state, hue = state_of(s, now)
-        end = s.updated_ts if s.exited else now
-        parts = [
-            safe(s.session_id),
-            paint(state, hue if colour else None),
-            age(max(0, end - s.started_ts)),
-            safe(s.engine),
-            tokens_text(rollups.get(s.session_id)),
-            safe(progress_of(s)),
-        ]
-        lines.append(prefix + branch + "  ".join(p for p in parts if p))
 
     def walk(s: Session, prefix: str, branch: str, child_prefix: str) -> None:
         if s.session_id in seen:  # a cycle in hostile data: shown once
             return
         seen.add(s.session_id)
-        line(s, prefix, branch)
+        state, hue = state_of(s, now, stale_after_ms)
+        end = s.updated_ts if s.exited else now
+        rows.append(
+            [
+                prefix + branch + safe(s.session_id),
+                state,
+                age(max(0, end - s.started_ts)),
+                s.engine,
+                tokens_text(rollups.get(s.session_id)),
+                progress_of(s),
+            ]
+        )
+        colours.append(hue if colour else None)
         kids = children.get(s.session_id, [])
         for n, kid in enumerate(kids):
             last = n == len(kids) - 1
@@ -216,7 +225,16 @@ def session_tree(
 
     for root in roots:
         walk(root, "", "", "")
-    return "\n".join(lines) if lines else "no sessions"
+    if not rows:
+        return "no sessions"
+    return table(
+        ["SESSION", "STATE", "TIME", "ENGINE", "USAGE (TREE)", "PHASE"],
+        rows,
+        width=width,
+        flex=(5, 3),
+        colour_col=1,
+        colours=colours,
+    )
 
 
 def _fields(pairs: Sequence[tuple[str, object]]) -> list[str]:
@@ -321,7 +339,7 @@ def tasks_table(
                 "user-stop": "stopped",
             }.get(latest[1] or "", latest[1] or "exit")
         rows.append([t.task_id, t.label_value("status"), session, t.label_value("convoy"), t.title])
-    return table(["TASK", "STATUS", "SESSION", "CONVOY", "TITLE"], rows, width=width, flex=(4, 3))
+    return table(["TASK", "STATUS", "SESSION", "CONVOY", "TITLE"], rows, width=width, flex=(4, 3), ids=(3,))
 
 
 def task_detail(

@@ -165,17 +165,19 @@ def timeline_text(sessions: Iterable[Sess], now_ms: int, width: int = 100, colou
             parts.append(paint(_fit(state, state_w), hue) if hue else _fit(state, state_w))
         return " ".join(parts).rstrip()
 
+    sid_w = max(len(safe(b.sid)) + 2 * min(b.depth, 8) for b in bars)
+    header = "SESSION".ljust(sid_w) + "  TASK"
     lines = []
     if bar_w:
         for fmt in (when, _short):
             first, last = fmt(t0), fmt(t1)
-            if len(first) + len(last) + 1 <= bar_w:
+            if len(first) + len(last) + 3 <= bar_w:
                 break
-        fits = len(first) + len(last) + 1 <= bar_w
+        fits = len(first) + len(last) + 3 <= bar_w
         axis = first + last.rjust(bar_w - len(first)) if fits else _fit(first, bar_w)
-        lines.append(line("SESSION  TASK", axis, "STATE"))
+        lines.append(line(header, axis, "STATE"))
     else:
-        lines.append(line("SESSION  TASK", "", "STATE"))
+        lines.append(line(header, "", "STATE"))
     scale = bar_w / (t1 - t0)
     for b in bars:
         label = "  " * min(b.depth, 8) + f"{safe(b.sid)}  {safe(b.task)}"

@@ -347,7 +347,15 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
 
     emit(
         {"trees": [node(r, set()) for r in roots]},
-        lambda: session_tree(roots, kids, at, rollups, colour=colour()),
+        lambda: session_tree(
+            roots,
+            kids,
+            at,
+            rollups,
+            colour=colour(),
+            width=width(),
+            stale_after_ms=int((ws.config.effective_timeout + ws.config.clock_skew) * 1000),
+        ),
     )
 
 

@@ -16,6 +16,7 @@ from .sessions import resolve, sessions
 
 if TYPE_CHECKING:
     from ..kinds import State, StopReason
+    from ..sessions.model import Session
     from ..worker.api import Tracker
 
 SESSION_ARG = click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
@@ -57,6 +58,12 @@ def _start_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _announce(session: Session) -> None:
+    """On a terminal, say which session a `run` records (as docker prints a container id)."""
+    if sys.stderr.isatty() and not json_wanted():
+        warn(f"session {session.session_id} on {session.task_id or session.grite_issue_id}")
 
 
 def _start_kwargs(t: Tracker, opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -357,6 +364,7 @@ def sessions_run(
         grace_s=grace,
         tee="stderr" if json_wanted() else "tee",
         tty=tty,
+        on_start=_announce,
         **kwargs,
     )
     if json_wanted():

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import EXIT_CONFLICT, Fenced
@@ -33,6 +34,7 @@ def run_command(
     grace_s: float = 10.0,
     tee: str = "tee",
     tty: bool = False,
+    on_start: Callable[[Session], None] | None = None,
     **start_options: Any,
 ) -> tuple[int, str]:
     """Run `command` as a new session; returns (exit status for `run`, session id).
@@ -48,6 +50,8 @@ def run_command(
     """
     session = tracker.start(task, **start_options)
     sid = session.session_id
+    if on_start is not None:
+        on_start(session)
     files = tracker.files(sid)
     files.logs_dir.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()

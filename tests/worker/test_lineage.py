@@ -31,7 +31,8 @@ def test_nested_runs_link_to_their_parent_by_themselves(repo, task):
     assert child["spawn_depth"] == 1 and child["task_id"] == task.task_id
     assert out.stdout.strip() == child["session_id"]  # the command sees its own session
     tree = brat("sessions", "tree", outer["session_id"], cwd=repo).stdout.splitlines()
-    assert tree[0].startswith(outer["session_id"]) and tree[1].startswith("└─ " + child["session_id"])
+    assert tree[0].split()[:2] == ["SESSION", "STATE"]
+    assert tree[1].startswith(outer["session_id"]) and tree[2].startswith("└─ " + child["session_id"])
     listed = brat_json("sessions", "list", "--all", "--parent", outer["session_id"], cwd=repo)
     assert [s["session_id"] for s in listed["sessions"]] == [child["session_id"]]
     assert brat_json("sessions", "list", "--all", "--root", outer["session_id"], cwd=repo)["total"] == 2
