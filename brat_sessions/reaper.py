@@ -19,11 +19,11 @@ from typing import Any
 
 from .clock import now_ms
 from .config import Config
-from .errors import EnvironmentProblem, NotFound
+from .errors import BratError, EnvironmentProblem, NotFound
 from .index import Index
 from .sessions.lease import drop_lease
 from .sessions.model import Session
-from .sessions.outputs import store_file
+from .sessions.outputs import store_output
 from .sessions.writer import block_events
 from .storage.events import Event
 from .worker import proof as proofs
@@ -98,6 +98,15 @@ class ReapReport:
         }
 
 
+def _stored_log(ws: Workspace, files: SessionFiles) -> str | None:
+    """The session's local log stored in git, if there is one (a link is never followed)."""
+    try:
+        data = files.read_log()
+    except BratError:
+        return None
+    return store_output(ws.repo, data) if data is not None else None
+
+
 def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:
     """Judge every live session and record one exit for each that is over (one commit)."""
     now = now if now is not None else now_ms()
@@ -113,7 +122,7 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
             verdicts[s.session_id] = v
     if dry_run or not verdicts:
         return ReapReport(list(verdicts.values()), len(candidates) - len(verdicts), len(candidates), dry_run)
-    outputs = {sid: store_file(ws.repo, SessionFiles(logs, sid).log) for sid in verdicts}
+    outputs = {sid: _stored_log(ws, SessionFiles(logs, sid)) for sid in verdicts}
     written: list[Verdict] = []
 
     def build(index: Index) -> list[Event]:

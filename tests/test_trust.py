@@ -206,3 +206,21 @@ def test_escapes_in_the_log_are_visible_on_a_terminal_and_exact_in_json(repo, ta
         assert "\\x1b]0;pwned\\x07\\ns-20990101-fake" in screen
     listing = brat("sessions", "list", cwd=repo).stdout.splitlines()
     assert len(listing) == 2  # the header and one row: no forged row
+
+
+def test_a_committed_symlink_in_the_logs_folder_is_never_followed(repo, task, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CANARY")
+    t = Tracker(repo)
+    s = t.start(task.task_id, state="running")
+    logs = repo / ".grite" / "logs"
+    logs.mkdir(parents=True)
+    (logs / f"{s.session_id}.log").symlink_to(secret)
+    out = brat("sessions", "log", s.session_id, cwd=repo)
+    assert out.returncode == 1 and "symbolic link" in out.stderr and "TOP-SECRET" not in out.stdout
+    reaped = reap(Tracker(repo).ws, Config(), now=now_ms() + 10**9).reaped
+    assert [v.session_id for v in reaped] == [s.session_id]
+    assert Tracker(repo).session(s.session_id).last_output_ref is None
+    blobs = git(repo, "for-each-ref", "--format=%(objectname)", "refs/brat/sessions/outputs/")
+    assert all("TOP-SECRET" not in git(repo, "cat-file", "-p", b) for b in blobs.split())
+    assert secret.read_text() == "TOP-SECRET-CANARY"

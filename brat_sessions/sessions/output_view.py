@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
@@ -23,15 +24,17 @@ class LogView:
 
 def read_log(tracker: Tracker, session_id: str) -> LogView:
     session = tracker.session(session_id)
-    path = tracker.files(session_id).log
+    files = tracker.files(session_id)
+    path = files.log
+    local = files.read_log()  # never through a symbolic link
     if session.exited and session.last_output_ref:
         try:
             return LogView(
                 "stored", read_output(tracker.ws.repo, session.last_output_ref), session.last_output_ref
             )
         except NotFound:
-            if path.is_file():
-                data = path.read_bytes()
+            if local is not None:
+                data = local
                 if "sha256:" + hashlib.sha256(data).hexdigest() == session.last_output_ref:
                     return LogView("local", data, session.last_output_ref)
                 raise BratError(
@@ -39,8 +42,8 @@ def read_log(tracker: Tracker, session_id: str) -> LogView:
                     f"copy is not in this clone"
                 ) from None
             raise
-    if path.is_file():
-        return LogView("live" if not session.exited else "local", path.read_bytes(), None)
+    if local is not None:
+        return LogView("live" if not session.exited else "local", local, None)
     if session.exited:
         raise NotFound(f"session {session_id} exited without a stored output")
     raise NotFound(
@@ -53,7 +56,7 @@ def follow_log(tracker: Tracker, session_id: str, offset: int, out: BinaryIO, po
     """Print what is appended to the live log until the session exits."""
     path = tracker.files(session_id).log
     last_check = 0.0
-    with open(path, "rb") as fh:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
         fh.seek(offset)
         while True:
             chunk = fh.read(65536)

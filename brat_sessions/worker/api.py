@@ -429,7 +429,8 @@ class Tracker:
             if not path.is_file():
                 raise BadInput(f"no such output file: {path}")
             return store_file(self.ws.repo, path)
-        return store_file(self.ws.repo, self.files(session_id).log)
+        data = self.files(session_id).read_log()
+        return store_output(self.ws.repo, data) if data is not None else None
 
     def stop(self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0) -> Session:
         """Stop a session and record its exit; see `stop_report`."""
@@ -495,8 +496,7 @@ class Tracker:
         proof = proofs.load(self.ws.ctx.data_dir, session_id)
         signalled = False
         if proof is not None and proof.live_members():
-            files.logs_dir.mkdir(parents=True, exist_ok=True)
-            files.stop_request.write_text(reason)
+            files.request_stop(reason)
             signalled = proof.stop(grace_s)
         if signalled:
             # Under `run`, the shim writes the status file as the command ends and the

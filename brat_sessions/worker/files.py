@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
+from ..errors import BadInput, BratError
 from ..kinds import ExitReason
 from ..rules import ID_RULE, valid_id
 
@@ -49,10 +51,60 @@ class SessionFiles:
 
     def read_status(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.status.read_text())
+            raw = read_own(self.status)
+            data = json.loads(raw) if raw is not None else None
             return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
+        except (BratError, ValueError):
             return None
+
+    def read_log(self) -> bytes | None:
+        """The session's output log here, None when there is none (never through a link)."""
+        return read_own(self.log)
+
+    def ensure_dir(self) -> None:
+        check_not_linked(self.logs_dir)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        check_not_linked(self.logs_dir)
+
+    def append_log(self, data: bytes) -> None:
+        self.ensure_dir()
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def request_stop(self, reason: str) -> None:
+        """Leave the stop request for `run` (never written through a link)."""
+        self.ensure_dir()
+        fd = os.open(self.stop_request, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, reason.encode())
+        finally:
+            os.close(fd)
+
+
+def check_not_linked(logs_dir: Path) -> None:
+    """`.grite/logs` lies in the working tree, which a commit can fill with symbolic links:
+    brat never reads or writes a session's files through one."""
+    for folder in (logs_dir.parent, logs_dir):
+        if folder.is_symlink():
+            raise BratError(f"{folder} is a symbolic link; brat does not follow it for session files")
+
+
+def read_own(path: Path) -> bytes | None:
+    """A session file's bytes, or None if missing; a symbolic link is refused (BratError)."""
+    check_not_linked(path.parent)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BratError(f"{path} is a symbolic link; brat does not follow it") from None
+        raise BratError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 def code_and_reason(status: dict[str, Any]) -> tuple[int, ExitReason]:

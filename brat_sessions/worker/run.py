@@ -53,7 +53,7 @@ def run_command(
     if on_start is not None:
         on_start(session)
     files = tracker.files(sid)
-    files.logs_dir.mkdir(parents=True, exist_ok=True)
+    files.ensure_dir()
     read_fd, write_fd = os.pipe()
     shim = subprocess.Popen(
         [
@@ -111,7 +111,7 @@ def run_command(
                         f"{session.budget_tokens} tokens; stopping the command",
                         file=sys.stderr,
                     )
-                    files.stop_request.write_text("user-stop")
+                    files.request_stop("user-stop")
                     if proof is not None:
                         proof.stop(grace_s)
         if fenced is not None:
@@ -129,7 +129,7 @@ def run_command(
     assert ended is not None  # the fallback always says something
     code, reason = ended
     try:
-        tracker.exit(sid, code, reason, output=files.log, stop_cause=cause)
+        tracker.exit(sid, code, reason, stop_cause=cause)  # stores the session's own log
     except Fenced as exc:
         print(f"brat: {exc.message}", file=sys.stderr)
     return code, sid

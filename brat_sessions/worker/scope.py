@@ -35,10 +35,7 @@ class SessionHandle:
     def log(self, text: str | bytes) -> None:
         """Append to the session's output log (stored in git at exit)."""
         self.raise_if_fenced()
-        self.files.logs_dir.mkdir(parents=True, exist_ok=True)
-        data = text.encode() if isinstance(text, str) else text
-        with open(self.files.log, "ab") as fh:
-            fh.write(data)
+        self.files.append_log(text.encode() if isinstance(text, str) else text)
 
     def transition(self, state: State) -> Session:
         """Move the session along the state machine (see `Tracker.transition`)."""

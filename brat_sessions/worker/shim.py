@@ -34,9 +34,10 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _write_status(path: str, data: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
         json.dump(data, fh)
-    os.replace(tmp, path)
+    os.replace(tmp, path)  # replaces a link itself, never writes through it
 
 
 def _exited(pid: int) -> bool:
@@ -144,7 +145,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the command's group
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # so we may hand the terminal back
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    log = open(log_path, "ab", buffering=0)  # noqa: SIM115 (closed before the status is written)
+    # never through a symbolic link (the logs folder lies in a working tree anyone can commit to)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    log = os.fdopen(os.open(log_path, flags, 0o644), "ab", buffering=0)
     terminal = Pty() if kind == "pty" else None
     try:
         child = _spawn(command, terminal)
