@@ -46,6 +46,8 @@ class Config:
         given: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         for key, value in given.items():
             _check_number(f"--{key.replace('_', '-')}", value)
+        if given.get("heartbeat_interval") == 0:
+            raise BadInput("--heartbeat-interval must be more than 0")
         return replace(self, **given)
 
 

@@ -410,14 +410,18 @@ class Index:
         bare = [b["session_id"] for b in self.unreadable()]
         if ref in bare:
             return ref
-        rows = [
-            sid
-            for (sid,) in self.db.execute(
-                "SELECT session_id FROM sessions WHERE session_id GLOB ? OR session_id GLOB ? "
-                "ORDER BY session_id LIMIT 11",
-                (ref + "*", "*-" + ref + "*"),
-            )
-        ]
+        prefixed = self.db.execute(
+            "SELECT session_id FROM sessions WHERE session_id GLOB ? ORDER BY session_id LIMIT 11",
+            (ref + "*",),
+        ).fetchall()
+        # a prefix of the part after the last `-` (`0c26` of `s-20261124-0c26`), not of the date
+        suffixed = self.db.execute(
+            "SELECT session_id FROM sessions WHERE session_id GLOB ? LIMIT 5000", ("*-" + ref + "*",)
+        ).fetchall()
+        rows = sorted(
+            {sid for (sid,) in prefixed}
+            | {sid for (sid,) in suffixed if sid.rsplit("-", 1)[-1].startswith(ref)}
+        )
         rows += [sid for sid in bare if sid.startswith(ref) or sid.rsplit("-", 1)[-1].startswith(ref)]
         if len(rows) == 1:
             return str(rows[0])

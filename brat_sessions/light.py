@@ -80,8 +80,9 @@ class LightWorkspace(Workspace):
 
 
 def read_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
-    """The light workspace when it can answer, else the full one."""
+    """The light workspace when it can answer, else the full one (which also reports
+    whatever made the light one give up, in its own words)."""
     try:
         return LightWorkspace(path)
-    except Unsupported:
+    except (Unsupported, OSError, ValueError):
         return Workspace(path)

@@ -195,7 +195,11 @@ class Syncer:
                 self.report.warnings.append(f"remote lease {sid[:80]!r} ignored: not a valid session id")
                 continue
             mine = local_leases.get(sid)
-            newer = mine is None or self._lease_ts(sid, oid) > self._lease_ts(sid, mine)
+            theirs = self._lease_ts(sid, oid)
+            if theirs > now_ms() + int(self.ws.config.clock_skew * 1000):
+                self.report.warnings.append(f"remote lease of {sid} ignored: its time is in the future")
+                continue
+            newer = mine is None or theirs > self._lease_ts(sid, mine)
             if newer and not _exited(index, sid):
                 self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
                 local_leases[sid] = oid
@@ -246,8 +250,14 @@ class Syncer:
         config = self.ws.config
         if head is None or config.snapshot_events <= 0:
             return
-        snapshots = [s for s in list_snapshots(self.repo) if s.wal_head]
-        latest = snapshots[0] if snapshots else None
+        latest = None
+        for snap in list_snapshots(self.repo)[:32]:  # only ours to trust: on this log's chain
+            try:
+                if snap.wal_head and (snap.wal_head == head or self.repo.descendant_of(head, snap.wal_head)):
+                    latest = snap
+                    break
+            except (KeyError, ValueError, pygit2.GitError):
+                continue
         limit = int(config.snapshot_events)
         oids = self.wal.commit_ids(head, latest.wal_head if latest else None)
         # every commit holds at least one event: count events only when that can decide

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EXIT_FAILURE, BadInput, BratError
+from ..errors import EXIT_FAILURE, BadInput, BratError, EnvironmentProblem
 from ..kinds import ROLES, SESSION_TYPES, STATES
 from ..sessions.model import Session
 from .complete import complete_sessions, complete_tasks
@@ -116,7 +116,8 @@ def sessions_list(
     root = resolve(ws, root_ref) if root_ref else None
 
     def look() -> tuple[list[Session], int]:
-        found = ws.sessions(include_all or status == "exit")
+        current = read_workspace() if watch else ws  # each look sees new blocks and heartbeats
+        found = current.sessions(include_all or status == "exit")
         found = [
             s
             for s in found
@@ -484,7 +485,10 @@ def sessions_timeline(
     if html_file:
         from pathlib import Path
 
-        Path(html_file).write_text(timeline_html(data, at), encoding="utf-8")
+        try:
+            Path(html_file).write_text(timeline_html(data, at), encoding="utf-8")
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write {html_file}: {exc.strerror}") from None
         emit({"html": html_file, "sessions": len(data)}, f"wrote {html_file} ({len(data)} sessions)")
         return
     emit(

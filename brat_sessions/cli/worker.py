@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from ..errors import EXIT_FAILURE, BadInput
+from ..errors import EXIT_FAILURE, BadInput, NotFound
 from ..kinds import EXIT_REASONS, ROLES, SESSION_TYPES, STOP_REASONS
 from .complete import complete_sessions, complete_tasks
 from .output import common, emit, examples, json_wanted, terminal_options, tracker, warn, width, workspace
@@ -72,13 +72,26 @@ def _start_kwargs(t: Tracker, opts: dict[str, Any]) -> tuple[str, dict[str, Any]
         raise BadInput("--task is required (or run inside `brat sessions run`, which sets BRAT_TASK_ID)")
     index = t.ws.fresh_index()
     parent = opts.get("parent_ref")
+    if parent:
+        try:
+            parent = index.resolve_session(parent)
+        except (NotFound, BadInput):
+            source = click.get_current_context().get_parameter_source("parent_ref")
+            if source != click.core.ParameterSource.ENVIRONMENT:
+                raise
+            # $BRAT_SESSION_ID from a `run` in another repository: not a parent here
+            warn(
+                f"warning: BRAT_SESSION_ID={parent[:80]} is not a session of this repository; "
+                "starting without a parent"
+            )
+            parent = None
     kwargs = {
         "role": opts["role"],
         "session_type": opts["session_type"],
         "engine": opts["engine"],
         "worktree": opts["worktree"],
         "budget_tokens": opts["budget_tokens"],
-        "parent": index.resolve_session(parent) if parent else None,
+        "parent": parent,
     }
     return index.resolve_task(opts["task_ref"]).issue_id, kwargs
 

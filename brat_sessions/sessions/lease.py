@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInput, Fenced
+from ..errors import BadInput, Conflict, Fenced
 from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
 
@@ -57,9 +57,12 @@ def decode_lease(repo: pygit2.Repository, session_id: str, target: pygit2.Oid | 
     import pygit2
 
     try:
-        blob = repo[target]
-        if not isinstance(blob, pygit2.Blob) or blob.size > MAX_LEASE_BYTES:
+        kind, size = repo.odb.read_header(target)  # before the object is inflated
+        if kind != pygit2.enums.ObjectType.BLOB or size > MAX_LEASE_BYTES:
             raise ValueError("not a small blob")
+        blob = repo[target]
+        if not isinstance(blob, pygit2.Blob):
+            raise ValueError("not a blob")
         return lease_from_bytes(session_id, blob.data)
     except (KeyError, ValueError, pygit2.GitError):
         return Lease(session_id, None, None)  # unreadable: present, but tells no time
@@ -96,9 +99,32 @@ def overlay_lease(session: Session, lease: Lease) -> None:
 
 
 def create_lease(repo: pygit2.Repository, session_id: str, host: str | None, ts: int | None = None) -> Lease:
+    """A new session's lease (its id is new: nothing to overwrite)."""
     lease = Lease(session_id, ts, host)
-    repo.references.create(lease_ref(session_id), _blob(repo, lease), force=True)
-    return lease
+    for attempt in range(MAX_TRIES):
+        try:
+            repo.references.create(lease_ref(session_id), _blob(repo, lease), force=True)
+            return lease
+        except _races():
+            _pause(attempt)
+    raise Conflict(f"session {session_id}: its lease ref stayed locked; try again")
+
+
+def create_missing_lease(
+    repo: pygit2.Repository, common_dir: str, session_id: str, host: str | None, ts: int
+) -> None:
+    """Create the lease of a session that has none here, unless another process just did:
+    `git update-ref` with an empty old value checks that under git's lock, so two
+    concurrent creators never overwrite each other (and what the first one recorded)."""
+    import subprocess
+
+    oid = _blob(repo, Lease(session_id, ts, host))
+    subprocess.run(
+        ["git", "--git-dir", common_dir, "update-ref", lease_ref(session_id), str(oid), ""],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def read_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
@@ -106,16 +132,27 @@ def read_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
     return decode_lease(repo, session_id, ref.target) if ref is not None else None
 
 
-def _git_error() -> type[Exception]:
+MAX_TRIES = 40
+
+
+def _races() -> tuple[type[Exception], ...]:
+    """What a lost compare-and-swap looks like: a GitError, or an OSError for a held lock."""
     import pygit2
 
-    return pygit2.GitError
+    return (pygit2.GitError, OSError)
+
+
+def _pause(attempt: int) -> None:
+    import random
+    import time
+
+    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
 
 
 def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lease], Lease]) -> Lease:
     """Replace the lease with `change(current)` by compare-and-swap; Fenced when it is gone."""
     name = lease_ref(session_id)
-    for _ in range(20):
+    for attempt in range(MAX_TRIES):
         ref = repo.references.get(name)
         if ref is None:
             raise Fenced(f"session {session_id} has exited (its lease is gone): stop working")
@@ -123,9 +160,9 @@ def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lea
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
             return new
-        except _git_error():
-            continue  # another heartbeat or a delete raced us: look again
-    raise Fenced(f"session {session_id}: lease kept changing under the heartbeat")
+        except _races():
+            _pause(attempt)  # another heartbeat or a delete raced us: look again
+    raise Conflict(f"session {session_id}: its lease kept changing or stayed locked; try again")
 
 
 def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
@@ -141,9 +178,12 @@ def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
 
 
 def drop_lease(repo: pygit2.Repository, session_id: str) -> None:
-    ref = repo.references.get(lease_ref(session_id))
-    if ref is not None:
+    for attempt in range(MAX_TRIES):
+        ref = repo.references.get(lease_ref(session_id))
+        if ref is None:
+            return
         try:
             ref.delete()
-        except _git_error():
-            pass  # already gone
+            return
+        except _races():
+            _pause(attempt)  # held by a heartbeat: the next look finds it gone or free

@@ -82,7 +82,7 @@ def _oid(text: str) -> str:
 
 def _packed(common_dir: Path) -> dict[str, str]:
     try:
-        lines = (common_dir / "packed-refs").read_text().splitlines()
+        lines = (common_dir / "packed-refs").read_bytes().decode("utf-8", "surrogateescape").splitlines()
     except FileNotFoundError:
         return {}
     refs = {}
@@ -97,7 +97,7 @@ def _packed(common_dir: Path) -> dict[str, str]:
 def read_ref(common_dir: Path, name: str) -> str | None:
     """The object id a ref points at, or None when there is no such ref."""
     try:
-        text = (common_dir / name).read_text()
+        text = (common_dir / name).read_bytes().decode("utf-8", "surrogateescape")
     except (FileNotFoundError, NotADirectoryError):
         return _packed(common_dir).get(name)
     except IsADirectoryError:
@@ -114,11 +114,28 @@ def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
     if folder.is_dir():
         for path in folder.rglob("*"):
             if path.is_file() and not path.name.endswith(".lock"):
-                text = path.read_text()
+                try:
+                    text = path.read_bytes().decode("utf-8", "surrogateescape")
+                except FileNotFoundError:
+                    continue  # deleted (an exit) while we looked
                 if text.startswith("ref:"):
                     raise Unsupported("symbolic ref")
                 found[path.relative_to(common_dir).as_posix()] = _oid(text)
     return found
+
+
+def inflate_header(raw: bytes, hex_id: str) -> tuple[int, int]:
+    """(type, size) from the first bytes of a loose object, without inflating the rest: a
+    size check then comes before the memory is spent (a small file can inflate to GBs)."""
+    try:
+        head = zlib.decompressobj().decompress(raw, 64)
+    except zlib.error as exc:
+        raise ValueError(f"loose object {hex_id} is damaged: {exc}") from None
+    nul = head.find(b"\0")
+    kind, _, size = head[: max(nul, 0)].partition(b" ")
+    if nul < 0 or kind not in _TYPES or not size.isdigit():
+        raise ValueError(f"loose object {hex_id} is damaged (a bad header)")
+    return _TYPES[kind], int(size)
 
 
 def inflate_loose(raw: bytes, hex_id: str) -> tuple[int, bytes]:
@@ -146,15 +163,13 @@ def read_loose_blob(common_dir: Path, hex_id: str, limit: int) -> bytes:
     """A blob's bytes from its loose file; Unsupported when it is packed, damaged or large."""
     path = common_dir / "objects" / hex_id[:2] / hex_id[2:]
     try:
-        if path.stat().st_size > limit:
-            raise Unsupported("a large object")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise Unsupported("a packed object") from None
     try:
-        kind, body = inflate_loose(raw, hex_id)
+        kind, size = inflate_header(raw, hex_id)
+        if kind != 3 or size > limit:
+            raise Unsupported("not a small blob")
+        return inflate_loose(raw, hex_id)[1]
     except ValueError as exc:
         raise Unsupported(str(exc)) from None
-    if kind != 3:
-        raise Unsupported("not a blob")
-    return body

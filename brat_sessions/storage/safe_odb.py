@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pygit2
 
-from .plain_git import inflate_loose
+from .plain_git import inflate_header, inflate_loose
 
 
 class DamagedObject(pygit2.GitError):
@@ -50,8 +50,17 @@ class SafeLooseBackend(pygit2.OdbBackend):
         return self._raw(str(oid))
 
     def read_header_cb(self, oid: pygit2.Oid) -> tuple[int, int]:
-        kind, body = self._raw(str(oid))
-        return kind, len(body)
+        """Type and size from the header only: size checks come before inflating the rest."""
+        hex_id = str(oid)
+        try:
+            with open(self._path(hex_id), "rb") as fh:
+                raw = fh.read(4096)
+        except FileNotFoundError:
+            raise KeyError(hex_id) from None
+        try:
+            return inflate_header(raw, hex_id)
+        except ValueError as exc:
+            raise DamagedObject(str(exc)) from None
 
     def exists_cb(self, oid: pygit2.Oid) -> bool:
         return os.path.exists(self._path(str(oid)))

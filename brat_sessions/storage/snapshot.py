@@ -272,11 +272,14 @@ class _FirstParentChain:
 
     @staticmethod
     def _commits(repo: pygit2.Repository, head: str) -> Iterator[str]:
-        commit: Any = repo.get(head)
-        while isinstance(commit, pygit2.Commit):
-            yield str(commit.id)
-            parents = commit.parent_ids
-            commit = repo.get(parents[0]) if parents else None
+        try:
+            commit: Any = repo.get(head)
+            while isinstance(commit, pygit2.Commit):
+                yield str(commit.id)
+                parents = commit.parent_ids
+                commit = repo.get(parents[0]) if parents else None
+        except (KeyError, ValueError, pygit2.GitError):
+            return  # a damaged or missing commit ends the chain here (the replay reports it)
 
     def __contains__(self, oid: str) -> bool:
         if oid in self._seen:

@@ -37,7 +37,15 @@ from ..kinds import (
     StopReason,
     TaskStatus,
 )
-from ..sessions.lease import Lease, create_lease, drop_lease, read_lease, renew_lease, update_lease
+from ..sessions.lease import (
+    Lease,
+    create_lease,
+    create_missing_lease,
+    drop_lease,
+    read_lease,
+    renew_lease,
+    update_lease,
+)
 from ..sessions.model import Session, check_transition
 from ..sessions.outputs import store_file, store_output
 from ..sessions.projection import BlockRecord
@@ -97,6 +105,8 @@ class Tracker:
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str | None = None) -> None:
         self.ws = Workspace(path)
         self.host = host or this_host()
+        if not rules.valid_text(self.host, 255) or not self.host:
+            raise BadInput("the host name (BRAT_HOST or the hostname) must be 1-255 characters, no NUL")
 
     # reading -----------------------------------------------------------
     def session(self, session_id: str) -> Session:
@@ -256,7 +266,7 @@ class Tracker:
         session = self.ws.fresh_index().session(session_id)  # NotFound if unknown
         if session.exited:
             raise Fenced(_fenced_message(session))
-        create_lease(self.ws.repo, session_id, self.host, now)
+        create_missing_lease(self.ws.repo, str(self.ws.ctx.common_dir), session_id, self.host, now)
         # An exit committed after our look but before the lease existed would have been
         # followed by dropping the lease: look once more, so neither side misses the other.
         session = self.ws.fresh_index().session(session_id)
@@ -379,7 +389,9 @@ class Tracker:
             renew_lease(self.ws.repo, session_id, now_ms())
         except Fenced:
             if read_lease(self.ws.repo, session_id) is None:
-                create_lease(self.ws.repo, session_id, self.host, now_ms())
+                create_missing_lease(
+                    self.ws.repo, str(self.ws.ctx.common_dir), session_id, self.host, now_ms()
+                )
 
     def exit(
         self,

@@ -53,6 +53,8 @@ class ProcessProof:
             return []
         if not self.group:
             return [self.pid] if self.matches() else []
+        if procs.exists(self.pid) and procs.start_ticks(self.pid) != self.start_ticks:
+            return []  # the pid, and so the group id, now belongs to another process
         # A process group id cannot be reused while any member lives, and members started
         # after the leader belong to it: the group is ours as long as it has such members.
         return procs.group_members(self.pid, self.start_ticks)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import EXIT_CONFLICT, Fenced
+from ..errors import EXIT_CONFLICT, BratError, Fenced
 from ..sessions.model import Session
 from . import proof as proofs
 from .api import Tracker
@@ -103,6 +103,9 @@ def run_command(
                     tracker.heartbeat(sid)
                 except Fenced as exc:
                     fenced = exc
+                    continue
+                except (BratError, OSError) as exc:  # a busy lease: the next beat tries again
+                    print(f"brat: heartbeat for {sid} failed ({exc}); trying again", file=sys.stderr)
                     continue
                 if cause is None and over_budget(tracker, session):
                     cause = "budget"

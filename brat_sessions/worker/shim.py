@@ -53,6 +53,9 @@ def _take_terminal(pgid: int) -> int | None:
         if not os.isatty(0) or os.tcgetpgrp(0) != os.getpgrp():
             return None
         os.tcsetpgrp(0, pgid)
+        # it may have read the terminal before it was in the foreground and been stopped
+        # by SIGTTIN: continue it now that the terminal is its own
+        os.killpg(pgid, signal.SIGCONT)
         return os.getpgrp()
     except OSError:
         return None
