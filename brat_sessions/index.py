@@ -468,31 +468,38 @@ class Index:
         """Exited sessions as JSON text built by SQLite, with no Python object per session:
         (started_ts, session_id, json), the same object `Session.to_json(now)` gives."""
         limit = now + skew_ms
-        beats = "SELECT max(value) FROM json_each(s.data, '$.beats') WHERE value {} :limit"
+        beats = "SELECT max(value) FROM json_each(data, '$.beats') WHERE value {} :limit"
         usage = (
-            "CASE WHEN json_extract(s.data, '$.usage') IS NULL THEN NULL ELSE json_object("
-            "'calls', coalesce(json_extract(s.data, '$.usage.calls'), 0), "
-            "'input_tokens', coalesce(json_extract(s.data, '$.usage.input_tokens'), 0), "
-            "'output_tokens', coalesce(json_extract(s.data, '$.usage.output_tokens'), 0), "
-            "'cache_read_tokens', coalesce(json_extract(s.data, '$.usage.cache_read_tokens'), 0), "
-            "'cost_usd', coalesce(json_extract(s.data, '$.usage.cost_usd_micros'), 0) / 1000000.0) END"
+            "CASE WHEN json_extract(data, '$.usage') IS NULL THEN NULL ELSE json_object("
+            "'calls', coalesce(json_extract(data, '$.usage.calls'), 0), "
+            "'input_tokens', coalesce(json_extract(data, '$.usage.input_tokens'), 0), "
+            "'output_tokens', coalesce(json_extract(data, '$.usage.output_tokens'), 0), "
+            "'cache_read_tokens', coalesce(json_extract(data, '$.usage.cache_read_tokens'), 0), "
+            "'cost_usd', coalesce(json_extract(data, '$.usage.cost_usd_micros'), 0) / 1000000.0) END"
+        )
+        # the newest beat is stored (`last_heartbeat_ts`): only a session with a time in the
+        # future needs its beats looked through again
+        past = f"CASE WHEN top IS NULL OR top <= :limit THEN top ELSE ({beats.format('<=')}) END"
+        future = (
+            "CASE WHEN (top IS NULL OR top <= :limit) AND started <= :limit THEN NULL ELSE "
+            "(SELECT max(t) FROM (SELECT value AS t FROM json_each(data, '$.beats') WHERE value > :limit "
+            "UNION ALL SELECT started WHERE started > :limit)) END"
         )
         sql = (
-            "SELECT json_extract(s.data, '$.started_ts') AS started, s.session_id, "
-            "json_remove(json_set(s.data, '$.task_id', i.task_id, "
-            f"'$.last_heartbeat_ts', ({beats.format('<=')}), "
-            f"'$.future_ts', (SELECT max(t) FROM (SELECT value AS t FROM json_each(s.data, '$.beats') "
-            "WHERE value > :limit UNION ALL SELECT json_extract(s.data, '$.started_ts') "
-            "WHERE json_extract(s.data, '$.started_ts') > :limit)), "
-            f"'$.usage', json({usage}), "
-            f"'$.heartbeat_age_ms', max(0, :now - ({beats.format('<=')}))), "
-            "'$.pid_ts', '$.beats') "
+            "SELECT started, session_id, json_remove(json_set(data, '$.task_id', task_id, "
+            "'$.last_heartbeat_ts', beat, '$.future_ts', future, "
+            f"'$.usage', json({usage}), '$.heartbeat_age_ms', max(0, :now - beat)), '$.pid_ts', '$.beats') "
+            f"FROM (SELECT *, {past} AS beat, {future} AS future FROM ("
+            "SELECT s.data AS data, s.session_id AS session_id, i.task_id AS task_id, "
+            "json_extract(s.data, '$.started_ts') AS started, "
+            "json_extract(s.data, '$.last_heartbeat_ts') AS top "
             "FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id WHERE s.status = 'exit'"
+            "{issue}))"
         )
         args: dict[str, object] = {"limit": limit, "now": now}
         if issue_id is not None:
-            sql += " AND s.issue_id = :issue"
             args["issue"] = issue_id
+        sql = sql.replace("{issue}", " AND s.issue_id = :issue" if issue_id is not None else "")
         return [(r[0], r[1], r[2]) for r in self.db.execute(sql, args)]
 
     def sessions_in_tree(self, session_id: str) -> list[Session]:
