@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from .kinds import ExitReason, Priority, Role, SessionType, State, StopReason, TaskStatus
     from .sessions.model import Session
     from .sessions.projection import BlockRecord
-    from .worker.api import StopReport, Tracker
+    from .worker.api import Tracker
     from .worker.scope import SessionHandle
+    from .worker.stopping import StopReport
 
 __version__ = "0.1.0"
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
 
 _WHERE = {
     "Tracker": "worker.api",
-    "StopReport": "worker.api",
+    "StopReport": "worker.stopping",
     "SessionHandle": "worker.scope",
     "Session": "sessions.model",
     "BlockRecord": "sessions.projection",

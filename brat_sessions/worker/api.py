@@ -9,16 +9,15 @@ with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .. import rules
 from ..clock import now_ms
-from ..errors import BadInput, Conflict, EnvironmentProblem, Fenced
+from ..errors import BadInput, Conflict, Fenced
 from ..index import Index
 from ..issues.ids import new_id
 from ..issues.projection import Issue
@@ -27,7 +26,6 @@ from ..kinds import (
     ROLES,
     SESSION_TYPES,
     STATES,
-    STOP_REASONS,
     TASK_STATUSES,
     ExitReason,
     Priority,
@@ -54,42 +52,14 @@ from ..sessions.writer import block_events
 from ..storage.events import Event
 from ..workspace import Workspace, this_host
 from . import proof as proofs
+from . import stopping
+from .checks import check_choice, check_pid, check_session_id, check_text
 from .files import SessionFiles
-from .lineage import child_fields, descendants, head_moved_away, store_ledger, worktree_head
+from .lineage import child_fields, head_moved_away, store_ledger, worktree_head
+from .stopping import StopReport
 
 DEFAULT_ROLES: dict[SessionType, Role] = {"polecat": "witness", "crew": "user"}
 START_STATES: tuple[State, ...] = ("spawned", "ready", "running")
-
-
-def check_session_id(session_id: str) -> str:
-    """BadInput (exit code 2) unless `session_id` follows the id rule."""
-    if not rules.valid_id(session_id):
-        raise BadInput(f"not a valid session id: {session_id[:80]!r} ({rules.ID_RULE})")
-    return session_id
-
-
-def _check_choice(what: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise BadInput(f"{what} must be one of {', '.join(allowed)}, not {str(value)[:80]!r}")
-
-
-def _check_text(what: str, value: object, limit: int) -> None:
-    if not rules.valid_text(value, limit):
-        raise BadInput(f"{what} must be text of at most {limit} characters without NUL")
-
-
-def _check_pid(pid: int | None) -> None:
-    if pid is not None and not rules.valid_pid(pid):
-        raise BadInput(f"pid must be in {rules.PID_MIN}..{rules.PID_MAX}, not {pid!r}")
-
-
-@dataclass
-class StopReport:
-    """What `stop` did: the session as recorded, and whether a signal was sent."""
-
-    session: Session
-    signalled: bool
-    note: str
 
 
 def _fenced_message(s: Session) -> str:
@@ -149,7 +119,7 @@ class Tracker:
     def tasks(self, status: TaskStatus | None = None) -> list[Issue]:
         """Task issues, oldest first (only those with the `status:` label given)."""
         if status is not None:
-            _check_choice("task status", status, TASK_STATUSES)
+            check_choice("task status", status, TASK_STATUSES)
         return [
             t
             for t in self.ws.fresh_index().task_issues()
@@ -194,14 +164,14 @@ class Tracker:
         and its descendants (`run` enforces it). The worktree's HEAD is recorded as
         `git_head`, for `resume`.
         """
-        _check_choice("session type", session_type, SESSION_TYPES)
-        _check_choice("a new session's state", state, START_STATES)
+        check_choice("session type", session_type, SESSION_TYPES)
+        check_choice("a new session's state", state, START_STATES)
         role = role or DEFAULT_ROLES[session_type]
-        _check_choice("role", role, ROLES)
-        _check_text("engine", engine, 128)
-        _check_pid(pid)
+        check_choice("role", role, ROLES)
+        check_text("engine", engine, 128)
+        check_pid(pid)
         worktree = self._default_worktree() if worktree is None else worktree
-        _check_text("worktree", worktree, rules.MAX_TEXT)
+        check_text("worktree", worktree, rules.MAX_TEXT)
         if budget_tokens is not None and not rules.valid_count(budget_tokens):
             raise BadInput(f"a token budget must be an integer in 0..2^53, not {budget_tokens!r}")
         lineage = child_fields(self.session(parent)) if parent is not None else {}
@@ -283,7 +253,7 @@ class Tracker:
 
             tracker.phase(sid, "tests", iteration=2, of=5)
         """
-        _check_text("phase", name, 128)
+        check_text("phase", name, 128)
         for value in (iteration, of):
             if value is not None and not rules.valid_count(value):
                 raise BadInput(f"an iteration must be an integer in 0..2^53, not {value!r}")
@@ -312,8 +282,8 @@ class Tracker:
 
             tracker.usage(sid, model="gpt-5", input_tokens=1200, output_tokens=300, cost_usd=0.004)
         """
-        _check_text("model", model, 128)
-        _check_text("source", source, 64)
+        check_text("model", model, 128)
+        check_text("source", source, 64)
         counts = (input_tokens, output_tokens, cache_read_tokens)
         if not all(rules.valid_count(n) for n in counts):
             raise BadInput("token counts must be integers in 0..2^53")
@@ -363,8 +333,8 @@ class Tracker:
         check_session_id(session_id)
         if state == "exit":
             raise BadInput("use exit() (brat sessions exit) to end a session")
-        _check_choice("state", state, tuple(x for x in STATES if x != "exit"))
-        _check_pid(pid)
+        check_choice("state", state, tuple(x for x in STATES if x != "exit"))
+        check_pid(pid)
 
         def update(s: Session) -> dict[str, Any]:
             if s.exited:
@@ -407,9 +377,9 @@ class Tracker:
         Fenced (exit code 4) if the session has already exited.
         """
         check_session_id(session_id)
-        _check_choice("exit reason", reason, EXIT_REASONS)
+        check_choice("exit reason", reason, EXIT_REASONS)
         if stop_cause is not None:
-            _check_text("stop cause", stop_cause, 64)
+            check_text("stop cause", stop_cause, 64)
         if not rules.valid_exit_code(code):
             raise BadInput(f"exit code must be a 32-bit integer, not {code!r}")
         output_ref = self._store_output(session_id, output)
@@ -453,16 +423,7 @@ class Tracker:
     ) -> list[StopReport]:
         """Stop a session and its live descendants, deepest first (so no child outlives
         its parent's stop); one report each."""
-        self.session(session_id)  # NotFound for an unknown id
-        below = [s for s in descendants(session_id, self.sessions(include_exited=True)) if not s.exited]
-        reports = []
-        for s in sorted(below, key=lambda s: -s.spawn_depth):
-            try:
-                reports.append(self.stop_report(s.session_id, reason, grace_s))
-            except Fenced:
-                continue  # it ended meanwhile
-        reports.append(self.stop_report(session_id, reason, grace_s))
-        return reports
+        return stopping.stop_tree(self, session_id, reason, grace_s)
 
     def resume(self, session_id: str, **start_options: Any) -> tuple[Session, str | None]:
         """Start a new session for the task of `session_id`, linked by `resumed_from`; refused
@@ -494,42 +455,7 @@ class Tracker:
         A pid and host read from the log are never enough to send a signal. Without local
         proof the exit is recorded and the report says that no signal was sent.
         """
-        _check_choice("stop reason", reason, STOP_REASONS)
-        session = self.session(session_id)
-        if session.exited:
-            raise Fenced(f"session {session_id} has already exited ({session.exit_reason})")
-        incomplete = self.ws.index.incomplete
-        if incomplete and session.host != self.host:
-            raise EnvironmentProblem(
-                f"{incomplete}; refusing to stop a session of another host on a partial view"
-            )
-        files = self.files(session_id)
-        code = -1
-        proof = proofs.load(self.ws.ctx.data_dir, session_id)
-        signalled = False
-        if proof is not None and proof.live_members():
-            files.request_stop(reason)
-            signalled = proof.stop(grace_s)
-        if signalled:
-            # Under `run`, the shim writes the status file as the command ends and the
-            # supervisor then records the exit itself: give it a moment to do so.
-            ended = _poll(files.how_it_ended, 1.0)
-            if ended is not None:
-                code = ended[0]
-                if _poll(lambda: self.ws.fresh_index().session(session_id).exited, 5.0):
-                    return StopReport(self.session(session_id), True, "")
-        note = (
-            ""
-            if signalled
-            else (
-                "no signal sent: this machine holds no record that brat "
-                "started or adopted the session's process"
-            )
-        )
-        try:
-            return StopReport(self.exit(session_id, code, reason), signalled, note)
-        except Fenced:
-            return StopReport(self.session(session_id), signalled, note)  # its supervisor was first
+        return stopping.stop_report(self, session_id, reason, grace_s)
 
     # the context manager ----------------------------------------------
     def session_scope(
@@ -566,15 +492,6 @@ class Tracker:
             worktree=worktree,
             heartbeat_interval=heartbeat_interval,
         )
-
-
-def _poll(check: Callable[[], Any], timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.05)
 
 
 from .scope import SessionHandle  # noqa: E402  (re-exported: part of the API)
