@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .storage.events import Event
     from .storage.wal import Wal
 
-FORMAT_VERSION = 10
+FORMAT_VERSION = 9
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
@@ -465,31 +465,42 @@ class Index:
         return found
 
     def exited_json(self, now: int, skew_ms: int, issue_id: str | None = None) -> list[tuple[int, str, str]]:
-        """Exited sessions as JSON text, with no Python object per session: (started_ts,
-        session_id, json), the same object `Session.to_json(now)` gives. The JSON is stored
-        ready (`view`); only a session with a time in the future takes the object path."""
-        import json
-
+        """Exited sessions as JSON text built by SQLite, with no Python object per session:
+        (started_ts, session_id, json), the same object `Session.to_json(now)` gives."""
         limit = now + skew_ms
-        sql = (
-            "SELECT json_extract(s.data, '$.started_ts'), s.session_id, i.task_id, s.view, "
-            "json_extract(s.data, '$.last_heartbeat_ts'), s.data "
-            "FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id WHERE s.status = 'exit'"
+        beats = "SELECT max(value) FROM json_each(data, '$.beats') WHERE value {} :limit"
+        usage = (
+            "CASE WHEN json_extract(data, '$.usage') IS NULL THEN NULL ELSE json_object("
+            "'calls', coalesce(json_extract(data, '$.usage.calls'), 0), "
+            "'input_tokens', coalesce(json_extract(data, '$.usage.input_tokens'), 0), "
+            "'output_tokens', coalesce(json_extract(data, '$.usage.output_tokens'), 0), "
+            "'cache_read_tokens', coalesce(json_extract(data, '$.usage.cache_read_tokens'), 0), "
+            "'cost_usd', coalesce(json_extract(data, '$.usage.cost_usd_micros'), 0) / 1000000.0) END"
         )
-        args: tuple[str, ...] = ()
+        # the newest beat is stored (`last_heartbeat_ts`): only a session with a time in the
+        # future needs its beats looked through again
+        past = f"CASE WHEN top IS NULL OR top <= :limit THEN top ELSE ({beats.format('<=')}) END"
+        future = (
+            "CASE WHEN (top IS NULL OR top <= :limit) AND started <= :limit THEN NULL ELSE "
+            "(SELECT max(t) FROM (SELECT value AS t FROM json_each(data, '$.beats') WHERE value > :limit "
+            "UNION ALL SELECT started WHERE started > :limit)) END"
+        )
+        sql = (
+            "SELECT started, session_id, json_remove(json_set(data, '$.task_id', task_id, "
+            "'$.last_heartbeat_ts', beat, '$.future_ts', future, "
+            f"'$.usage', json({usage}), '$.heartbeat_age_ms', max(0, :now - beat)), '$.pid_ts', '$.beats') "
+            f"FROM (SELECT *, {past} AS beat, {future} AS future FROM ("
+            "SELECT s.data AS data, s.session_id AS session_id, i.task_id AS task_id, "
+            "json_extract(s.data, '$.started_ts') AS started, "
+            "json_extract(s.data, '$.last_heartbeat_ts') AS top "
+            "FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id WHERE s.status = 'exit'"
+            "{issue}))"
+        )
+        args: dict[str, object] = {"limit": limit, "now": now}
         if issue_id is not None:
-            sql += " AND s.issue_id = ?"
-            args = (issue_id,)
-        found = []
-        for started, sid, task, view, top, data in self.db.execute(sql, args):
-            if view is not None and (top is None or top <= limit) and started <= limit:
-                age = "null" if top is None else str(max(0, now - top))
-                text = f'{{"task_id": {json.dumps(task)}, "heartbeat_age_ms": {age}, {view[1:]}'
-            else:  # a time in the future: judged against the clock like any view of it
-                session = session_from_row(data, task).settle(now, skew_ms)
-                text = json.dumps(session.to_json(now))
-            found.append((started, sid, text))
-        return found
+            args["issue"] = issue_id
+        sql = sql.replace("{issue}", " AND s.issue_id = :issue" if issue_id is not None else "")
+        return [(r[0], r[1], r[2]) for r in self.db.execute(sql, args)]
 
     def sessions_in_tree(self, session_id: str) -> list[Session]:
         """The session and every session below it (by parent links; cycles are cut)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
 from .model import EXTENSION_KEYS, USAGE_KEYS, Session
-from .rows import fields_from_row, fields_to_row, session_to_row, view_of
+from .rows import fields_from_row, fields_to_row, session_to_row
 
 if TYPE_CHECKING:
     from ..storage.wal import WalCommit
@@ -233,7 +233,7 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
             continue
         sid = blocks[0].session_id
         session, foreign = derive(blocks)
-        rows.append((sid, session.grite_issue_id, session.status, session_to_row(session), view_of(session)))
+        rows.append((sid, session.grite_issue_id, session.status, session_to_row(session)))
         if foreign:
             had_conflicts.append((sid,))
         for b in foreign:
@@ -250,6 +250,6 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
                     b.issue_id,
                 )
             )
-    db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?,?)", rows)
+    db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
     db.executemany("DELETE FROM problems WHERE kind='conflict' AND session_id=?", had_conflicts)
     db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?,?)", conflicts)

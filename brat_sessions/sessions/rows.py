@@ -15,24 +15,13 @@ CREATE TABLE IF NOT EXISTS blocks(
   seq INTEGER NOT NULL, issue_id TEXT NOT NULL, fields TEXT NOT NULL,
   PRIMARY KEY(session_id, ts, actor, event_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions(
-  session_id TEXT PRIMARY KEY, issue_id TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL,
-  view TEXT);
+  session_id TEXT PRIMARY KEY, issue_id TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
 CREATE INDEX IF NOT EXISTS sessions_issue ON sessions(issue_id);
 CREATE TABLE IF NOT EXISTS problems(
   problem_id TEXT PRIMARY KEY, kind TEXT NOT NULL, commit_id TEXT, event_id TEXT,
   session_id TEXT, message TEXT NOT NULL, issue_id TEXT);
 """
-
-
-def view_of(s: Session) -> str | None:
-    """An exited session's JSON ready to print, but for `task_id` and `heartbeat_age_ms`
-    (which the reader prepends): `list --all --json` then costs no object per session."""
-    if not s.exited:
-        return None
-    data = s.to_json()
-    data.pop("task_id")
-    return json.dumps(data)
 
 
 def session_to_row(s: Session) -> str:
