@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .storage.events import Event
     from .storage.wal import Wal
 
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 20000  # commits folded in memory before they are written
 
@@ -235,7 +235,7 @@ class Index:
         if self.wal.reached_root:
             db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")
             if self.wal.root_gap:
-                oldest = self.wal.commit_ids(target)[0]
+                oldest = self.wal.oldest
                 db.executemany(
                     "INSERT INTO meta VALUES(?, ?)",
                     [("incomplete", self.wal.root_gap), ("gap_below", oldest)],
@@ -488,7 +488,7 @@ class Index:
         sql = (
             "SELECT started, session_id, json_remove(json_set(data, '$.task_id', task_id, "
             "'$.last_heartbeat_ts', beat, '$.future_ts', future, "
-            f"'$.usage', json({usage}), '$.heartbeat_age_ms', max(0, :now - beat)), '$.pid_ts', '$.beats') "
+            f"'$.usage', json({usage}), '$.heartbeat_age_ms', max(0, :now - beat)), '$.beats') "
             f"FROM (SELECT *, {past} AS beat, {future} AS future FROM ("
             "SELECT s.data AS data, s.session_id AS session_id, i.task_id AS task_id, "
             "json_extract(s.data, '$.started_ts') AS started, "

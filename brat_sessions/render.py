@@ -133,13 +133,18 @@ def progress_of(s: Session) -> str:
     return " ".join(p for p in parts if p)
 
 
+def money(cost: float) -> str:
+    """A cost in USD for people: `$0.0123`."""
+    return f"${cost:.4f}"
+
+
 def tokens_text(usage: dict[str, int] | None) -> str:
     """`12.3k tok $0.0400` for usage totals ('' when none)."""
     if not usage:
         return ""
     n = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
     short = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
-    return f"{short} tok ${int(usage.get('cost_usd_micros', 0)) / 1e6:.4f}"
+    return f"{short} tok {money(int(usage.get('cost_usd_micros', 0)) / 1e6)}"
 
 
 def sessions_table(

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .render import table
+from .render import money, table
 
 Sess = Mapping[str, Any]
 
@@ -186,10 +186,6 @@ def duration(ms: int | None) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def money(cost: float) -> str:
-    return f"${cost:.4f}"
 
 
 REPORT_HEADERS = (

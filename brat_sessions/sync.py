@@ -101,27 +101,12 @@ class Syncer:
     def fetch(self) -> None:
         # a shallow clone (CI's `fetch --depth 1`) gets the log's whole history this time
         deepen = ["--unshallow"] if (self.ws.ctx.common_dir / "shallow").exists() else []
-        result = self._git(
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--prune",
-            *deepen,
-            self.remote,
-            f"+refs/grite/*:{self.prefix}grite/*",
-            f"+refs/brat/sessions/*:{self.prefix}sessions/*",
-        )
+        specs = [f"+refs/grite/*:{self.prefix}grite/*", f"+refs/brat/sessions/*:{self.prefix}sessions/*"]
+        result = self._git("fetch", "--quiet", "--no-tags", "--prune", *deepen, self.remote, *specs)
         if result.returncode != 0 and deepen:
             # the remote may not serve deeper history of everything this clone holds
             result = self._git(
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--prune",
-                "--depth=2147483647",
-                self.remote,
-                f"+refs/grite/*:{self.prefix}grite/*",
-                f"+refs/brat/sessions/*:{self.prefix}sessions/*",
+                "fetch", "--quiet", "--no-tags", "--prune", "--depth=2147483647", self.remote, *specs
             )
         if result.returncode != 0:
             raise EnvironmentProblem(f"git fetch {self.remote} failed: {_first_line(result.stderr)}")
@@ -131,11 +116,12 @@ class Syncer:
         return str(ref.target) if ref is not None else None
 
     def _refs(self) -> dict[str, str]:
-        """Every ref under refs/brat* with its target (one pass over the repository's refs)."""
+        """Every ref under refs/brat* and of the snapshots, with its target (one pass over the
+        repository's refs)."""
         return {
             name: str(self.repo.references[name].target)
             for name in self.repo.references
-            if name.startswith("refs/brat")
+            if name.startswith(("refs/brat", SNAPSHOT_PREFIX))
         }
 
     @staticmethod
@@ -228,18 +214,15 @@ class Syncer:
                 self.report.outputs_fetched += 1
 
     # snapshots ---------------------------------------------------------
-    def _snapshot_refs(self, prefix: str) -> dict[str, str]:
-        return {
-            name[len(prefix) :]: str(self.repo.references[name].target)
-            for name in self.repo.references
-            if name.startswith(prefix) and name[len(prefix) :].isdigit()
-        }
+    def _snapshots(self, refs: dict[str, str], prefix: str) -> dict[str, str]:
+        return {name: oid for name, oid in self._under(refs, prefix).items() if name.isdigit()}
 
     def merge_snapshots(self) -> None:
         """Take the remote's snapshots this clone lacks (refs are never rewritten). They are
         checked only when used, like any snapshot."""
-        local = self._snapshot_refs(SNAPSHOT_PREFIX)
-        for name, oid in self._snapshot_refs(self.prefix + "grite/snapshots/").items():
+        refs = self._refs()
+        local = self._snapshots(refs, SNAPSHOT_PREFIX)
+        for name, oid in self._snapshots(refs, self.prefix + "grite/snapshots/").items():
             if name not in local:
                 self.repo.references.create(SNAPSHOT_PREFIX + name, oid)
                 self.report.snapshots_fetched += 1
@@ -259,17 +242,7 @@ class Syncer:
             except (KeyError, ValueError, pygit2.GitError):
                 continue
         limit = int(config.snapshot_events)
-        oids = self.wal.commit_ids(head, latest.wal_head if latest else None)
-        # every commit holds at least one event: count events only when that can decide
-        events = (
-            len(oids)
-            if len(oids) > limit
-            else sum(
-                len(c.events)
-                for c in (self.wal.replay(head, latest.wal_head if latest else None))
-                if isinstance(c, WalCommit)
-            )
-        )
+        events = self.wal.count_events(head, latest.wal_head if latest else None, limit)
         if not snapshot_due(self.wal, latest, events, now_ms(), limit, config.snapshot_days):
             return
         try:
@@ -303,8 +276,8 @@ class Syncer:
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
-        remote_snapshots = self._snapshot_refs(self.prefix + "grite/snapshots/")
-        for name, oid in self._snapshot_refs(SNAPSHOT_PREFIX).items():
+        remote_snapshots = self._snapshots(refs, self.prefix + "grite/snapshots/")
+        for name, oid in self._snapshots(refs, SNAPSHOT_PREFIX).items():
             if name not in remote_snapshots:
                 specs.append(f"{oid}:{SNAPSHOT_PREFIX}{name}")
                 self.report.snapshots_pushed += 1

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .render import ELLIPSIS, paint, safe, when
-from .report import Sess, as_ts, duration, exited, key_text, money, outcome, span, usage_of
+from .render import ELLIPSIS, money, paint, safe, when
+from .report import Sess, as_ts, duration, exited, key_text, outcome, span, usage_of
 
 
 @dataclass

@@ -35,10 +35,15 @@ def json_wanted() -> bool:
     return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
+def envelope(data: Any) -> str:
+    """The JSON envelope grite and brat print: `{"schema_version": 1, "ok": true, "data": ...}`."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, "ok": True, "data": data})
+
+
 def emit(data: Any, text: str | Callable[[], str]) -> None:
     """Print `data` as the JSON envelope, or the text for people (paged when long)."""
     if json_wanted():
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "ok": True, "data": data}))
+        click.echo(envelope(data))
     else:
         page(text() if callable(text) else text)
 

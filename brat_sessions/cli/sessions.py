@@ -18,6 +18,7 @@ from .output import (
     colour,
     common,
     emit,
+    envelope,
     examples,
     json_wanted,
     now,
@@ -175,9 +176,8 @@ def _all_as_json(ws: Workspace, issue_id: str | None, limit: int | None, bare: l
 
 
 def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]
-    """Redraw (a terminal) or print again (a pipe, JSON: one envelope a line) on each change."""
-    import json
-
+    """Redraw (a terminal) or print again (a pipe, JSON: one envelope a line) on each change
+    (no ages in the JSON, which would change every time)."""
     last = None
     try:
         while True:
@@ -185,13 +185,7 @@ def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]
             shown = (
                 text(found, at)
                 if not json_wanted()
-                else json.dumps(
-                    {
-                        "schema_version": 1,
-                        "ok": True,
-                        "data": {"sessions": [s.to_json() for s in found], "total": len(found)},
-                    }
-                )
+                else envelope({"sessions": [s.to_json() for s in found], "total": len(found)})
             )
             if shown != last:
                 if stdout_is_terminal() and not json_wanted():

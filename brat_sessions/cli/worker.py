@@ -263,6 +263,8 @@ def sessions_usage(
     source: str,
 ) -> None:
     """Add one LLM call to the session's usage ledger (in its lease: no commit in the log)."""
+    from ..render import money
+
     t = tracker()
     sid = resolve(t.ws, session_ref)
     total = t.usage(
@@ -277,7 +279,7 @@ def sessions_usage(
     emit(
         {"session_id": sid, "usage": total},
         f"{sid} {total['calls']} calls, {total['input_tokens']} in / {total['output_tokens']} out, "
-        f"${total['cost_usd']:.4f}",
+        + money(total["cost_usd"]),
     )
 
 
@@ -303,26 +305,17 @@ def sessions_resume(session_ref: str, heartbeat_interval: float | None, command:
         return
     from ..worker.run import run_command
 
-    original = t.session(sid)
-    if not original.exited:
-        t.resume(sid)  # refuses with the reason
-    from ..worker.lineage import head_moved_away
-
-    warning = head_moved_away(t.ws.ctx, original.git_head)
+    task, options, warning = t.resume_plan(sid)  # refuses, with the reason, while it is live
     if warning:
         warn(f"warning: {warning}")
     config = t.ws.config.override(heartbeat_interval=heartbeat_interval)
     code, new = run_command(
         t,
-        original.grite_issue_id,
+        task,
         list(command),
         heartbeat_interval=config.heartbeat_interval,
         tee="stderr" if json_wanted() else "tee",
-        role=original.role,
-        session_type=original.session_type,
-        engine=original.engine,
-        parent=original.parent_session_id,
-        resumed_from=sid,
+        **options,
     )
     if json_wanted():
         emit(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ..clock import pause_after_lost_race
 from ..errors import BadInput, Conflict, Fenced
 from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
@@ -106,7 +107,7 @@ def create_lease(repo: pygit2.Repository, session_id: str, host: str | None, ts:
             repo.references.create(lease_ref(session_id), _blob(repo, lease), force=True)
             return lease
         except _races():
-            _pause(attempt)
+            pause_after_lost_race(attempt)
     raise Conflict(f"session {session_id}: its lease ref stayed locked; try again")
 
 
@@ -116,15 +117,12 @@ def create_missing_lease(
     """Create the lease of a session that has none here, unless another process just did:
     `git update-ref` with an empty old value checks that under git's lock, so two
     concurrent creators never overwrite each other (and what the first one recorded)."""
-    import subprocess
+    from pathlib import Path
+
+    from ..storage.context import create_ref_if_absent
 
     oid = _blob(repo, Lease(session_id, ts, host))
-    subprocess.run(
-        ["git", "--git-dir", common_dir, "update-ref", lease_ref(session_id), str(oid), ""],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    create_ref_if_absent(Path(common_dir), lease_ref(session_id), str(oid), "brat_sessions lease")
 
 
 def read_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
@@ -142,13 +140,6 @@ def _races() -> tuple[type[Exception], ...]:
     return (pygit2.GitError, OSError)
 
 
-def _pause(attempt: int) -> None:
-    import random
-    import time
-
-    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
-
-
 def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lease], Lease]) -> Lease:
     """Replace the lease with `change(current)` by compare-and-swap; Fenced when it is gone."""
     name = lease_ref(session_id)
@@ -161,7 +152,7 @@ def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lea
             ref.set_target(_blob(repo, new), "heartbeat")
             return new
         except _races():
-            _pause(attempt)  # another heartbeat or a delete raced us: look again
+            pause_after_lost_race(attempt)  # another heartbeat or a delete raced us: look again
     raise Conflict(f"session {session_id}: its lease kept changing or stayed locked; try again")
 
 
@@ -186,4 +177,4 @@ def drop_lease(repo: pygit2.Repository, session_id: str) -> None:
             ref.delete()
             return
         except _races():
-            _pause(attempt)  # held by a heartbeat: the next look finds it gone or free
+            pause_after_lost_race(attempt)  # held by a heartbeat: the next look finds it gone or free

@@ -75,7 +75,6 @@ class Session:
     last_output_ref: str | None
     host: str | None = None
     updated_ts: int = 0
-    pid_ts: int | None = None  # when the current pid was first recorded
     blocks: int = 0
     conflicts: int = 0
     beats: list[int] = field(default_factory=list)  # every heartbeat time seen (blocks, lease)
@@ -161,7 +160,6 @@ class Session:
 
     def to_json(self, now: int | None = None) -> dict[str, Any]:
         data = dict(vars(self))  # not asdict(): no deep copies, 50,000 sessions must print fast
-        data.pop("pid_ts")
         data.pop("beats")
         data["usage"] = usage_json(self.usage) if self.usage else None
         if now is not None:

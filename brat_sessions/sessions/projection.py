@@ -178,12 +178,6 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
         {b.fields["last_heartbeat_ts"] for b in own if isinstance(b.fields.get("last_heartbeat_ts"), int)}
     )
     pid = latest.get("pid")
-    pid_ts = None
-    if pid is not None:
-        for b in reversed(effective):
-            if b.fields.get("pid") != pid:
-                break
-            pid_ts = b.ts
     host = next((b.fields["host"] for b in reversed(effective) if b.fields.get("host")), None)
     session = Session(
         session_id=latest["session_id"],
@@ -202,7 +196,6 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
         last_output_ref=latest.get("last_output_ref"),
         host=host,
         updated_ts=effective[-1].ts,
-        pid_ts=pid_ts,
         blocks=len(own),
         conflicts=len(foreign),
         beats=beats,

@@ -50,3 +50,18 @@ def decode_chunk(data: bytes) -> list[Event]:
 
 def chunk_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+def event_count(data: bytes) -> int | None:
+    """How many events a chunk holds, from its CBOR array header alone (no decoding); None
+    when the header cannot say (decode_chunk then judges)."""
+    at = 11 + data[10] if len(data) > 10 else len(data)
+    if at >= len(data) or data[at] >> 5 != 4:
+        return None
+    info = data[at] & 31
+    if info < 24:
+        return info
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or at + 1 + width > len(data):
+        return None
+    return int.from_bytes(data[at + 1 : at + 1 + width], "big")

@@ -33,3 +33,24 @@ class RepoContext:
     def config_root(self) -> Path:
         """Folder holding `.brat/sessions.yaml`."""
         return self.main_worktree if self.main_worktree is not None else self.common_dir
+
+
+def create_ref_if_absent(common_dir: Path, name: str, oid: str, message: str) -> bool:
+    """Create ref `name` at `oid` only if it does not exist, checked under git's ref lock;
+    False when it exists. libgit2's non-forced create checks before it takes the lock, so
+    two concurrent creators could both "win"; `git update-ref` with an empty old value
+    cannot."""
+    import subprocess
+
+    from ..errors import EnvironmentProblem
+
+    try:
+        result = subprocess.run(
+            ["git", "--git-dir", str(common_dir), "update-ref", "-m", message, name, oid, ""],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"git is not installed (needed to create {name})") from None
+    return result.returncode == 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,8 @@ import pygit2
 
 from ..clock import now_ms as _clock_ms
 from ..errors import BratError, Conflict, EnvironmentProblem
-from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk
+from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk, event_count
+from .context import create_ref_if_absent
 from .events import Event
 from .wal import Wal, WalCommit
 
@@ -189,7 +189,7 @@ def _load(repo: pygit2.Repository, snap: Snapshot) -> list[Event]:
         data = blob.data if isinstance(blob, pygit2.Blob) else b""
         if chunk_hash(data) != info["chunk_hash"].lower():
             raise bad(f"{info['path']} does not match its chunk_hash")
-        length = _array_length(data)
+        length = event_count(data)
         if length is not None and length != info["event_count"]:  # before checking each event id
             raise bad(f"{info['path']} holds {length} events, not {info['event_count']}")
         try:
@@ -200,20 +200,6 @@ def _load(repo: pygit2.Repository, snap: Snapshot) -> list[Event]:
             raise bad(f"{info['path']} holds {len(decoded)} events, not {info['event_count']}")
         events.extend(decoded)
     return events
-
-
-def _array_length(data: bytes) -> int | None:
-    """The length in the CBOR array header after a chunk's header, or None to let decode_chunk judge."""
-    at = 11 + data[10] if len(data) > 10 else len(data)
-    if at >= len(data) or data[at] >> 5 != 4:
-        return None
-    info = data[at] & 31
-    if info < 24:
-        return info
-    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
-    if width is None or at + 1 + width > len(data):
-        return None
-    return int.from_bytes(data[at + 1 : at + 1 + width], "big")
 
 
 def _chunk_blobs(tree: pygit2.Tree, count: int, bad: Callable[[str], Exception]) -> dict[str, pygit2.Oid]:
@@ -374,30 +360,6 @@ def snapshot_due(
 
 
 # writing ---------------------------------------------------------------------
-def _create_ref(wal: Wal, ref: str, oid: str) -> bool:
-    """Create `ref` only if it does not exist, checked under git's ref lock (see Wal._create_head)."""
-    try:
-        done = subprocess.run(
-            [
-                "git",
-                "--git-dir",
-                str(wal.ctx.common_dir),
-                "update-ref",
-                "-m",
-                "brat_sessions snapshot",
-                ref,
-                oid,
-                "",
-            ],
-            check=False,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        raise EnvironmentProblem("git is not installed (needed to create snapshot refs)") from None
-    return done.returncode == 0
-
-
 def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None) -> Snapshot | None:
     """Write a snapshot of every event up to `head` (default: the WAL head); None if there are none.
 
@@ -454,7 +416,7 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
                     None, sig, sig, f"Snapshot: {len(events)} events at {ms}", root.write(), []
                 )
             )
-            if _create_ref(wal, ref, oid):
+            if create_ref_if_absent(wal.ctx.common_dir, ref, oid, "brat_sessions snapshot"):
                 return Snapshot(ref, ms, head, len(events), oid)
         ms += 1
     raise Conflict("no free snapshot ref in 1000 milliseconds")

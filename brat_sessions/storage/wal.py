@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pygit2
 
+from ..clock import pause_after_lost_race
 from ..errors import Conflict, CorruptCommit, EnvironmentProblem
-from .context import RepoContext
+from .context import RepoContext, create_ref_if_absent
 
 if TYPE_CHECKING:
     from .events import Event
@@ -65,6 +66,7 @@ class Wal:
         # set by the last walk: did it reach the oldest commit here, and if so, why the
         # chain is not whole below it (None: it starts at the log's first commit)
         self.reached_root = False
+        self.oldest: str | None = None  # the oldest commit here, when the walk reached it
         self.root_gap: str | None = None
         self.last_count = 0  # commits in the last replay_prepared (for progress)
 
@@ -143,7 +145,7 @@ class Wal:
                 parent_commit = self.repo.get(parent) if parent is not None else None
             except pygit2.GitError as exc:  # a damaged commit: nothing older can be reached
                 ids.append(str(parent))
-                self.reached_root = True
+                self.reached_root, self.oldest = True, ids[-1]
                 self.root_gap = (
                     f"{WAL_REF} is incomplete: {exc}, so the commits before "
                     f"{str(parent)[:12]} cannot be read; repair the object store "
@@ -151,7 +153,7 @@ class Wal:
                 )
                 break
             if parent_commit is None:
-                self.reached_root = True
+                self.reached_root, self.oldest = True, ids[-1]
                 self.root_gap = self._gap_below(commit, parent)
                 if since is not None:  # `since` was not on this chain
                     base = self.repo.merge_base(head, since)
@@ -218,6 +220,24 @@ class Wal:
         for oid in oids:
             yield read_prepared(self, oid, prepare)
 
+    def count_events(self, head: str | None, since: str | None, stop_after: int) -> int:
+        """How many events the commits after `since` up to `head` hold, read from each chunk's
+        array header (no decoding); counting stops once past `stop_after`. A commit that
+        cannot be read counts as one."""
+        from .chunk import event_count
+
+        total = 0
+        for oid in reversed(self.commit_ids(head, since)):
+            try:
+                commit: Any = self.repo[oid]
+                data = _find_chunk(commit.tree, oid).data
+                total += event_count(data) or 1
+            except (CorruptCommit, KeyError, ValueError, AttributeError, pygit2.GitError):
+                total += 1
+            if total > stop_after:
+                break
+        return total
+
     def events(self, head: str | None = None) -> Iterator[Event]:
         for item in self.replay(head):
             if isinstance(item, WalCommit):
@@ -259,7 +279,7 @@ class Wal:
         """Compare-and-swap refs/grite/wal from `expected` to `new`; False on a lost race."""
         refs = self.repo.references
         if expected is None:
-            return self._create_head(new, message)
+            return create_ref_if_absent(self.ctx.common_dir, WAL_REF, new, message)
         try:
             ref = refs.get(WAL_REF)
             if ref is None or str(ref.target) != expected:
@@ -273,27 +293,6 @@ class Wal:
             if "lock" in text or "does not match" in text or "exists" in text:
                 return False
             raise EnvironmentProblem(f"cannot update {WAL_REF}: {exc}") from None
-
-    def _create_head(self, new: str, message: str) -> bool:
-        """Create the ref only if it does not exist, checked under git's ref lock.
-
-        libgit2's non-forced create checks for an existing ref before it takes the
-        lock, so two first appends could both "win"; git update-ref with an empty
-        old value does the check under the lock.
-        """
-        import subprocess
-
-        try:
-            result = subprocess.run(
-                ["git", "--git-dir", str(self.ctx.common_dir), "update-ref", "-m", message, WAL_REF, new, ""],
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise EnvironmentProblem("git is not installed (needed to create refs/grite/wal)") from None
-        return result.returncode == 0
 
     def append(
         self, actor: str, build: Callable[[str | None], list[Event]]
@@ -312,9 +311,7 @@ class Wal:
             new = self.write_commit(head, actor, events)
             if self.move_head(head, new):
                 return new, events
-            import random
-
-            time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+            pause_after_lost_race(attempt)
         raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
 
 

@@ -40,7 +40,6 @@ from ..sessions.lease import (
     create_lease,
     create_missing_lease,
     drop_lease,
-    read_lease,
     renew_lease,
     update_lease,
 )
@@ -356,12 +355,9 @@ class Tracker:
 
     def _renew_quietly(self, session_id: str) -> None:
         try:
-            renew_lease(self.ws.repo, session_id, now_ms())
+            self.heartbeat(session_id)  # creates the lease of a session that has none here
         except Fenced:
-            if read_lease(self.ws.repo, session_id) is None:
-                create_missing_lease(
-                    self.ws.repo, str(self.ws.ctx.common_dir), session_id, self.host, now_ms()
-                )
+            pass  # ended meanwhile: the caller's block stands, the next heartbeat learns it
 
     def exit(
         self,
@@ -429,6 +425,13 @@ class Tracker:
         """Start a new session for the task of `session_id`, linked by `resumed_from`; refused
         (Conflict, exit 4) while the original is live. Also returns a warning when the
         worktree's HEAD is no longer the recorded `git_head` or a descendant of it."""
+        task, options, warning = self.resume_plan(session_id)
+        options.update(start_options)
+        return self.start(task, **options), warning
+
+    def resume_plan(self, session_id: str) -> tuple[str, dict[str, Any], str | None]:
+        """What `resume` would start: the task, the `start` options, and the warning (for a
+        caller that starts it another way, such as `run`)."""
         original = self.session(session_id)
         if not original.exited:
             raise Conflict(
@@ -443,8 +446,8 @@ class Tracker:
         }
         if original.parent_session_id:
             options["parent"] = original.parent_session_id
-        options.update(start_options)
-        return self.start(original.grite_issue_id, resumed_from=session_id, **options), warning
+        options["resumed_from"] = session_id
+        return original.grite_issue_id, options, warning
 
     def stop_report(
         self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0

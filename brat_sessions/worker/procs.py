@@ -74,41 +74,6 @@ def group_members(pgid: int, min_ticks: int | None = None) -> list[int]:
     return found
 
 
-def start_time_ms(pid: int) -> int | None:
-    """When the process started (Linux /proc; None where unknown)."""
-    fields = _stat_fields(pid)
-    if not fields:
-        return None
-    try:
-        ticks = int(fields[19])
-        btime = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-    except (OSError, ValueError, StopIteration, IndexError):
-        return None
-    return int((btime + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
-
-
-# btime has a resolution of one second; allow for it when comparing start times.
-START_TIME_SLACK_MS = 2000
-
-
-def is_same_process(pid: int, recorded_ts: int | None, zombies_count: bool = False) -> bool:
-    """Alive, and not a newer process that reused a pid recorded at `recorded_ts`.
-
-    With `zombies_count`, an ended process that its parent has not yet waited for
-    still counts: the `run` shim records how its command ended before it waits.
-    """
-    if not (exists(pid) if zombies_count else alive(pid)):
-        return False
-    started = start_time_ms(pid)
-    if started is None or recorded_ts is None:
-        return True
-    return started <= recorded_ts + START_TIME_SLACK_MS
-
-
 def wait_until(done: Callable[[], bool], timeout_s: float) -> bool:
     """Poll `done` until it is true or `timeout_s` has passed; its last answer."""
     deadline = time.monotonic() + timeout_s
@@ -117,7 +82,3 @@ def wait_until(done: Callable[[], bool], timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return done()
-
-
-def wait_gone(pid: int, timeout_s: float) -> bool:
-    return wait_until(lambda: not alive(pid), timeout_s)

@@ -28,24 +28,21 @@ class ProcessProof:
     boot_id: str | None
     group: bool  # the process leads its own process group (`run`): signal the whole group
 
-    def matches(self) -> bool:
-        """True while the recorded process itself is alive (not a zombie) and unchanged."""
-        if not procs.alive(self.pid):
-            return False
+    def _unchanged(self) -> bool:
+        """The pid still names the very process recorded (same boot, same start)."""
         return (
             self.boot_id == procs.boot_id()
             and self.start_ticks is not None
             and procs.start_ticks(self.pid) == self.start_ticks
         )
 
+    def matches(self) -> bool:
+        """True while the recorded process itself is alive (not a zombie) and unchanged."""
+        return procs.alive(self.pid) and self._unchanged()
+
     def leader_exists(self) -> bool:
         """True while the recorded process exists here, a zombie not yet waited for included."""
-        return (
-            procs.exists(self.pid)
-            and self.boot_id == procs.boot_id()
-            and self.start_ticks is not None
-            and procs.start_ticks(self.pid) == self.start_ticks
-        )
+        return procs.exists(self.pid) and self._unchanged()
 
     def live_members(self) -> list[int]:
         """The processes this proof covers that are still running (for a group: all of it)."""
