@@ -322,7 +322,7 @@ def main() -> None:
         f"median of 3; {blobs:,} chunks, {chunk_bytes / 2**20:,.1f} MB",
     )
 
-    # cold list, no snapshot: the whole log replayed (main process + reader processes)
+    # cold list, no snapshot: the whole log replayed (the brat process, git log and git cat-file)
     index = repo / ".git" / "brat_sessions"
     shutil.rmtree(index, ignore_errors=True)
     set_read_snapshots(repo, False)

@@ -56,6 +56,3 @@ class CorruptCommit(BratError):
         super().__init__(f"corrupt WAL commit {commit}: {reason}")
         self.commit = commit
         self.reason = reason
-
-    def __reduce__(self) -> tuple[type[CorruptCommit], tuple[str, str]]:  # picklable, for readers
-        return (CorruptCommit, (self.commit, self.reason))

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
 
 FORMAT_VERSION = 10
 BUSY_TIMEOUT_S = 120
-FLUSH_EVERY = 20000  # commits folded in memory before they are written
+FLUSH_EVERY = 5000  # commits folded in memory before they are written
 
 
 def _warn(message: str) -> None:
@@ -66,11 +66,16 @@ class _Progress:
         sys.stderr.flush()
         self.shown = True
 
-    def tick(self, done: int, total: int) -> None:
+    def tick(self, done: int, total: Callable[[], int | None]) -> None:
+        """`total` is asked only once progress is shown (counting may cost a git call)."""
         now = time.monotonic()
-        if self.enabled and now - self.start >= self.after and (now - self.last >= 0.2 or done == total):
+        if self.enabled and now - self.start >= self.after and now - self.last >= 0.2:
             self.last = now
-            self._say(f"reading the log: {done:,}/{total:,} commits")
+            self._say(f"reading the log: {done:,}/{total() or 0:,} commits")
+
+    def read_all(self, done: int) -> None:
+        if self.shown:
+            self._say(f"reading the log: {done:,}/{done:,} commits")
 
     def stage(self, what: str) -> None:
         if self.shown:
@@ -201,7 +206,7 @@ class Index:
         from .storage.events import COMMENT_ADDED
 
         db = self.db
-        db.execute("PRAGMA cache_size=-65536")  # 64 MiB while folding
+        db.execute("PRAGMA cache_size=-16384")  # 16 MiB while folding
         if target is None:
             db.execute("DELETE FROM meta WHERE key='head'")
             return
@@ -212,8 +217,11 @@ class Index:
         start = self._from_snapshot(target, issues, blocks) if since is None and self.snapshots else None
         replay = self.wal.replay_prepared(session_proj.prepare_commit, target, start or since)
         progress = _Progress()
+        since_ = start or since
+        total = lambda: self.wal.total_commits(target, since_)  # noqa: E731
+        done = 0
         for done, (item, parsed) in enumerate(replay, 1):
-            progress.tick(done, self.wal.last_count)
+            progress.tick(done, total)
             if isinstance(item, CorruptCommit):
                 session_proj.add_problem(
                     db, f"commit:{item.commit}", "corrupt_commit", item.message, commit_id=item.commit
@@ -227,6 +235,7 @@ class Index:
                 issues.flush()
                 blocks.flush()
                 pending = 0
+        progress.read_all(done)
         progress.stage("folding sessions")
         issues.flush()
         blocks.finish()

@@ -89,8 +89,8 @@ def test_concurrent_refreshers_do_not_corrupt_the_index(repo):
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_long_replays_read_in_worker_processes_give_the_same_index(repo, monkeypatch):
-    """The paths a big repository takes (reader processes, one-pass re-derivation) agree."""
+def test_long_replays_read_through_git_give_the_same_index(repo, monkeypatch):
+    """The paths a big repository takes (git plumbing, one-pass re-derivation) agree."""
     from brat_sessions.sessions import projection as session_proj
     from brat_sessions.storage import wal as wal_module
 
@@ -102,7 +102,7 @@ def test_long_replays_read_in_worker_processes_give_the_same_index(repo, monkeyp
     expected = ([vars(s) for s in serial.sessions(True)], serial.problems())
     serial.close()
     (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
-    monkeypatch.setattr(wal_module, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(wal_module, "STREAM_FROM", 1)
     monkeypatch.setattr(session_proj, "STREAM_FROM", 1)
     parallel = Index(open_repo(repo)).refresh()
     assert ([vars(s) for s in parallel.sessions(True)], parallel.problems()) == expected

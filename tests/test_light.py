@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,8 +40,6 @@ def test_a_warm_list_show_and_task_list_never_import_pygit2(repo, task):
         _, imports = _imports(repo, *args)
         assert "pygit2" not in imports, args
     warm, _ = _imports(repo, "sessions", "list", "--json")
-    import json
-
     data = json.loads(warm)["data"]
     assert data["sessions"][0]["last_heartbeat_ts"] == cold["sessions"][0]["last_heartbeat_ts"]
     assert data["sessions"][0]["session_id"] == s.session_id
@@ -79,3 +78,72 @@ def test_it_falls_back_on_a_new_head_packed_objects_and_odd_layouts(repo, task, 
     git(repo, "worktree", "add", "-q", str(wt))
     assert find(wt).common_dir == find(repo).common_dir and find(wt).worktree == wt
     assert brat_json("sessions", "list", cwd=wt)["total"] == 2
+
+
+def _full(repo, *args: str) -> str:
+    """What the full command line (click) prints for `args`, never the hot path."""
+    code = "import sys; from brat_sessions.cli.root import main; main(sys.argv[1:])"
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WORKTREE_ENV},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _without_times(text: str) -> object:
+    data = json.loads(text)
+    for s in data["data"]["sessions"]:
+        s.pop("age_ms", None)
+        s.pop("heartbeat_age_ms", None)
+    return data
+
+
+def test_the_hot_path_prints_what_the_full_command_prints_without_click(repo, task, tmp_path):
+    t = Tracker(repo)
+    live = t.start(task.task_id, state="running")
+    t.heartbeat(live.session_id)
+    done = t.start(task.task_id)
+    t.exit(done.session_id, 0)
+    brat_json("sessions", "list", cwd=repo)  # the index is current from here on
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args, cwd in (
+        (("sessions", "list", "--json"), repo),
+        (("session", "list", "--json"), repo),
+        (("--json", "sessions", "list", "--all"), repo),
+        (("-C", str(repo), "sessions", "list", "--all", "--json"), elsewhere),
+    ):
+        fast, imports = _imports(cwd, *args)
+        assert "click" not in imports and "pygit2" not in imports, args
+        assert _without_times(fast) == _without_times(_full(cwd, *args)), args
+
+
+def test_any_other_command_line_goes_to_the_full_command(repo, task):
+    from brat_sessions.cli.fast import _parse
+
+    assert _parse(["sessions", "list", "--json"]) == (None, False)
+    assert _parse(["-C", "x", "session", "list", "--all", "--json"]) == ("x", True)
+    for argv in (
+        ["sessions", "list"],  # text: terminal width, colour and pager are click's business
+        ["sessions", "list", "--json", "--limit", "2"],
+        ["--all", "sessions", "list", "--json"],  # --all belongs to list
+        ["sessions", "list", "--json", "-C"],
+        ["-C", "a", "-C", "b", "sessions", "list", "--json"],
+        ["sessions", "show", "--json"],
+        ["list", "sessions", "--json"],
+    ):
+        assert _parse(argv) is None, argv
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    from .helpers import append_raw, block_text
+
+    brat_json("sessions", "list", cwd=repo)
+    text = block_text(session_id="s-20260101-0002")
+    append_raw(repo, [make_event(bytes.fromhex(task.issue_id), b"\x02" * 16, 5, COMMENT_ADDED, [text])])
+    out, imports = _imports(repo, "sessions", "list", "--json")  # a new head: not current
+    assert "brat_sessions.cli.root" in imports  # the full path answered
+    assert [s["session_id"] for s in json.loads(out)["data"]["sessions"]] == ["s-20260101-0002"]

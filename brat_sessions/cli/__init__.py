@@ -3,8 +3,32 @@
 One module per command group: `root` (brat, help, init, demo, sync, config, completion),
 `tasks`, `sessions` (reading: list, show, log, doctor, tree...) and `worker` (writing:
 start, heartbeat, transition, exit, stop, run, reap); `output` holds what they share.
+`fast` answers the hottest command line (`sessions list --json`) before click loads.
 """
 
-from .root import cli, main
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: the hot path when it can answer, else the full command line."""
+    from .fast import answered
+
+    if answered(sys.argv[1:] if argv is None else argv):
+        return None
+    from .root import main as full
+
+    return full(argv)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":  # the click command tree, loaded on first use
+        from .root import cli
+
+        return cli
+    raise AttributeError(name)
+
 
 __all__ = ["cli", "main"]

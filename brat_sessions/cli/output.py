@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..worker.api import Tracker
     from ..workspace import Workspace
 
-SCHEMA_VERSION = 1
+from .plain import SCHEMA_VERSION, envelope
 
 
 def _root_meta() -> dict[str, Any]:
@@ -33,11 +33,6 @@ def json_wanted() -> bool:
     # (what follows it is the command of `brat sessions run`, not ours)
     args = sys.argv[1:]
     return "--json" in (args[: args.index("--")] if "--" in args else args)
-
-
-def envelope(data: Any) -> str:
-    """The JSON envelope grite and brat print: `{"schema_version": 1, "ok": true, "data": ...}`."""
-    return json.dumps({"schema_version": SCHEMA_VERSION, "ok": True, "data": data})
 
 
 def emit(data: Any, text: str | Callable[[], str]) -> None:

@@ -14,11 +14,9 @@ from ..kinds import ROLES, SESSION_TYPES, STATES
 from ..sessions.model import Session
 from .complete import complete_sessions, complete_tasks
 from .output import (
-    SCHEMA_VERSION,
     colour,
     common,
     emit,
-    envelope,
     examples,
     json_wanted,
     now,
@@ -29,6 +27,7 @@ from .output import (
     width,
     workspace,
 )
+from .plain import envelope
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -145,34 +144,15 @@ def sessions_list(
         _watch(look, text, interval)
         return
     if json_wanted() and include_all and plain and sort_key == "started":
-        _all_as_json(ws, issue_id, limit, bare)  # straight from SQLite: no object per session
+        from .plain import all_list_json
+
+        click.echo(all_list_json(ws, issue_id, limit))  # straight from SQLite: no object per session
         return
     found, at = look()
     data: dict[str, Any] = {"sessions": [s.to_json(at) for s in found], "total": len(found)}
     if bare:
         data["unreadable"] = bare
     emit(data, lambda: text(found, at))
-
-
-def _all_as_json(ws: Workspace, issue_id: str | None, limit: int | None, bare: list[dict[str, Any]]) -> None:
-    """`list --all --json`: exited sessions as JSON text made by SQLite, live ones (with
-    their leases) through Python; the same envelope, far less work at 50,000 sessions."""
-    import json
-
-    at = now()
-    index = ws.fresh_index()
-    rows = index.exited_json(at, int(ws.config.clock_skew * 1000), issue_id)
-    live = [ws.with_lease(s, at) for s in index.sessions(False, issue_id)]
-    rows += [(s.started_ts, s.session_id, json.dumps(s.to_json(at))) for s in live]
-    rows.sort(key=lambda r: (r[0], r[1]))
-    if limit:
-        rows = rows[-limit:]
-    tail = f', "unreadable": {json.dumps(bare)}' if bare else ""
-    click.echo(
-        f'{{"schema_version": {SCHEMA_VERSION}, "ok": true, "data": {{"sessions": ['
-        + ", ".join(r[2] for r in rows)
-        + f'], "total": {len(rows)}{tail}}}}}'
-    )
 
 
 def _watch(look, text, interval: float) -> None:  # type: ignore[no-untyped-def]

@@ -138,41 +138,78 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _validate(fields: dict[str, Any]) -> list[str]:
-    """Raise BlockError for a bad required field; drop bad optional ones, returning why."""
+_ANY_RULE: tuple[Callable[[Any], bool], str] = (
+    lambda v: rules.valid_int(v) or rules.valid_text(v),
+    "a bounded integer or string",
+)
+
+
+def _verdict(key: str, value: Any) -> str | None:
+    """The rule a field's value breaks, or None (an absent value breaks none)."""
+    if value is None:
+        return None
+    if not _KEY.fullmatch(key):
+        return "a key of A-Z a-z 0-9 _ -"
+    ok, rule = _REQUIRED_RULES.get(key) or _OPTIONAL_RULES.get(key) or _ANY_RULE
+    return None if ok(value) else rule
+
+
+def _validate(fields: dict[str, Any], broken: dict[str, str] | None = None) -> list[str]:
+    """Raise BlockError for a bad required field; drop bad optional ones, returning why.
+
+    `broken` holds the verdicts already known (key -> rule broken); without it every
+    field is checked here."""
     for key in REQUIRED:
         if fields.get(key) is None:
             raise BlockError(f"missing required field {key}")
-    for key, (ok, rule) in _REQUIRED_RULES.items():
-        if not ok(fields[key]):
-            raise BlockError(f"{key} {_show(fields[key])} is invalid (must be {rule})")
+    if broken is None:
+        broken = {k: rule for k, v in fields.items() if (rule := _verdict(k, v)) is not None}
+    if not broken:
+        return []
+    for key in _REQUIRED_RULES:
+        if key in broken:
+            raise BlockError(f"{key} {_show(fields[key])} is invalid (must be {broken[key]})")
     warnings = []
-    for key in list(fields):
-        value = fields[key]
-        if value is None or key in _REQUIRED_RULES:
-            continue
-        ok, rule = _OPTIONAL_RULES.get(key) or (
-            (lambda v: rules.valid_int(v) or rules.valid_text(v)),
-            "a bounded integer or string",
-        )
-        if not _KEY.fullmatch(key):
-            ok, rule = (lambda v: False), "a key of A-Z a-z 0-9 _ -"
-        if not ok(value):
-            del fields[key]
-            warnings.append(f"field {_show(key)} = {_show(value)} ignored (must be {rule})")
+    for key in [k for k in fields if k in broken]:
+        warnings.append(f"field {_show(key)} = {_show(fields.pop(key))} ignored (must be {broken[key]})")
     return warnings
+
+
+# Parsed lines: most lines of a log repeat (`state = "running"`, `role = "polecat"`, ...),
+# and a line's key, value and verdict depend on nothing else.
+_LINES: dict[str, tuple[str, Any, str | None]] = {}
+_LINES_KEPT = 20_000
+
+
+def _parse_line(line: str) -> tuple[str, Any, str | None]:
+    hit = _LINES.get(line)
+    if hit is not None:
+        return hit
+    if len(line) > rules.MAX_LINE_CHARS:
+        raise BlockError(f"a line of {len(line)} characters (limit {rules.MAX_LINE_CHARS})")
+    key, sep, raw = line.partition("=")
+    if not sep:
+        raise BlockError(f"line {line[:40]!r} is not key = value")
+    key = key.strip()
+    value = _decode_value(raw.strip())
+    hit = (key, value, _verdict(key, value))
+    if len(_LINES) >= _LINES_KEPT:
+        _LINES.clear()
+    _LINES[line] = hit
+    return hit
 
 
 def _parse_body(lines: list[str]) -> tuple[dict[str, Any], list[str]]:
     fields: dict[str, Any] = {}
+    broken: dict[str, str] = {}
     for line in lines:
-        if len(line) > rules.MAX_LINE_CHARS:
-            raise BlockError(f"a line of {len(line)} characters (limit {rules.MAX_LINE_CHARS})")
-        key, sep, raw = line.partition("=")
-        if not sep:
-            raise BlockError(f"line {line[:40]!r} is not key = value")
-        fields[key.strip()] = _decode_value(raw.strip())
-    return fields, _validate(fields)
+        key, value, rule = _parse_line(line)
+        fields[key] = value
+        if rule is not None:
+            broken[key] = rule
+        elif broken:
+            broken.pop(key, None)  # a later line for the same key wins
+    return fields, _validate(fields, broken)
 
 
 def _finish(body: list[str]) -> ParsedBlock:

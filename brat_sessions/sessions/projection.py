@@ -62,7 +62,7 @@ def add_problem(
 
 
 def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
-    """The block rows and problem rows of one comment (pure: runs in reader processes too)."""
+    """The block rows and problem rows of one comment (pure: depends on nothing else)."""
     body = ev.payload[0] if ev.payload else None
     if not isinstance(body, str) or not has_block(body):
         return [], []
@@ -137,6 +137,7 @@ class BlockFold:
 
 _BLOCK_COLUMNS = "session_id, issue_id, ts, actor, event_id, seq, fields"  # BlockRecord order
 STREAM_FROM = 2000  # sessions; more are re-derived from one ordered pass over all blocks
+RECOMPUTE_BATCH = 5000  # sessions written at a time
 
 
 def _record(r: Row) -> BlockRecord:
@@ -219,8 +220,9 @@ def _extensions(effective: list[BlockRecord]) -> dict[str, Any]:
 
 
 def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
-    """Re-derive the stored summary of each session from all its blocks."""
-    rows, conflicts, had_conflicts = [], [], []
+    """Re-derive the stored summary of each session from all its blocks (written in
+    batches: memory does not grow with the number of sessions)."""
+    rows: list[Row] = []
     for blocks in _blocks_of(db, session_ids):
         if not blocks:
             continue
@@ -228,21 +230,28 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
         session, foreign = derive(blocks)
         rows.append((sid, session.grite_issue_id, session.status, session_to_row(session)))
         if foreign:
-            had_conflicts.append((sid,))
-        for b in foreign:
-            conflicts.append(
-                (
-                    f"conflict:{b.event_id}:{b.seq}",
-                    "conflict",
-                    None,
-                    b.event_id,
-                    sid,
-                    f"session {sid}: block in comment {b.event_id} is on issue "
-                    f"{b.issue_id}, but the session belongs to issue "
-                    f"{session.grite_issue_id}; ignored",
-                    b.issue_id,
-                )
-            )
+            _store_conflicts(db, sid, session.grite_issue_id, foreign)
+        if len(rows) >= RECOMPUTE_BATCH:
+            db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
+            rows.clear()
     db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
-    db.executemany("DELETE FROM problems WHERE kind='conflict' AND session_id=?", had_conflicts)
-    db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?,?)", conflicts)
+
+
+def _store_conflicts(db: sqlite3.Connection, sid: str, owner: str, foreign: list[BlockRecord]) -> None:
+    db.execute("DELETE FROM problems WHERE kind='conflict' AND session_id=?", (sid,))
+    db.executemany(
+        "INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?,?)",
+        [
+            (
+                f"conflict:{b.event_id}:{b.seq}",
+                "conflict",
+                None,
+                b.event_id,
+                sid,
+                f"session {sid}: block in comment {b.event_id} is on issue "
+                f"{b.issue_id}, but the session belongs to issue {owner}; ignored",
+                b.issue_id,
+            )
+            for b in foreign
+        ],
+    )

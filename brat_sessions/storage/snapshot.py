@@ -52,9 +52,6 @@ class SnapshotError(BratError):
         self.ref = ref
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[SnapshotError], tuple[str, str]]:  # picklable
-        return (SnapshotError, (self.ref, self.reason))
-
 
 @dataclass
 class Snapshot:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +25,7 @@ if TYPE_CHECKING:
 
 WAL_REF = "refs/grite/wal"
 MAX_APPEND_ATTEMPTS = 200
-PARALLEL_FROM = 20_000  # commits; fewer are read in this process
-READERS = 2
+STREAM_FROM = 500  # commits; a shorter replay reads them with pygit2, one by one
 
 Prepare = Callable[["WalCommit"], Any]
 
@@ -68,7 +68,7 @@ class Wal:
         self.reached_root = False
         self.oldest: str | None = None  # the oldest commit here, when the walk reached it
         self.root_gap: str | None = None
-        self.last_count = 0  # commits in the last replay_prepared (for progress)
+        self.last_count: int | None = 0  # commits in the last replay_prepared (for progress)
 
     def head(self) -> str | None:
         ref = self.repo.references.get(WAL_REF)
@@ -96,26 +96,10 @@ class Wal:
             meta_blob = tree["meta.json"]
         except KeyError:
             raise CorruptCommit(oid, "missing meta.json") from None
-        try:
-            if not isinstance(meta_blob, pygit2.Blob):
-                raise ValueError("meta.json is not a file")
-            meta = json.loads(meta_blob.data)
-            expected_hash = meta["chunk_hash"]
-            prev = meta.get("prev_wal")
-            actor = meta.get("actor_id", "")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise CorruptCommit(oid, "meta.json is not valid") from None
-        from .chunk import ChunkError, chunk_hash, decode_chunk
-
+        if not isinstance(meta_blob, pygit2.Blob):
+            raise CorruptCommit(oid, "meta.json is not valid")
         blob = _find_chunk(tree, oid)
-        data = blob.data
-        if chunk_hash(data) != expected_hash or blob.name != f"{expected_hash}.bin":
-            raise CorruptCommit(oid, "chunk hash does not match meta.json")
-        try:
-            events = decode_chunk(data)
-        except ChunkError as exc:
-            raise CorruptCommit(oid, str(exc)) from None
-        return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)
+        return decode_files(oid, meta_blob.data, blob.name or "", blob.data)
 
     def commit_ids(self, head: str | None = None, since: str | None = None) -> list[str]:
         """Ids of the commits after `since` up to `head`, oldest first.
@@ -202,23 +186,78 @@ class Wal:
     ) -> Iterator[tuple[WalCommit | CorruptCommit, Any]]:
         """Like replay, with `prepare(commit)` computed alongside each readable commit.
 
-        A long replay (a cold index) is read by worker processes, so the pairs do NOT
-        come in log order, and after a failed worker some come twice: use it only for
-        order-independent, idempotent folds. `prepare` must be a module-level function.
+        A long replay (a cold index) is read through git's plumbing (storage/stream.py),
+        newest first, and after a failure of git some come twice: use it only for
+        order-independent, idempotent folds.
         """
-        oids = self.commit_ids(head, since)
-        self.last_count = len(oids)
-        if len(oids) >= int(os.environ.get("BRAT_PARALLEL_FROM") or PARALLEL_FROM):
-            from .readers import parallel_read
+        target = head if head is not None else self.head()
+        self.last_count = None
+        if target is None:
+            return
+        expected = self.commit_ids(target, since) if since is not None else None
+        if expected is not None:
+            self.last_count = len(expected)
+        short = len(expected) if expected is not None else self._short_chain(target)
+        if short is not None and short < int(os.environ.get("BRAT_STREAM_FROM") or STREAM_FROM):
+            for oid in expected if expected is not None else self.commit_ids(target):
+                yield read_prepared(self, oid, prepare)
+            return
+        from .stream import CommitStream, StreamBroken, usable
 
-            ref = f"{prepare.__module__}:{prepare.__qualname__}"
-            try:
-                yield from parallel_read(str(self.ctx.common_dir), oids, ref, READERS)
-                return
-            except Exception as exc:  # noqa: BLE001 (fall back to reading here; folds are idempotent)
-                print(f"brat: parallel read failed ({exc}); reading in one process", file=sys.stderr)
-        for oid in oids:
-            yield read_prepared(self, oid, prepare)
+        stream = CommitStream(self, prepare, target, since) if usable(self) else None
+        try:
+            if stream is not None:
+                yield from stream
+                if expected is None:
+                    self._stream_reached(stream)
+                    return
+        except (StreamBroken, OSError) as exc:
+            print(
+                f"brat: reading the log through git failed ({exc}); reading it with libgit2", file=sys.stderr
+            )
+        done = stream.yielded if stream is not None else set()
+        for oid in expected if expected is not None else self.commit_ids(target):
+            if oid not in done:
+                yield read_prepared(self, oid, prepare)
+
+    def _short_chain(self, head: str) -> int | None:
+        """The number of commits of a chain shorter than STREAM_FROM; None for a longer one."""
+        limit = int(os.environ.get("BRAT_STREAM_FROM") or STREAM_FROM)
+        try:
+            commit: Any = self.repo[head]
+            for n in range(1, limit + 1):
+                if not isinstance(commit, pygit2.Commit) or not commit.parent_ids:
+                    return n
+                commit = self.repo.get(commit.parent_ids[0])
+                if commit is None:
+                    return n
+        except (KeyError, ValueError, pygit2.GitError):
+            return 0  # damaged: the pygit2 walk says what is wrong
+        return None
+
+    def _stream_reached(self, stream: Any) -> None:
+        """What the walk of a whole chain records (commit_ids), from the stream's oldest commit."""
+        self.reached_root, self.oldest, self.root_gap = True, None, None
+        if stream.oldest is None:
+            return
+        oid, parents = stream.oldest
+        self.oldest = oid
+        commit: Any = self.repo[oid]
+        self.root_gap = self._gap_below(commit, pygit2.Oid(hex=parents[0]) if parents else None)
+
+    def total_commits(self, head: str | None, since: str | None) -> int | None:
+        """How many commits the last replay reads (for progress), counted by git when not known."""
+        if self.last_count is None and head is not None:
+            from .stream import GIT_MEMORY, git_env
+
+            spec = [head] + ([f"^{since}"] if since else [])
+            out = subprocess.run(
+                ["git", "--git-dir", str(self.ctx.common_dir), *GIT_MEMORY, "rev-list", "--count",
+                 "--first-parent", *spec, "--"],
+                capture_output=True, text=True, env=git_env(), check=False,
+            )  # fmt: skip
+            self.last_count = int(out.stdout) if out.returncode == 0 and out.stdout.strip().isdigit() else 0
+        return self.last_count
 
     def count_events(self, head: str | None, since: str | None, stop_after: int) -> int:
         """How many events the commits after `since` up to `head` hold, read from each chunk's
@@ -313,6 +352,27 @@ class Wal:
                 return new, events
             pause_after_lost_race(attempt)
         raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
+
+
+def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalCommit:
+    """A commit from its `meta.json` and its chunk file (named `name`): the chunk's hash
+    must be the one meta.json names and the file's name; CorruptCommit otherwise."""
+    from .chunk import ChunkError, chunk_hash, decode_chunk
+
+    try:
+        meta = json.loads(meta_bytes)
+        expected_hash = meta["chunk_hash"]
+        prev = meta.get("prev_wal")
+        actor = meta.get("actor_id", "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CorruptCommit(oid, "meta.json is not valid") from None
+    if chunk_hash(data) != expected_hash or name != f"{expected_hash}.bin":
+        raise CorruptCommit(oid, "chunk hash does not match meta.json")
+    try:
+        events = decode_chunk(data)
+    except ChunkError as exc:
+        raise CorruptCommit(oid, str(exc)) from None
+    return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)
 
 
 def read_prepared(wal: Wal, oid: str, prepare: Prepare) -> tuple[WalCommit | CorruptCommit, Any]:

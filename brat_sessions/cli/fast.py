@@ -1,0 +1,57 @@
+"""The hot path: `brat sessions list --json` (with `--all`, `-C PATH`) without click or pygit2.
+
+Agents and scripts run it far more often than anything else. When the index is current,
+the light workspace (light.py) answers from SQLite and the refs as git stores them, and
+the JSON is printed by the same code as the full command's (cli/plain.py). Any other
+command line, or anything the light workspace cannot answer, goes to the full command
+line (cli/root.py), which then prints the same thing or says what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _parse(argv: list[str]) -> tuple[str | None, bool] | None:
+    """(directory, --all) for a command line answered here; None for any other."""
+    words: list[str] = []
+    directory: str | None = None
+    json_wanted = include_all = False
+    args = iter(argv)
+    for arg in args:
+        if arg == "--json":
+            json_wanted = True
+        elif arg == "-C" and directory is None:
+            directory = next(args, "")
+            if not directory:
+                return None
+        elif arg == "--all" and words == ["sessions", "list"] and not include_all:
+            include_all = True
+        elif arg in ("sessions", "session", "list") and len(words) < 2:
+            words.append("sessions" if arg == "session" else arg)
+        else:
+            return None
+    return (directory, include_all) if json_wanted and words == ["sessions", "list"] else None
+
+
+def answered(argv: list[str]) -> bool:
+    """True when the command was answered here (then nothing else must run)."""
+    parsed = _parse(argv)
+    if parsed is None:
+        return False
+    directory, include_all = parsed
+    try:
+        from ..light import LightWorkspace
+        from .plain import all_list_json, live_list_json
+
+        ws = LightWorkspace(directory)
+        text = all_list_json(ws) if include_all else live_list_json(ws)
+    except Exception:  # noqa: BLE001 (the full command line answers, or explains)
+        return False
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os._exit(0)
+    return True

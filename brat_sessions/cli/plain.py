@@ -1,0 +1,51 @@
+"""What the command line shares without click: the JSON envelope and the session listing.
+
+Kept free of click so that the hot path (cli/fast.py) can print exactly what the full
+command prints without loading the command tree.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+SCHEMA_VERSION = 1
+
+
+def envelope(data: Any) -> str:
+    """The JSON envelope grite and brat print: `{"schema_version": 1, "ok": true, "data": ...}`."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, "ok": True, "data": data})
+
+
+def live_list_json(ws: Workspace) -> str:
+    """`brat sessions list --json`: the live sessions, oldest start first."""
+    from ..clock import now_ms
+
+    found = sorted(ws.sessions(False), key=lambda s: (s.started_ts, s.session_id))
+    at = now_ms()
+    return envelope({"sessions": [s.to_json(at) for s in found], "total": len(found)})
+
+
+def all_list_json(ws: Workspace, issue_id: str | None = None, limit: int | None = None) -> str:
+    """`brat sessions list --all --json`: exited sessions as JSON text made by SQLite, live
+    ones (with their leases) through Python; far less work at 50,000 sessions."""
+    from ..clock import now_ms
+
+    at = now_ms()
+    index = ws.fresh_index()
+    bare = index.unreadable(issue_id)  # sessions whose blocks cannot be read: bare rows
+    rows = index.exited_json(at, int(ws.config.clock_skew * 1000), issue_id)
+    live = [ws.with_lease(s, at) for s in index.sessions(False, issue_id)]
+    rows += [(s.started_ts, s.session_id, json.dumps(s.to_json(at))) for s in live]
+    rows.sort(key=lambda r: (r[0], r[1]))
+    if limit:
+        rows = rows[-limit:]
+    tail = f', "unreadable": {json.dumps(bare)}' if bare else ""
+    return (
+        f'{{"schema_version": {SCHEMA_VERSION}, "ok": true, "data": {{"sessions": ['
+        + ", ".join(r[2] for r in rows)
+        + f'], "total": {len(rows)}{tail}}}}}'
+    )

@@ -1,0 +1,232 @@
+"""Read a long stretch of the log through git's own plumbing (used to build a cold index).
+
+`git log --first-parent --raw` names the blobs each commit adds, newest first, and one
+`git cat-file --batch` streams their bytes; git inflates objects in its own processes
+while this one decodes and folds. Nothing is held for the whole log: the commit's file
+list is carried back from the head (`git ls-tree` of the head, then each diff undone),
+requests are written in small batches and read back in order.
+
+Anything this path does not expect (git missing or failing, a partial clone, a commit
+whose files are not exactly `meta.json` and one `events/Y/M/D/<hash>.bin`, an object
+that is missing or not a blob) is read by the pygit2 path instead, commit by commit or
+for the rest of the log, so the result is the same: the folds are idempotent.
+Commits come newest first.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
+
+from ..errors import CorruptCommit
+
+if TYPE_CHECKING:
+    from .wal import Prepare, Wal, WalCommit
+
+BATCH = 64  # commits requested from cat-file at a time
+# git keeps at most this much of a pack mapped (its default is far larger)
+GIT_MEMORY = [
+    *("-c", "core.packedGitLimit=32m", "-c", "core.packedGitWindowSize=4m"),
+    *("-c", "core.deltaBaseCacheLimit=8m"),
+]
+_CHUNK_PATH = re.compile(rb"events/[^/]+/[^/]+/[^/]+/[^/]+\.bin")
+_FILE_MODES = (b"100644", b"100755")
+_END = object()
+
+
+class StreamBroken(Exception):
+    """The git plumbing cannot go on: the caller reads what is left with pygit2."""
+
+
+def git_env() -> dict[str, str]:
+    """The environment for git: none of the caller's GIT_* settings (pygit2 ignores them
+    too), no replace refs (libgit2 does not apply them), never a prompt."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_NO_REPLACE_OBJECTS="1", GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+    return env
+
+
+def usable(wal: Wal) -> bool:
+    """False for a partial clone: git would fetch a missing object from the remote."""
+    config = wal.repo.config
+    try:
+        if "extensions.partialclone" in config:
+            return False
+        return not any(e.name.endswith(".promisor") and e.value == "true" for e in config)
+    except Exception:  # noqa: BLE001 (an unreadable config: stay with pygit2)
+        return False
+
+
+def _records(stream: IO[bytes]) -> Iterator[bytes]:
+    """`git log --format=%x00...` output cut into one record per commit."""
+    pending = b""
+    while block := stream.read(1 << 16):
+        parts = (pending + block).split(b"\0")
+        pending = parts.pop()
+        yield from (p for p in parts if p)
+    if pending:
+        yield pending
+
+
+class _Plan:
+    """What to do with one commit: fetch its two blobs, or read it with pygit2."""
+
+    __slots__ = ("chunk", "meta", "name", "oid")
+
+    def __init__(self, oid: str, meta: bytes | None, chunk: bytes | None, name: str) -> None:
+        self.oid, self.meta, self.chunk, self.name = oid, meta, chunk, name
+
+
+def _plan(oid: str, files: dict[bytes, tuple[bytes, bytes]]) -> _Plan:
+    """The blobs of a commit whose files are `meta.json` and one chunk; else a pygit2 read."""
+    meta = files.get(b"meta.json")
+    chunks = [path for path in files if path.startswith(b"events/")]
+    if meta is None or meta[0] not in _FILE_MODES or len(chunks) != 1:
+        return _Plan(oid, None, None, "")
+    path = chunks[0]
+    mode, chunk = files[path]
+    if mode not in _FILE_MODES or not _CHUNK_PATH.fullmatch(path):
+        return _Plan(oid, None, None, "")
+    return _Plan(oid, meta[1], chunk, path.rsplit(b"/", 1)[1].decode())
+
+
+class CommitStream:
+    """The commits of `target` (not reachable from `since`), newest first, as pairs
+    `(WalCommit or CorruptCommit, prepare(commit))`."""
+
+    def __init__(self, wal: Wal, prepare: Prepare, target: str, since: str | None) -> None:
+        self.wal, self.prepare, self.target, self.since = wal, prepare, target, since
+        self.git = ["git", "--git-dir", str(wal.ctx.common_dir), *GIT_MEMORY]
+        self.yielded: set[str] = set()
+        self.oldest: tuple[str, list[str]] | None = None  # the last commit seen and its parents
+        self.plans: queue.Queue[Any] = queue.Queue(maxsize=32)
+        self.error: BaseException | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _start(self, args: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            self.git + args,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=git_env(),
+        )
+        self.procs.append(proc)
+        return proc
+
+    def _head_files(self) -> dict[bytes, tuple[bytes, bytes]]:
+        out = subprocess.run(
+            [*self.git, "ls-tree", "-r", "--full-tree", self.target],
+            capture_output=True,
+            check=False,
+            env=git_env(),
+        )
+        if out.returncode != 0:
+            raise StreamBroken("git ls-tree failed")
+        files = {}
+        for line in out.stdout.splitlines():
+            info, _, path = line.partition(b"\t")
+            mode, kind, oid = info.split(b" ")
+            files[path] = (mode if kind == b"blob" else b"-", oid)
+        return files
+
+    def _plan_all(self, log: subprocess.Popen[bytes], cat: subprocess.Popen[bytes]) -> None:
+        """Thread: turn log records into plans, writing each batch's requests to cat-file
+        before its plans are queued (the reader only waits for what was asked)."""
+        try:
+            files = self._head_files()
+            assert log.stdout is not None and cat.stdin is not None
+            batch: list[_Plan] = []
+            for record in _records(log.stdout):
+                lines = record.split(b"\n")
+                header = lines[0].decode("ascii").split()
+                oid, parents = header[0], header[1:]
+                batch.append(_plan(oid, files))
+                self.oldest = (oid, parents)
+                for line in lines[1:]:
+                    if not line.startswith(b":"):
+                        continue
+                    info, _, path = line.partition(b"\t")
+                    old_mode, _new_mode, old, _new, status = info[1:].split(b" ")
+                    if status == b"A":
+                        files.pop(path, None)
+                    else:  # deleted or changed: the parent had the old one
+                        files[path] = (old_mode, old)
+                if len(batch) >= BATCH:
+                    self._send(batch, cat.stdin)
+                    batch = []
+            self._send(batch, cat.stdin)
+            cat.stdin.close()
+            if log.wait() != 0:
+                raise StreamBroken("git log failed")
+        except BaseException as exc:  # noqa: BLE001 (handed to the reading side)
+            self.error = exc
+        self.plans.put(_END)
+
+    def _send(self, batch: list[_Plan], stdin: IO[bytes]) -> None:
+        stdin.write(b"".join(p.meta + b"\n" + p.chunk + b"\n" for p in batch if p.meta and p.chunk))
+        stdin.flush()
+        self.plans.put(batch)
+
+    def __iter__(self) -> Iterator[tuple[WalCommit | CorruptCommit, Any]]:
+        spec = [self.target] + ([f"^{self.since}"] if self.since else [])
+        log = self._start(
+            ["-c", "log.showSignature=false", "log", "--first-parent", "--raw", "--no-abbrev",
+             "--no-renames", "--no-color", "--no-mailmap", "--format=%x00%H %P", *spec, "--"]
+        )  # fmt: skip
+        cat = self._start(["cat-file", "--batch"], stdin=subprocess.PIPE)
+        threading.Thread(target=self._plan_all, args=(log, cat), daemon=True).start()
+        assert cat.stdout is not None
+        try:
+            while (batch := self.plans.get()) is not _END:
+                for plan in batch:
+                    yield self._read(plan, cat.stdout)
+                    self.yielded.add(plan.oid)
+            if self.error is not None:
+                raise StreamBroken(str(self.error))
+        finally:
+            self.close()
+
+    def _read(self, plan: _Plan, out: IO[bytes]) -> tuple[WalCommit | CorruptCommit, Any]:
+        from .wal import decode_files, read_prepared
+
+        if plan.meta is None or plan.chunk is None:
+            return read_prepared(self.wal, plan.oid, self.prepare)
+        meta, chunk = _blob(out), _blob(out)
+        if meta is None or chunk is None:
+            return read_prepared(self.wal, plan.oid, self.prepare)  # names what is wrong
+        try:
+            commit = decode_files(plan.oid, meta, plan.name, chunk)
+        except CorruptCommit as exc:
+            return exc, None
+        return commit, self.prepare(commit)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        self.procs = []
+
+
+def _blob(out: IO[bytes]) -> bytes | None:
+    """The next cat-file answer: a blob's bytes, or None for a missing object or another type."""
+    header = out.readline()
+    if not header:
+        raise StreamBroken("git cat-file ended early")
+    fields = header.split()
+    if len(fields) != 3:
+        return None  # "<oid> missing" / "ambiguous"
+    size = int(fields[2])
+    data = out.read(size + 1)
+    if len(data) != size + 1:
+        raise StreamBroken("git cat-file ended early")
+    return data[:-1] if fields[1] == b"blob" else None

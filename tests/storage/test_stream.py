@@ -1,0 +1,137 @@
+"""A cold index read through git's plumbing (storage/stream.py) is the index the pygit2
+path builds, whatever the log holds: corrupt commits, odd trees, damaged objects, a
+shallow clone, or no git at all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from brat_sessions.storage.events import COMMENT_ADDED, ISSUE_CREATED, make_event
+from brat_sessions.storage.repo import open_repo
+from brat_sessions.storage.wal import Wal
+
+from ..helpers import T0, block_text, brat, git
+from .test_damaged_objects import _objects_of_a_commit, _truncate
+from .test_wal import _good_files, raw_commit
+
+STREAM = {"BRAT_STREAM_FROM": "1"}  # every replay through git
+PYGIT2 = {"BRAT_STREAM_FROM": "1000000"}  # every replay commit by commit with pygit2
+ACTOR = bytes.fromhex("ab" * 16)
+TASK_LABELS = ["type:task", "task:t-20250101-0001", "status:queued"]
+
+
+def _fill(repo: Path, n_commits: int) -> bytes:
+    wal = Wal(open_repo(repo))
+    issue = os.urandom(16)
+    wal.append(ACTOR.hex(), lambda h: [make_event(issue, ACTOR, T0, ISSUE_CREATED, ["T", "", TASK_LABELS])])
+    for i in range(n_commits):
+        text = block_text(session_id=f"s-20250101-{i:04x}", started_ts=T0 + i)
+        wal.append(
+            ACTOR.hex(),
+            lambda h, i=i, text=text: [
+                make_event(issue, ACTOR, T0 + i, COMMENT_ADDED, [text]),
+                make_event(issue, ACTOR, T0 + i, COMMENT_ADDED, [f"plain comment {i}"]),
+            ],
+        )
+    return issue
+
+
+def _tables(repo: Path) -> dict:
+    db = sqlite3.connect(repo / ".git" / "brat_sessions" / "index.sqlite")
+    try:
+        return {
+            t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
+            for t in ("meta", "issues", "members", "blocks", "sessions", "problems")
+        }
+    finally:
+        db.close()
+
+
+def _cold(repo: Path, env: dict[str, str]) -> tuple[dict, subprocess.CompletedProcess]:
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink(missing_ok=True)
+    out = brat("sessions", "doctor", "--json", cwd=repo, env=env)
+    assert "Traceback" not in out.stderr, out.stderr
+    return _tables(repo), out
+
+
+def _same_both_ways(repo: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    by_git, streamed = _cold(repo, STREAM)
+    by_pygit2, walked = _cold(repo, PYGIT2)
+    assert by_git == by_pygit2
+    assert streamed.stdout == walked.stdout
+    return streamed, walked
+
+
+def test_a_healthy_log_gives_the_same_index(repo):
+    _fill(repo, 40)
+    streamed, _ = _same_both_ways(repo)
+    assert streamed.stderr == ""  # nothing fell back
+
+
+def test_corrupt_commits_and_odd_trees_give_the_same_index(repo):
+    issue = _fill(repo, 5)
+    wal = Wal(open_repo(repo))
+    head = wal.head()
+    good = _good_files(issue, "x", head)
+    bin_name = next(k for k in good if k.endswith(".bin"))
+    other = _good_files(issue, "y", head)
+    other_bin = next(k for k in other if k.endswith(".bin"))
+    worlds = [
+        {bin_name: good[bin_name]},  # no meta.json
+        {**good, "meta.json": b"{not json"},
+        {**good, other_bin.replace("11/14", "11/15"): other[other_bin]},  # two chunks
+        {"meta.json": good["meta.json"], "events/2023/x.bin": good[bin_name]},  # wrong depth
+        {**good, "README": b"extra files are ignored"},
+        {"meta.json": good["meta.json"], bin_name.replace(".bin", ".txt"): good[bin_name]},
+        good,  # the same chunk again, unchanged: a diff shows nothing for it
+        good,
+    ]
+    for files in worlds:
+        head = raw_commit(wal, files, head)
+    last = block_text(session_id="s-last")
+    wal.append(ACTOR.hex(), lambda h: [make_event(issue, ACTOR, T0 + 999, COMMENT_ADDED, [last])])
+    _same_both_ways(repo)
+    doctor = brat("sessions", "doctor", "--json", cwd=repo, env=STREAM).stdout
+    assert doctor.count("corrupt_commit") >= 4
+
+
+@pytest.mark.parametrize("kind", ["commit", "root tree", "events tree", "day tree", "meta.json", "chunk"])
+def test_a_damaged_object_gives_the_same_index(repo, kind):
+    _fill(repo, 3)
+    middle = git(repo, "rev-parse", "refs/grite/wal")
+    _fill(repo, 3)
+    _truncate(repo, _objects_of_a_commit(repo, middle)[kind])
+    streamed, _ = _same_both_ways(repo)
+    assert middle in streamed.stdout
+
+
+def test_a_shallow_clone_is_reported_incomplete_the_same_way(repo, tmp_path):
+    _fill(repo, 6)
+    clone = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--bare", "--depth", "1", f"file://{repo}", str(clone))
+    git(clone, "fetch", "-q", "--depth", "3", f"file://{repo}", "refs/grite/wal:refs/grite/wal")
+    work = tmp_path / "work"
+    git(tmp_path, "init", "-q", str(work))
+    shutil.rmtree(work / ".git")
+    shutil.copytree(clone, work / ".git")
+    streamed, walked = _same_both_ways(work)
+    assert "incomplete" in streamed.stdout and "incomplete" in streamed.stderr
+    assert walked.stderr == streamed.stderr
+
+
+def test_without_git_the_build_falls_back_to_libgit2(repo, tmp_path):
+    _fill(repo, 10)
+    expected, _ = _cold(repo, PYGIT2)
+    bare_path = tmp_path / "no-git"
+    bare_path.mkdir()
+    python = Path(shutil.which("python3") or "/usr/bin/python3")
+    (bare_path / "python3").symlink_to(python)
+    got, out = _cold(repo, {**STREAM, "PATH": str(bare_path)})
+    assert got == expected
+    assert "reading it with libgit2" in out.stderr
