@@ -9,6 +9,7 @@ head). All folds are idempotent, so replaying a commit twice changes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
@@ -21,7 +22,7 @@ from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
 from .rules import ID_RULE, valid_id
 from .sessions.model import Session
 from .sessions.rows import SCHEMA as SESSION_SCHEMA
-from .sessions.rows import session_from_row
+from .sessions.rows import SESSION_COLUMNS, SESSIONS_WITH_TASKS, exited_json_sql, session_from_row
 
 if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to replay
     from .issues.projection import Issue, IssueFold
@@ -30,9 +31,10 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .storage.events import Event
     from .storage.wal import Wal
 
-FORMAT_VERSION = 10
+FORMAT_VERSION = 11
 BUSY_TIMEOUT_S = 120
-FLUSH_EVERY = 5000  # commits folded in memory before they are written
+FLUSH_EVERY = 5000  # commits whose blocks are collected in memory before they are written
+SNAPSHOT_FLUSH_CHUNKS = 20  # snapshot chunks (1,000 events each) whose blocks are collected first
 
 
 def _warn(message: str) -> None:
@@ -231,8 +233,7 @@ class Index:
                 if self._apply_event(issues, ev, item.oid) and ev.kind == COMMENT_ADDED:
                     blocks.add(parsed[ev.event_id])
             pending += 1
-            if pending >= FLUSH_EVERY:
-                issues.flush()
+            if pending >= FLUSH_EVERY:  # (issues stay in memory: they are written once, at the end)
                 blocks.flush()
                 pending = 0
         progress.read_all(done)
@@ -253,25 +254,45 @@ class Index:
     def _from_snapshot(self, target: str, issues: IssueFold, blocks: BlockFold) -> str | None:
         """Fold the newest usable grite snapshot of the log at `target`; its wal_head, or None.
 
-        A snapshot that cannot be used is reported (`bad_snapshot`) and skipped, never
-        trusted; with none, the whole log is replayed."""
+        Chunks are folded as they are read, inside a savepoint: a snapshot found bad on
+        the way is undone, reported (`bad_snapshot`) and skipped, never trusted; with
+        none, the whole log is replayed."""
         from .sessions.projection import add_problem, comment_rows
         from .storage.events import COMMENT_ADDED
-        from .storage.snapshot import usable_snapshot
+        from .storage.snapshot import SnapshotError, snapshot_candidates, stream_snapshot
 
-        found, problems = usable_snapshot(self.wal, target)
+        problems: list[tuple[str, str]] = []
+        found = None
+        for candidate in snapshot_candidates(self.wal, target):
+            if isinstance(candidate, tuple):
+                problems.append(candidate)
+                continue
+            where = f"snapshot {candidate.ref}"
+            self.db.execute("SAVEPOINT snapshot")
+            try:
+                for n, events in enumerate(stream_snapshot(self.wal, candidate), 1):
+                    for ev in events:
+                        if self._apply_event(issues, ev, where) and ev.kind == COMMENT_ADDED:
+                            blocks.add(comment_rows(ev, where))
+                    if n % SNAPSHOT_FLUSH_CHUNKS == 0:
+                        blocks.flush()
+            except SnapshotError as exc:
+                self.db.execute("ROLLBACK TO snapshot")
+                self.db.execute("RELEASE snapshot")
+                issues.reset()
+                blocks.reset()
+                problems.append((candidate.ref, exc.reason))
+                continue
+            self.db.execute("RELEASE snapshot")
+            found = candidate
+            break
         self.db.execute("DELETE FROM problems WHERE kind='bad_snapshot'")
         for ref, reason in problems:
             add_problem(self.db, f"snapshot:{ref}", "bad_snapshot", f"snapshot {ref} skipped: {reason}")
         if found is None:
             return None
-        snap, events = found
-        where = f"snapshot {snap.ref}"
-        for ev in events:
-            if self._apply_event(issues, ev, where) and ev.kind == COMMENT_ADDED:
-                blocks.add(comment_rows(ev, where))
-        self.from_snapshot = snap.ref
-        return snap.wal_head
+        self.from_snapshot = found.ref
+        return found.wal_head
 
     @property
     def incomplete(self) -> str | None:
@@ -459,7 +480,7 @@ class Index:
         )
 
     def sessions(self, include_exited: bool = False, issue_id: str | None = None) -> list[Session]:
-        sql = "SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id"
+        sql = f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS}"
         where, args = [], []
         if not include_exited:  # an IN list uses the status index; != would scan
             where.append("s.status IN ('spawned', 'ready', 'running', 'handoff')")
@@ -469,57 +490,37 @@ class Index:
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self.db.execute(sql, args).fetchall()
-        found = [session_from_row(data, task) for data, task in rows]
+        found = [session_from_row(*row) for row in rows]
         found.sort(key=lambda s: (s.started_ts, s.session_id))
         return found
 
     def exited_json(self, now: int, skew_ms: int, issue_id: str | None = None) -> list[tuple[int, str, str]]:
-        """Exited sessions as JSON text built by SQLite, with no Python object per session:
-        (started_ts, session_id, json), the same object `Session.to_json(now)` gives."""
+        """Exited sessions as JSON text, the same object `Session.to_json(now)` gives:
+        (started_ts, session_id, json). SQLite splices stored text; only a session with a
+        time later than now + skew goes through Python (`settle` judges its times)."""
         limit = now + skew_ms
-        beats = "SELECT max(value) FROM json_each(data, '$.beats') WHERE value {} :limit"
-        usage = (
-            "CASE WHEN json_extract(data, '$.usage') IS NULL THEN NULL ELSE json_object("
-            "'calls', coalesce(json_extract(data, '$.usage.calls'), 0), "
-            "'input_tokens', coalesce(json_extract(data, '$.usage.input_tokens'), 0), "
-            "'output_tokens', coalesce(json_extract(data, '$.usage.output_tokens'), 0), "
-            "'cache_read_tokens', coalesce(json_extract(data, '$.usage.cache_read_tokens'), 0), "
-            "'cost_usd', coalesce(json_extract(data, '$.usage.cost_usd_micros'), 0) / 1000000.0) END"
+        args: dict[str, object] = {"limit": limit, "now": now, "issue": issue_id}
+        only = " AND s.issue_id = :issue" if issue_id is not None else ""
+        rows = self.db.execute(exited_json_sql(only), args).fetchall()
+        odd = self.db.execute(
+            f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS} WHERE s.status = 'exit' "
+            f"AND (s.started_ts > :limit OR s.top_beat > :limit){only}",
+            args,
         )
-        # the newest beat is stored (`last_heartbeat_ts`): only a session with a time in the
-        # future needs its beats looked through again
-        past = f"CASE WHEN top IS NULL OR top <= :limit THEN top ELSE ({beats.format('<=')}) END"
-        future = (
-            "CASE WHEN (top IS NULL OR top <= :limit) AND started <= :limit THEN NULL ELSE "
-            "(SELECT max(t) FROM (SELECT value AS t FROM json_each(data, '$.beats') WHERE value > :limit "
-            "UNION ALL SELECT started WHERE started > :limit)) END"
-        )
-        sql = (
-            "SELECT started, session_id, json_remove(json_set(data, '$.task_id', task_id, "
-            "'$.last_heartbeat_ts', beat, '$.future_ts', future, "
-            f"'$.usage', json({usage}), '$.heartbeat_age_ms', max(0, :now - beat)), '$.beats') "
-            f"FROM (SELECT *, {past} AS beat, {future} AS future FROM ("
-            "SELECT s.data AS data, s.session_id AS session_id, i.task_id AS task_id, "
-            "json_extract(s.data, '$.started_ts') AS started, "
-            "json_extract(s.data, '$.last_heartbeat_ts') AS top "
-            "FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id WHERE s.status = 'exit'"
-            "{issue}))"
-        )
-        args: dict[str, object] = {"limit": limit, "now": now}
-        if issue_id is not None:
-            args["issue"] = issue_id
-        sql = sql.replace("{issue}", " AND s.issue_id = :issue" if issue_id is not None else "")
-        return [(r[0], r[1], r[2]) for r in self.db.execute(sql, args)]
+        for row in odd:
+            session = session_from_row(*row).settle(now, skew_ms)
+            rows.append((session.started_ts, session.session_id, json.dumps(session.to_json(now))))
+        return rows
 
     def sessions_in_tree(self, session_id: str) -> list[Session]:
         """The session and every session below it (by parent links; cycles are cut)."""
         rows = self.db.execute(
-            "SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id "
-            "WHERE s.session_id = ? OR json_extract(s.data, '$.root_session_id') IN "
-            "(?, (SELECT json_extract(data, '$.root_session_id') FROM sessions WHERE session_id = ?))",
+            f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS} "
+            "WHERE s.session_id = ? OR json_extract(s.body, '$.root_session_id') IN "
+            "(?, (SELECT json_extract(body, '$.root_session_id') FROM sessions WHERE session_id = ?))",
             (session_id, session_id, session_id),
         ).fetchall()
-        found = {s.session_id: s for s in (session_from_row(d, t) for d, t in rows)}
+        found = {s.session_id: s for s in (session_from_row(*row) for row in rows)}
         tree, frontier = {session_id}, [session_id]
         while frontier:
             parent = frontier.pop()
@@ -532,24 +533,22 @@ class Index:
     def newest_sessions(self) -> dict[str, tuple[str, str | None, int | None, str]]:
         """For each issue, its newest session: (status, exit_reason, exit_code, session_type)."""
         rows = self.db.execute(
-            "SELECT issue_id, status, json_extract(data, '$.exit_reason'), "
-            "json_extract(data, '$.exit_code'), json_extract(data, '$.session_type'), "
-            "MAX(json_extract(data, '$.started_ts')) FROM sessions GROUP BY issue_id"
+            "SELECT issue_id, status, json_extract(body, '$.exit_reason'), "
+            "json_extract(body, '$.exit_code'), json_extract(body, '$.session_type'), "
+            "MAX(started_ts) FROM sessions GROUP BY issue_id"
         )
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     def newest_session_start(self, issue_id: str, exclude: str | None = None) -> int | None:
         row = self.db.execute(
-            "SELECT MAX(json_extract(data, '$.started_ts')) FROM sessions "
-            "WHERE issue_id=? AND session_id != ?",
+            "SELECT MAX(started_ts) FROM sessions WHERE issue_id=? AND session_id != ?",
             (issue_id, exclude or ""),
         ).fetchone()
         return row[0] if row else None
 
     def session(self, session_id: str) -> Session:
         row = self.db.execute(
-            "SELECT s.data, i.task_id FROM sessions s LEFT JOIN issues i "
-            "ON i.issue_id = s.issue_id WHERE s.session_id=?",
+            f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS} WHERE s.session_id=?",
             (session_id,),
         ).fetchone()
         if row is None:

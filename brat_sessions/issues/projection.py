@@ -114,6 +114,13 @@ class IssueFold:
         self.changed_members: set[tuple[str, str, str]] = set()
         self.dirty: set[str] = set()
 
+    def reset(self) -> None:
+        """Forget everything folded and not yet written (after a rollback)."""
+        self.rows.clear()
+        self.members.clear()
+        self.changed_members.clear()
+        self.dirty.clear()
+
     def _row(self, iid: str) -> dict[str, Any]:
         row = self.rows.get(iid)
         if row is None:

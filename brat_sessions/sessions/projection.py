@@ -121,6 +121,12 @@ class BlockFold:
         self.problems += problems
         self.touched.update(b[0] for b in blocks)
 
+    def reset(self) -> None:
+        """Forget everything collected and not yet stored (after a rollback)."""
+        self.blocks.clear()
+        self.problems.clear()
+        self.touched.clear()
+
     def flush(self) -> None:
         """Store what was collected (sessions are re-derived by `finish`)."""
         self.blocks.sort()  # inserts in index order touch each B-tree page once
@@ -228,13 +234,13 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
             continue
         sid = blocks[0].session_id
         session, foreign = derive(blocks)
-        rows.append((sid, session.grite_issue_id, session.status, session_to_row(session)))
+        rows.append(session_to_row(session))
         if foreign:
             _store_conflicts(db, sid, session.grite_issue_id, foreign)
         if len(rows) >= RECOMPUTE_BATCH:
-            db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
+            db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?,?,?,?,?,?)", rows)
             rows.clear()
-    db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?)", rows)
+    db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?,?,?,?,?,?)", rows)
 
 
 def _store_conflicts(db: sqlite3.Connection, sid: str, owner: str, foreign: list[BlockRecord]) -> None:

@@ -139,8 +139,9 @@ def list_snapshots(repo: pygit2.Repository) -> list[Snapshot]:
 
 
 # loading ---------------------------------------------------------------------
-def _load(repo: pygit2.Repository, snap: Snapshot) -> list[Event]:
-    """Every check of the spec; raises SnapshotError naming the ref."""
+def _chunks(repo: pygit2.Repository, snap: Snapshot) -> Iterator[list[Event]]:
+    """Each chunk's events, checked as the spec says; SnapshotError naming the ref at the
+    first mismatch (snapshot.json and the layout are checked before the first chunk)."""
 
     def bad(reason: str) -> SnapshotError:
         return SnapshotError(snap.ref, reason)
@@ -176,7 +177,6 @@ def _load(repo: pygit2.Repository, snap: Snapshot) -> list[Event]:
     if snap.wal_head is not None and meta["wal_head"].lower() != snap.wal_head:
         raise bad("wal_head differs from the one in snapshot.json")
     files = _chunk_blobs(tree, len(chunks), bad)
-    events: list[Event] = []
     for i, info in enumerate(chunks):
         oid = files[f"{i:04d}.bin"]
         _, size = repo.odb.read_header(oid)
@@ -195,8 +195,7 @@ def _load(repo: pygit2.Repository, snap: Snapshot) -> list[Event]:
             raise bad(f"{info['path']}: {exc}") from None
         if len(decoded) != info["event_count"]:
             raise bad(f"{info['path']} holds {len(decoded)} events, not {info['event_count']}")
-        events.extend(decoded)
-    return events
+        yield decoded
 
 
 def _chunk_blobs(tree: pygit2.Tree, count: int, bad: Callable[[str], Exception]) -> dict[str, pygit2.Oid]:
@@ -239,8 +238,15 @@ def load_snapshot(wal: Wal, snap: Snapshot) -> list[Event]:
     `event_count` (at most 1000); the counts add up to `event_count`. Raises
     SnapshotError(ref, reason) on the first mismatch.
     """
+    return [ev for events in stream_snapshot(wal, snap) for ev in events]
+
+
+def stream_snapshot(wal: Wal, snap: Snapshot) -> Iterator[list[Event]]:
+    """The snapshot's events chunk by chunk, with the checks of `load_snapshot`: memory for
+    one chunk at a time, but a SnapshotError may come after chunks were handed out (a
+    caller folding them must be able to undo that)."""
     try:
-        return _load(wal.repo, snap)
+        yield from _chunks(wal.repo, snap)
     except (KeyError, pygit2.GitError) as exc:  # e.g. an object missing from a partial clone
         raise SnapshotError(snap.ref, f"cannot read it: {exc}") from None
 
@@ -287,50 +293,55 @@ def usable_snapshot(
     """The newest valid snapshot on the log up to `head` (default: the WAL head), and problems.
 
     Returns `((snapshot, events), problems)`, or `(None, problems)` when none can be
-    used. A snapshot qualifies when its `wal_head` is on the first-parent chain of
-    `head` and `load_snapshot` accepts it; each skipped one is reported as
-    `(ref, reason)`. At most MAX_CANDIDATES refs are looked at and MAX_LOADS fully
-    checked, so a flood of hostile refs costs bounded work (and a full replay).
-    The caller then replays `wal.replay(head, since=snapshot.wal_head)`.
+    used (see `snapshot_candidates`). The caller then replays
+    `wal.replay(head, since=snapshot.wal_head)`.
+    """
+    problems: list[tuple[str, str]] = []
+    for found in snapshot_candidates(wal, head):
+        if isinstance(found, tuple):
+            problems.append(found)
+            continue
+        try:
+            return (found, load_snapshot(wal, found)), problems
+        except SnapshotError as exc:
+            problems.append((found.ref, exc.reason))
+    return None, problems
+
+
+def snapshot_candidates(wal: Wal, head: str | None = None) -> Iterator[Snapshot | tuple[str, str]]:
+    """Snapshots worth loading for the log up to `head`, newest first, and `(ref, reason)`
+    for each one skipped, in the order they are looked at; the caller stops at the first
+    that loads.
+
+    A snapshot qualifies when its `wal_head` is on the first-parent chain of `head`. At
+    most MAX_CANDIDATES refs are looked at and MAX_LOADS handed out, so a flood of
+    hostile refs costs bounded work (and a full replay).
     """
     repo = wal.repo
     head = head if head is not None else wal.head()
-    problems: list[tuple[str, str]] = []
     if head is None:
-        return None, problems
+        return
     chain = _FirstParentChain(repo, head)
     refs = _snapshot_refs(repo)
     loads = 0
     for number, ref in refs[:MAX_CANDIDATES]:
         snap = _read_snapshot(repo, number, ref)
         if snap.problem is not None or snap.wal_head is None:
-            problems.append((ref, snap.problem or "unreadable"))
+            yield (ref, snap.problem or "unreadable")
             continue
         if not _known(repo, snap.wal_head):
-            problems.append((ref, f"wal_head {snap.wal_head[:12]} is not in this repository"))
+            yield (ref, f"wal_head {snap.wal_head[:12]} is not in this repository")
             continue
         if snap.wal_head not in chain:
-            problems.append(
-                (ref, f"wal_head {snap.wal_head[:12]} is not on the first-parent chain of {head[:12]}")
-            )
+            yield (ref, f"wal_head {snap.wal_head[:12]} is not on the first-parent chain of {head[:12]}")
             continue
         if loads == MAX_LOADS:
-            problems.append((ref, f"not checked: {MAX_LOADS} newer snapshots were invalid"))
-            break
+            yield (ref, f"not checked: {MAX_LOADS} newer snapshots were invalid")
+            return
         loads += 1
-        try:
-            return (snap, load_snapshot(wal, snap)), problems
-        except SnapshotError as exc:
-            problems.append((ref, exc.reason))
-    else:
-        if len(refs) > MAX_CANDIDATES:
-            problems.append(
-                (
-                    refs[MAX_CANDIDATES][1],
-                    f"not checked: only the {MAX_CANDIDATES} newest snapshots are tried",
-                )
-            )
-    return None, problems
+        yield snap
+    if len(refs) > MAX_CANDIDATES:
+        yield (refs[MAX_CANDIDATES][1], f"not checked: only the {MAX_CANDIDATES} newest snapshots are tried")
 
 
 def snapshot_due(

@@ -208,3 +208,34 @@ def test_list_all_json_from_sqlite_equals_the_object_path(repo, busy):
     assert [
         s["session_id"] for s in brat_json("sessions", "list", "--all", "--limit", "1", cwd=repo)["sessions"]
     ] == [fast["sessions"][-1]["session_id"]]
+
+
+def test_list_all_json_splices_the_same_text_for_odd_sessions(repo, task):
+    """Quotes, backslashes and non-ASCII in stored text, a heartbeat in the future, no task."""
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    from ..helpers import T0, append_raw, block_text
+
+    issue, actor = bytes.fromhex(task.issue_id), b"\x07" * 16
+    future = 4_000_000_000_000  # 2096: later than now, a time no clock has reached
+    blocks = [
+        block_text(
+            session_id="s-odd-1", worktree='wt "quoted" \\ back \u00e9\u4e2d', state="exit", exit_code=1
+        ),
+        block_text(session_id="s-odd-2", last_heartbeat_ts=future, state="running"),
+        block_text(session_id="s-odd-2", last_heartbeat_ts=future, state="exit", exit_code=0),
+        block_text(session_id="s-odd-3", started_ts=future, state="exit", exit_code=0),
+    ]
+    append_raw(repo, [make_event(issue, actor, T0 + n, COMMENT_ADDED, [b]) for n, b in enumerate(blocks)])
+    fast = brat_json("sessions", "list", "--all", cwd=repo)  # the spliced text
+    slow = brat_json("sessions", "list", "--all", "--type", "polecat", cwd=repo)  # objects
+    assert fast["total"] == slow["total"] == 3
+    by_id = {s["session_id"]: s for s in slow["sessions"]}
+    for s in fast["sessions"]:
+        expected = dict(by_id[s["session_id"]])
+        s.pop("heartbeat_age_ms"), expected.pop("heartbeat_age_ms")
+        assert s == expected
+    odd = {s["session_id"]: s for s in fast["sessions"]}
+    assert odd["s-odd-1"]["worktree"] == 'wt "quoted" \\ back \u00e9\u4e2d'
+    assert odd["s-odd-2"]["last_heartbeat_ts"] is None and odd["s-odd-2"]["future_ts"] == future
+    assert odd["s-odd-3"]["future_ts"] == future

@@ -603,3 +603,33 @@ def test_any_snapshot_json_is_reported_never_raised(repo, data):
     wal = Wal(open_repo(repo))
     found, problems = usable_snapshot(wal)  # no chunk_hash offered can match: never usable
     assert found is None and [ref for ref, _ in problems] == [f"{SNAPSHOT_PREFIX}1"]
+
+
+def _index_tables(repo: Path, snapshots: bool) -> tuple[dict, str | None]:
+    from brat_sessions.index import Index
+
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink(missing_ok=True)
+    index = Index(open_repo(repo), snapshots=snapshots).refresh()
+    tables = {
+        t: sorted(index.db.execute(f"SELECT * FROM {t}").fetchall())
+        for t in ("issues", "members", "blocks", "sessions")
+    }
+    tables["problems"] = sorted(index.db.execute("SELECT kind, problem_id FROM problems").fetchall())
+    used = index.from_snapshot
+    index.close()
+    return tables, used
+
+
+@pytest.mark.parametrize("name", ["chunk hash", "event id", "chunk count lie"])
+def test_a_snapshot_found_bad_halfway_through_the_fold_leaves_nothing_behind(log, name):
+    """The index folds a snapshot chunk by chunk; a bad later chunk undoes the earlier ones."""
+    repo, wal, _events, heads = log
+    mutate, _reason = CORRUPTIONS[name]
+    older = hand_snapshot(repo, T0, heads[10], records_up_to(wal, heads[10]))
+    newer = hand_snapshot(repo, T0 + 1, heads[-1], records_up_to(wal, heads[-1]), mutate)
+    replayed, _ = _index_tables(repo, snapshots=False)
+    folded, used = _index_tables(repo, snapshots=True)
+    assert used == older
+    assert folded.pop("problems") == [("bad_snapshot", f"snapshot:{newer}")]
+    replayed.pop("problems")
+    assert folded == replayed
