@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .storage.events import Event
     from .storage.wal import Wal
 
-FORMAT_VERSION = 11
+FORMAT_VERSION = 12
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 5000  # commits whose blocks are collected in memory before they are written
 SNAPSHOT_FLUSH_CHUNKS = 20  # snapshot chunks (1,000 events each) whose blocks are collected first

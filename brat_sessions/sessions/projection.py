@@ -67,7 +67,7 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
     if not isinstance(body, str) or not has_block(body):
         return [], []
     eid = ev.event_id.hex()
-    issue, actor = ev.issue_id.hex(), ev.actor.hex()
+    issue = ev.issue_id.hex()
     blocks, problems = [], []
     for seq, parsed in enumerate(parse_blocks(body)):
         if parsed.error:
@@ -96,7 +96,15 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
                 )
             )
         blocks.append(
-            (parsed.fields["session_id"], ev.ts_unix_ms, actor, eid, seq, issue, fields_to_row(parsed.fields))
+            (
+                parsed.fields["session_id"],
+                ev.ts_unix_ms,
+                ev.actor,
+                ev.event_id,
+                seq,
+                ev.issue_id,
+                fields_to_row(parsed.fields),
+            )
         )
     return blocks, problems
 
@@ -147,7 +155,7 @@ RECOMPUTE_BATCH = 5000  # sessions written at a time
 
 
 def _record(r: Row) -> BlockRecord:
-    return BlockRecord(r[0], r[1], r[2], r[3], r[4], r[5], fields_from_row(r[6]))
+    return BlockRecord(r[0], r[1].hex(), r[2], r[3].hex(), r[4].hex(), r[5], fields_from_row(r[6], r[0]))
 
 
 def load_blocks(db: sqlite3.Connection, session_id: str) -> list[BlockRecord]:

@@ -10,10 +10,11 @@ from .usage import usage_json
 
 SCHEMA = """
 -- one B-tree, no rowid: a session's blocks in order, and the identity of a block (a
--- replayed comment is ignored), the fields as compact JSON without nulls
+-- replayed comment is ignored), ids as bytes, the fields as a compact JSON array
+-- (`fields_to_row`)
 CREATE TABLE IF NOT EXISTS blocks(
-  session_id TEXT NOT NULL, ts INTEGER NOT NULL, actor TEXT NOT NULL, event_id TEXT NOT NULL,
-  seq INTEGER NOT NULL, issue_id TEXT NOT NULL, fields TEXT NOT NULL,
+  session_id TEXT NOT NULL, ts INTEGER NOT NULL, actor BLOB NOT NULL, event_id BLOB NOT NULL,
+  seq INTEGER NOT NULL, issue_id BLOB NOT NULL, fields TEXT NOT NULL,
   PRIMARY KEY(session_id, ts, actor, event_id, seq)) WITHOUT ROWID;
 -- a session as the projection left it: `body` is its JSON without the fields that depend
 -- on the clock, the task label or the lease (task_id, last_heartbeat_ts, future_ts, usage,
@@ -55,14 +56,32 @@ def session_to_row(s: Session) -> tuple[object, ...]:
     )
 
 
+# brat's fields stored by position (the session id is the row's own column)
+_POSITIONAL = tuple(k for k in BRAT_FIELDS if k != "session_id")
+_BRAT = frozenset(BRAT_FIELDS)
+
+
 def fields_to_row(fields: dict[str, object]) -> str:
-    """A block's fields as stored: compact, nulls left out (`fields_from_row` restores brat's)."""
-    return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":"))
+    """A block's fields as stored: brat's values in brat's order without the session id,
+    trailing nulls left out, then any other keys (not null) as one object:
+    `["running","witness","polecat","codex","wt",4242,1700000000000,{"host":"h1"}]`."""
+    row: list[object] = [fields.get(k) for k in _POSITIONAL]
+    while row and row[-1] is None:
+        row.pop()
+    extra = {k: v for k, v in fields.items() if k not in _BRAT and v is not None}
+    if extra:
+        row.append(extra)
+    return json.dumps(row, separators=(",", ":"))
 
 
-def fields_from_row(data: str) -> dict[str, object]:
+def fields_from_row(data: str, session_id: str) -> dict[str, object]:
+    """The fields `fields_to_row` stored, every brat field present (None when absent)."""
+    values = json.loads(data)
+    extra = values.pop() if values and isinstance(values[-1], dict) else {}
     fields: dict[str, object] = dict.fromkeys(BRAT_FIELDS)
-    fields.update(json.loads(data))
+    fields.update(zip(_POSITIONAL, values))
+    fields["session_id"] = session_id
+    fields.update(extra)
     return fields
 
 
