@@ -172,7 +172,7 @@ def index_digest(repo: Path) -> str:
     db = sqlite3.connect(f"file:{index_files(repo)[0]}?mode=ro", uri=True)
     digest = hashlib.blake2b(digest_size=8)
     for sql in (
-        "SELECT session_id, issue_id, status, data FROM sessions ORDER BY session_id",
+        "SELECT * FROM sessions ORDER BY session_id",
         "SELECT * FROM blocks ORDER BY session_id, ts, actor, event_id, seq",
         "SELECT issue_id, created, created_ts, updated_ts, title, body, state, task_id FROM issues "
         "ORDER BY issue_id",

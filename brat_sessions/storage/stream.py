@@ -105,6 +105,7 @@ class CommitStream:
         self.yielded: set[str] = set()
         self.oldest: tuple[str, list[str]] | None = None  # the last commit seen and its parents
         self.plans: queue.Queue[Any] = queue.Queue(maxsize=32)
+        self.stopped = threading.Event()  # the reader is gone: the planning thread ends
         self.error: BaseException | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -166,18 +167,28 @@ class CommitStream:
                 raise StreamBroken("git log failed")
         except BaseException as exc:  # noqa: BLE001 (handed to the reading side)
             self.error = exc
-        self.plans.put(_END)
+        self._hand_over(_END)
 
     def _send(self, batch: list[_Plan], stdin: IO[bytes]) -> None:
         stdin.write(b"".join(p.meta + b"\n" + p.chunk + b"\n" for p in batch if p.meta and p.chunk))
         stdin.flush()
-        self.plans.put(batch)
+        self._hand_over(batch)
+
+    def _hand_over(self, item: Any) -> None:
+        """Queue `item` for the reader, unless it stopped reading (then drop it)."""
+        while not self.stopped.is_set():
+            try:
+                self.plans.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def __iter__(self) -> Iterator[tuple[WalCommit | CorruptCommit, Any]]:
         spec = [self.target] + ([f"^{self.since}"] if self.since else [])
         log = self._start(
             ["-c", "log.showSignature=false", "log", "--first-parent", "--raw", "--no-abbrev",
-             "--no-renames", "--no-color", "--no-mailmap", "--format=%x00%H %P", *spec, "--"]
+             "--no-renames", "--no-color", "--no-mailmap", "--diff-merges=first-parent",
+             "--ignore-submodules=none", "--format=%x00%H %P", *spec, "--"]
         )  # fmt: skip
         cat = self._start(["cat-file", "--batch"], stdin=subprocess.PIPE)
         threading.Thread(target=self._plan_all, args=(log, cat), daemon=True).start()
@@ -207,6 +218,8 @@ class CommitStream:
         return commit, self.prepare(commit)
 
     def close(self) -> None:
+        """Stop git and the planning thread (also when the reader stops early)."""
+        self.stopped.set()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()

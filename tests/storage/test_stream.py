@@ -135,3 +135,50 @@ def test_without_git_the_build_falls_back_to_libgit2(repo, tmp_path):
     got, out = _cold(repo, {**STREAM, "PATH": str(bare_path)})
     assert got == expected
     assert "reading it with libgit2" in out.stderr
+
+
+def test_a_merge_in_the_chain_is_read_against_its_first_parent(repo):
+    """A hostile merge commit whose tree differs from its first parent's: each chunk once."""
+    issue = _fill(repo, 4)
+    wal = Wal(open_repo(repo))
+    base = wal.head()
+    side = raw_commit(wal, _good_files(issue, "side", base), base)
+    assert wal.move_head(side, base)  # the side commit is off the chain again
+    files = _good_files(issue, "merged", base)
+    tree = git(repo, "rev-parse", f"{raw_commit(wal, files, base)}^{{tree}}")
+    assert wal.move_head(wal.head(), base)
+    merge = git(repo, "commit-tree", tree, "-p", base, "-p", side, "-m", "WAL: merge")
+    assert wal.move_head(base, merge)
+    _fill_on(repo, issue, 3)
+    _same_both_ways(repo)
+
+
+def _fill_on(repo: Path, issue: bytes, n_commits: int) -> None:
+    wal = Wal(open_repo(repo))
+    for i in range(n_commits):
+        text = block_text(session_id=f"s-20250102-{i:04x}", started_ts=T0 + i)
+        wal.append(ACTOR.hex(), lambda h, text=text: [make_event(issue, ACTOR, T0, COMMENT_ADDED, [text])])
+
+
+def test_a_reader_that_stops_early_leaves_no_git_or_thread_behind(repo, monkeypatch):
+    import threading
+
+    from brat_sessions.sessions.projection import prepare_commit
+    from brat_sessions.storage import stream as stream_module
+
+    monkeypatch.setattr(stream_module, "BATCH", 2)
+    _fill(repo, 300)
+    wal = Wal(open_repo(repo))
+    before = threading.active_count()
+    stream = stream_module.CommitStream(wal, prepare_commit, wal.head(), None)
+    items = iter(stream)
+    for _ in range(3):
+        next(items)
+    procs = list(stream.procs)
+    items.close()  # the reader stops: git is stopped, the planning thread ends
+    assert all(p.poll() is not None for p in procs)
+    for _ in range(100):
+        if threading.active_count() == before:
+            break
+        threading.Event().wait(0.05)
+    assert threading.active_count() == before
