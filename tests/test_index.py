@@ -119,5 +119,9 @@ def test_a_long_cold_build_shows_progress_on_a_terminal_only(repo):
     rc, screen = brat_on_terminal("sessions", "list", "--json", cwd=repo, env={"BRAT_PROGRESS_AFTER": "0"})
     assert rc == 0 and "reading the log: 31/31 commits" in screen and "folding sessions" in screen
     index.unlink()
+    streamed = {"BRAT_PROGRESS_AFTER": "0", "BRAT_STREAM_FROM": "1"}  # the total comes from git
+    rc, screen = brat_on_terminal("sessions", "list", "--json", cwd=repo, env=streamed)
+    assert rc == 0 and "reading the log: 31/31 commits" in screen and "folding sessions" in screen
+    index.unlink()
     piped = brat("sessions", "list", "--json", cwd=repo, env={"BRAT_PROGRESS_AFTER": "0"})
     assert piped.returncode == 0 and "reading the log" not in piped.stderr
