@@ -39,7 +39,8 @@ class _HeadOnly:
 class LightWorkspace(Workspace):
     """A Workspace for reading, answered from a current index without pygit2."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, report: bool = True) -> None:
+        """`report=False` leaves naming corrupt commits to the caller (`index.report_corrupt_commits`)."""
         dirs = plain_git.find(path)
         self.ctx = RepoContext(
             repo=None,  # type: ignore[arg-type]  # (never used on this path)
@@ -66,7 +67,8 @@ class LightWorkspace(Workspace):
             index.close()
             raise Unsupported("the index is not current")
         self._index = index
-        index.report_corrupt_commits()
+        if report:
+            index.report_corrupt_commits()
 
     def fresh_index(self) -> Index:
         return self.index  # current by construction; a new head is for the next command

@@ -135,6 +135,8 @@ def test_any_other_command_line_goes_to_the_full_command(repo, task):
         ["-C", "a", "-C", "b", "sessions", "list", "--json"],
         ["sessions", "show", "--json"],
         ["list", "sessions", "--json"],
+        ["sessions", "--json", "list"],  # the sessions group takes neither --json nor -C
+        ["sessions", "-C", ".", "list", "--json"],
     ):
         assert _parse(argv) is None, argv
     from brat_sessions.storage.events import COMMENT_ADDED, make_event
@@ -147,3 +149,40 @@ def test_any_other_command_line_goes_to_the_full_command(repo, task):
     out, imports = _imports(repo, "sessions", "list", "--json")  # a new head: not current
     assert "brat_sessions.cli.root" in imports  # the full path answered
     assert [s["session_id"] for s in json.loads(out)["data"]["sessions"]] == ["s-20260101-0002"]
+
+
+def test_the_hot_path_fails_like_the_full_command(repo, task):
+    """A warning printed once when the full command takes over; a failed write is the JSON
+    error, never a traceback."""
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    from .helpers import append_raw, brat
+
+    Tracker(repo).start(task.task_id)
+    wal = git(repo, "rev-parse", "refs/grite/wal")
+    lone = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"], cwd=repo, input="x", capture_output=True, text=True
+    ).stdout.strip()
+    tree = subprocess.run(
+        ["git", "mktree"], cwd=repo, input=f"100644 blob {lone}\tx\n", capture_output=True, text=True
+    ).stdout.strip()
+    bad = git(repo, "commit-tree", tree, "-p", wal, "-m", "x")
+    git(repo, "update-ref", "refs/grite/wal", bad, wal)  # no meta.json: a corrupt commit
+    append_raw(repo, [make_event(bytes.fromhex(task.issue_id), b"\x03" * 16, 5, COMMENT_ADDED, ["hi"])])
+    brat("sessions", "list", "--json", cwd=repo)  # the index is current
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("clock_skew: nope\n")
+    out = brat("sessions", "list", "--json", cwd=repo)
+    assert out.returncode == 2 and out.stderr.count(bad) == 1, out.stderr
+    (repo / ".brat" / "sessions.yaml").unlink()
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "brat_sessions.cli", "sessions", "list", "--json"],
+            cwd=repo,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **WORKTREE_ENV},
+        )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert json.loads(done.stderr.splitlines()[-1])["error"]["code"] == "internal", done.stderr

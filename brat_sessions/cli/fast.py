@@ -9,27 +9,33 @@ line (cli/root.py), which then prints the same thing or says what is wrong.
 
 from __future__ import annotations
 
-import os
 import sys
+from typing import NoReturn
 
 
 def _parse(argv: list[str]) -> tuple[str | None, bool] | None:
-    """(directory, --all) for a command line answered here; None for any other."""
+    """(directory, --all) for a command line answered here; None for any other.
+
+    `--json` and `-C` are accepted where the command tree accepts them (before
+    `sessions` or after `list`), `--all` after `list`."""
     words: list[str] = []
     directory: str | None = None
     json_wanted = include_all = False
     args = iter(argv)
     for arg in args:
-        if arg == "--json":
+        at_an_end = words in ([], ["sessions", "list"])
+        if arg == "--json" and at_an_end:
             json_wanted = True
-        elif arg == "-C" and directory is None:
+        elif arg == "-C" and at_an_end and directory is None:
             directory = next(args, "")
             if not directory:
                 return None
         elif arg == "--all" and words == ["sessions", "list"] and not include_all:
             include_all = True
-        elif arg in ("sessions", "session", "list") and len(words) < 2:
-            words.append("sessions" if arg == "session" else arg)
+        elif arg in ("sessions", "session") and not words:
+            words.append("sessions")
+        elif arg == "list" and words == ["sessions"]:
+            words.append("list")
         else:
             return None
     return (directory, include_all) if json_wanted and words == ["sessions", "list"] else None
@@ -45,13 +51,22 @@ def answered(argv: list[str]) -> bool:
         from ..light import LightWorkspace
         from .plain import all_list_json, live_list_json
 
-        ws = LightWorkspace(directory)
+        ws = LightWorkspace(directory, report=False)
         text = all_list_json(ws) if include_all else live_list_json(ws)
+    except KeyboardInterrupt as exc:
+        _failed(exc)
     except Exception:  # noqa: BLE001 (the full command line answers, or explains)
         return False
     try:
+        ws.index.report_corrupt_commits()  # (once: nothing after this falls back)
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
-    except BrokenPipeError:
-        os._exit(0)
+    except BaseException as exc:  # noqa: BLE001 (answered as the full command line would)
+        _failed(exc)
     return True
+
+
+def _failed(exc: BaseException) -> NoReturn:
+    from .root import report_failure  # click loads only now, to say what went wrong
+
+    report_failure(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import click
 
@@ -156,22 +156,26 @@ def main(argv: list[str] | None = None) -> Any:
         cli.main(args=argv, prog_name="brat", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except Exception as exc:  # noqa: BLE001 (each kind is answered in report_failure)
+        report_failure(exc)
+    except KeyboardInterrupt as exc:
+        report_failure(exc)
+
+
+def report_failure(exc: BaseException) -> NoReturn:
+    """The one line (or JSON error) and the exit code for a failure; never a traceback."""
+    if isinstance(exc, click.ClickException):
         if json_wanted():
             fail("bad_arguments", exc.format_message(), EXIT_BAD_ARGS)
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
         fail("interrupted", "interrupted", 130)
-    except BratError as exc:
+    if isinstance(exc, BratError):
         fail(exc.code, exc.message, exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", "interrupted", 130)
-    except BrokenPipeError:
+    if isinstance(exc, BrokenPipeError):
         os._exit(0)
-    except Exception as exc:  # the last line of defence: never a traceback for users
-        if os.environ.get("BRAT_DEBUG"):
-            raise
-        fail(
-            "internal", f"internal error: {type(exc).__name__}: {exc} (BRAT_DEBUG=1 shows more)", EXIT_FAILURE
-        )
+    if os.environ.get("BRAT_DEBUG"):
+        raise exc
+    fail("internal", f"internal error: {type(exc).__name__}: {exc} (BRAT_DEBUG=1 shows more)", EXIT_FAILURE)
+    raise AssertionError("unreachable")  # fail() exits

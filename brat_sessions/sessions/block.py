@@ -179,6 +179,7 @@ def _validate(fields: dict[str, Any], broken: dict[str, str] | None = None) -> l
 # and a line's key, value and verdict depend on nothing else.
 _LINES: dict[str, tuple[str, Any, str | None]] = {}
 _LINES_KEPT = 20_000
+_LINE_CACHED_CHARS = 200  # at most about 20,000 x 200 characters twice
 
 
 def _parse_line(line: str) -> tuple[str, Any, str | None]:
@@ -193,9 +194,10 @@ def _parse_line(line: str) -> tuple[str, Any, str | None]:
     key = key.strip()
     value = _decode_value(raw.strip())
     hit = (key, value, _verdict(key, value))
-    if len(_LINES) >= _LINES_KEPT:
-        _LINES.clear()
-    _LINES[line] = hit
+    if len(line) <= _LINE_CACHED_CHARS:  # long lines are rare, and would make the cache big
+        if len(_LINES) >= _LINES_KEPT:
+            _LINES.clear()
+        _LINES[line] = hit
     return hit
 
 

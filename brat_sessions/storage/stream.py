@@ -34,8 +34,10 @@ GIT_MEMORY = [
     *("-c", "core.packedGitLimit=32m", "-c", "core.packedGitWindowSize=4m"),
     *("-c", "core.deltaBaseCacheLimit=8m"),
 ]
-_CHUNK_PATH = re.compile(rb"events/[^/]+/[^/]+/[^/]+/[^/]+\.bin")
+_CHUNK_PATH = re.compile(rb"events/[^/]+/[^/]+/[^/]+/[0-9a-f]{64}\.bin")
 _FILE_MODES = (b"100644", b"100755")
+_TREE = b"040000"
+_OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _END = object()
 
 
@@ -57,20 +59,25 @@ def usable(wal: Wal) -> bool:
     try:
         if "extensions.partialclone" in config:
             return False
-        return not any(e.name.endswith(".promisor") and e.value == "true" for e in config)
+        return not any(e.name.endswith(".promisor") for e in config)  # whatever its value
     except Exception:  # noqa: BLE001 (an unreadable config: stay with pygit2)
         return False
 
 
-def _records(stream: IO[bytes]) -> Iterator[bytes]:
-    """`git log --format=%x00...` output cut into one record per commit."""
+def _tokens(stream: IO[bytes]) -> Iterator[bytes]:
+    """The NUL-separated fields of `git log -z` / `git ls-tree -z` output."""
     pending = b""
     while block := stream.read(1 << 16):
         parts = (pending + block).split(b"\0")
         pending = parts.pop()
-        yield from (p for p in parts if p)
+        yield from parts
     if pending:
         yield pending
+
+
+def _tracked(path: bytes) -> bool:
+    """The paths a plan depends on; the rest of a commit's tree is ignored, as by pygit2."""
+    return path == b"meta.json" or path == b"events" or path.startswith(b"events/")
 
 
 class _Plan:
@@ -83,16 +90,34 @@ class _Plan:
 
 
 def _plan(oid: str, files: dict[bytes, tuple[bytes, bytes]]) -> _Plan:
-    """The blobs of a commit whose files are `meta.json` and one chunk; else a pygit2 read."""
+    """The blobs of a commit whose tracked entries are exactly `meta.json` and the chain
+    `events/a/b/c/<name>.bin` (trees included); anything else is read with pygit2."""
     meta = files.get(b"meta.json")
-    chunks = [path for path in files if path.startswith(b"events/")]
-    if meta is None or meta[0] not in _FILE_MODES or len(chunks) != 1:
+    if meta is None or meta[0] not in _FILE_MODES or len(files) != 6:
+        return _Plan(oid, None, None, "")
+    chunks = [p for p, (mode, _) in files.items() if p != b"meta.json" and mode != _TREE]
+    if len(chunks) != 1 or not _CHUNK_PATH.fullmatch(chunks[0]):
         return _Plan(oid, None, None, "")
     path = chunks[0]
     mode, chunk = files[path]
-    if mode not in _FILE_MODES or not _CHUNK_PATH.fullmatch(path):
+    parts = path.split(b"/")
+    trees = [b"/".join(parts[:n]) for n in range(1, 5)]
+    if mode not in _FILE_MODES or any(files.get(t, (b"",))[0] != _TREE for t in trees):
         return _Plan(oid, None, None, "")
-    return _Plan(oid, meta[1], chunk, path.rsplit(b"/", 1)[1].decode())
+    return _Plan(oid, meta[1], chunk, parts[-1].decode())
+
+
+def _undo(files: dict[bytes, tuple[bytes, bytes]], info: bytes, path: bytes) -> None:
+    """Turn a commit's tracked entries into its first parent's, undoing one raw diff line;
+    StreamBroken when the line does not fit what is known (odd trees, odd output)."""
+    old_mode, new_mode, old, new, status = info[1:].split(b" ")
+    current = files.get(path)
+    if status == b"A" and current == (new_mode, new):
+        del files[path]
+    elif (status == b"D" and current is None) or (status in (b"M", b"T") and current == (new_mode, new)):
+        files[path] = (old_mode, old)
+    else:
+        raise StreamBroken(f"git log shows {status.decode(errors='replace')} for an entry it does not fit")
 
 
 class CommitStream:
@@ -101,7 +126,8 @@ class CommitStream:
 
     def __init__(self, wal: Wal, prepare: Prepare, target: str, since: str | None) -> None:
         self.wal, self.prepare, self.target, self.since = wal, prepare, target, since
-        self.git = ["git", "--git-dir", str(wal.ctx.common_dir), *GIT_MEMORY]
+        self.cwd = str(wal.ctx.common_dir)
+        self.git = ["git", "--git-dir", self.cwd, *GIT_MEMORY]
         self.yielded: set[str] = set()
         self.oldest: tuple[str, list[str]] | None = None  # the last commit seen and its parents
         self.plans: queue.Queue[Any] = queue.Queue(maxsize=32)
@@ -116,51 +142,61 @@ class CommitStream:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=git_env(),
+            cwd=self.cwd,
         )
         self.procs.append(proc)
         return proc
 
     def _head_files(self) -> dict[bytes, tuple[bytes, bytes]]:
         out = subprocess.run(
-            [*self.git, "ls-tree", "-r", "--full-tree", self.target],
+            [*self.git, "ls-tree", "-r", "-t", "-z", "--full-tree", self.target],
             capture_output=True,
             check=False,
             env=git_env(),
+            cwd=self.cwd,
         )
         if out.returncode != 0:
             raise StreamBroken("git ls-tree failed")
-        files = {}
-        for line in out.stdout.splitlines():
-            info, _, path = line.partition(b"\t")
-            mode, kind, oid = info.split(b" ")
-            files[path] = (mode if kind == b"blob" else b"-", oid)
+        files: dict[bytes, tuple[bytes, bytes]] = {}
+        for entry in out.stdout.split(b"\0"):
+            info, _, path = entry.partition(b"\t")
+            if not _tracked(path):
+                continue
+            mode, _kind, oid = info.split(b" ")
+            if path in files:
+                raise StreamBroken("the head's tree names an entry twice")
+            files[path] = (mode, oid)
         return files
 
     def _plan_all(self, log: subprocess.Popen[bytes], cat: subprocess.Popen[bytes]) -> None:
-        """Thread: turn log records into plans, writing each batch's requests to cat-file
-        before its plans are queued (the reader only waits for what was asked)."""
+        """Thread: turn `git log -z --raw -t` output into plans, writing each batch's
+        requests to cat-file before its plans are queued (the reader only waits for what
+        was asked). The tracked entries are carried back from the head, one diff at a time."""
         try:
             files = self._head_files()
             assert log.stdout is not None and cat.stdin is not None
             batch: list[_Plan] = []
-            for record in _records(log.stdout):
-                lines = record.split(b"\n")
-                header = lines[0].decode("ascii").split()
-                oid, parents = header[0], header[1:]
-                batch.append(_plan(oid, files))
-                self.oldest = (oid, parents)
-                for line in lines[1:]:
-                    if not line.startswith(b":"):
-                        continue
-                    info, _, path = line.partition(b"\t")
-                    old_mode, _new_mode, old, _new, status = info[1:].split(b" ")
-                    if status == b"A":
-                        files.pop(path, None)
-                    else:  # deleted or changed: the parent had the old one
-                        files[path] = (old_mode, old)
-                if len(batch) >= BATCH:
-                    self._send(batch, cat.stdin)
-                    batch = []
+            info = b""
+            for field in _tokens(log.stdout):
+                if self.stopped.is_set():
+                    return
+                if info:  # the path of the raw line before
+                    if _tracked(field):
+                        _undo(files, info, field)
+                    info = b""
+                    continue
+                token = field.lstrip(b"\n")
+                if token.startswith(b":"):
+                    info = token
+                elif token:  # a new commit: "<oid> <parents>"
+                    header = token.decode("ascii").split()
+                    if not header or not all(_OID.fullmatch(h) for h in header):
+                        raise StreamBroken("unexpected git log output")
+                    batch.append(_plan(header[0], files))
+                    self.oldest = (header[0], header[1:])
+                    if len(batch) >= BATCH:
+                        self._send(batch, cat.stdin)
+                        batch = []
             self._send(batch, cat.stdin)
             cat.stdin.close()
             if log.wait() != 0:
@@ -186,9 +222,10 @@ class CommitStream:
     def __iter__(self) -> Iterator[tuple[WalCommit | CorruptCommit, Any]]:
         spec = [self.target] + ([f"^{self.since}"] if self.since else [])
         log = self._start(
-            ["-c", "log.showSignature=false", "log", "--first-parent", "--raw", "--no-abbrev",
-             "--no-renames", "--no-color", "--no-mailmap", "--diff-merges=first-parent",
-             "--ignore-submodules=none", "--format=%x00%H %P", *spec, "--"]
+            ["-c", "log.showSignature=false", "log", "--first-parent", "--raw", "-t", "-z",
+             "--no-abbrev", "--no-renames", "--no-relative", "--no-color", "--no-mailmap",
+             "--encoding=UTF-8", "--diff-merges=first-parent", "--ignore-submodules=none",
+             "--format=%H %P", *spec, "--"]
         )  # fmt: skip
         cat = self._start(["cat-file", "--batch"], stdin=subprocess.PIPE)
         threading.Thread(target=self._plan_all, args=(log, cat), daemon=True).start()

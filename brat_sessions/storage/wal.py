@@ -161,7 +161,7 @@ class Wal:
                 meta = commit.tree["meta.json"]
                 prev = json.loads(meta.data).get("prev_wal") if isinstance(meta, pygit2.Blob) else None
                 missing = prev if isinstance(prev, str) and prev else None
-            except (KeyError, ValueError, AttributeError, TypeError, pygit2.GitError):
+            except (KeyError, ValueError, AttributeError, TypeError, RecursionError, pygit2.GitError):
                 return None  # unreadable: reported as a corrupt commit by the replay
         if missing is None:
             return None
@@ -364,7 +364,7 @@ def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalComm
         expected_hash = meta["chunk_hash"]
         prev = meta.get("prev_wal")
         actor = meta.get("actor_id", "")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise CorruptCommit(oid, "meta.json is not valid") from None
     if chunk_hash(data) != expected_hash or name != f"{expected_hash}.bin":
         raise CorruptCommit(oid, "chunk hash does not match meta.json")

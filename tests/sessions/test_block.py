@@ -237,3 +237,18 @@ def test_the_writer_refuses_what_the_reader_would_reject(
     (block,) = parse_blocks(text)
     assert block.error is None and block.warnings == []
     assert block.fields == {k: v for k, v in fields.items()}
+
+
+def test_the_line_cache_keeps_only_short_lines_and_answers_as_parsing_would():
+    from brat_sessions.sessions import block
+
+    block._LINES.clear()
+    long_value = "x" * 1000
+    body = (
+        '[session]\nstate = "running"\nsession_id = "s-1"\nrole = "r"\nsession_type = "polecat"\n'
+        f'engine = "e"\nworktree = "{long_value}"\nstarted_ts = 1700000000000\npid = 0\n[/session]'
+    )
+    first, second = parse_blocks(body), parse_blocks(body)
+    assert first == second and first[0].warnings and "pid" not in first[0].fields
+    assert all(len(line) <= block._LINE_CACHED_CHARS for line in block._LINES)
+    assert any(line.startswith("state") for line in block._LINES)

@@ -182,3 +182,99 @@ def test_a_reader_that_stops_early_leaves_no_git_or_thread_behind(repo, monkeypa
             break
         threading.Event().wait(0.05)
     assert threading.active_count() == before
+
+
+def _tree(repo: Path, entries: list[tuple[str, str, str]], literally: bool = False) -> str:
+    """A tree object from (mode, oid, name) entries; `literally` allows what mktree refuses."""
+    if not literally:
+        text = "".join(f"{m} {'tree' if m == '040000' else 'blob'} {o}\t{n}\n" for m, o, n in entries)
+        return (
+            subprocess.run(["git", "mktree"], cwd=repo, input=text.encode(), capture_output=True, check=True)
+            .stdout.decode()
+            .strip()
+        )
+    data = b"".join(f"{m.lstrip('0')} {n}".encode() + b"\0" + bytes.fromhex(o) for m, o, n in entries)
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--literally", "-t", "tree", "--stdin"],
+            cwd=repo,
+            input=data,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+
+
+def _blob(repo: Path, data: bytes) -> str:
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
+
+
+def _commit_tree(repo: Path, wal: Wal, tree: str) -> None:
+    head = wal.head()
+    new = git(repo, "commit-tree", tree, "-p", head, "-m", "WAL: crafted")
+    assert wal.move_head(head, new)
+
+
+def test_crafted_trees_read_the_same_both_ways(repo):
+    """Trees no git command writes: duplicate entries, an empty folder beside the chunk's,
+    names git would quote, two meta.json."""
+    issue = _fill(repo, 4)
+    wal = Wal(open_repo(repo))
+    empty = _tree(repo, [])
+    for n, shape in enumerate(("duplicate chunk", "empty sibling", "quoted name", "two meta", "junk")):
+        files = _good_files(issue, f"crafted {n}", wal.head())
+        meta = _blob(repo, files["meta.json"])
+        (path, data) = next((k, v) for k, v in files.items() if k.endswith(".bin"))
+        name = path.rsplit("/", 1)[1]
+        chunk = ("100644", _blob(repo, data), name)
+        day = [chunk]
+        if shape == "duplicate chunk":
+            day = [chunk, chunk]
+        if shape == "quoted name":
+            day = [chunk, ("100644", _blob(repo, b"junk"), '\u00e9 "x".bin')]
+        day_tree = _tree(repo, day, literally=shape == "duplicate chunk")
+        month = [("040000", day_tree, "14")] + ([("040000", empty, "15")] if shape == "empty sibling" else [])
+        events = _tree(repo, [("040000", _tree(repo, [("040000", _tree(repo, month), "11")]), "2023")])
+        root = [("100644", meta, "meta.json"), ("040000", events, "events")]
+        if shape == "two meta":
+            root = [("100644", _blob(repo, b"{not json"), "meta.json"), *root]
+        if shape == "junk":
+            junk = _tree(repo, [("100644", _blob(repo, str(i).encode()), f"f{i}") for i in range(50)])
+            root.append(("040000", junk, "junk"))
+        _commit_tree(repo, wal, _tree(repo, root, literally=shape == "two meta"))
+        _fill_on(repo, issue, 1)
+    _same_both_ways(repo)
+
+
+def test_git_settings_that_change_log_output_change_nothing(repo):
+    """diff.relative from a subfolder of a worktree set by core.worktree, and a log output
+    encoding that would turn NUL into text."""
+    _fill(repo, 10)
+    expected, _ = _cold(repo, PYGIT2)
+    git(repo, "config", "core.worktree", str(repo))
+    git(repo, "config", "diff.relative", "true")
+    git(repo, "config", "i18n.logOutputEncoding", "UTF-7")
+    (repo / "sub").mkdir()
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
+    out = brat("sessions", "doctor", "--json", cwd=repo / "sub", env=STREAM)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert _tables(repo) == expected
+
+
+def test_a_meta_json_nested_too_deep_is_a_corrupt_commit(repo):
+    issue = _fill(repo, 3)
+    wal = Wal(open_repo(repo))
+    files = _good_files(issue, "deep", wal.head())
+    raw_commit(wal, {**files, "meta.json": b"[" * 200_000}, wal.head())
+    _fill_on(repo, issue, 2)
+    streamed, _ = _same_both_ways(repo)
+    assert "meta.json is not valid" in streamed.stdout
+    assert "Traceback" not in streamed.stderr
