@@ -1,16 +1,17 @@
 """Read a long stretch of the log through git's own plumbing (used to build a cold index).
 
-`git log --first-parent --raw` names the blobs each commit adds, newest first, and one
-`git cat-file --batch` streams their bytes; git inflates objects in its own processes
-while this one decodes and folds. Nothing is held for the whole log: the commit's file
-list is carried back from the head (`git ls-tree` of the head, then each diff undone),
-requests are written in small batches and read back in order.
+`git log --first-parent --raw -t -z` names the entries each commit changes, newest
+first, and one `git cat-file --batch` streams the blobs; git inflates objects in its own
+processes while this one decodes and folds. Nothing is held for the whole log: each
+commit's `meta.json` and `events/` entries (trees included) are carried back from the
+head (`git ls-tree` of the head, then each diff undone and checked), requests are
+written in small batches and read back in order.
 
-Anything this path does not expect (git missing or failing, a partial clone, a commit
-whose files are not exactly `meta.json` and one `events/Y/M/D/<hash>.bin`, an object
-that is missing or not a blob) is read by the pygit2 path instead, commit by commit or
-for the rest of the log, so the result is the same: the folds are idempotent.
-Commits come newest first.
+Anything this path does not expect (git missing or failing, a partial clone, a diff that
+does not fit, a commit whose entries are not exactly `meta.json` and the chain
+`events/Y/M/D/<hash>.bin`, an object that is missing or not a blob) is read by the
+pygit2 path instead, commit by commit or for the rest of the log, so the result is the
+same: the folds are idempotent. Commits come newest first.
 """
 
 from __future__ import annotations
