@@ -186,3 +186,30 @@ def test_the_hot_path_fails_like_the_full_command(repo, task):
         )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert json.loads(done.stderr.splitlines()[-1])["error"]["code"] == "internal", done.stderr
+
+
+def test_a_closed_pipe_and_a_missing_folder_end_the_same_on_both_paths(repo, task, tmp_path):
+    Tracker(repo).start(task.task_id)
+    brat_json("sessions", "list", cwd=repo)  # the index is current
+    hot = [sys.executable, "-m", "brat_sessions.cli"]
+    full = [sys.executable, "-c", "import sys; from brat_sessions.cli.root import main; main(sys.argv[1:])"]
+    env = {**os.environ, **WORKTREE_ENV}
+    for args in (["sessions", "list", "--json"], ["sessions", "list", "--all", "--json"]):
+        codes = []
+        for cmd in (hot, full):
+            read, write = os.pipe()
+            os.close(read)  # nobody reads: the first write fails with EPIPE
+            done = subprocess.run([*cmd, *args], cwd=repo, stdout=write, stderr=subprocess.PIPE, env=env)
+            os.close(write)
+            codes.append(done.returncode)
+            assert b"Traceback" not in done.stderr
+        assert codes == [1, 1], args
+    for cmd in (hot, full):
+        done = subprocess.run(
+            [*cmd, "-C", str(tmp_path / "typo"), "sessions", "list", "--json"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert done.returncode == 5 and "no such directory" in done.stderr, done.stderr

@@ -9,6 +9,8 @@ line (cli/root.py), which then prints the same thing or says what is wrong.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import NoReturn
 
@@ -67,6 +69,12 @@ def answered(argv: list[str]) -> bool:
 
 
 def _failed(exc: BaseException) -> NoReturn:
+    """Fail as the full command line does (click: a newline before "interrupted", exit 1
+    without a word when stdout or stderr is a closed pipe)."""
+    if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+        os._exit(1)
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write("\n")
     from .root import report_failure  # click loads only now, to say what went wrong
 
     report_failure(exc)

@@ -45,6 +45,8 @@ def find(start: str | os.PathLike[str] | None) -> GitDirs:
     ):
         raise Unsupported("git environment variables")
     here = Path(os.fspath(start) if start is not None else os.getcwd()).resolve()
+    if not here.is_dir():
+        raise Unsupported(f"no such directory: {here}")  # the full workspace says so
     for folder in (here, *here.parents):
         dot = folder / ".git"
         if dot.is_dir():

@@ -38,6 +38,10 @@ GIT_MEMORY = [
 _CHUNK_PATH = re.compile(rb"events/[^/]+/[^/]+/[^/]+/[0-9a-f]{64}\.bin")
 _FILE_MODES = (b"100644", b"100755")
 _TREE = b"040000"
+_EMPTY_TREES = (
+    b"4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+    b"6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321",  # SHA-256
+)
 _OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _END = object()
 
@@ -102,23 +106,28 @@ def _plan(oid: str, files: dict[bytes, tuple[bytes, bytes]]) -> _Plan:
     path = chunks[0]
     mode, chunk = files[path]
     parts = path.split(b"/")
-    trees = [b"/".join(parts[:n]) for n in range(1, 5)]
-    if mode not in _FILE_MODES or any(files.get(t, (b"",))[0] != _TREE for t in trees):
+    trees = [files.get(b"/".join(parts[:n]), (b"", b"")) for n in range(1, 5)]
+    # an empty folder can hide a file whose name holds a "/" (only a hand-made tree does)
+    if mode not in _FILE_MODES or any(m != _TREE or o in _EMPTY_TREES for m, o in trees):
         return _Plan(oid, None, None, "")
     return _Plan(oid, meta[1], chunk, parts[-1].decode())
 
 
-def _undo(files: dict[bytes, tuple[bytes, bytes]], info: bytes, path: bytes) -> None:
-    """Turn a commit's tracked entries into its first parent's, undoing one raw diff line;
-    StreamBroken when the line does not fit what is known (odd trees, odd output)."""
-    old_mode, new_mode, old, new, status = info[1:].split(b" ")
-    current = files.get(path)
-    if status == b"A" and current == (new_mode, new):
-        del files[path]
-    elif (status == b"D" and current is None) or (status in (b"M", b"T") and current == (new_mode, new)):
-        files[path] = (old_mode, old)
-    else:
-        raise StreamBroken(f"git log shows {status.decode(errors='replace')} for an entry it does not fit")
+def _undo(files: dict[bytes, tuple[bytes, bytes]], lines: list[tuple[bytes, bytes]]) -> None:
+    """Turn a commit's tracked entries into its first parent's, undoing its raw diff lines
+    (additions and changes first, so that a path that changed type fits); StreamBroken when
+    a line does not fit what is known (odd trees, odd output)."""
+    parsed = [(info[1:].split(b" "), path) for info, path in lines]
+    for (old_mode, new_mode, old, new, status), path in sorted(parsed, key=lambda p: p[0][4] == b"D"):
+        current = files.get(path)
+        if status == b"A" and current == (new_mode, new):
+            del files[path]
+        elif (status == b"D" and current is None) or (status in (b"M", b"T") and current == (new_mode, new)):
+            files[path] = (old_mode, old)
+        else:
+            raise StreamBroken(
+                f"git log shows {status.decode(errors='replace')} for an entry it does not fit"
+            )
 
 
 class CommitStream:
@@ -178,12 +187,13 @@ class CommitStream:
             assert log.stdout is not None and cat.stdin is not None
             batch: list[_Plan] = []
             info = b""
+            lines: list[tuple[bytes, bytes]] = []  # the tracked raw lines of the last commit
             for field in _tokens(log.stdout):
                 if self.stopped.is_set():
                     return
                 if info:  # the path of the raw line before
                     if _tracked(field):
-                        _undo(files, info, field)
+                        lines.append((info, field))
                     info = b""
                     continue
                 token = field.lstrip(b"\n")
@@ -193,6 +203,9 @@ class CommitStream:
                     header = token.decode("ascii").split()
                     if not header or not all(_OID.fullmatch(h) for h in header):
                         raise StreamBroken("unexpected git log output")
+                    if lines:
+                        _undo(files, lines)  # the commit before, undone: this one's entries
+                        lines = []
                     batch.append(_plan(header[0], files))
                     self.oldest = (header[0], header[1:])
                     if len(batch) >= BATCH:

@@ -227,9 +227,23 @@ def test_crafted_trees_read_the_same_both_ways(repo):
     """Trees no git command writes: duplicate entries, an empty folder beside the chunk's,
     names git would quote, two meta.json."""
     issue = _fill(repo, 4)
+    shapes = ("duplicate chunk", "empty sibling", "quoted name", "two meta", "junk", "hidden", "events blob")
+    _craft(repo, issue, shapes)
+    _same_both_ways(repo)
+
+
+def test_a_type_change_is_undone_without_leaving_the_stream(repo):
+    issue = _fill(repo, 4)
+    _craft(repo, issue, ["events blob", "hidden"])
+    streamed, _ = _same_both_ways(repo)
+    assert "reading it with libgit2" not in streamed.stderr  # each odd commit alone, by pygit2
+
+
+def _craft(repo: Path, issue: bytes, shapes) -> None:
+    """A commit of each shape (then a good one), on the log."""
     wal = Wal(open_repo(repo))
     empty = _tree(repo, [])
-    for n, shape in enumerate(("duplicate chunk", "empty sibling", "quoted name", "two meta", "junk")):
+    for n, shape in enumerate(shapes):
         files = _good_files(issue, f"crafted {n}", wal.head())
         meta = _blob(repo, files["meta.json"])
         (path, data) = next((k, v) for k, v in files.items() if k.endswith(".bin"))
@@ -242,8 +256,13 @@ def test_crafted_trees_read_the_same_both_ways(repo):
             day = [chunk, ("100644", _blob(repo, b"junk"), '\u00e9 "x".bin')]
         day_tree = _tree(repo, day, literally=shape == "duplicate chunk")
         month = [("040000", day_tree, "14")] + ([("040000", empty, "15")] if shape == "empty sibling" else [])
-        events = _tree(repo, [("040000", _tree(repo, [("040000", _tree(repo, month), "11")]), "2023")])
+        if shape == "hidden":  # an empty "14" and a file named "14/<hash>.bin": listed as one chain
+            month = [("040000", empty, "14"), (chunk[0], chunk[1], f"14/{name}")]
+        month_tree = _tree(repo, month, literally=shape == "hidden")
+        events = _tree(repo, [("040000", _tree(repo, [("040000", month_tree, "11")]), "2023")])
         root = [("100644", meta, "meta.json"), ("040000", events, "events")]
+        if shape == "events blob":  # then a tree again in the next commit: a type change
+            root = [("100644", meta, "meta.json"), ("100644", _blob(repo, b"not a folder"), "events")]
         if shape == "two meta":
             root = [("100644", _blob(repo, b"{not json"), "meta.json"), *root]
         if shape == "junk":
@@ -251,7 +270,6 @@ def test_crafted_trees_read_the_same_both_ways(repo):
             root.append(("040000", junk, "junk"))
         _commit_tree(repo, wal, _tree(repo, root, literally=shape == "two meta"))
         _fill_on(repo, issue, 1)
-    _same_both_ways(repo)
 
 
 def test_git_settings_that_change_log_output_change_nothing(repo):
