@@ -12,7 +12,6 @@ from typing import Any
 import pygit2
 
 from .clock import now_ms
-from .config import load_config
 from .errors import BadInput
 from .issues.tasks import create_task
 from .reaper import reap
@@ -59,7 +58,7 @@ def run_demo(target: str | None = None) -> dict[str, Any]:
     doomed.kill()
     doomed.wait()
 
-    report = reap(ws, load_config(ws.ctx.config_root))
+    report = reap(ws, ws.config)
     sessions = tracker.sessions(include_exited=True)
     now = now_ms()
     text = "\n".join(

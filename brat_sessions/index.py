@@ -217,13 +217,12 @@ class Index:
         pending = 0
         since = self._since(current)
         start = self._from_snapshot(target, issues, blocks) if since is None and self.snapshots else None
-        replay = self.wal.replay_prepared(session_proj.prepare_commit, target, start or since)
+        after = start or since
+        replay = self.wal.replay_prepared(session_proj.prepare_commit, target, after)
         progress = _Progress()
-        since_ = start or since
-        total = lambda: self.wal.total_commits(target, since_)  # noqa: E731
         done = 0
         for done, (item, parsed) in enumerate(replay, 1):
-            progress.tick(done, total)
+            progress.tick(done, lambda: self.wal.total_commits(target, after))
             if isinstance(item, CorruptCommit):
                 session_proj.add_problem(
                     db, f"commit:{item.commit}", "corrupt_commit", item.message, commit_id=item.commit

@@ -16,11 +16,9 @@ from typing import Any
 from .index import Index
 from .sessions.lease import LEASE_PREFIX, MAX_LEASE_BYTES, Lease, lease_from_bytes
 from .storage import plain_git
-from .storage.context import RepoContext
+from .storage.context import WAL_REF, RepoContext
 from .storage.plain_git import Unsupported
 from .workspace import Workspace
-
-WAL_REF = "refs/grite/wal"
 
 
 class _HeadOnly:
@@ -49,6 +47,8 @@ class LightWorkspace(Workspace):
             worktree=dirs.worktree,
         )
         self.repo = None  # type: ignore[assignment]
+        if not (self.ctx.data_dir / "index.sqlite").exists():
+            raise Unsupported("no index yet")
         head = plain_git.read_ref(dirs.common_dir, WAL_REF)
         # every lease read now (there is one per live session): a packed one means pygit2,
         # and that must be known before the command has printed anything
@@ -60,8 +60,6 @@ class LightWorkspace(Workspace):
         }
         self._actor = None
         self._config = None
-        if not (self.ctx.data_dir / "index.sqlite").exists():
-            raise Unsupported("no index yet")
         index = Index(self.ctx, _HeadOnly(head), snapshots=False)  # type: ignore[arg-type]
         if index.indexed_head() != head or index.incomplete:
             index.close()

@@ -175,7 +175,7 @@ class Syncer:
         """Take the remote's lease where it is newer; drop the leases of exited sessions."""
         refs = self._refs()
         local_leases = self._under(refs, LEASE_PREFIX)
-        index = self.ws.fresh_index()
+        index = self.ws.index  # refreshed by run() after merge_log
         for sid, oid in self._under(refs, self.prefix + "sessions/leases/").items():
             if not valid_id(sid):
                 self.report.warnings.append(f"remote lease {sid[:80]!r} ignored: not a valid session id")
@@ -267,7 +267,7 @@ class Syncer:
             if remote_leases.get(sid) != oid:  # merge_leases left ours at least as new
                 specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
                 self.report.leases_pushed += 1
-        index = self.ws.fresh_index()
+        index = self.ws.index  # refreshed by run() after merge_log
         for sid in remote_leases:
             if sid not in local_leases and _exited(index, sid):
                 specs.append(f":{LEASE_PREFIX}{sid}")

@@ -103,7 +103,7 @@ class Workspace:
         if index.incomplete:
             found.insert(0, _problem("incomplete_log", index.incomplete))
         now = now_ms() if now is None else now
-        for s in self.sessions(include_exited=True):
+        for s in index.sessions(include_exited=True):
             self.with_lease(s, now)
             if s.future_ts is not None and not s.exited:
                 found.append(

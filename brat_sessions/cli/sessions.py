@@ -137,16 +137,16 @@ def sessions_list(
         stale = int((ws.config.effective_timeout + ws.config.clock_skew) * 1000)
         return sessions_table(found, at, width=width(), colour=colour(), stale_after_ms=stale, bare=bare)
 
-    # sessions whose blocks cannot be read are listed as bare rows, never hidden
     plain = not (status or role or session_type or parent or root)
-    bare = ws.fresh_index().unreadable(issue_id) if include_all and plain else []
-    if watch:
-        _watch(look, text, interval)
-        return
-    if json_wanted() and include_all and plain and sort_key == "started":
+    if not watch and json_wanted() and include_all and plain and sort_key == "started":
         from .plain import all_list_json
 
         click.echo(all_list_json(ws, issue_id, limit))  # straight from SQLite: no object per session
+        return
+    # sessions whose blocks cannot be read are listed as bare rows, never hidden
+    bare = ws.fresh_index().unreadable(issue_id) if include_all and plain else []
+    if watch:
+        _watch(look, text, interval)
         return
     found, at = look()
     data: dict[str, Any] = {"sessions": [s.to_json(at) for s in found], "total": len(found)}

@@ -21,6 +21,8 @@ from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pygit2
 
     from .model import Session
@@ -112,17 +114,15 @@ def create_lease(repo: pygit2.Repository, session_id: str, host: str | None, ts:
 
 
 def create_missing_lease(
-    repo: pygit2.Repository, common_dir: str, session_id: str, host: str | None, ts: int
+    repo: pygit2.Repository, common_dir: Path, session_id: str, host: str | None, ts: int
 ) -> None:
     """Create the lease of a session that has none here, unless another process just did:
     `git update-ref` with an empty old value checks that under git's lock, so two
     concurrent creators never overwrite each other (and what the first one recorded)."""
-    from pathlib import Path
-
     from ..storage.context import create_ref_if_absent
 
     oid = _blob(repo, Lease(session_id, ts, host))
-    create_ref_if_absent(Path(common_dir), lease_ref(session_id), str(oid), "brat_sessions lease")
+    create_ref_if_absent(common_dir, lease_ref(session_id), str(oid), "brat_sessions lease")
 
 
 def read_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     import pygit2
 
 
+WAL_REF = "refs/grite/wal"  # grite's log (here so that the pygit2-free warm path shares it)
+
+
 @dataclass
 class RepoContext:
     repo: pygit2.Repository  # None on the warm path that reads git's files directly

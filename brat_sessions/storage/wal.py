@@ -15,6 +15,7 @@ import pygit2
 
 from ..clock import pause_after_lost_race
 from ..errors import Conflict, CorruptCommit, EnvironmentProblem
+from .context import WAL_REF as WAL_REF  # (re-exported: the log's name is used everywhere)
 from .context import RepoContext, create_ref_if_absent
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 # The chunk codec (cbor2, hashlib) loads on the first read or write, not on import:
 # a warm `brat sessions list` never decodes a commit.
 
-WAL_REF = "refs/grite/wal"
 MAX_APPEND_ATTEMPTS = 200
 STREAM_FROM = 500  # commits; a shorter replay reads them with pygit2, one by one
 
@@ -108,6 +108,12 @@ class Wal:
         `since`; when `since` is not on the chain (a sync rebuilt it), at the point
         where the two chains meet.
         """
+        ids = self._walk(head, since, None)
+        assert ids is not None  # (only a limit stops the walk early)
+        return ids
+
+    def _walk(self, head: str | None, since: str | None, limit: int | None) -> list[str] | None:
+        """`commit_ids`, or None as soon as `limit` commits are found (a long chain)."""
         head = head if head is not None else self.head()
         if head is None:
             return []
@@ -124,6 +130,8 @@ class Wal:
             if oid == since:
                 break
             ids.append(oid)
+            if limit is not None and len(ids) >= limit:
+                return None
             parent = commit.parent_ids[0] if commit.parent_ids else None
             try:
                 parent_commit = self.repo.get(parent) if parent is not None else None
@@ -194,21 +202,21 @@ class Wal:
         self.last_count = None
         if target is None:
             return
-        expected = self.commit_ids(target, since) if since is not None else None
-        if expected is not None:
-            self.last_count = len(expected)
-        short = len(expected) if expected is not None else self._short_chain(target)
-        if short is not None and short < int(os.environ.get("BRAT_STREAM_FROM") or STREAM_FROM):
-            for oid in expected if expected is not None else self.commit_ids(target):
-                yield read_prepared(self, oid, prepare)
-            return
+        limit = int(os.environ.get("BRAT_STREAM_FROM") or STREAM_FROM)
+        ids = self.commit_ids(target, since) if since is not None else self._walk(target, None, limit)
+        if ids is not None:
+            self.last_count = len(ids)
+            if len(ids) < limit:
+                for oid in ids:
+                    yield read_prepared(self, oid, prepare)
+                return
         from .stream import CommitStream, StreamBroken, usable
 
         stream = CommitStream(self, prepare, target, since) if usable(self) else None
         try:
             if stream is not None:
                 yield from stream
-                if expected is None:
+                if ids is None:
                     self._stream_reached(stream)
                     return
         except (StreamBroken, OSError) as exc:
@@ -216,24 +224,9 @@ class Wal:
                 f"brat: reading the log through git failed ({exc}); reading it with libgit2", file=sys.stderr
             )
         done = stream.yielded if stream is not None else set()
-        for oid in expected if expected is not None else self.commit_ids(target):
+        for oid in ids if ids is not None else self.commit_ids(target):
             if oid not in done:
                 yield read_prepared(self, oid, prepare)
-
-    def _short_chain(self, head: str) -> int | None:
-        """The number of commits of a chain shorter than STREAM_FROM; None for a longer one."""
-        limit = int(os.environ.get("BRAT_STREAM_FROM") or STREAM_FROM)
-        try:
-            commit: Any = self.repo[head]
-            for n in range(1, limit + 1):
-                if not isinstance(commit, pygit2.Commit) or not commit.parent_ids:
-                    return n
-                commit = self.repo.get(commit.parent_ids[0])
-                if commit is None:
-                    return n
-        except (KeyError, ValueError, pygit2.GitError):
-            return 0  # damaged: the pygit2 walk says what is wrong
-        return None
 
     def _stream_reached(self, stream: Any) -> None:
         """What the walk of a whole chain records (commit_ids), from the stream's oldest commit."""

@@ -235,7 +235,7 @@ class Tracker:
         session = self.ws.fresh_index().session(session_id)  # NotFound if unknown
         if session.exited:
             raise Fenced(_fenced_message(session))
-        create_missing_lease(self.ws.repo, str(self.ws.ctx.common_dir), session_id, self.host, now)
+        create_missing_lease(self.ws.repo, self.ws.ctx.common_dir, session_id, self.host, now)
         # An exit committed after our look but before the lease existed would have been
         # followed by dropping the lease: look once more, so neither side misses the other.
         session = self.ws.fresh_index().session(session_id)
