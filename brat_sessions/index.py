@@ -21,8 +21,14 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
 from .rules import ID_RULE, valid_id
 from .sessions.model import Session
+from .sessions.rows import (
+    EXT_DEFAULT,
+    SESSION_COLUMNS,
+    SESSIONS_WITH_TASKS,
+    exited_json_sql,
+    session_from_row,
+)
 from .sessions.rows import SCHEMA as SESSION_SCHEMA
-from .sessions.rows import SESSION_COLUMNS, SESSIONS_WITH_TASKS, exited_json_sql, session_from_row
 
 if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to replay
     from .issues.projection import Issue, IssueFold
@@ -31,7 +37,8 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .storage.events import Event
     from .storage.wal import Wal
 
-FORMAT_VERSION = 12
+FORMAT_VERSION = 13
+PAGE_SIZE = int(os.environ.get("BRAT_PAGE_SIZE") or 16384)  # fewer half-empty pages than 4 KiB
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 5000  # commits whose blocks are collected in memory before they are written
 SNAPSHOT_FLUSH_CHUNKS = 20  # snapshot chunks (1,000 events each) whose blocks are collected first
@@ -110,6 +117,7 @@ class Index:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # (a new file only: before WAL mode)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         return db
@@ -481,8 +489,8 @@ class Index:
     def sessions(self, include_exited: bool = False, issue_id: str | None = None) -> list[Session]:
         sql = f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS}"
         where, args = [], []
-        if not include_exited:  # an IN list uses the status index; != would scan
-            where.append("s.status IN ('spawned', 'ready', 'running', 'handoff')")
+        if not include_exited:  # (the condition of the sessions_live index)
+            where.append("s.status != 'exit'")
         if issue_id is not None:
             where.append("s.issue_id = ?")
             args.append(issue_id)
@@ -498,7 +506,7 @@ class Index:
         (started_ts, session_id, json). SQLite splices stored text; only a session with a
         time later than now + skew goes through Python (`settle` judges its times)."""
         limit = now + skew_ms
-        args: dict[str, object] = {"limit": limit, "now": now, "issue": issue_id}
+        args: dict[str, object] = {"limit": limit, "now": now, "issue": issue_id, "ext_default": EXT_DEFAULT}
         only = " AND s.issue_id = :issue" if issue_id is not None else ""
         rows = self.db.execute(exited_json_sql(only), args).fetchall()
         odd = self.db.execute(
@@ -515,8 +523,8 @@ class Index:
         """The session and every session below it (by parent links; cycles are cut)."""
         rows = self.db.execute(
             f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS} "
-            "WHERE s.session_id = ? OR json_extract(s.body, '$.root_session_id') IN "
-            "(?, (SELECT json_extract(body, '$.root_session_id') FROM sessions WHERE session_id = ?))",
+            "WHERE s.session_id = ? OR json_extract(s.ext, '$.root_session_id') IN "
+            "(?, (SELECT json_extract(ext, '$.root_session_id') FROM sessions WHERE session_id = ?))",
             (session_id, session_id, session_id),
         ).fetchall()
         found = {s.session_id: s for s in (session_from_row(*row) for row in rows)}

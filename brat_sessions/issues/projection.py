@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS issues(
 CREATE INDEX IF NOT EXISTS issues_task ON issues(task_id);
 CREATE TABLE IF NOT EXISTS members(
   issue_id TEXT, kind TEXT, value TEXT, present INTEGER, key BLOB,
-  PRIMARY KEY(issue_id, kind, value));
+  PRIMARY KEY(issue_id, kind, value)) WITHOUT ROWID;
 """
 
 _COLUMNS = (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
 from .model import EXTENSION_KEYS, USAGE_KEYS, Session
-from .rows import fields_from_row, fields_to_row, session_to_row
+from .rows import INSERT_SESSIONS, fields_from_row, fields_to_row, session_to_row
 
 if TYPE_CHECKING:
     from ..storage.wal import WalCommit
@@ -246,9 +246,9 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
         if foreign:
             _store_conflicts(db, sid, session.grite_issue_id, foreign)
         if len(rows) >= RECOMPUTE_BATCH:
-            db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany(INSERT_SESSIONS, rows)
             rows.clear()
-    db.executemany("INSERT OR REPLACE INTO sessions VALUES(?,?,?,?,?,?,?,?,?)", rows)
+    db.executemany(INSERT_SESSIONS, rows)
 
 
 def _store_conflicts(db: sqlite3.Connection, sid: str, owner: str, foreign: list[BlockRecord]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 from ..kinds import BRAT_FIELDS
 from .model import Session
@@ -18,13 +19,16 @@ CREATE TABLE IF NOT EXISTS blocks(
   PRIMARY KEY(session_id, ts, actor, event_id, seq)) WITHOUT ROWID;
 -- a session as the projection left it: `body` is its JSON without the fields that depend
 -- on the clock, the task label or the lease (task_id, last_heartbeat_ts, future_ts, usage,
--- beats), which sit in their own columns, so `list --all` splices text instead of
--- rebuilding JSON
+-- beats) and without those kept in columns anyway (session_id, grite_issue_id as issue_id,
+-- status, started_ts), so `list --all` splices text instead of rebuilding JSON. The
+-- extension keys (lineage, progress ...) are `ext`, NULL when they all hold their
+-- defaults (most sessions: EXT_DEFAULT is spliced instead)
 CREATE TABLE IF NOT EXISTS sessions(
   session_id TEXT PRIMARY KEY, issue_id TEXT NOT NULL, status TEXT NOT NULL,
   started_ts INTEGER NOT NULL, top_beat INTEGER, beats TEXT NOT NULL, usage TEXT, usage_out TEXT,
-  body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
+  body TEXT NOT NULL, ext TEXT);
+-- the live sessions only (a few among many exited ones)
+CREATE INDEX IF NOT EXISTS sessions_live ON sessions(status) WHERE status != 'exit';
 CREATE INDEX IF NOT EXISTS sessions_issue ON sessions(issue_id);
 CREATE TABLE IF NOT EXISTS problems(
   problem_id TEXT PRIMARY KEY, kind TEXT NOT NULL, commit_id TEXT, event_id TEXT,
@@ -34,15 +38,26 @@ CREATE TABLE IF NOT EXISTS problems(
 
 # kept apart from `body`: see the sessions table
 _APART = ("task_id", "last_heartbeat_ts", "future_ts", "beats", "usage")
-SESSION_COLUMNS = "s.body, s.beats, s.usage, s.top_beat, i.task_id"  # session_from_row's order
+_IN_COLUMNS = ("session_id", "grite_issue_id", "status", "started_ts")
+_FIELDS = [f for f in fields(Session) if f.name not in _APART]
+_FIRST_EXT = [f.name for f in _FIELDS].index("parent_session_id")
+_BODY_KEYS = tuple(f.name for f in _FIELDS[:_FIRST_EXT] if f.name not in _IN_COLUMNS)
+_EXT_KEYS = tuple(f.name for f in _FIELDS[_FIRST_EXT:])  # the rest, in the model's order
+EXT_DEFAULT = json.dumps({f.name: f.default for f in _FIELDS[_FIRST_EXT:]})
+# session_from_row's arguments
+SESSION_COLUMNS = (
+    "s.session_id, s.issue_id, s.status, s.started_ts, s.body, s.ext, s.beats, s.usage, s.top_beat, i.task_id"
+)
 SESSIONS_WITH_TASKS = "sessions s LEFT JOIN issues i ON i.issue_id = s.issue_id"
+INSERT_SESSIONS = "INSERT OR REPLACE INTO sessions VALUES(?,?,?,?,?,?,?,?,?,?)"
 
 
 def session_to_row(s: Session) -> tuple[object, ...]:
     """The sessions table's row for a session, in column order."""
-    body = {k: v for k, v in vars(s).items() if k not in _APART}
+    values = vars(s)
     usage = json.dumps(s.usage) if s.usage else None
     usage_out = json.dumps(usage_json(s.usage)) if s.usage else None
+    ext = json.dumps({k: values[k] for k in _EXT_KEYS})
     return (
         s.session_id,
         s.grite_issue_id,
@@ -52,20 +67,26 @@ def session_to_row(s: Session) -> tuple[object, ...]:
         json.dumps(s.beats),
         usage,
         usage_out,
-        json.dumps(body),
+        json.dumps({k: values[k] for k in _BODY_KEYS}),
+        None if ext == EXT_DEFAULT else ext,
     )
 
 
 # brat's fields stored by position (the session id is the row's own column)
 _POSITIONAL = tuple(k for k in BRAT_FIELDS if k != "session_id")
 _BRAT = frozenset(BRAT_FIELDS)
+_WORKTREE = _POSITIONAL.index("worktree")
 
 
 def fields_to_row(fields: dict[str, object]) -> str:
     """A block's fields as stored: brat's values in brat's order without the session id,
     trailing nulls left out, then any other keys (not null) as one object:
-    `["running","witness","polecat","codex","wt",4242,1700000000000,{"host":"h1"}]`."""
+    `["running","witness","polecat","codex",1,4242,1700000000000,{"host":"h1"}]`. A
+    worktree at brat's place for the session (`.grite/worktrees/<session id>`) is stored
+    as 1 (a worktree read from a block is always text)."""
     row: list[object] = [fields.get(k) for k in _POSITIONAL]
+    if row[_WORKTREE] == _worktree_of(fields.get("session_id")):
+        row[_WORKTREE] = 1
     while row and row[-1] is None:
         row.pop()
     extra = {k: v for k, v in fields.items() if k not in _BRAT and v is not None}
@@ -78,6 +99,8 @@ def fields_from_row(data: str, session_id: str) -> dict[str, object]:
     """The fields `fields_to_row` stored, every brat field present (None when absent)."""
     values = json.loads(data)
     extra = values.pop() if values and isinstance(values[-1], dict) else {}
+    if len(values) > _WORKTREE and values[_WORKTREE] == 1:
+        values[_WORKTREE] = _worktree_of(session_id)
     fields: dict[str, object] = dict.fromkeys(BRAT_FIELDS)
     fields.update(zip(_POSITIONAL, values))
     fields["session_id"] = session_id
@@ -85,11 +108,27 @@ def fields_from_row(data: str, session_id: str) -> dict[str, object]:
     return fields
 
 
+def _worktree_of(session_id: object) -> str:
+    return f".grite/worktrees/{session_id}"
+
+
 def session_from_row(
-    body: str, beats: str, usage: str | None, top: int | None, task_id: str | None
+    session_id: str,
+    issue_id: str,
+    status: str,
+    started_ts: int,
+    body: str,
+    ext: str | None,
+    beats: str,
+    usage: str | None,
+    top: int | None,
+    task_id: str | None,
 ) -> Session:
-    """A session from its row (SESSION_COLUMNS)."""
+    """A session from its row (SESSION_COLUMNS); absent extension keys take their defaults."""
     d = json.loads(body)
+    if ext is not None:
+        d.update(json.loads(ext))
+    d.update(session_id=session_id, grite_issue_id=issue_id, status=status, started_ts=started_ts)
     d.update(task_id=task_id, last_heartbeat_ts=top, beats=json.loads(beats), future_ts=None)
     d["usage"] = json.loads(usage) if usage else None
     return Session(**d)
@@ -99,14 +138,18 @@ def exited_json_sql(filtered: str) -> str:
     """Exited sessions as `Session.to_json(now)` text, spliced by SQLite (no JSON parsed):
     (started_ts, session_id, json), the spliced keys first. Sessions with a time after
     :limit are left out (their times must be judged in Python). `filtered` adds conditions
-    on `s`. (A task id is quoted as it is: only valid ids become task ids.)"""
+    on `s`; :ext_default is EXT_DEFAULT. (Ids and the status are quoted as they are: only
+    valid ids become session and task ids, issue ids are hex, the status is a state name.)"""
     return (
         "SELECT s.started_ts, s.session_id, "
         "'{\"task_id\": ' || ifnull('\"' || i.task_id || '\"', 'null') "
         "|| ', \"last_heartbeat_ts\": ' || ifnull(s.top_beat, 'null') "
         "|| ', \"future_ts\": null, \"usage\": ' || ifnull(s.usage_out, 'null') "
         "|| ', \"heartbeat_age_ms\": ' || ifnull(max(0, :now - s.top_beat), 'null') "
-        "|| ', ' || substr(s.body, 2) "
+        '|| \', "session_id": "\' || s.session_id || \'", "grite_issue_id": "\' || s.issue_id '
+        '|| \'", "status": "\' || s.status || \'", "started_ts": \' || s.started_ts '
+        "|| ', ' || substr(s.body, 2, length(s.body) - 2) "
+        "|| ', ' || substr(ifnull(s.ext, :ext_default), 2) "
         f"FROM {SESSIONS_WITH_TASKS} WHERE s.status = 'exit' AND s.started_ts <= :limit "
         f"AND (s.top_beat IS NULL OR s.top_beat <= :limit){filtered}"
     )

@@ -225,11 +225,23 @@ def test_list_all_json_splices_the_same_text_for_odd_sessions(repo, task):
         block_text(session_id="s-odd-2", last_heartbeat_ts=future, state="running"),
         block_text(session_id="s-odd-2", last_heartbeat_ts=future, state="exit", exit_code=0),
         block_text(session_id="s-odd-3", started_ts=future, state="exit", exit_code=0),
+        # extension keys stored apart (`ext`), and the worktree at brat's place (stored as 1)
+        block_text(
+            session_id="s-odd-4",
+            worktree=".grite/worktrees/s-odd-4",
+            state="exit",
+            exit_code=0,
+            parent_session_id="s-odd-1",
+            root_session_id="s-odd-1",
+            spawn_depth=1,
+            phase="review",
+            input_tokens=12,
+        ),
     ]
     append_raw(repo, [make_event(issue, actor, T0 + n, COMMENT_ADDED, [b]) for n, b in enumerate(blocks)])
     fast = brat_json("sessions", "list", "--all", cwd=repo)  # the spliced text
     slow = brat_json("sessions", "list", "--all", "--type", "polecat", cwd=repo)  # objects
-    assert fast["total"] == slow["total"] == 3
+    assert fast["total"] == slow["total"] == 4
     by_id = {s["session_id"]: s for s in slow["sessions"]}
     for s in fast["sessions"]:
         expected = dict(by_id[s["session_id"]])
@@ -239,3 +251,7 @@ def test_list_all_json_splices_the_same_text_for_odd_sessions(repo, task):
     assert odd["s-odd-1"]["worktree"] == 'wt "quoted" \\ back \u00e9\u4e2d'
     assert odd["s-odd-2"]["last_heartbeat_ts"] is None and odd["s-odd-2"]["future_ts"] == future
     assert odd["s-odd-3"]["future_ts"] == future
+    assert odd["s-odd-4"]["worktree"] == ".grite/worktrees/s-odd-4"
+    assert (odd["s-odd-4"]["root_session_id"], odd["s-odd-4"]["spawn_depth"]) == ("s-odd-1", 1)
+    assert (odd["s-odd-4"]["phase"], odd["s-odd-4"]["usage"]["input_tokens"]) == ("review", 12)
+    assert odd["s-odd-1"]["parent_session_id"] is None and odd["s-odd-1"]["spawn_depth"] == 0
