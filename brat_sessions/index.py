@@ -22,10 +22,10 @@ from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
 from .rules import ID_RULE, valid_id
 from .sessions.model import Session
 from .sessions.rows import (
-    EXT_DEFAULT,
+    EXITED_COLUMNS,
     SESSION_COLUMNS,
     SESSIONS_WITH_TASKS,
-    exited_json_sql,
+    exited_json,
     session_from_row,
 )
 from .sessions.rows import SCHEMA as SESSION_SCHEMA
@@ -503,12 +503,19 @@ class Index:
 
     def exited_json(self, now: int, skew_ms: int, issue_id: str | None = None) -> list[tuple[int, str, str]]:
         """Exited sessions as JSON text, the same object `Session.to_json(now)` gives:
-        (started_ts, session_id, json). SQLite splices stored text; only a session with a
-        time later than now + skew goes through Python (`settle` judges its times)."""
+        (started_ts, session_id, json), made from stored text (`rows.exited_json`); only a
+        session with a time later than now + skew goes through Python (`settle` judges its
+        times)."""
         limit = now + skew_ms
-        args: dict[str, object] = {"limit": limit, "now": now, "issue": issue_id, "ext_default": EXT_DEFAULT}
+        args: dict[str, object] = {"limit": limit, "issue": issue_id}
         only = " AND s.issue_id = :issue" if issue_id is not None else ""
-        rows = self.db.execute(exited_json_sql(only), args).fetchall()
+        plain = self.db.execute(
+            f"SELECT {EXITED_COLUMNS} FROM sessions s WHERE s.status = 'exit' AND s.started_ts <= :limit "
+            f"AND (s.top_beat IS NULL OR s.top_beat <= :limit){only}",
+            args,
+        ).fetchall()
+        tasks = dict(self.db.execute("SELECT issue_id, task_id FROM issues WHERE task_id IS NOT NULL"))
+        rows = exited_json(plain, tasks, now)
         odd = self.db.execute(
             f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS} WHERE s.status = 'exit' "
             f"AND (s.started_ts > :limit OR s.top_beat > :limit){only}",
