@@ -77,6 +77,7 @@ def session_to_row(s: Session) -> tuple[object, ...]:
 _POSITIONAL = tuple(k for k in BRAT_FIELDS if k != "session_id")
 _BRAT = frozenset(BRAT_FIELDS)
 _WORKTREE = _POSITIONAL.index("worktree")
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps would build one per block)
 
 
 def fields_to_row(fields: dict[str, object]) -> str:
@@ -93,7 +94,7 @@ def fields_to_row(fields: dict[str, object]) -> str:
     extra = {k: v for k, v in fields.items() if k not in _BRAT and v is not None}
     if extra:
         row.append(extra)
-    return json.dumps(row, separators=(",", ":"))
+    return _COMPACT(row)
 
 
 def fields_from_row(data: str, session_id: str) -> dict[str, object]:
