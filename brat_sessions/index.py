@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,6 @@ from .sessions.rows import (
     EXITED_COLUMNS,
     SESSION_COLUMNS,
     SESSIONS_WITH_TASKS,
-    exited_json,
     session_from_row,
 )
 from .sessions.rows import SCHEMA as SESSION_SCHEMA
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .storage.wal import Wal
 
 FORMAT_VERSION = 13
-PAGE_SIZE = int(os.environ.get("BRAT_PAGE_SIZE") or 16384)  # fewer half-empty pages than 4 KiB
+PAGE_SIZE = 16384  # fewer half-empty pages than SQLite's 4 KiB
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 5000  # commits whose blocks are collected in memory before they are written
 SNAPSHOT_FLUSH_CHUNKS = 20  # snapshot chunks (1,000 events each) whose blocks are collected first
@@ -387,6 +387,16 @@ class Index:
             raise NotFound(f"no task {ref}")
         return issue
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: what is read inside comes from one state of the index,
+        whatever other processes write meanwhile."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def unreadable(self, issue_id: str | None = None) -> list[dict[str, Any]]:
         """Sessions named only by blocks that cannot be read (bare rows: id, task, reason)."""
         sql = (
@@ -501,21 +511,21 @@ class Index:
         found.sort(key=lambda s: (s.started_ts, s.session_id))
         return found
 
-    def exited_json(self, now: int, skew_ms: int, issue_id: str | None = None) -> list[tuple[int, str, str]]:
-        """Exited sessions as JSON text, the same object `Session.to_json(now)` gives:
-        (started_ts, session_id, json), made from stored text (`rows.exited_json`); only a
-        session with a time later than now + skew goes through Python (`settle` judges its
-        times)."""
+    def exited_rows(
+        self, now: int, skew_ms: int, issue_id: str | None = None
+    ) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+        """Exited sessions for `rows.exited_texts`, and the task id of each issue that has
+        one: a row of stored text (EXITED_COLUMNS) for each, or (started_ts, session_id,
+        text) made through Python for a session with a time later than now + skew
+        (`settle` judges its times)."""
         limit = now + skew_ms
         args: dict[str, object] = {"limit": limit, "issue": issue_id}
         only = " AND s.issue_id = :issue" if issue_id is not None else ""
-        plain = self.db.execute(
+        rows: list[tuple[Any, ...]] = self.db.execute(
             f"SELECT {EXITED_COLUMNS} FROM sessions s WHERE s.status = 'exit' AND s.started_ts <= :limit "
             f"AND (s.top_beat IS NULL OR s.top_beat <= :limit){only}",
             args,
         ).fetchall()
-        tasks = dict(self.db.execute("SELECT issue_id, task_id FROM issues WHERE task_id IS NOT NULL"))
-        rows = exited_json(plain, tasks, now)
         odd = self.db.execute(
             f"SELECT {SESSION_COLUMNS} FROM {SESSIONS_WITH_TASKS} WHERE s.status = 'exit' "
             f"AND (s.started_ts > :limit OR s.top_beat > :limit){only}",
@@ -524,7 +534,8 @@ class Index:
         for row in odd:
             session = session_from_row(*row).settle(now, skew_ms)
             rows.append((session.started_ts, session.session_id, json.dumps(session.to_json(now))))
-        return rows
+        tasks = dict(self.db.execute("SELECT issue_id, task_id FROM issues WHERE task_id IS NOT NULL"))
+        return rows, tasks
 
     def sessions_in_tree(self, session_id: str) -> list[Session]:
         """The session and every session below it (by parent links; cycles are cut)."""

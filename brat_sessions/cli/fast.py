@@ -51,19 +51,17 @@ def answered(argv: list[str]) -> bool:
     directory, include_all = parsed
     try:
         from ..light import LightWorkspace
-        from .plain import all_list_json, live_list_json
+        from .plain import all_list_json, live_list_json, write_pieces
 
         ws = LightWorkspace(directory, report=False)
-        text = all_list_json(ws) if include_all else live_list_json(ws)
+        pieces = all_list_json(ws) if include_all else [live_list_json(ws)]
     except KeyboardInterrupt as exc:
         _failed(exc)
     except Exception:  # noqa: BLE001 (the full command line answers, or explains)
         return False
     try:
         ws.index.report_corrupt_commits()  # (once: nothing after this falls back)
-        sys.stdout.write(text)  # (not text + "\n": a copy of up to 40 MB)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        write_pieces(pieces)
     except BaseException as exc:  # noqa: BLE001 (answered as the full command line would)
         _failed(exc)
     return True

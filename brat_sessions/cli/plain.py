@@ -7,6 +7,8 @@ command prints without loading the command tree.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,28 +31,40 @@ def live_list_json(ws: Workspace) -> str:
     return envelope({"sessions": [s.to_json(at) for s in found], "total": len(found)})
 
 
-def all_list_json(ws: Workspace, issue_id: str | None = None, limit: int | None = None) -> str:
-    """`brat sessions list --all --json`: exited sessions as JSON text spliced from what the
-    index stores, live ones (with their leases) through Python; far less work at 50,000
-    sessions."""
+def all_list_json(ws: Workspace, issue_id: str | None = None, limit: int | None = None) -> Iterator[str]:
+    """`brat sessions list --all --json` as pieces of text to write one after the other
+    (`write_pieces`): at 50,000 sessions, each exited session's text is made from what the
+    index stores as it is written, never all of it at once (nor joined: 40 MB copied twice).
+    Live sessions (with their leases) go through Python."""
     from ..clock import now_ms
+    from ..sessions.rows import exited_texts
 
     at = now_ms()
     index = ws.fresh_index()
-    bare = index.unreadable(issue_id)  # sessions whose blocks cannot be read: bare rows
-    rows = index.exited_json(at, int(ws.config.clock_skew * 1000), issue_id)
-    live = [ws.with_lease(s, at) for s in index.sessions(False, issue_id)]
+    with index.reading():  # a session exiting meanwhile is listed once, live or exited
+        bare = index.unreadable(issue_id)  # sessions whose blocks cannot be read: bare rows
+        rows, tasks = index.exited_rows(at, int(ws.config.clock_skew * 1000), issue_id)
+        live = index.sessions(False, issue_id)
+    live = [ws.with_lease(s, at) for s in live]
     rows += [(s.started_ts, s.session_id, json.dumps(s.to_json(at))) for s in live]
-    rows.sort()  # by start, then session id (unique)
+    rows.sort()  # by start, then session id (unique: nothing after them is compared)
     if limit:
         rows = rows[-limit:]
     tail = f', "unreadable": {json.dumps(bare)}' if bare else ""
-    texts = [r[2] for r in rows]
-    # the envelope around the sessions without copying 40 MB of text once more
-    head = f'{{"schema_version": {SCHEMA_VERSION}, "ok": true, "data": {{"sessions": ['
-    end = f'], "total": {len(rows)}{tail}}}}}'
-    if not texts:
-        return head + end
-    texts[0] = head + texts[0]
-    texts[-1] += end  # (the same text when there is one session)
-    return ", ".join(texts)
+    return _enveloped(exited_texts(rows, tasks, at), len(rows), tail)
+
+
+def _enveloped(texts: Iterator[str], total: int, tail: str) -> Iterator[str]:
+    yield f'{{"schema_version": {SCHEMA_VERSION}, "ok": true, "data": {{"sessions": ['
+    for n, text in enumerate(texts):
+        if n:
+            yield ", "
+        yield text
+    yield f'], "total": {total}{tail}}}}}'
+
+
+def write_pieces(pieces: Iterable[str]) -> None:
+    """Print text made of pieces, then a newline."""
+    sys.stdout.writelines(pieces)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -139,9 +139,9 @@ def sessions_list(
 
     plain = not (status or role or session_type or parent or root)
     if not watch and json_wanted() and include_all and plain and sort_key == "started":
-        from .plain import all_list_json
+        from .plain import all_list_json, write_pieces
 
-        click.echo(all_list_json(ws, issue_id, limit))  # straight from SQLite: no object per session
+        write_pieces(all_list_json(ws, issue_id, limit))  # from stored text: no object per session
         return
     # sessions whose blocks cannot be read are listed as bare rows, never hidden
     bare = ws.fresh_index().unreadable(issue_id) if include_all and plain else []

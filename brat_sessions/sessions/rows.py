@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -136,27 +137,28 @@ def session_from_row(
     return Session(**d)
 
 
-EXITED_COLUMNS = (
-    "s.started_ts, s.session_id, s.top_beat, s.usage_out, s.issue_id, s.body, s.ext"  # status: exit
-)
+# what exited_texts reads of an exited session (its status is "exit"), started_ts and
+# session_id first: rows sort by start, then id (unique), whatever follows
+EXITED_COLUMNS = "s.started_ts, s.session_id, s.top_beat, s.usage_out, s.issue_id, s.body, s.ext"
 
 
-def exited_json(rows: list[tuple[Any, ...]], tasks: dict[str, str], now: int) -> list[tuple[int, str, str]]:
-    """Exited sessions' rows (EXITED_COLUMNS) as `Session.to_json(now)` text, spliced from
-    stored text without parsing any JSON: (started_ts, session_id, json), the spliced keys
-    first. `tasks` maps issue ids to task ids. (Ids are written as they are: only valid ids
-    become session and task ids, and issue ids are hex.)"""
+def exited_texts(rows: Iterable[tuple[Any, ...]], tasks: dict[str, str], now: int) -> Iterator[str]:
+    """Each row as `Session.to_json(now)` text: an exited session's row (EXITED_COLUMNS) is
+    spliced from its stored text without parsing any JSON, the spliced keys first; a row
+    (started_ts, session_id, text) is text made already. `tasks` maps issue ids to task
+    ids. (Ids are written as they are: only valid ids become session and task ids, and
+    issue ids are hex.)"""
     default = EXT_DEFAULT[1:]
     task_of = {issue: f'"{task}"' for issue, task in tasks.items()}.get
-    return [  # (one expression: this runs 50,000 times for `list --all`)
-        (
-            started,
-            sid,
+    for row in rows:
+        if len(row) == 3:
+            yield row[2]
+            continue
+        started, sid, top, usage, issue, body, ext = row
+        yield (
             f'{{"task_id": {task_of(issue, "null")}, "last_heartbeat_ts": {"null" if top is None else top}, '
             f'"future_ts": null, "usage": {usage or "null"}, '
             f'"heartbeat_age_ms": {"null" if top is None else (now - top if top < now else 0)}, '
             f'"session_id": "{sid}", "grite_issue_id": "{issue}", "status": "exit", '
-            f'"started_ts": {started}, {body[1:-1]}, {ext[1:] if ext else default}',
+            f'"started_ts": {started}, {body[1:-1]}, {ext[1:] if ext else default}'
         )
-        for started, sid, top, usage, issue, body, ext in rows
-    ]

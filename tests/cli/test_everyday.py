@@ -255,3 +255,29 @@ def test_list_all_json_splices_the_same_text_for_odd_sessions(repo, task):
     assert (odd["s-odd-4"]["root_session_id"], odd["s-odd-4"]["spawn_depth"]) == ("s-odd-1", 1)
     assert (odd["s-odd-4"]["phase"], odd["s-odd-4"]["usage"]["input_tokens"]) == ("review", 12)
     assert odd["s-odd-1"]["parent_session_id"] is None and odd["s-odd-1"]["spawn_depth"] == 0
+
+
+def test_a_session_exiting_while_list_all_reads_is_listed_once(repo, task, monkeypatch):
+    """Exited and live sessions are read in one read transaction: another process that
+    records an exit between the two reads changes nothing in this listing."""
+    from brat_sessions.cli.plain import all_list_json
+    from brat_sessions.index import Index
+    from brat_sessions.workspace import Workspace
+
+    t = Tracker(repo)
+    sid = t.start(task.task_id).session_id
+    ws = Workspace(repo)
+    ws.fresh_index()
+    exited_rows = Index.exited_rows
+
+    def then_another_process_exits_it(self, *args, **kwargs):
+        found = exited_rows(self, *args, **kwargs)
+        Tracker(repo).exit(sid, 0)  # (its own index, its own connection: a write meanwhile)
+        return found
+
+    monkeypatch.setattr(Index, "exited_rows", then_another_process_exits_it)
+    data = json.loads("".join(all_list_json(ws)))["data"]
+    assert [(s["session_id"], s["status"]) for s in data["sessions"]] == [(sid, "spawned")]
+    monkeypatch.undo()
+    data = json.loads("".join(all_list_json(Workspace(repo))))["data"]
+    assert [(s["session_id"], s["status"]) for s in data["sessions"]] == [(sid, "exit")]
