@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def all_list_json(ws: Workspace, issue_id: str | None = None, limit: int | None 
         live = index.sessions(False, issue_id)
     live = [ws.with_lease(s, at) for s in live]
     rows += [(s.started_ts, s.session_id, json.dumps(s.to_json(at))) for s in live]
-    rows.sort()  # by start, then session id (unique: nothing after them is compared)
+    rows.sort(key=itemgetter(0, 1))  # by start, then session id
     if limit:
         rows = rows[-limit:]
     tail = f', "unreadable": {json.dumps(bare)}' if bare else ""

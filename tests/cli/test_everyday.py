@@ -281,3 +281,23 @@ def test_a_session_exiting_while_list_all_reads_is_listed_once(repo, task, monke
     monkeypatch.undo()
     data = json.loads("".join(all_list_json(Workspace(repo))))["data"]
     assert [(s["session_id"], s["status"]) for s in data["sessions"]] == [(sid, "exit")]
+
+
+def test_list_all_json_sorts_rows_by_start_and_id_only(repo, task):
+    """Rows of two shapes sort together by (start, id) alone: even rows a hand-edited index
+    makes equal there are never compared beyond (here: ids set to NULL, one beat set)."""
+    import sqlite3
+
+    t = Tracker(repo)
+    for _ in range(2):
+        t.exit(t.start(task.task_id).session_id, 0)
+    brat_json("sessions", "list", cwd=repo)  # the index, current
+    db = sqlite3.connect(repo / ".git" / "brat_sessions" / "index.sqlite")
+    with db:
+        db.execute("UPDATE sessions SET session_id = NULL, started_ts = 1700000000000")
+        db.execute("UPDATE sessions SET top_beat = NULL")
+        db.execute(
+            "UPDATE sessions SET top_beat = 1700000000001 WHERE rowid = (SELECT min(rowid) FROM sessions)"
+        )
+    db.close()
+    assert brat_json("sessions", "list", "--all", cwd=repo)["total"] == 2
