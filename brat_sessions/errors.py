@@ -52,7 +52,10 @@ class CorruptCommit(BratError):
 
     code = "corrupt_commit"
 
-    def __init__(self, commit: str, reason: str) -> None:
+    def __init__(self, commit: str, reason: str, unreadable: bool = False) -> None:
         super().__init__(f"corrupt WAL commit {commit}: {reason}")
         self.commit = commit
         self.reason = reason
+        # an object of it is missing or damaged here (a local problem: other clones may
+        # read it), not content that every clone rejects alike
+        self.unreadable = unreadable

@@ -249,7 +249,9 @@ class Index:
         blocks.finish()
         progress.done()
         db.execute("INSERT OR REPLACE INTO meta VALUES('head', ?)", (target,))
-        if self.wal.reached_root:
+        if start is not None:  # the snapshot holds the log below its wal_head: no gap
+            db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")
+        elif self.wal.reached_root:
             db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")
             if self.wal.root_gap:
                 oldest = self.wal.oldest
@@ -279,8 +281,8 @@ class Index:
             try:
                 for n, events in enumerate(stream_snapshot(self.wal, candidate), 1):
                     for ev in events:
-                        if self._apply_event(issues, ev, where) and ev.kind == COMMENT_ADDED:
-                            blocks.add(comment_rows(ev, where))
+                        if self._apply_event(issues, ev, None, where) and ev.kind == COMMENT_ADDED:
+                            blocks.add(comment_rows(ev, None, where))
                     if n % SNAPSHOT_FLUSH_CHUNKS == 0:
                         blocks.flush()
             except SnapshotError as exc:
@@ -318,8 +320,11 @@ class Index:
             return False
         return self.wal.root_gap is None
 
-    def _apply_event(self, issues: IssueFold, ev: Event, commit_id: str) -> bool:
-        """Fold one event into its issue; False (and a reported problem) for a bad payload."""
+    def _apply_event(
+        self, issues: IssueFold, ev: Event, commit_id: str | None, origin: str | None = None
+    ) -> bool:
+        """Fold one event into its issue; False (and a reported problem) for a bad payload.
+        `origin` says where the event was read when not from a commit (a snapshot)."""
         try:
             issues.apply(ev)
             return True
@@ -330,7 +335,7 @@ class Index:
                 self.db,
                 f"event:{ev.event_id.hex()}",
                 "bad_event",
-                f"event {ev.event_id.hex()} (commit {commit_id}) has a bad payload: {exc}",
+                f"event {ev.event_id.hex()} ({origin or f'commit {commit_id}'}) has a bad payload: {exc}",
                 commit_id=commit_id,
                 event_id=ev.event_id.hex(),
             )

@@ -27,11 +27,19 @@ from .rules import valid_id
 from .sessions.lease import LEASE_PREFIX, decode_lease
 from .sessions.outputs import OUTPUT_PREFIX, verified_output
 from .storage.chunk import encode_chunk
-from .storage.snapshot import SNAPSHOT_PREFIX, create_snapshot, list_snapshots, snapshot_due
+from .storage.snapshot import (
+    SNAPSHOT_PREFIX,
+    create_snapshot,
+    from_the_future,
+    is_snapshot_name,
+    list_snapshots,
+    snapshot_due,
+)
 from .storage.wal import WAL_REF, Wal, WalCommit
 from .workspace import Workspace
 
 MAX_ATTEMPTS = 6
+FETCH_SNAPSHOTS = 4  # the remote's newest snapshots taken by one sync, at most
 
 
 @dataclass
@@ -215,15 +223,23 @@ class Syncer:
 
     # snapshots ---------------------------------------------------------
     def _snapshots(self, refs: dict[str, str], prefix: str) -> dict[str, str]:
-        return {name: oid for name, oid in self._under(refs, prefix).items() if name.isdigit()}
+        return {name: oid for name, oid in self._under(refs, prefix).items() if is_snapshot_name(name)}
 
     def merge_snapshots(self) -> None:
-        """Take the remote's snapshots this clone lacks (refs are never rewritten). They are
+        """Take the remote's newest snapshots, when newer than any here (refs are never
+        rewritten): at most FETCH_SNAPSHOTS, none named after a future time, and none older
+        than the newest kept here, so that a `brat snapshot gc` is not undone. They are
         checked only when used, like any snapshot."""
         refs = self._refs()
-        local = self._snapshots(refs, SNAPSHOT_PREFIX)
-        for name, oid in self._snapshots(refs, self.prefix + "grite/snapshots/").items():
-            if name not in local:
+        local = [int(n) for n in self._snapshots(refs, SNAPSHOT_PREFIX) if not from_the_future(int(n))]
+        newest_here = max(local, default=-1)
+        remote = sorted(
+            ((int(n), n, oid) for n, oid in self._snapshots(refs, self.prefix + "grite/snapshots/").items()),
+            reverse=True,
+        )
+        taken = [(name, oid) for n, name, oid in remote if newest_here < n and not from_the_future(n)]
+        for name, oid in taken[:FETCH_SNAPSHOTS]:
+            if SNAPSHOT_PREFIX + name not in self.repo.references:
                 self.repo.references.create(SNAPSHOT_PREFIX + name, oid)
                 self.report.snapshots_fetched += 1
 
@@ -234,7 +250,7 @@ class Syncer:
         if head is None or config.snapshot_events <= 0:
             return
         latest = None
-        for snap in list_snapshots(self.repo)[:32]:  # only ours to trust: on this log's chain
+        for snap in list_snapshots(self.repo, 32):  # only ours to trust: on this log's chain
             try:
                 if snap.wal_head and (snap.wal_head == head or self.repo.descendant_of(head, snap.wal_head)):
                     latest = snap

@@ -6,6 +6,7 @@ import json
 import subprocess
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,13 +95,17 @@ def test_a_heartbeat_on_a_session_written_by_brat_creates_its_lease(repo, task):
     assert fenced.returncode == 4 and "already exited" in fenced.stderr
 
 
-def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path):
+@pytest.mark.parametrize("snapshot", [False, True], ids=["log only", "with a snapshot below the cut"])
+def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path, snapshot):
     origin = make_repo(tmp_path / "origin")
     t = Tracker(origin)
     from brat_sessions.issues.tasks import create_task
 
     task = create_task(t.ws, "T")
-    ids = [t.start(task.task_id).session_id for _ in range(3)]
+    ids = [t.start(task.task_id).session_id]
+    if snapshot:  # the repaired log is then read from it: it must count as whole
+        assert brat("snapshot", "create", cwd=origin).returncode == 0
+    ids += [t.start(task.task_id).session_id for _ in range(2)]
     remote = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(origin), str(remote))
     git(origin, "push", "-q", str(remote), "refs/grite/*:refs/grite/*")
@@ -119,6 +124,8 @@ def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path):
     assert "incomplete" not in out.stderr
     assert sorted(s["session_id"] for s in json.loads(out.stdout)["data"]["sessions"]) == sorted(ids)
     assert brat_json("task", "list", cwd=ci)["total"] == 1
+    assert brat("sessions", "reap", cwd=ci).returncode == 0
+    assert brat_json("sessions", "doctor", cwd=ci)["problems"] == []
 
 
 def test_sync_ignores_outputs_and_leases_that_lie(tmp_path, repo):

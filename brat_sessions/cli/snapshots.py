@@ -65,11 +65,14 @@ def snapshot_list() -> None:
     help="How many of the newest snapshots to keep.",
 )
 def snapshot_gc(keep: int) -> None:
-    """Delete all but the N newest snapshot refs (here; a sync does not delete remote ones)."""
-    from ..storage.snapshot import gc_snapshots
+    """Delete all but the N newest snapshot refs, and any named after a future time (here;
+    a sync does not delete remote ones, nor fetch back older ones than those kept)."""
+    from ..storage.snapshot import gc_snapshots, list_snapshots
 
-    deleted = gc_snapshots(workspace().repo, keep)
-    emit({"deleted": deleted, "kept": keep}, f"deleted {len(deleted)} snapshot(s), kept up to {keep}")
+    repo = workspace().repo
+    deleted = gc_snapshots(repo, keep)
+    kept = len(list_snapshots(repo, keep))  # (at most `keep` are left)
+    emit({"deleted": deleted, "kept": kept}, f"deleted {len(deleted)} snapshot(s), kept {kept}")
 
 
 def _json(s: Snapshot) -> dict[str, Any]:

@@ -61,12 +61,14 @@ def add_problem(
     )
 
 
-def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
-    """The block rows and problem rows of one comment (pure: depends on nothing else)."""
+def comment_rows(ev: Event, commit_id: str | None, origin: str | None = None) -> tuple[list[Row], list[Row]]:
+    """The block rows and problem rows of one comment (pure: depends on nothing else).
+    `origin` says where the comment was read when not from a commit (a snapshot)."""
     body = ev.payload[0] if ev.payload else None
     if not isinstance(body, str) or not has_block(body):
         return [], []
     eid = ev.event_id.hex()
+    where = origin or f"commit {commit_id}"
     issue = ev.issue_id.hex()
     blocks, problems = [], []
     for seq, parsed in enumerate(parse_blocks(body)):
@@ -78,7 +80,7 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
                     commit_id,
                     eid,
                     parsed.session_hint,
-                    f"malformed [session] block in comment {eid} (commit {commit_id}): {parsed.error}",
+                    f"malformed [session] block in comment {eid} ({where}): {parsed.error}",
                     issue,
                 )
             )
@@ -91,7 +93,7 @@ def comment_rows(ev: Event, commit_id: str) -> tuple[list[Row], list[Row]]:
                     commit_id,
                     eid,
                     parsed.fields["session_id"],
-                    f"[session] block in comment {eid} (commit {commit_id}): {warning}",
+                    f"[session] block in comment {eid} ({where}): {warning}",
                     issue,
                 )
             )

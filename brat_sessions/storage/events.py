@@ -23,6 +23,12 @@ DEPENDENCY_REMOVED = 12
 CONTEXT_UPDATED = 13
 PROJECT_CONTEXT_UPDATED = 14
 U64_MAX = 2**64 - 1
+MAX_PAYLOAD_DEPTH = 32
+# what a payload may hold: CBOR's plain data model. cbor2 turns semantic tags into other
+# Python objects (sets, decimals, addresses, shared references that can make a cycle);
+# an event holding one is refused, as grite never writes tags.
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+_KEYS = frozenset({str, bytes, int})
 
 
 class Event(NamedTuple):
@@ -89,6 +95,26 @@ def new_issue_id() -> bytes:
     return os.urandom(16)
 
 
+def plain_payload(items: list[Any], depth: int = 0) -> bool:
+    """True when a decoded payload holds only CBOR's plain values (no tag, no cycle), nested
+    at most MAX_PAYLOAD_DEPTH deep."""
+    for value in items:
+        kind = type(value)
+        if kind in _SCALARS:
+            continue
+        if depth >= MAX_PAYLOAD_DEPTH:
+            return False
+        if kind is list:
+            if not plain_payload(value, depth + 1):
+                return False
+        elif kind is dict:
+            if not all(type(k) in _KEYS for k in value) or not plain_payload(list(value.values()), depth + 1):
+                return False
+        else:
+            return False
+    return True
+
+
 def event_from_record(record: Any) -> Event:
     """Validate one decoded 8-item record; ValueError says what is wrong."""
     if not isinstance(record, list) or len(record) != 8:
@@ -106,10 +132,16 @@ def event_from_record(record: Any) -> Event:
         raise ValueError("parent is neither null nor 32 bytes")
     if not (type(kind) is int and 0 <= kind <= U64_MAX):
         raise ValueError("kind_tag is not an unsigned 64-bit integer")
-    if not isinstance(payload, list):
+    if type(payload) is not list:
         raise ValueError("kind_payload is not an array")
+    if not plain_payload(payload):
+        raise ValueError(f"kind_payload of event {eid.hex()} holds a CBOR tag or nests too deep")
     if sig is not None and not isinstance(sig, bytes):
         raise ValueError("sig is neither null nor bytes")
-    if compute_event_id(issue, actor, ts, parent, kind, payload) != eid:
+    try:
+        computed = compute_event_id(issue, actor, ts, parent, kind, payload)
+    except (cbor2.CBORError, ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(f"event {eid.hex()} cannot be encoded again: {exc}") from None
+    if computed != eid:
         raise ValueError(f"event_id {eid.hex()} does not match its content")
     return Event(eid, issue, actor, ts, parent, kind, payload, sig)

@@ -21,10 +21,10 @@ from typing import Any
 import pygit2
 
 from ..clock import now_ms as _clock_ms
-from ..errors import BratError, Conflict, EnvironmentProblem
+from ..errors import BratError, Conflict, CorruptCommit, EnvironmentProblem
 from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk, event_count
 from .context import create_ref_if_absent
-from .events import Event
+from .events import COMMENT_ADDED, ISSUE_CREATED, Event
 from .wal import Wal, WalCommit
 
 SNAPSHOT_PREFIX = "refs/grite/snapshots/"
@@ -36,6 +36,8 @@ MAX_CHUNK_BYTES = 256 * 1024 * 1024  # one chunk file
 MAX_CANDIDATES = 32  # newest refs usable_snapshot looks at
 MAX_LOADS = 4  # on-chain snapshots usable_snapshot fully checks
 DAY_MS = 86_400_000
+FUTURE_SLACK_MS = DAY_MS  # a ref named after a later time than now + this is not trusted
+TAIL_COMMITS = 16  # commits up to wal_head whose comments a snapshot must hold
 
 _NAME = re.compile(r"[0-9]{1,19}", re.ASCII)  # the ref's last component: unix ms
 _OID = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", re.ASCII)
@@ -71,11 +73,22 @@ class Snapshot:
 
 
 # listing ---------------------------------------------------------------------
+def is_snapshot_name(name: str) -> bool:
+    """True for the last part of a snapshot ref: 1 to 19 ASCII digits (unix ms)."""
+    return _NAME.fullmatch(name) is not None
+
+
+def from_the_future(number: int, now_ms: int | None = None) -> bool:
+    """A ref named after a time later than a day from now: whoever pushed it wants it tried
+    first and kept by gc; it is neither."""
+    return number > (now_ms if now_ms is not None else _clock_ms()) + FUTURE_SLACK_MS
+
+
 def _snapshot_refs(repo: pygit2.Repository) -> list[tuple[int, str]]:
     """(number, ref) of every `refs/grite/snapshots/<digits>`, newest first; others ignored."""
     found = []
     for name in repo.references:
-        if name.startswith(SNAPSHOT_PREFIX) and _NAME.fullmatch(name[len(SNAPSHOT_PREFIX) :]):
+        if name.startswith(SNAPSHOT_PREFIX) and is_snapshot_name(name[len(SNAPSHOT_PREFIX) :]):
             found.append((int(name[len(SNAPSHOT_PREFIX) :]), name))
     found.sort(reverse=True)
     return found
@@ -113,6 +126,8 @@ def _read_json(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, Any]:
 
 def _read_snapshot(repo: pygit2.Repository, number: int, ref: str) -> Snapshot:
     snap = Snapshot(ref, number, None, None, None)
+    if from_the_future(number):
+        snap.problem = f"named after a time {(number - _clock_ms()) // DAY_MS:,} days from now"
     try:
         obj = repo.references[ref].peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError):
@@ -124,18 +139,20 @@ def _read_snapshot(repo: pygit2.Repository, number: int, ref: str) -> Snapshot:
     except (ValueError, KeyError, pygit2.GitError) as exc:
         snap.problem = str(exc)
         return snap
-    snap.wal_head, snap.event_count = meta["wal_head"].lower(), meta["event_count"]
+    if snap.problem is None:
+        snap.wal_head, snap.event_count = meta["wal_head"].lower(), meta["event_count"]
     return snap
 
 
-def list_snapshots(repo: pygit2.Repository) -> list[Snapshot]:
-    """Every snapshot ref, newest (largest number) first.
+def list_snapshots(repo: pygit2.Repository, limit: int | None = None) -> list[Snapshot]:
+    """Every snapshot ref (or the `limit` newest), newest (largest number) first.
 
     Refs under the prefix whose name is not `<digits>` are ignored. A snapshot whose
-    json cannot be read is still listed, with `wal_head`/`event_count` None and
-    `problem` set, so `gc_snapshots` and `brat doctor`-style reports can see it.
+    json cannot be read, or named after a time more than a day from now, is still
+    listed, with `problem` set (and `wal_head`/`event_count` None), so `gc_snapshots`
+    and reports can see it.
     """
-    return [_read_snapshot(repo, number, ref) for number, ref in _snapshot_refs(repo)]
+    return [_read_snapshot(repo, number, ref) for number, ref in _snapshot_refs(repo)[:limit]]
 
 
 # loading ---------------------------------------------------------------------
@@ -246,9 +263,38 @@ def stream_snapshot(wal: Wal, snap: Snapshot) -> Iterator[list[Event]]:
     one chunk at a time, but a SnapshotError may come after chunks were handed out (a
     caller folding them must be able to undo that)."""
     try:
-        yield from _chunks(wal.repo, snap)
+        wanted = _tail_events(wal, snap.wal_head) if snap.wal_head else set()
+        for events in _chunks(wal.repo, snap):
+            if wanted:
+                wanted.difference_update(e.event_id for e in events)
+            yield events
     except (KeyError, pygit2.GitError) as exc:  # e.g. an object missing from a partial clone
         raise SnapshotError(snap.ref, f"cannot read it: {exc}") from None
+    if wanted:
+        raise SnapshotError(
+            snap.ref,
+            f"it lacks {len(wanted)} comment(s) or issue(s) of the last {TAIL_COMMITS} log commits up to "
+            f"its wal_head (event {min(wanted).hex()}): it does not hold the log it names",
+        )
+
+
+def _tail_events(wal: Wal, wal_head: str) -> set[bytes]:
+    """The ids of the comments and created issues in the TAIL_COMMITS commits up to
+    `wal_head`: events a snapshot may never drop (a cheap check that it holds the log it
+    names, whatever its hashes say: an empty or cut snapshot fails it)."""
+    wanted: set[bytes] = set()
+    commit: Any = wal.repo.get(wal_head)
+    for _ in range(TAIL_COMMITS):
+        if not isinstance(commit, pygit2.Commit):
+            break
+        try:
+            events = wal.read_commit(commit).events
+        except CorruptCommit:
+            events = []  # skipped by every replay: a snapshot cannot hold its events either
+        wanted.update(e.event_id for e in events if e.kind in (COMMENT_ADDED, ISSUE_CREATED))
+        parents = commit.parent_ids
+        commit = wal.repo.get(parents[0]) if parents else None
+    return wanted
 
 
 # choosing --------------------------------------------------------------------
@@ -322,7 +368,13 @@ def snapshot_candidates(wal: Wal, head: str | None = None) -> Iterator[Snapshot 
     if head is None:
         return
     chain = _FirstParentChain(repo, head)
-    refs = _snapshot_refs(repo)
+    now = _clock_ms()
+    refs: list[tuple[int, str]] = []
+    future: list[tuple[int, str]] = []
+    for number, ref in _snapshot_refs(repo):
+        (future if from_the_future(number, now) else refs).append((number, ref))
+    if future:  # (one report: there may be thousands, all pushed by one hand)
+        yield (future[0][1], f"skipped with {len(future) - 1} more: named after a time over a day from now")
     loads = 0
     for number, ref in refs[:MAX_CANDIDATES]:
         snap = _read_snapshot(repo, number, ref)
@@ -382,7 +434,15 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
     head = head if head is not None else wal.head()
     if head is None:
         return None
-    events = [e for c in wal.replay(head) if isinstance(c, WalCommit) for e in c.events]
+    events: list[Event] = []
+    for commit in wal.replay(head):
+        if isinstance(commit, WalCommit):
+            events += commit.events
+        elif commit.unreadable:
+            raise EnvironmentProblem(
+                f"WAL commit {commit.commit} cannot be read here ({commit.reason}); a snapshot would "
+                "leave its events out for every clone (check this clone with `git fsck`)"
+            )
     if wal.root_gap is not None:
         raise EnvironmentProblem(wal.root_gap)
     if not events:
@@ -433,12 +493,18 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
 def gc_snapshots(repo: pygit2.Repository, keep: int) -> list[str]:
     """Delete every snapshot ref but the `keep` newest (by number); returns the deleted names.
 
-    Refs whose name is not `<digits>` are not snapshots and are left alone.
+    Refs named after a time more than a day from now are deleted whatever `keep` says
+    (they would otherwise outrank every real snapshot for good). Refs whose name is not
+    `<digits>` are not snapshots and are left alone.
     """
     if keep < 0:
         raise ValueError("keep must be >= 0")
+    refs = _snapshot_refs(repo)
+    now = _clock_ms()
+    future = [ref for number, ref in refs if from_the_future(number, now)]
+    current = [ref for number, ref in refs if not from_the_future(number, now)]
     deleted = []
-    for _, ref in _snapshot_refs(repo)[keep:]:
+    for ref in future + current[keep:]:
         try:
             repo.references.delete(ref)
         except (KeyError, pygit2.GitError):

@@ -82,9 +82,9 @@ class Wal:
         try:
             return self._decode_commit(commit_or_id)
         except KeyError:
-            raise CorruptCommit(oid, "an object of it is missing") from None
+            raise CorruptCommit(oid, "an object of it is missing", unreadable=True) from None
         except pygit2.GitError as exc:
-            raise CorruptCommit(oid, str(exc)) from None
+            raise CorruptCommit(oid, str(exc), unreadable=True) from None
 
     def _decode_commit(self, commit_or_id: pygit2.Commit | str) -> WalCommit:
         commit = self.repo[commit_or_id] if isinstance(commit_or_id, str) else commit_or_id

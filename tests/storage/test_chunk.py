@@ -71,3 +71,39 @@ def test_all_kinds_survive_a_round_trip():
 def test_corrupt_chunks_are_rejected(mutate, message):
     with pytest.raises(ChunkError, match=message):
         decode_chunk(mutate(fixture_chunk()))
+
+
+def _raw_chunk(payload: bytes, kind: int = ev.COMMENT_ADDED) -> bytes:
+    """A chunk of one event whose payload is the CBOR bytes given, its id a placeholder."""
+    import cbor2
+
+    record = (
+        b"\x88" + cbor2.dumps(bytes(32)) + cbor2.dumps(ISSUE) + cbor2.dumps(ACTOR) + cbor2.dumps(1)
+        + b"\xf6" + cbor2.dumps(kind) + payload + b"\xf6"
+    )  # fmt: skip
+    return encode_chunk([])[:-1] + b"\x81" + record
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"\x81\xd8\x1c\x81\xd8\x1d\x00", id="a list holding itself (shared refs, tags 28/29)"),
+        pytest.param(b"\x81\xd9\x01\x02\x81\x61x", id="a set (tag 258)"),
+        pytest.param(b"\x81\xc4\x82\x21\x19\x6a\xb3", id="a decimal (tag 4)"),
+        pytest.param(b"\x81\xd8\x24\x61x", id="a MIME message (tag 36)"),
+        pytest.param(b"\x81\xf7", id="undefined"),
+        pytest.param(b"\x81\xf0", id="a simple value"),
+        pytest.param(b"\x81" * 40 + b"\x80", id="nested 40 deep"),
+    ],
+)
+def test_a_payload_beyond_plain_cbor_is_refused_by_name(payload):
+    # cbor2 turns tags into Python objects; re-encoding one may fail or change the bytes,
+    # so an event that holds one is corrupt, whatever its id says
+    with pytest.raises(ChunkError, match="CBOR tag or nests too deep"):
+        decode_chunk(_raw_chunk(payload))
+
+
+def test_plain_payloads_of_any_kind_are_kept():
+    payload = ["text", b"bytes", 1, -2, 1.5, True, None, ["a", [1]], {"k": [1, {"n": None}]}]
+    event = make_event(ISSUE, ACTOR, 1, 99, payload)
+    assert decode_chunk(encode_chunk([event])) == [event]

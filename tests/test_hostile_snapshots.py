@@ -1,0 +1,191 @@
+"""Hostile snapshots and events, pushed by a second clone through a bare remote.
+
+The victim holds a task and sessions and syncs; the attacker clones, writes with git's
+plumbing (and the independent `tests/grite_writer.py`) and pushes. Whatever arrives,
+the victim's commands answer with documented exit codes and no traceback, keep every
+session the log holds, and name what they skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import cbor2
+import pytest
+
+from brat_sessions.storage.snapshot import SNAPSHOT_PREFIX
+
+from .grite_writer import CODEC, MAGIC, GriteWriter
+from .helpers import brat, brat_json, git, make_repo
+
+# one CommentAdded whose payload is a list holding itself (CBOR tags 28 and 29)
+CYCLIC_PAYLOAD = b"\x81\xd8\x1c\x81\xd8\x1d\x00"
+
+
+def _cyclic_chunk(issue: bytes, actor: bytes, ts: int) -> bytes:
+    record = (
+        b"\x88" + cbor2.dumps(bytes(32)) + cbor2.dumps(issue) + cbor2.dumps(actor) + cbor2.dumps(ts)
+        + b"\xf6\x03" + CYCLIC_PAYLOAD + b"\xf6"
+    )  # fmt: skip
+    return MAGIC + struct.pack("<H", 1) + bytes([len(CODEC)]) + CODEC + b"\x81" + record
+
+
+@pytest.fixture
+def world(tmp_path):
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    victim = make_repo(tmp_path / "victim")
+    git(victim, "remote", "add", "origin", str(remote))
+    task = brat_json("task", "create", "T", cwd=victim)["task_id"]
+    sessions = [brat_json("sessions", "start", "--task", task, cwd=victim)["session_id"] for _ in range(3)]
+    brat_json("sync", cwd=victim)
+    attacker = tmp_path / "attacker"
+    git(tmp_path, "clone", "-q", str(remote), str(attacker))
+    git(attacker, "fetch", "-q", "origin", "+refs/grite/*:refs/grite/*")
+    return SimpleNamespace(victim=victim, attacker=attacker, remote=remote, sessions=sorted(sessions))
+
+
+def _listed(repo: Path) -> list[str]:
+    return sorted(s["session_id"] for s in brat_json("sessions", "list", "--all", cwd=repo)["sessions"])
+
+
+def _cold(repo: Path) -> None:
+    for path in (repo / ".git" / "brat_sessions").glob("index.sqlite*"):
+        path.unlink()
+
+
+def _blob(repo: Path, data: bytes) -> str:
+    import subprocess
+
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
+
+
+def _push_snapshot(
+    repo: Path, number: int | str, chunks: list[bytes], counts: list[int], wal_head: str
+) -> str:
+    """A snapshot commit made with git's plumbing, pushed as refs/grite/snapshots/<number>."""
+    import subprocess
+
+    def mktree(text: str) -> str:
+        return (
+            subprocess.run(["git", "mktree"], cwd=repo, input=text.encode(), capture_output=True, check=True)
+            .stdout.decode()
+            .strip()
+        )
+
+    entries = "".join(f"100644 blob {_blob(repo, c)}\t{i:04d}.bin\n" for i, c in enumerate(chunks))
+    meta = {
+        "schema_version": 1,
+        "created_ts": 1,
+        "wal_head": wal_head,
+        "event_count": sum(counts),
+        "chunks": [
+            {
+                "path": f"events/{i:04d}.bin",
+                "chunk_hash": hashlib.blake2b(c, digest_size=32).hexdigest(),
+                "event_count": n,
+            }
+            for i, (c, n) in enumerate(zip(chunks, counts, strict=True))
+        ],
+    }
+    top = f"100644 blob {_blob(repo, json.dumps(meta).encode())}\tsnapshot.json\n"
+    if chunks:
+        top = f"040000 tree {mktree(entries)}\tevents\n" + top
+    commit = git(repo, "commit-tree", mktree(top), "-m", "Snapshot")
+    git(repo, "push", "-q", "origin", f"{commit}:{SNAPSHOT_PREFIX}{number}")
+    return commit
+
+
+def _problems(repo: Path, kind: str) -> list[dict]:
+    return [p for p in brat_json("sessions", "doctor", cwd=repo)["problems"] if p["kind"] == kind]
+
+
+def test_an_event_holding_a_cbor_cycle_is_a_named_corrupt_commit(world):
+    gw = GriteWriter(world.attacker)
+    issue = bytes(16)
+    gw.append([gw.event(issue, 3, ["x"], ts=1_795_629_800_000)], chunk=_cyclic_chunk(issue, gw.actor, 1))
+    bad = git(world.attacker, "rev-parse", "refs/grite/wal")
+    git(world.attacker, "push", "-q", "origin", "refs/grite/wal")
+    synced = brat("sync", cwd=world.victim)
+    assert synced.returncode == 0, synced.stderr
+    for cold in (False, True):
+        if cold:
+            _cold(world.victim)
+        out = brat("sessions", "list", "--all", "--json", cwd=world.victim)
+        assert out.returncode == 0 and "internal error" not in out.stderr
+        assert sorted(s["session_id"] for s in json.loads(out.stdout)["data"]["sessions"]) == world.sessions
+        (corrupt,) = _problems(world.victim, "corrupt_commit")
+        assert corrupt["commit_id"] == bad and "CBOR tag" in corrupt["message"]
+
+
+def test_a_snapshot_holding_a_cbor_cycle_is_skipped(world):
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    _push_snapshot(world.attacker, 1_700_000_000_000, [_cyclic_chunk(bytes(16), bytes(16), 1)], [1], head)
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 1
+    _cold(world.victim)
+    assert _listed(world.victim) == world.sessions
+    (skipped,) = _problems(world.victim, "bad_snapshot")
+    assert "CBOR tag" in skipped["message"]
+
+
+def test_an_empty_or_cut_snapshot_at_the_head_erases_nothing(world):
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    _push_snapshot(world.attacker, 1_700_000_000_001, [], [], head)
+    brat_json("sync", cwd=world.victim)
+    _cold(world.victim)
+    assert _listed(world.victim) == world.sessions  # from the whole log, not from nothing
+    (skipped,) = _problems(world.victim, "bad_snapshot")
+    assert "does not hold the log it names" in skipped["message"]
+
+
+def test_snapshots_named_after_the_future_are_not_fetched_tried_or_kept(world):
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    for n in range(3):  # far ahead, so they would be tried first and survive any gc
+        _push_snapshot(world.attacker, 9_999_999_999_999_999_990 + n, [], [], head)
+    _push_snapshot(world.attacker, "\u00b2\u00b3", [], [], head)  # digits, but not ASCII ones
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 0
+    local = git(world.victim, "for-each-ref", "--format=%(refname)", SNAPSHOT_PREFIX).split()
+    assert local == [made["ref"]]
+    # one that got here some other way: skipped by a cold build, deleted by any gc
+    git(world.victim, "update-ref", f"{SNAPSHOT_PREFIX}9999999999999999999", made["commit_oid"])
+    _cold(world.victim)
+    assert _listed(world.victim) == world.sessions
+    assert brat_json("sessions", "list", "--json", cwd=world.victim)["total"] == 3
+    gc = brat_json("snapshot", "gc", "--keep", "5", cwd=world.victim)
+    assert gc == {"deleted": [f"{SNAPSHOT_PREFIX}9999999999999999999"], "kept": 1}
+
+
+def test_sync_does_not_fetch_back_what_gc_deleted(world):
+    for _ in range(3):
+        brat_json("snapshot", "create", cwd=world.victim)
+    assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 3
+    assert len(brat_json("snapshot", "gc", "--keep", "1", cwd=world.victim)["deleted"]) == 2
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 0
+    assert brat_json("snapshot", "list", cwd=world.victim)["total"] == 1
+
+
+def test_a_snapshot_is_not_made_over_a_commit_this_clone_cannot_read(world):
+    victim = world.victim
+    brat_json("task", "create", "U", cwd=victim)  # a commit whose objects are loose here
+    head = git(victim, "rev-parse", "refs/grite/wal")
+    chunk = next(
+        line.split()[2] for line in git(victim, "ls-tree", "-r", head).splitlines() if line.endswith(".bin")
+    )
+    path = victim / ".git" / "objects" / chunk[:2] / chunk[2:]
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:10])  # a power loss: the file cut short
+    out = brat("snapshot", "create", cwd=victim)
+    assert out.returncode == 5 and head in out.stderr and "git fsck" in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert git(victim, "for-each-ref", SNAPSHOT_PREFIX) == ""
