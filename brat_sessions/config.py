@@ -51,9 +51,12 @@ class Config:
         return replace(self, **given)
 
 
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise BadInput(f"{name} must be a number (>= 0), got {value!r}")
+def _check_number(name: str, value: Any, whole: bool = False) -> float:
+    """A finite number >= 0 (NaN and infinity would make every comparison false)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise BadInput(f"{name} must be a finite number (>= 0), got {value!r}")
+    if whole and value != int(value):
+        raise BadInput(f"{name} must be a whole number, got {value!r}")
     return float(value)
 
 
@@ -82,7 +85,7 @@ def load_config(root: Path) -> Config:
                 raise BadInput(f"{path}: key 'read_snapshots' must be true or false, got {value!r}")
             values[key] = value
             continue
-        values[key] = _check_number(f"{path}: key {key!r}", value)
+        values[key] = _check_number(f"{path}: key {key!r}", value, whole=key == "snapshot_events")
     if values.get("heartbeat_interval") == 0:
         raise BadInput(f"{path}: key 'heartbeat_interval' must be more than 0")
     return Config(**values)

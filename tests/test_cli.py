@@ -62,6 +62,16 @@ def test_start_json_and_help(repo, task):
     assert "run" in brat("sessions", "--help").stdout
 
 
+def test_start_says_when_a_pid_is_recorded_but_not_adopted(repo, task):
+    # nothing is signalled here: only recorded (pid 1 and a pid beyond any this machine uses)
+    for pid in (1, 4_194_304):
+        out = brat("sessions", "start", "--task", task.task_id, "--pid", str(pid), cwd=repo)
+        assert out.returncode == 0 and out.stdout.strip().startswith("s-")
+        assert out.stderr.count("\n") == 1 and f"no process {pid} runs on this machine" in out.stderr
+    out = brat("sessions", "start", "--task", task.task_id, "--pid", str(os.getpid()), cwd=repo)
+    assert out.returncode == 0 and out.stderr == ""  # this test's own process: adopted
+
+
 def test_demo_runs_on_a_builtin_default(tmp_path):
     data = brat_json("demo", "--dir", str(tmp_path / "demo"))
     reasons = sorted((s["exit_reason"] or s["status"]) for s in data["sessions"])

@@ -181,3 +181,29 @@ def test_config_file_and_flags(repo):
     path.write_text("timeout: [1\n")
     out = brat("sessions", "reap", cwd=repo)
     assert out.returncode == 2 and "not valid YAML" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "timeout: .nan",
+        "spawn_timeout: .inf",
+        "heartbeat_interval: -.inf",
+        "snapshot_events: 1.5",
+        "clock_skew: -1",
+    ],
+)
+def test_a_setting_that_is_not_a_finite_number_is_refused(repo, text):
+    # NaN compares false with everything: a NaN timeout would make no session ever stale
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text(text + "\n")
+    out = brat("sessions", "reap", "--dry-run", cwd=repo)
+    assert out.returncode == 2 and text.split(":")[0] in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--spawn-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_reap_flag_that_is_not_a_finite_number_is_refused(repo, flag, value):
+    out = brat("sessions", "reap", "--dry-run", flag, value, cwd=repo)
+    assert out.returncode == 2 and flag in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, NoReturn
 
 import click
 
-from ..errors import EXIT_BAD_ARGS, EXIT_FAILURE, BadInput, BratError
+from ..errors import EXIT_BAD_ARGS, EXIT_ENVIRONMENT, EXIT_FAILURE, BadInput, BratError
 from .output import common, emit, examples, fail, json_wanted, warn, workspace
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -100,7 +100,9 @@ def sync_cmd(remote: str | None) -> None:
         f"synced with {r.remote}: {r.fetched_commits} commits in, "
         f"{r.reappended_commits} re-appended, {r.pushed_commits} pushed; leases "
         f"{r.leases_fetched} in / {r.leases_pushed} out; outputs "
-        f"{r.outputs_fetched} in / {r.outputs_pushed} out",
+        f"{r.outputs_fetched} in / {r.outputs_pushed} out; snapshots "
+        f"{r.snapshots_fetched} in / {r.snapshots_pushed} out"
+        + (f", made {r.snapshot_created}" if r.snapshot_created else ""),
     )
 
 
@@ -164,17 +166,24 @@ def main(argv: list[str] | None = None) -> Any:
 
 def report_failure(exc: BaseException) -> NoReturn:
     """The one line (or JSON error) and the exit code for a failure; never a traceback."""
-    if isinstance(exc, click.ClickException):
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # `brat sessions` alone: its help
         if json_wanted():
-            fail("bad_arguments", exc.format_message(), EXIT_BAD_ARGS)
+            fail("bad_arguments", f"a command is missing: see `{exc.ctx.command_path} --help`", EXIT_BAD_ARGS)
         exc.show()
         sys.exit(exc.exit_code)
+    if isinstance(exc, click.ClickException):  # one line, as every other failure
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and ctx else ""
+        fail("bad_arguments", f"{exc.format_message()}{hint}", EXIT_BAD_ARGS if hint else exc.exit_code)
     if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
         fail("interrupted", "interrupted", 130)
     if isinstance(exc, BratError):
         fail(exc.code, exc.message, exc.exit_code)
     if isinstance(exc, BrokenPipeError):
         os._exit(0)
+    pygit2 = sys.modules.get("pygit2")
+    if pygit2 is not None and isinstance(exc, pygit2.GitError):  # e.g. a damaged packed-refs file
+        fail("environment", f"git cannot read this repository: {exc}", EXIT_ENVIRONMENT)
     if os.environ.get("BRAT_DEBUG"):
         raise exc
     fail("internal", f"internal error: {type(exc).__name__}: {exc} (BRAT_DEBUG=1 shows more)", EXIT_FAILURE)

@@ -120,6 +120,11 @@ def sessions_start(pid: int | None, state: str, **opts: Any) -> None:
     t = tracker()
     task, kwargs = _start_kwargs(t, opts)
     s = t.start(task, pid=pid, state=cast("State", state), **kwargs)
+    if pid is not None and not t.adopted(s.session_id):
+        warn(
+            f"warning: no process {pid} runs on this machine (or it is init): recorded, not adopted; "
+            "`brat sessions stop` will not signal it"
+        )
     emit({"session_id": s.session_id, "session": s.to_json()}, s.session_id)
 
 
@@ -285,7 +290,8 @@ def sessions_usage(
 
 @sessions.command(
     "resume",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    # options may follow SESSION; `--` then ends them (everything after it is the command)
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
     epilog=examples("brat sessions resume 7b3d", "brat sessions resume 7b3d -- codex exec 'go on'"),
 )
 @common

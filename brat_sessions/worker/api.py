@@ -157,7 +157,8 @@ class Tracker:
         """Record a new session on a task (by task id or grite issue id).
 
         With `pid`, the process must run on this machine: it is adopted (recorded
-        locally, so `stop` may signal it and the reaper may call it a crash). With
+        locally, so `stop` may signal it and the reaper may call it a crash); a pid
+        that runs nowhere here, or init's, is recorded but not adopted (`adopted`). With
         `parent` (a session id), the session is its child: it records its parent, the
         root of the tree and its depth. `budget_tokens` is a token budget for the session
         and its descendants (`run` enforces it). The worktree's HEAD is recorded as
@@ -409,6 +410,11 @@ class Tracker:
             return store_file(self.ws.repo, path)
         data = self.files(session_id).read_log()
         return store_output(self.ws.repo, data) if data is not None else None
+
+    def adopted(self, session_id: str) -> bool:
+        """True when this machine holds proof of the session's process (`run`, or a pid
+        given to `start`/`transition` that ran here): only then may `stop` signal it."""
+        return proofs.load(self.ws.ctx.data_dir, session_id) is not None
 
     def stop(self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0) -> Session:
         """Stop a session and record its exit; see `stop_report`."""

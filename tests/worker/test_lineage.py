@@ -163,6 +163,11 @@ def test_resume_links_refuses_a_live_original_and_warns_of_a_moved_head(repo, ta
     assert "not the recorded" in data["warning"] and "warning" in out.stderr
     ran = brat("sessions", "resume", data["session_id"], "--", "true", cwd=repo)
     assert ran.returncode == 4  # the new one is live: refused
+    t.exit(data["session_id"], 0)
+    # as documented: options may follow the session, `--` ends them, the rest is the command
+    ran = brat("sessions", "resume", data["session_id"], "--json", "--", "sh", "-c", "exit 7", cwd=repo)
+    assert ran.returncode == 7, ran.stderr
+    assert json.loads(ran.stdout)["data"]["session"]["resumed_from"] == data["session_id"]
 
 
 def test_a_log_written_only_by_brat_reads_as_before(repo, task):
