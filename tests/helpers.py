@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -147,3 +148,48 @@ def brat_on_terminal(
     proc.wait(timeout=timeout)
     os.close(main)
     return proc.returncode, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+def _git_blob(repo: Path, data: bytes) -> str:
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
+
+
+def push_snapshot(
+    repo: Path, number: int | str, chunks: list[bytes], counts: list[int], wal_head: str
+) -> str:
+    """A snapshot commit made with git's plumbing, pushed as refs/grite/snapshots/<number>."""
+
+    def mktree(text: str) -> str:
+        return (
+            subprocess.run(["git", "mktree"], cwd=repo, input=text.encode(), capture_output=True, check=True)
+            .stdout.decode()
+            .strip()
+        )
+
+    entries = "".join(f"100644 blob {_git_blob(repo, c)}\t{i:04d}.bin\n" for i, c in enumerate(chunks))
+    meta = {
+        "schema_version": 1,
+        "created_ts": 1,
+        "wal_head": wal_head,
+        "event_count": sum(counts),
+        "chunks": [
+            {
+                "path": f"events/{i:04d}.bin",
+                "chunk_hash": hashlib.blake2b(c, digest_size=32).hexdigest(),
+                "event_count": n,
+            }
+            for i, (c, n) in enumerate(zip(chunks, counts, strict=True))
+        ],
+    }
+    top = f"100644 blob {_git_blob(repo, json.dumps(meta).encode())}\tsnapshot.json\n"
+    if chunks:
+        top = f"040000 tree {mktree(entries)}\tevents\n" + top
+    commit = git(repo, "commit-tree", mktree(top), "-m", "Snapshot")
+    git(repo, "push", "-q", "origin", f"{commit}:refs/grite/snapshots/{number}")
+    return commit

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from freezegun import freeze_time
 
@@ -13,7 +14,7 @@ from brat_sessions.issues.tasks import create_task
 from brat_sessions.worker.api import Tracker
 from brat_sessions.workspace import Workspace
 
-from .helpers import ROOT, WORKTREE_ENV, brat_json, git, make_repo
+from .helpers import ROOT, WORKTREE_ENV, brat_json, git, make_repo, push_snapshot
 
 REAPER = "c0ffee" + "0" * 26
 
@@ -64,3 +65,61 @@ def test_the_documented_reap_script_reaps_through_a_bare_remote(tmp_path):
     (ci / ".brat" / "sessions.yaml").write_text("timeout: [nonsense]\n")
     out = subprocess.run(["bash", str(script)], cwd=ci, capture_output=True, text=True, env=env)
     assert out.returncode == 2, out.stderr
+
+
+def snapshot_check_script() -> str:
+    text = (ROOT / "docs" / "ci-reaping.md").read_text()
+    section = text.split("### The snapshot check", 1)[1]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_documented_snapshot_check_deletes_a_forged_snapshot_from_the_remote(tmp_path):
+    from brat_sessions.storage.chunk import encode_chunk
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+    from brat_sessions.storage.wal import WalCommit
+
+    from .helpers import block_text
+
+    worker = make_repo(tmp_path / "worker")
+    task = create_task(Workspace(worker), "T")
+    sid = Tracker(worker).start(task.task_id, state="running").session_id
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(worker, "remote", "add", "origin", str(remote))
+    brat_json("snapshot", "create", cwd=worker)
+    brat_json("sync", cwd=worker)
+    # someone with push access publishes a newer snapshot: every event, and a forged exit
+    ws = Workspace(worker)
+    events = [e for c in ws.wal.replay() if isinstance(c, WalCommit) for e in c.events]
+    forged = make_event(
+        events[-1].issue_id,
+        b"\xbb" * 16,
+        events[-1].ts_unix_ms + 1,
+        COMMENT_ADDED,
+        [block_text(session_id=sid, state="exit", exit_code=0, exit_reason="completed")],
+    )
+    number = int(time.time() * 1000) + 60_000
+    chunk = encode_chunk([*events, forged])
+    push_snapshot(worker, number, [chunk], [len(events) + 1], ws.wal.head())
+    bad_ref = f"refs/grite/snapshots/{number}"
+    ci = tmp_path / "ci"
+    git(tmp_path, "clone", "-q", f"file://{remote}", str(ci))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "brat").write_text(f'#!/bin/sh\nexec {sys.executable} -m brat_sessions.cli "$@"\n')
+    (bindir / "brat").chmod(0o755)
+    script = tmp_path / "check.sh"
+    script.write_text(snapshot_check_script())
+    env = {**os.environ, **WORKTREE_ENV, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", str(script)], cwd=ci, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1 and f"deleted {bad_ref}" in out.stderr, out.stderr
+    assert bad_ref not in git(remote, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/")
+    # the next run checks the honest one (newest now) and passes; the remote keeps it
+    clean = tmp_path / "ci2"
+    git(tmp_path, "clone", "-q", f"file://{remote}", str(clean))
+    out = subprocess.run(
+        ["bash", str(script)], cwd=clean, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    left = git(remote, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/").split()
+    assert len(left) == 1 and left[0] != bad_ref

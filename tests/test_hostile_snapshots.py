@@ -8,7 +8,6 @@ session the log holds, and name what they skipped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
@@ -19,8 +18,8 @@ import pytest
 
 from brat_sessions.storage.snapshot import SNAPSHOT_PREFIX
 
-from .grite_writer import CODEC, MAGIC, GriteWriter
-from .helpers import brat, brat_json, git, make_repo
+from .grite_writer import CODEC, MAGIC, GriteWriter, now_ms
+from .helpers import brat, brat_json, git, make_repo, push_snapshot
 
 # one CommentAdded whose payload is a list holding itself (CBOR tags 28 and 29)
 CYCLIC_PAYLOAD = b"\x81\xd8\x1c\x81\xd8\x1d\x00"
@@ -58,54 +57,6 @@ def _cold(repo: Path) -> None:
         path.unlink()
 
 
-def _blob(repo: Path, data: bytes) -> str:
-    import subprocess
-
-    return (
-        subprocess.run(
-            ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .strip()
-    )
-
-
-def _push_snapshot(
-    repo: Path, number: int | str, chunks: list[bytes], counts: list[int], wal_head: str
-) -> str:
-    """A snapshot commit made with git's plumbing, pushed as refs/grite/snapshots/<number>."""
-    import subprocess
-
-    def mktree(text: str) -> str:
-        return (
-            subprocess.run(["git", "mktree"], cwd=repo, input=text.encode(), capture_output=True, check=True)
-            .stdout.decode()
-            .strip()
-        )
-
-    entries = "".join(f"100644 blob {_blob(repo, c)}\t{i:04d}.bin\n" for i, c in enumerate(chunks))
-    meta = {
-        "schema_version": 1,
-        "created_ts": 1,
-        "wal_head": wal_head,
-        "event_count": sum(counts),
-        "chunks": [
-            {
-                "path": f"events/{i:04d}.bin",
-                "chunk_hash": hashlib.blake2b(c, digest_size=32).hexdigest(),
-                "event_count": n,
-            }
-            for i, (c, n) in enumerate(zip(chunks, counts, strict=True))
-        ],
-    }
-    top = f"100644 blob {_blob(repo, json.dumps(meta).encode())}\tsnapshot.json\n"
-    if chunks:
-        top = f"040000 tree {mktree(entries)}\tevents\n" + top
-    commit = git(repo, "commit-tree", mktree(top), "-m", "Snapshot")
-    git(repo, "push", "-q", "origin", f"{commit}:{SNAPSHOT_PREFIX}{number}")
-    return commit
-
-
 def _problems(repo: Path, kind: str) -> list[dict]:
     return [p for p in brat_json("sessions", "doctor", cwd=repo)["problems"] if p["kind"] == kind]
 
@@ -130,7 +81,7 @@ def test_an_event_holding_a_cbor_cycle_is_a_named_corrupt_commit(world):
 
 def test_a_snapshot_holding_a_cbor_cycle_is_skipped(world):
     head = git(world.attacker, "rev-parse", "refs/grite/wal")
-    _push_snapshot(world.attacker, 1_700_000_000_000, [_cyclic_chunk(bytes(16), bytes(16), 1)], [1], head)
+    push_snapshot(world.attacker, 1_700_000_000_000, [_cyclic_chunk(bytes(16), bytes(16), 1)], [1], head)
     assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 1
     _cold(world.victim)
     assert _listed(world.victim) == world.sessions
@@ -140,7 +91,7 @@ def test_a_snapshot_holding_a_cbor_cycle_is_skipped(world):
 
 def test_an_empty_or_cut_snapshot_at_the_head_erases_nothing(world):
     head = git(world.attacker, "rev-parse", "refs/grite/wal")
-    _push_snapshot(world.attacker, 1_700_000_000_001, [], [], head)
+    push_snapshot(world.attacker, 1_700_000_000_001, [], [], head)
     brat_json("sync", cwd=world.victim)
     _cold(world.victim)
     assert _listed(world.victim) == world.sessions  # from the whole log, not from nothing
@@ -152,8 +103,8 @@ def test_snapshots_named_after_the_future_are_not_fetched_tried_or_kept(world):
     made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
     head = git(world.attacker, "rev-parse", "refs/grite/wal")
     for n in range(3):  # far ahead, so they would be tried first and survive any gc
-        _push_snapshot(world.attacker, 9_999_999_999_999_999_990 + n, [], [], head)
-    _push_snapshot(world.attacker, "\u00b2\u00b3", [], [], head)  # digits, but not ASCII ones
+        push_snapshot(world.attacker, 9_999_999_999_999_999_990 + n, [], [], head)
+    push_snapshot(world.attacker, "\u00b2\u00b3", [], [], head)  # digits, but not ASCII ones
     assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 0
     local = git(world.victim, "for-each-ref", "--format=%(refname)", SNAPSHOT_PREFIX).split()
     assert local == [made["ref"]]
@@ -189,3 +140,34 @@ def test_a_snapshot_is_not_made_over_a_commit_this_clone_cannot_read(world):
     assert out.returncode == 5 and head in out.stderr and "git fsck" in out.stderr
     assert out.stderr.count("\n") == 1
     assert git(victim, "for-each-ref", SNAPSHOT_PREFIX) == ""
+
+
+def test_verify_finds_a_snapshot_that_adds_an_event_no_commit_holds(world):
+    from brat_sessions.storage.chunk import encode_chunk
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+    from brat_sessions.storage.wal import WalCommit
+    from brat_sessions.workspace import Workspace
+
+    from .helpers import block_text
+
+    honest = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]["ref"]
+    brat_json("sync", cwd=world.victim)
+    git(world.attacker, "fetch", "-q", "origin", "+refs/grite/*:refs/grite/*")
+    wal = Workspace(world.attacker).wal
+    events = [e for c in wal.replay() if isinstance(c, WalCommit) for e in c.events]
+    victim_s = world.sessions[0]
+    issue = next(e.issue_id for e in events if e.kind == COMMENT_ADDED and victim_s in e.payload[0])
+    exit_block = block_text(session_id=victim_s, state="exit", exit_code=0, exit_reason="completed")
+    forged = make_event(issue, b"\xbb" * 16, events[-1].ts_unix_ms + 1, COMMENT_ADDED, [exit_block])
+    chunk = encode_chunk([*events, forged])  # every real event, and one that is in no commit
+    number = now_ms() + 60_000  # newer than the victim's own: sync takes it
+    push_snapshot(world.attacker, number, [chunk], [len(events) + 1], wal.head())
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 1
+    out = brat("snapshot", "verify", str(number), "--json", cwd=world.victim)
+    verdict = json.loads(out.stdout)["data"]["verdict"]
+    assert out.returncode == 1 and verdict["ok"] is False
+    assert (verdict["added"], verdict["dropped"]) == (1, 0)
+    assert verdict["examples"]["added"] == [forged.event_id.hex()]
+    assert brat("snapshot", "verify", honest, cwd=world.victim).returncode == 0
+    empty = brat("snapshot", "verify", "1700000000003", cwd=world.victim)
+    assert empty.returncode == 3 and "no snapshot" in empty.stderr

@@ -118,6 +118,10 @@ def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path, snapshot):
     assert brat_json("sessions", "doctor", cwd=ci)["problems"][0]["kind"] == "incomplete_log"
     refused = brat("sessions", "reap", cwd=ci)
     assert refused.returncode == 5 and "git fetch --unshallow" in refused.stderr
+    if snapshot:  # nor can a snapshot be judged against a cut log (CI would delete a good one)
+        (ref,) = git(ci, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/").split()
+        unjudged = brat("snapshot", "verify", ref, cwd=ci)
+        assert unjudged.returncode == 5 and "incomplete" in unjudged.stderr
     assert brat("sessions", "reap", "--dry-run", cwd=ci).returncode == 0
     assert brat("sync", cwd=ci).returncode == 0
     out = brat("sessions", "list", "--json", cwd=ci)
@@ -126,6 +130,8 @@ def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path, snapshot):
     assert brat_json("task", "list", cwd=ci)["total"] == 1
     assert brat("sessions", "reap", cwd=ci).returncode == 0
     assert brat_json("sessions", "doctor", cwd=ci)["problems"] == []
+    if snapshot:
+        assert brat_json("snapshot", "verify", cwd=ci)["verdict"]["ok"] is True
 
 
 def test_sync_ignores_outputs_and_leases_that_lie(tmp_path, repo):

@@ -75,6 +75,51 @@ def snapshot_gc(keep: int) -> None:
     emit({"deleted": deleted, "kept": kept}, f"deleted {len(deleted)} snapshot(s), kept {kept}")
 
 
+@snapshot.command(
+    "verify",
+    epilog=examples("brat snapshot verify", "brat snapshot verify 1795629060398 --json"),
+)
+@common
+@click.argument("ref", required=False)
+def snapshot_verify(ref: str | None) -> None:
+    """Check a snapshot against the log it names, event by event (reads the whole log);
+    exit 1 when it holds events no commit holds or lacks comments or issues. REF: its
+    number or ref (default: the newest on this log's chain, the one a cold build tries)."""
+    import sys
+    from dataclasses import asdict
+
+    from ..storage.snapshot import SNAPSHOT_PREFIX, list_snapshots, snapshot_candidates, verify_snapshot
+
+    wal = workspace().wal
+    if ref is None:
+        chosen = next((c for c in snapshot_candidates(wal) if not isinstance(c, tuple)), None)
+        if chosen is None:
+            raise NotFound("no snapshot on this log's chain (`brat snapshot list` shows them all)")
+    else:
+        name = ref if ref.startswith(SNAPSHOT_PREFIX) else SNAPSHOT_PREFIX + ref
+        chosen = next((s for s in list_snapshots(wal.repo) if s.ref == name), None)
+        if chosen is None:
+            raise NotFound(f"no snapshot {name}")
+    verdict = verify_snapshot(wal, chosen)
+    if verdict.problem is not None:
+        text = f"{verdict.ref}: unusable: {verdict.problem}"
+    elif verdict.ok:
+        text = (
+            f"{verdict.ref}: holds the log: {verdict.snapshot_events:,} events, all in the log up to "
+            f"{chosen.wal_head}; {verdict.compacted:,} superseded updates left out"
+        )
+    else:
+        examples_of = verdict.examples or {}
+        text = (
+            f"{verdict.ref}: does NOT hold the log: {verdict.added:,} event(s) no log commit holds "
+            f"{examples_of.get('added', [])[:3]}, {verdict.dropped:,} comment(s), issue(s), link(s) or "
+            f"attachment(s) missing {examples_of.get('dropped', [])[:3]}"
+        )
+    emit({"verdict": {**asdict(verdict), "ok": verdict.ok}}, text)
+    if not verdict.ok:
+        sys.exit(1)
+
+
 def _json(s: Snapshot) -> dict[str, Any]:
     from dataclasses import asdict
 

@@ -24,7 +24,7 @@ from ..clock import now_ms as _clock_ms
 from ..errors import BratError, Conflict, CorruptCommit, EnvironmentProblem
 from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk, event_count
 from .context import create_ref_if_absent
-from .events import COMMENT_ADDED, ISSUE_CREATED, Event
+from .events import ATTACHMENT_ADDED, COMMENT_ADDED, ISSUE_CREATED, LINK_ADDED, Event
 from .wal import Wal, WalCommit
 
 SNAPSHOT_PREFIX = "refs/grite/snapshots/"
@@ -295,6 +295,77 @@ def _tail_events(wal: Wal, wal_head: str) -> set[bytes]:
         parents = commit.parent_ids
         commit = wal.repo.get(parents[0]) if parents else None
     return wanted
+
+
+# verifying -------------------------------------------------------------------
+# kinds a snapshot must keep whatever it compacts (the spec: every comment, link and
+# attachment, and each issue itself); others may be dropped when superseded
+_KEPT_KINDS = (ISSUE_CREATED, COMMENT_ADDED, LINK_ADDED, ATTACHMENT_ADDED)
+
+
+@dataclass
+class Verdict:
+    """What a snapshot holds against the log up to its wal_head, event by event."""
+
+    ref: str
+    problem: str | None  # a check the snapshot fails (then nothing was compared)
+    snapshot_events: int = 0
+    log_events: int = 0
+    added: int = 0  # events no log commit up to wal_head holds
+    dropped: int = 0  # comments, issues, links and attachments of the log it lacks
+    compacted: int = 0  # other events of the log it lacks (allowed: superseded updates)
+    examples: dict[str, list[str]] | None = None  # the first ids of `added` and `dropped`
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and not self.added and not self.dropped
+
+
+def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
+    """Compare a snapshot with the log it names: every event it holds must be in a log
+    commit up to its wal_head, and none of the events a snapshot must keep may be
+    missing. This reads the whole log (what the snapshot saves a cold build), so it is
+    for a scheduled job, not for every build; `shown` ids of each kind are listed.
+    EnvironmentProblem when the log here is incomplete (a shallow clone)."""
+    held: set[bytes] = set()
+    try:
+        if snap.wal_head is None:
+            raise SnapshotError(snap.ref, snap.problem or "unreadable")
+        for events in stream_snapshot(wal, snap):
+            held.update(e.event_id for e in events)
+    except SnapshotError as exc:
+        return Verdict(snap.ref, exc.reason)
+    head = wal.head()
+    if (
+        head is None
+        or not _known(wal.repo, snap.wal_head)
+        or snap.wal_head not in _FirstParentChain(wal.repo, head)
+    ):
+        wal.commit_ids(head)  # (sets root_gap) a log cut short here may simply not reach it
+        if wal.root_gap is not None:
+            raise EnvironmentProblem(wal.root_gap)
+        return Verdict(snap.ref, f"wal_head {snap.wal_head[:12]} is not on the log's first-parent chain")
+    added = set(held)
+    dropped: list[bytes] = []
+    compacted = logged = 0
+    for commit, _ in wal.replay_prepared(lambda c: None, snap.wal_head):
+        if not isinstance(commit, WalCommit):
+            continue
+        for event in commit.events:
+            logged += 1
+            if event.event_id in held:
+                added.discard(event.event_id)
+            elif event.kind in _KEPT_KINDS:
+                dropped.append(event.event_id)
+            else:
+                compacted += 1
+    if wal.root_gap is not None:  # (a shallow clone): nothing can be judged, let alone deleted
+        raise EnvironmentProblem(wal.root_gap)
+    examples = {
+        "added": sorted(e.hex() for e in added)[:shown],
+        "dropped": sorted(e.hex() for e in dropped)[:shown],
+    }
+    return Verdict(snap.ref, None, len(held), logged, len(added), len(dropped), compacted, examples)
 
 
 # choosing --------------------------------------------------------------------
