@@ -11,11 +11,13 @@ log stays linear and the remote's history is never rewritten. The push of
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pygit2
@@ -32,7 +34,7 @@ from .storage.snapshot import (
     create_snapshot,
     from_the_future,
     is_snapshot_name,
-    list_snapshots,
+    latest_on_chain,
     snapshot_due,
 )
 from .storage.wal import WAL_REF, Wal, WalCommit
@@ -56,6 +58,7 @@ class SyncReport:
     outputs_pushed: int = 0
     snapshots_fetched: int = 0
     snapshots_pushed: int = 0
+    snapshots_pruned: int = 0
     snapshot_created: str | None = None
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -84,6 +87,27 @@ def _tracking_prefix(remote: str) -> str:
     return f"refs/brat-remotes/{safe}/"
 
 
+class FetchedSnapshots:
+    """The names of the snapshots sync took from a remote (`<data dir>/snapshots_fetched`):
+    never pushed back, and deleted here once the remote no longer has them (so that a bad
+    snapshot deleted from the remote stays deleted)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "snapshots_fetched"
+
+    def names(self) -> set[str]:
+        try:
+            return {n for n in self.path.read_text().split() if is_snapshot_name(n)}
+        except (FileNotFoundError, UnicodeDecodeError):
+            return set()
+
+    def write(self, names: set[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(f"{n}\n" for n in sorted(names)))
+        os.replace(tmp, self.path)
+
+
 class Syncer:
     def __init__(self, ws: Workspace, remote: str | None = None) -> None:
         self.ws = ws
@@ -92,6 +116,7 @@ class Syncer:
         self.remote = remote or default_remote(ws)
         self.prefix = _tracking_prefix(self.remote)
         self.report = SyncReport(remote=self.remote)
+        self.fetched = FetchedSnapshots(ws.ctx.data_dir)
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -225,23 +250,35 @@ class Syncer:
     def _snapshots(self, refs: dict[str, str], prefix: str) -> dict[str, str]:
         return {name: oid for name, oid in self._under(refs, prefix).items() if is_snapshot_name(name)}
 
-    def merge_snapshots(self) -> None:
-        """Take the remote's newest snapshots, when newer than any here (refs are never
-        rewritten): at most FETCH_SNAPSHOTS, none named after a future time, and none older
-        than the newest kept here, so that a `brat snapshot gc` is not undone. They are
+    def merge_snapshots(self, head: str | None) -> None:
+        """Take the remote's newest snapshots, when newer than the newest here on this log's
+        chain (refs are never rewritten): at most FETCH_SNAPSHOTS, none named after a future
+        time. A snapshot taken earlier that the remote no longer has (deleted there, as
+        `brat snapshot verify` in CI deletes a bad one) is deleted here too. Snapshots are
         checked only when used, like any snapshot."""
         refs = self._refs()
-        local = [int(n) for n in self._snapshots(refs, SNAPSHOT_PREFIX) if not from_the_future(int(n))]
-        newest_here = max(local, default=-1)
-        remote = sorted(
-            ((int(n), n, oid) for n, oid in self._snapshots(refs, self.prefix + "grite/snapshots/").items()),
+        remote = {name: oid for name, oid in self._snapshots(refs, self.prefix + "grite/snapshots/").items()}
+        fetched = self.fetched.names()
+        for name in fetched - remote.keys():
+            try:
+                self.repo.references.delete(SNAPSHOT_PREFIX + name)
+                self.report.snapshots_pruned += 1
+            except (KeyError, pygit2.GitError):
+                pass  # (deleted here already, by gc)
+        fetched &= remote.keys()
+        ours = latest_on_chain(self.wal, head) if head is not None else None
+        newest_here = ours.created_ts if ours is not None else -1
+        newer = sorted(
+            ((int(name), name, oid) for name, oid in remote.items()),
             reverse=True,
         )
-        taken = [(name, oid) for n, name, oid in remote if newest_here < n and not from_the_future(n)]
+        taken = [(name, oid) for n, name, oid in newer if newest_here < n and not from_the_future(n)]
         for name, oid in taken[:FETCH_SNAPSHOTS]:
             if SNAPSHOT_PREFIX + name not in self.repo.references:
                 self.repo.references.create(SNAPSHOT_PREFIX + name, oid)
+                fetched.add(name)
                 self.report.snapshots_fetched += 1
+        self.fetched.write(fetched)
 
     def maybe_snapshot(self, head: str | None) -> None:
         """Make a snapshot when the configured thresholds are passed (spec: more than
@@ -249,14 +286,7 @@ class Syncer:
         config = self.ws.config
         if head is None or config.snapshot_events <= 0:
             return
-        latest = None
-        for snap in list_snapshots(self.repo, 32):  # only ours to trust: on this log's chain
-            try:
-                if snap.wal_head and (snap.wal_head == head or self.repo.descendant_of(head, snap.wal_head)):
-                    latest = snap
-                    break
-            except (KeyError, ValueError, pygit2.GitError):
-                continue
+        latest = latest_on_chain(self.wal, head)  # only ours to trust: on this log's chain
         limit = int(config.snapshot_events)
         events = self.wal.count_events(head, latest.wal_head if latest else None, limit)
         if not snapshot_due(self.wal, latest, events, now_ms(), limit, config.snapshot_days):
@@ -293,8 +323,9 @@ class Syncer:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
         remote_snapshots = self._snapshots(refs, self.prefix + "grite/snapshots/")
+        taken = self.fetched.names()  # (another's: the remote had it, and deleted it since)
         for name, oid in self._snapshots(refs, SNAPSHOT_PREFIX).items():
-            if name not in remote_snapshots:
+            if name not in remote_snapshots and name not in taken:
                 specs.append(f"{oid}:{SNAPSHOT_PREFIX}{name}")
                 self.report.snapshots_pushed += 1
         if not specs:
@@ -326,7 +357,7 @@ class Syncer:
                 self.ws.fresh_index()
                 self.merge_leases()
                 self.merge_outputs()
-                self.merge_snapshots()
+                self.merge_snapshots(head)
                 self.maybe_snapshot(head)
                 self.push(head)
                 self.report.head = head

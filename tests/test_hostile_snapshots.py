@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import cbor2
 import pytest
 
+from brat_sessions.storage.chunk import encode_chunk
 from brat_sessions.storage.snapshot import SNAPSHOT_PREFIX
 
 from .grite_writer import CODEC, MAGIC, GriteWriter, now_ms
@@ -171,3 +172,79 @@ def test_verify_finds_a_snapshot_that_adds_an_event_no_commit_holds(world):
     assert brat("snapshot", "verify", honest, cwd=world.victim).returncode == 0
     empty = brat("snapshot", "verify", "1700000000003", cwd=world.victim)
     assert empty.returncode == 3 and "no snapshot" in empty.stderr
+
+
+def _events(repo: Path) -> list:
+    from brat_sessions.storage.wal import WalCommit
+    from brat_sessions.workspace import Workspace
+
+    return [e for c in Workspace(repo).wal.replay() if isinstance(c, WalCommit) for e in c.events]
+
+
+def _damage(repo: Path, oid: str) -> None:
+    """Cut a loose object short, as a power loss does."""
+    path = repo / ".git" / "objects" / oid[:2] / oid[2:]
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:10])
+
+
+def test_verify_blames_this_clone_not_the_snapshot_for_what_it_cannot_read(world):
+    victim = world.victim
+    ref = brat_json("snapshot", "create", cwd=victim)["snapshot"]["ref"]
+    _damage(victim, git(victim, "rev-parse", "refs/grite/wal~1"))  # a log commit below the head
+    out = brat("snapshot", "verify", "--json", cwd=victim)
+    assert out.returncode == 5 and out.stdout == "", out.stderr  # exit 1 would delete a good one
+    # a cold build still starts from the snapshot: it is what lets this clone skip the damage
+    _cold(victim)
+    assert _listed(victim) == world.sessions
+    assert _problems(victim, "bad_snapshot") == []
+    # a partial clone lacks objects by design: it cannot judge either
+    partial = victim.parent / "partial"
+    git(victim.parent, "clone", "-q", "--filter=blob:none", f"file://{world.remote}", str(partial))
+    git(partial, "fetch", "-q", "origin", "+refs/grite/*:refs/grite/*")
+    out = brat("snapshot", "verify", ref.rsplit("/", 1)[1], cwd=partial)
+    assert out.returncode in (3, 5) and "Traceback" not in out.stderr
+
+
+def test_a_snapshot_deleted_from_the_remote_stays_deleted(world):
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    number = now_ms() + 60_000
+    push_snapshot(world.attacker, number, [], [], head)  # bad (empty), but newer: taken
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 1
+    git(world.attacker, "push", "-q", "origin", f":refs/grite/snapshots/{number}")  # what CI does
+    report = brat_json("sync", cwd=world.victim)
+    assert (report["snapshots_pushed"], report["snapshots_pruned"]) == (0, 1)  # not pushed back
+    assert git(world.victim, "for-each-ref", SNAPSHOT_PREFIX) == ""
+    assert git(world.remote, "for-each-ref", SNAPSHOT_PREFIX) == ""
+    assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 0
+
+
+def test_sync_takes_an_on_chain_snapshot_when_the_newest_here_is_off_the_chain(world):
+    from brat_sessions.index import Index
+    from brat_sessions.storage.repo import open_repo
+
+    other = world.attacker  # an honest second clone here
+    theirs = brat_json("snapshot", "create", cwd=other)["snapshot"]["ref"]
+    git(other, "push", "-q", "origin", f"{theirs}:{theirs}")
+    brat_json("task", "create", "diverging", cwd=world.victim)  # not pushed: the chains part
+    git(other, "push", "-q", "origin", "refs/grite/wal:refs/grite/wal")
+    brat_json("task", "create", "moved", cwd=other)
+    git(other, "push", "-q", "origin", "refs/grite/wal:refs/grite/wal")
+    ours = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]["ref"]  # newer, off the chain soon
+    assert ours > theirs
+    report = brat_json("sync", cwd=world.victim)  # re-appends the victim's commit on the remote's
+    assert report["reappended_commits"] == 1 and report["snapshots_fetched"] == 1
+    _cold(world.victim)
+    assert Index(open_repo(world.victim)).refresh().from_snapshot == theirs
+
+
+def test_verify_accepts_events_just_past_the_wal_head_it_names(world):
+    # grite reads the head, then the log: an append in between lands in its snapshot
+    events = _events(world.attacker)
+    chunk = encode_chunk(events)
+    below = git(world.attacker, "rev-parse", "refs/grite/wal~1")
+    number = now_ms() + 60_000
+    push_snapshot(world.attacker, number, [chunk], [len(events)], below)
+    brat_json("sync", cwd=world.victim)
+    verdict = brat_json("snapshot", "verify", str(number), cwd=world.victim)["verdict"]
+    assert verdict["ok"] and verdict["added"] == 0

@@ -102,6 +102,7 @@ def sync_cmd(remote: str | None) -> None:
         f"{r.leases_fetched} in / {r.leases_pushed} out; outputs "
         f"{r.outputs_fetched} in / {r.outputs_pushed} out; snapshots "
         f"{r.snapshots_fetched} in / {r.snapshots_pushed} out"
+        + (f", {r.snapshots_pruned} deleted as on the remote" if r.snapshots_pruned else "")
         + (f", made {r.snapshot_created}" if r.snapshot_created else ""),
     )
 

@@ -290,8 +290,8 @@ def sessions_usage(
 
 @sessions.command(
     "resume",
-    # options may follow SESSION; `--` then ends them (everything after it is the command)
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+    # everything after SESSION is the command (options come before SESSION), as for `run`
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
     epilog=examples("brat sessions resume 7b3d", "brat sessions resume 7b3d -- codex exec 'go on'"),
 )
 @common
@@ -301,6 +301,8 @@ def sessions_usage(
 def sessions_resume(session_ref: str, heartbeat_interval: float | None, command: tuple[str, ...]) -> None:
     """Start a new session for the same task, linked by `resumed_from` (exit 4 while the
     original is live); with `-- CMD`, run CMD in it like `brat sessions run`."""
+    if command[:1] == ("--",):  # `resume SESSION -- CMD`: the `--` only ends brat's options
+        command = command[1:]
     t = tracker()
     sid = resolve(t.ws, session_ref)
     if not command:

@@ -95,20 +95,27 @@ def new_issue_id() -> bytes:
     return os.urandom(16)
 
 
-def plain_payload(items: list[Any], depth: int = 0) -> bool:
-    """True when a decoded payload holds only CBOR's plain values (no tag, no cycle), nested
-    at most MAX_PAYLOAD_DEPTH deep."""
+def plain_payload(items: list[Any], depth: int = 0, seen: set[int] | None = None) -> bool:
+    """True when a decoded payload holds only CBOR's plain values, nested at most
+    MAX_PAYLOAD_DEPTH deep, with no container twice: cbor2 resolves shared references
+    (tags 28/29) into one Python list reachable by many paths, which a walk (and the event
+    id's re-encoding) would follow as often as there are paths, exponentially many."""
+    if seen is None:
+        seen = {id(items)}
     for value in items:
         kind = type(value)
         if kind in _SCALARS:
             continue
-        if depth >= MAX_PAYLOAD_DEPTH:
+        if depth >= MAX_PAYLOAD_DEPTH or id(value) in seen:
             return False
+        seen.add(id(value))
         if kind is list:
-            if not plain_payload(value, depth + 1):
+            if not plain_payload(value, depth + 1, seen):
                 return False
         elif kind is dict:
-            if not all(type(k) in _KEYS for k in value) or not plain_payload(list(value.values()), depth + 1):
+            if not all(type(k) in _KEYS for k in value) or not plain_payload(
+                list(value.values()), depth + 1, seen
+            ):
                 return False
         else:
             return False
@@ -135,7 +142,9 @@ def event_from_record(record: Any) -> Event:
     if type(payload) is not list:
         raise ValueError("kind_payload is not an array")
     if not plain_payload(payload):
-        raise ValueError(f"kind_payload of event {eid.hex()} holds a CBOR tag or nests too deep")
+        raise ValueError(
+            f"kind_payload of event {eid.hex()} holds a CBOR tag, a shared value or nests too deep"
+        )
     if sig is not None and not isinstance(sig, bytes):
         raise ValueError("sig is neither null nor bytes")
     try:

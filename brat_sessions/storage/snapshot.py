@@ -36,7 +36,7 @@ MAX_CHUNK_BYTES = 256 * 1024 * 1024  # one chunk file
 MAX_CANDIDATES = 32  # newest refs usable_snapshot looks at
 MAX_LOADS = 4  # on-chain snapshots usable_snapshot fully checks
 DAY_MS = 86_400_000
-FUTURE_SLACK_MS = DAY_MS  # a ref named after a later time than now + this is not trusted
+FUTURE_SLACK_MS = 3_600_000  # a ref named after a later time than now + this is not trusted
 TAIL_COMMITS = 16  # commits up to wal_head whose comments a snapshot must hold
 
 _NAME = re.compile(r"[0-9]{1,19}", re.ASCII)  # the ref's last component: unix ms
@@ -49,10 +49,11 @@ class SnapshotError(BratError):
 
     code = "corrupt_snapshot"
 
-    def __init__(self, ref: str, reason: str) -> None:
+    def __init__(self, ref: str, reason: str, local: bool = False) -> None:
         super().__init__(f"unusable snapshot {ref}: {reason}")
         self.ref = ref
         self.reason = reason
+        self.local = local  # an object is missing or damaged here, not the snapshot's fault
 
 
 @dataclass
@@ -79,8 +80,8 @@ def is_snapshot_name(name: str) -> bool:
 
 
 def from_the_future(number: int, now_ms: int | None = None) -> bool:
-    """A ref named after a time later than a day from now: whoever pushed it wants it tried
-    first and kept by gc; it is neither."""
+    """A ref named after a time more than an hour from now (clocks differ by less): whoever
+    pushed it wants it tried first and kept by gc; it is neither."""
     return number > (now_ms if now_ms is not None else _clock_ms()) + FUTURE_SLACK_MS
 
 
@@ -127,7 +128,7 @@ def _read_json(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, Any]:
 def _read_snapshot(repo: pygit2.Repository, number: int, ref: str) -> Snapshot:
     snap = Snapshot(ref, number, None, None, None)
     if from_the_future(number):
-        snap.problem = f"named after a time {(number - _clock_ms()) // DAY_MS:,} days from now"
+        snap.problem = f"named after a time {(number - _clock_ms()) / 3_600_000:,.0f} hours from now"
     try:
         obj = repo.references[ref].peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError):
@@ -148,7 +149,7 @@ def list_snapshots(repo: pygit2.Repository, limit: int | None = None) -> list[Sn
     """Every snapshot ref (or the `limit` newest), newest (largest number) first.
 
     Refs under the prefix whose name is not `<digits>` are ignored. A snapshot whose
-    json cannot be read, or named after a time more than a day from now, is still
+    json cannot be read, or named after a time more than an hour from now, is still
     listed, with `problem` set (and `wal_head`/`event_count` None), so `gc_snapshots`
     and reports can see it.
     """
@@ -269,7 +270,7 @@ def stream_snapshot(wal: Wal, snap: Snapshot) -> Iterator[list[Event]]:
                 wanted.difference_update(e.event_id for e in events)
             yield events
     except (KeyError, pygit2.GitError) as exc:  # e.g. an object missing from a partial clone
-        raise SnapshotError(snap.ref, f"cannot read it: {exc}") from None
+        raise SnapshotError(snap.ref, f"cannot read it here: {exc}", local=True) from None
     if wanted:
         raise SnapshotError(
             snap.ref,
@@ -283,17 +284,13 @@ def _tail_events(wal: Wal, wal_head: str) -> set[bytes]:
     `wal_head`: events a snapshot may never drop (a cheap check that it holds the log it
     names, whatever its hashes say: an empty or cut snapshot fails it)."""
     wanted: set[bytes] = set()
-    commit: Any = wal.repo.get(wal_head)
-    for _ in range(TAIL_COMMITS):
-        if not isinstance(commit, pygit2.Commit):
-            break
+    commits = _FirstParentChain._commits(wal.repo, wal_head)  # (ends at a commit it cannot read)
+    for _, oid in zip(range(TAIL_COMMITS), commits, strict=False):
         try:
-            events = wal.read_commit(commit).events
+            events = wal.read_commit(oid).events
         except CorruptCommit:
-            events = []  # skipped by every replay: a snapshot cannot hold its events either
+            events = []  # skipped by every replay here: the snapshot need not hold its events
         wanted.update(e.event_id for e in events if e.kind in (COMMENT_ADDED, ISSUE_CREATED))
-        parents = commit.parent_ids
-        commit = wal.repo.get(parents[0]) if parents else None
     return wanted
 
 
@@ -322,34 +319,45 @@ class Verdict:
 
 
 def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
-    """Compare a snapshot with the log it names: every event it holds must be in a log
-    commit up to its wal_head, and none of the events a snapshot must keep may be
-    missing. This reads the whole log (what the snapshot saves a cold build), so it is
-    for a scheduled job, not for every build; `shown` ids of each kind are listed.
-    EnvironmentProblem when the log here is incomplete (a shallow clone)."""
-    held: set[bytes] = set()
-    try:
-        if snap.wal_head is None:
-            raise SnapshotError(snap.ref, snap.problem or "unreadable")
-        for events in stream_snapshot(wal, snap):
-            held.update(e.event_id for e in events)
-    except SnapshotError as exc:
-        return Verdict(snap.ref, exc.reason)
+    """Compare a snapshot with the log it names: every event it holds must be in the log
+    (up to its wal_head, or just after it: grite may read a little past the head it
+    records), and none of the events a snapshot must keep may be missing. This reads the
+    whole log (what the snapshot saves a cold build), so it is for a scheduled job, not for
+    every build; `shown` ids of each kind are listed.
+
+    A verdict blames the snapshot only for what it holds: EnvironmentProblem when this
+    clone cannot judge (a shallow or partial clone, an object missing or damaged here)."""
+    from .stream import usable
+
+    if not usable(wal):
+        raise EnvironmentProblem("a partial clone (--filter) lacks objects: verify in a full clone")
     head = wal.head()
-    if (
-        head is None
-        or not _known(wal.repo, snap.wal_head)
-        or snap.wal_head not in _FirstParentChain(wal.repo, head)
-    ):
+    if snap.wal_head is None or head is None:
+        return Verdict(snap.ref, snap.problem or "unreadable")
+    if not _known(wal.repo, snap.wal_head) or snap.wal_head not in _FirstParentChain(wal.repo, head):
         wal.commit_ids(head)  # (sets root_gap) a log cut short here may simply not reach it
         if wal.root_gap is not None:
             raise EnvironmentProblem(wal.root_gap)
         return Verdict(snap.ref, f"wal_head {snap.wal_head[:12]} is not on the log's first-parent chain")
+    held: set[bytes] = set()
+    try:
+        for events in stream_snapshot(wal, snap):
+            held.update(e.event_id for e in events)
+    except SnapshotError as exc:
+        if exc.local:
+            raise EnvironmentProblem(f"snapshot {snap.ref}: {exc.reason}") from None
+        return Verdict(snap.ref, exc.reason)
+    after = set(wal.commit_ids(head, snap.wal_head))
     added = set(held)
     dropped: list[bytes] = []
     compacted = logged = 0
-    for commit, _ in wal.replay_prepared(lambda c: None, snap.wal_head):
+    for commit, _ in wal.replay_prepared(lambda c: None, head):
         if not isinstance(commit, WalCommit):
+            if commit.unreadable:
+                raise EnvironmentProblem(f"{commit.message}: this clone cannot judge the snapshot")
+            continue
+        if commit.oid in after:
+            added.difference_update(e.event_id for e in commit.events)
             continue
         for event in commit.events:
             logged += 1
@@ -369,6 +377,16 @@ def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
 
 
 # choosing --------------------------------------------------------------------
+def latest_on_chain(wal: Wal, head: str, limit: int = MAX_CANDIDATES) -> Snapshot | None:
+    """The newest of the `limit` newest snapshots whose wal_head is on the first-parent
+    chain of `head` (not checked further); None when there is none."""
+    chain = _FirstParentChain(wal.repo, head)
+    for snap in list_snapshots(wal.repo, limit):
+        if snap.wal_head is not None and _known(wal.repo, snap.wal_head) and snap.wal_head in chain:
+            return snap
+    return None
+
+
 class _FirstParentChain:
     """The first-parent chain below a head, walked lazily, once, into a set."""
 
@@ -445,7 +463,7 @@ def snapshot_candidates(wal: Wal, head: str | None = None) -> Iterator[Snapshot 
     for number, ref in _snapshot_refs(repo):
         (future if from_the_future(number, now) else refs).append((number, ref))
     if future:  # (one report: there may be thousands, all pushed by one hand)
-        yield (future[0][1], f"skipped with {len(future) - 1} more: named after a time over a day from now")
+        yield (future[0][1], f"skipped with {len(future) - 1} more: named after a time over an hour from now")
     loads = 0
     for number, ref in refs[:MAX_CANDIDATES]:
         snap = _read_snapshot(repo, number, ref)
@@ -564,7 +582,7 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
 def gc_snapshots(repo: pygit2.Repository, keep: int) -> list[str]:
     """Delete every snapshot ref but the `keep` newest (by number); returns the deleted names.
 
-    Refs named after a time more than a day from now are deleted whatever `keep` says
+    Refs named after a time more than an hour from now are deleted whatever `keep` says
     (they would otherwise outrank every real snapshot for good). Refs whose name is not
     `<digits>` are not snapshots and are left alone.
     """

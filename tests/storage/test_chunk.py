@@ -99,8 +99,24 @@ def _raw_chunk(payload: bytes, kind: int = ev.COMMENT_ADDED) -> bytes:
 def test_a_payload_beyond_plain_cbor_is_refused_by_name(payload):
     # cbor2 turns tags into Python objects; re-encoding one may fail or change the bytes,
     # so an event that holds one is corrupt, whatever its id says
-    with pytest.raises(ChunkError, match="CBOR tag or nests too deep"):
+    with pytest.raises(ChunkError, match="CBOR tag, a shared value or nests too deep"):
         decode_chunk(_raw_chunk(payload))
+
+
+def test_a_payload_sharing_one_list_many_times_is_refused_at_once():
+    # 2**24 paths through 24 shared lists (within the depth limit): walking, or re-encoding,
+    # each path would take minutes and gigabytes for a chunk of a few hundred bytes
+    import cbor2
+
+    shared: list = ["leaf"]
+    for _ in range(24):
+        shared = [shared, shared]
+    assert not ev.plain_payload([shared])
+    data = _raw_chunk(cbor2.dumps([shared], value_sharing=True))
+    assert len(data) < 400
+    with pytest.raises(ChunkError, match="a shared value"):
+        decode_chunk(data)
+    assert ev.plain_payload([["a"], ["a"]])  # equal values, two lists: fine
 
 
 def test_plain_payloads_of_any_kind_are_kept():

@@ -164,10 +164,26 @@ def test_resume_links_refuses_a_live_original_and_warns_of_a_moved_head(repo, ta
     ran = brat("sessions", "resume", data["session_id"], "--", "true", cwd=repo)
     assert ran.returncode == 4  # the new one is live: refused
     t.exit(data["session_id"], 0)
-    # as documented: options may follow the session, `--` ends them, the rest is the command
-    ran = brat("sessions", "resume", data["session_id"], "--json", "--", "sh", "-c", "exit 7", cwd=repo)
+    # as documented: brat's options before SESSION, then `-- CMD`; whatever follows SESSION
+    # is the command's, its own options included
+    ran = brat("sessions", "resume", "--json", data["session_id"], "--", "sh", "-c", "exit 7", cwd=repo)
     assert ran.returncode == 7, ran.stderr
-    assert json.loads(ran.stdout)["data"]["session"]["resumed_from"] == data["session_id"]
+    resumed = json.loads(ran.stdout)["data"]["session"]
+    assert resumed["resumed_from"] == data["session_id"]
+    ran = brat(
+        "sessions",
+        "resume",
+        resumed["session_id"],
+        "sh",
+        "-c",
+        'echo "$@"',
+        "x",
+        "--json",
+        "-C",
+        "/",
+        cwd=repo,
+    )
+    assert ran.returncode == 0 and ran.stdout.strip() == "--json -C /", ran.stderr
 
 
 def test_a_log_written_only_by_brat_reads_as_before(repo, task):
