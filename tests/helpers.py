@@ -150,7 +150,8 @@ def brat_on_terminal(
     return proc.returncode, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
 
 
-def _git_blob(repo: Path, data: bytes) -> str:
+def git_blob(repo: Path, data: bytes) -> str:
+    """Write `data` as a blob with git's plumbing; its id."""
     return (
         subprocess.run(
             ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
@@ -172,7 +173,7 @@ def push_snapshot(
             .strip()
         )
 
-    entries = "".join(f"100644 blob {_git_blob(repo, c)}\t{i:04d}.bin\n" for i, c in enumerate(chunks))
+    entries = "".join(f"100644 blob {git_blob(repo, c)}\t{i:04d}.bin\n" for i, c in enumerate(chunks))
     meta = {
         "schema_version": 1,
         "created_ts": 1,
@@ -187,7 +188,7 @@ def push_snapshot(
             for i, (c, n) in enumerate(zip(chunks, counts, strict=True))
         ],
     }
-    top = f"100644 blob {_git_blob(repo, json.dumps(meta).encode())}\tsnapshot.json\n"
+    top = f"100644 blob {git_blob(repo, json.dumps(meta).encode())}\tsnapshot.json\n"
     if chunks:
         top = f"040000 tree {mktree(entries)}\tevents\n" + top
     commit = git(repo, "commit-tree", mktree(top), "-m", "Snapshot")

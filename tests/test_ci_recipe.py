@@ -19,10 +19,20 @@ from .helpers import ROOT, WORKTREE_ENV, brat_json, git, make_repo, push_snapsho
 REAPER = "c0ffee" + "0" * 26
 
 
-def recipe_script() -> str:
+def doc_script(heading: str) -> str:
+    """The first bash block under `### heading` in docs/ci-reaping.md, as written."""
     text = (ROOT / "docs" / "ci-reaping.md").read_text()
-    section = text.split("### The reap script", 1)[1]
+    section = text.split(f"### {heading}", 1)[1]
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def brat_on_path(tmp_path) -> dict[str, str]:
+    """An environment whose PATH finds `brat` (this working tree's), as a CI job's would."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "brat").write_text(f'#!/bin/sh\nexec {sys.executable} -m brat_sessions.cli "$@"\n')
+    (bindir / "brat").chmod(0o755)
+    return {**os.environ, **WORKTREE_ENV, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
 
 
 def test_the_documented_reap_script_reaps_through_a_bare_remote(tmp_path):
@@ -36,18 +46,9 @@ def test_the_documented_reap_script_reaps_through_a_bare_remote(tmp_path):
     assert brat_json("sync", cwd=worker)["pushed_commits"] > 0
     ci = tmp_path / "ci"
     git(tmp_path, "clone", "-q", "--depth", "1", f"file://{remote}", str(ci))  # as actions/checkout
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "brat").write_text(f'#!/bin/sh\nexec {sys.executable} -m brat_sessions.cli "$@"\n')
-    (bindir / "brat").chmod(0o755)
     script = tmp_path / "brat-reap.sh"
-    script.write_text(recipe_script())
-    env = {
-        **os.environ,
-        **WORKTREE_ENV,
-        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-        "BRAT_ACTOR": REAPER,
-    }
+    script.write_text(doc_script("The reap script"))
+    env = {**brat_on_path(tmp_path), "BRAT_ACTOR": REAPER}
     out = subprocess.run(["bash", str(script)], cwd=ci, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "reaped 1 of 1" in (ci / "reap.txt").read_text()
@@ -65,12 +66,6 @@ def test_the_documented_reap_script_reaps_through_a_bare_remote(tmp_path):
     (ci / ".brat" / "sessions.yaml").write_text("timeout: [nonsense]\n")
     out = subprocess.run(["bash", str(script)], cwd=ci, capture_output=True, text=True, env=env)
     assert out.returncode == 2, out.stderr
-
-
-def snapshot_check_script() -> str:
-    text = (ROOT / "docs" / "ci-reaping.md").read_text()
-    section = text.split("### The snapshot check", 1)[1]
-    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
 def test_the_documented_snapshot_check_deletes_a_forged_snapshot_from_the_remote(tmp_path):
@@ -104,13 +99,9 @@ def test_the_documented_snapshot_check_deletes_a_forged_snapshot_from_the_remote
     bad_ref = f"refs/grite/snapshots/{number}"
     ci = tmp_path / "ci"
     git(tmp_path, "clone", "-q", f"file://{remote}", str(ci))
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "brat").write_text(f'#!/bin/sh\nexec {sys.executable} -m brat_sessions.cli "$@"\n')
-    (bindir / "brat").chmod(0o755)
     script = tmp_path / "check.sh"
-    script.write_text(snapshot_check_script())
-    env = {**os.environ, **WORKTREE_ENV, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    script.write_text(doc_script("The snapshot check"))
+    env = brat_on_path(tmp_path)
     out = subprocess.run(["bash", str(script)], cwd=ci, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1 and f"deleted {bad_ref}" in out.stderr, out.stderr
     assert bad_ref not in git(remote, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/")

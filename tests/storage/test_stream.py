@@ -16,7 +16,7 @@ from brat_sessions.storage.events import COMMENT_ADDED, ISSUE_CREATED, make_even
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
 
-from ..helpers import T0, block_text, brat, git
+from ..helpers import T0, block_text, brat, git, git_blob
 from .test_damaged_objects import _objects_of_a_commit, _truncate
 from .test_wal import _good_files, raw_commit
 
@@ -207,16 +207,6 @@ def _tree(repo: Path, entries: list[tuple[str, str, str]], literally: bool = Fal
     )
 
 
-def _blob(repo: Path, data: bytes) -> str:
-    return (
-        subprocess.run(
-            ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .strip()
-    )
-
-
 def _commit_tree(repo: Path, wal: Wal, tree: str) -> None:
     head = wal.head()
     new = git(repo, "commit-tree", tree, "-p", head, "-m", "WAL: crafted")
@@ -245,15 +235,15 @@ def _craft(repo: Path, issue: bytes, shapes) -> None:
     empty = _tree(repo, [])
     for n, shape in enumerate(shapes):
         files = _good_files(issue, f"crafted {n}", wal.head())
-        meta = _blob(repo, files["meta.json"])
+        meta = git_blob(repo, files["meta.json"])
         (path, data) = next((k, v) for k, v in files.items() if k.endswith(".bin"))
         name = path.rsplit("/", 1)[1]
-        chunk = ("100644", _blob(repo, data), name)
+        chunk = ("100644", git_blob(repo, data), name)
         day = [chunk]
         if shape == "duplicate chunk":
             day = [chunk, chunk]
         if shape == "quoted name":
-            day = [chunk, ("100644", _blob(repo, b"junk"), '\u00e9 "x".bin')]
+            day = [chunk, ("100644", git_blob(repo, b"junk"), '\u00e9 "x".bin')]
         day_tree = _tree(repo, day, literally=shape == "duplicate chunk")
         month = [("040000", day_tree, "14")] + ([("040000", empty, "15")] if shape == "empty sibling" else [])
         if shape == "hidden":  # an empty "14" and a file named "14/<hash>.bin": listed as one chain
@@ -262,11 +252,11 @@ def _craft(repo: Path, issue: bytes, shapes) -> None:
         events = _tree(repo, [("040000", _tree(repo, [("040000", month_tree, "11")]), "2023")])
         root = [("100644", meta, "meta.json"), ("040000", events, "events")]
         if shape == "events blob":  # then a tree again in the next commit: a type change
-            root = [("100644", meta, "meta.json"), ("100644", _blob(repo, b"not a folder"), "events")]
+            root = [("100644", meta, "meta.json"), ("100644", git_blob(repo, b"not a folder"), "events")]
         if shape == "two meta":
-            root = [("100644", _blob(repo, b"{not json"), "meta.json"), *root]
+            root = [("100644", git_blob(repo, b"{not json"), "meta.json"), *root]
         if shape == "junk":
-            junk = _tree(repo, [("100644", _blob(repo, str(i).encode()), f"f{i}") for i in range(50)])
+            junk = _tree(repo, [("100644", git_blob(repo, str(i).encode()), f"f{i}") for i in range(50)])
             root.append(("040000", junk, "junk"))
         _commit_tree(repo, wal, _tree(repo, root, literally=shape == "two meta"))
         _fill_on(repo, issue, 1)
