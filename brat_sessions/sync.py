@@ -11,13 +11,11 @@ log stays linear and the remote's history is never rewritten. The push of
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pygit2
@@ -31,10 +29,12 @@ from .sessions.outputs import OUTPUT_PREFIX, verified_output
 from .storage.chunk import encode_chunk
 from .storage.snapshot import (
     SNAPSHOT_PREFIX,
+    NameLog,
     create_snapshot,
     from_the_future,
     is_snapshot_name,
     latest_on_chain,
+    made_snapshots,
     snapshot_due,
 )
 from .storage.wal import WAL_REF, Wal, WalCommit
@@ -87,27 +87,6 @@ def _tracking_prefix(remote: str) -> str:
     return f"refs/brat-remotes/{safe}/"
 
 
-class FetchedSnapshots:
-    """The names of the snapshots sync took from a remote (`<data dir>/snapshots_fetched`):
-    never pushed back, and deleted here once the remote no longer has them (so that a bad
-    snapshot deleted from the remote stays deleted)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "snapshots_fetched"
-
-    def names(self) -> set[str]:
-        try:
-            return {n for n in self.path.read_text().split() if is_snapshot_name(n)}
-        except (FileNotFoundError, UnicodeDecodeError):
-            return set()
-
-    def write(self, names: set[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(f"{n}\n" for n in sorted(names)))
-        os.replace(tmp, self.path)
-
-
 class Syncer:
     def __init__(self, ws: Workspace, remote: str | None = None) -> None:
         self.ws = ws
@@ -116,7 +95,8 @@ class Syncer:
         self.remote = remote or default_remote(ws)
         self.prefix = _tracking_prefix(self.remote)
         self.report = SyncReport(remote=self.remote)
-        self.fetched = FetchedSnapshots(ws.ctx.data_dir)
+        # the snapshots taken from this remote: deleted here once it no longer has them
+        self.fetched = NameLog(ws.ctx.data_dir / f"snapshots_fetched.{self.prefix.split('/')[-2]}")
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -253,32 +233,27 @@ class Syncer:
     def merge_snapshots(self, head: str | None) -> None:
         """Take the remote's newest snapshots, when newer than the newest here on this log's
         chain (refs are never rewritten): at most FETCH_SNAPSHOTS, none named after a future
-        time. A snapshot taken earlier that the remote no longer has (deleted there, as
-        `brat snapshot verify` in CI deletes a bad one) is deleted here too. Snapshots are
-        checked only when used, like any snapshot."""
+        time. One taken from this remote earlier that it no longer has (deleted there, as
+        the CI check deletes a bad one) is deleted here too. Snapshots are checked only when
+        used, like any snapshot."""
         refs = self._refs()
-        remote = {name: oid for name, oid in self._snapshots(refs, self.prefix + "grite/snapshots/").items()}
-        fetched = self.fetched.names()
-        for name in fetched - remote.keys():
+        remote = self._snapshots(refs, self.prefix + "grite/snapshots/")
+        made = made_snapshots(self.ws.ctx.data_dir).names()
+        for name in self.fetched.names() - remote.keys() - made:
             try:
                 self.repo.references.delete(SNAPSHOT_PREFIX + name)
                 self.report.snapshots_pruned += 1
             except (KeyError, pygit2.GitError):
-                pass  # (deleted here already, by gc)
-        fetched &= remote.keys()
+                pass  # (deleted here already)
         ours = latest_on_chain(self.wal, head) if head is not None else None
         newest_here = ours.created_ts if ours is not None else -1
-        newer = sorted(
-            ((int(name), name, oid) for name, oid in remote.items()),
-            reverse=True,
-        )
+        newer = sorted(((int(name), name, oid) for name, oid in remote.items()), reverse=True)
         taken = [(name, oid) for n, name, oid in newer if newest_here < n and not from_the_future(n)]
         for name, oid in taken[:FETCH_SNAPSHOTS]:
             if SNAPSHOT_PREFIX + name not in self.repo.references:
                 self.repo.references.create(SNAPSHOT_PREFIX + name, oid)
-                fetched.add(name)
+                self.fetched.add(name)
                 self.report.snapshots_fetched += 1
-        self.fetched.write(fetched)
 
     def maybe_snapshot(self, head: str | None) -> None:
         """Make a snapshot when the configured thresholds are passed (spec: more than
@@ -323,9 +298,9 @@ class Syncer:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
         remote_snapshots = self._snapshots(refs, self.prefix + "grite/snapshots/")
-        taken = self.fetched.names()  # (another's: the remote had it, and deleted it since)
+        made = made_snapshots(self.ws.ctx.data_dir).names()  # only those: never another's back
         for name, oid in self._snapshots(refs, SNAPSHOT_PREFIX).items():
-            if name not in remote_snapshots and name not in taken:
+            if name not in remote_snapshots and name in made:
                 specs.append(f"{oid}:{SNAPSHOT_PREFIX}{name}")
                 self.report.snapshots_pushed += 1
         if not specs:

@@ -248,3 +248,66 @@ def test_verify_accepts_events_just_past_the_wal_head_it_names(world):
     brat_json("sync", cwd=world.victim)
     verdict = brat_json("snapshot", "verify", str(number), cwd=world.victim)["verdict"]
     assert verdict["ok"] and verdict["added"] == 0
+
+
+def test_sync_pushes_only_the_snapshots_its_clone_made(world):
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    number = now_ms() + 60_000
+    push_snapshot(world.attacker, number, [], [], head)
+    # brought by plain git, as the CI scripts fetch refs/grite/*: never pushed back by brat
+    git(world.victim, "fetch", "-q", "origin", "+refs/grite/*:refs/grite/*")
+    git(world.attacker, "push", "-q", "origin", f":refs/grite/snapshots/{number}")
+    assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 0
+    assert git(world.remote, "for-each-ref", SNAPSHOT_PREFIX) == ""
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]["ref"]
+    assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 1
+    assert git(world.remote, "for-each-ref", "--format=%(refname)", SNAPSHOT_PREFIX) == made
+
+
+def test_a_second_remote_without_a_snapshot_does_not_delete_it_here(world, tmp_path):
+    theirs = brat_json("snapshot", "create", cwd=world.attacker)["snapshot"]["ref"]
+    git(world.attacker, "push", "-q", "origin", f"{theirs}:{theirs}")
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 1
+    backup = tmp_path / "backup.git"
+    git(tmp_path, "init", "-q", "--bare", str(backup))
+    git(world.victim, "remote", "add", "backup", str(backup))
+    report = brat_json("sync", "--remote", "backup", cwd=world.victim)
+    assert (report["snapshots_pruned"], report["snapshots_pushed"]) == (0, 0)  # not ours to share
+    assert git(world.victim, "for-each-ref", "--format=%(refname)", SNAPSHOT_PREFIX) == theirs
+
+
+def test_verify_of_a_snapshot_damaged_here_is_not_a_verdict(world):
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
+    meta = git(world.victim, "rev-parse", f"{made['commit_oid']}:snapshot.json")
+    _damage(world.victim, meta)
+    for args in (("snapshot", "verify", str(made["created_ts"])), ("snapshot", "verify")):
+        out = brat(*args, "--json", cwd=world.victim)
+        assert out.returncode == 5 and out.stdout == "" and "cannot read it here" in out.stderr, out.stderr
+
+
+def test_verify_judges_what_a_snapshot_leaves_out_by_what_the_issues_show(world):
+    from brat_sessions.storage.events import ISSUE_UPDATED, LABEL_REMOVED
+
+    gw = GriteWriter(world.attacker)
+    issue = next(e.issue_id for e in _events(world.attacker) if e.kind == 1).hex()
+    gw.label(issue, "flaky")
+    gw.label(issue, "flaky", add=False)
+    at = now_ms()
+    gw.append([gw.event(issue, ISSUE_UPDATED, ["first title", None], ts=at)])
+    gw.append([gw.event(issue, ISSUE_UPDATED, ["second title", None], ts=at + 1)])
+    git(world.attacker, "push", "-q", "origin", "refs/grite/wal")
+    brat_json("sync", cwd=world.victim)
+    events, head = _events(world.attacker), git(world.attacker, "rev-parse", "refs/grite/wal")
+    first_title = next(e for e in events if e.kind == ISSUE_UPDATED)
+    compacted = [e for e in events if e is not first_title]  # superseded: the view is the same
+    forged = [e for e in events if e.kind != LABEL_REMOVED]  # the label comes back
+    base = now_ms() + 60_000
+    for n, chunk_events in ((base, forged), (base + 1, compacted)):
+        push_snapshot(world.attacker, n, [encode_chunk(chunk_events)], [len(chunk_events)], head)
+    brat_json("sync", cwd=world.victim)
+    out = brat("snapshot", "verify", str(base), "--json", cwd=world.victim)
+    verdict = json.loads(out.stdout)["data"]["verdict"]
+    assert out.returncode == 1 and (verdict["added"], verdict["dropped"], verdict["diverging"]) == (0, 0, 1)
+    assert verdict["examples"]["diverging"] == [issue]
+    verdict = brat_json("snapshot", "verify", str(base + 1), cwd=world.victim)["verdict"]
+    assert verdict["ok"] and verdict["compacted"] == 1

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import NotFound
+from ..errors import EnvironmentProblem, NotFound
 from .output import common, emit, examples, terminal_options, width, workspace
 
 if TYPE_CHECKING:
@@ -93,6 +93,9 @@ def snapshot_verify(ref: str | None) -> None:
     wal = workspace().wal
     if ref is None:
         chosen = next((c for c in snapshot_candidates(wal) if not isinstance(c, tuple)), None)
+        unread = next((s for s in list_snapshots(wal.repo, 32) if s.unreadable_here), None)
+        if chosen is None and unread is not None:  # (a partial clone, a damaged object)
+            raise EnvironmentProblem(f"snapshot {unread.ref}: {unread.problem}: verify in a whole clone")
         if chosen is None:
             raise NotFound("no snapshot on this log's chain (`brat snapshot list` shows them all)")
     else:
@@ -100,20 +103,23 @@ def snapshot_verify(ref: str | None) -> None:
         chosen = next((s for s in list_snapshots(wal.repo) if s.ref == name), None)
         if chosen is None:
             raise NotFound(f"no snapshot {name}")
-    verdict = verify_snapshot(wal, chosen)
+    from ..issues.projection import IssueView
+
+    verdict = verify_snapshot(wal, chosen, view=IssueView)
     if verdict.problem is not None:
         text = f"{verdict.ref}: unusable: {verdict.problem}"
     elif verdict.ok:
         text = (
             f"{verdict.ref}: holds the log: {verdict.snapshot_events:,} events, all in the log up to "
-            f"{chosen.wal_head}; {verdict.compacted:,} superseded updates left out"
+            f"{chosen.wal_head}, and the same issues; {verdict.compacted:,} superseded updates left out"
         )
     else:
         examples_of = verdict.examples or {}
         text = (
             f"{verdict.ref}: does NOT hold the log: {verdict.added:,} event(s) no log commit holds "
             f"{examples_of.get('added', [])[:3]}, {verdict.dropped:,} comment(s), issue(s), link(s) or "
-            f"attachment(s) missing {examples_of.get('dropped', [])[:3]}"
+            f"attachment(s) missing {examples_of.get('dropped', [])[:3]}, {verdict.diverging:,} issue(s) "
+            f"shown otherwise {examples_of.get('diverging', [])[:3]}"
         )
     emit({"verdict": {**asdict(verdict), "ok": verdict.ok}}, text)
     if not verdict.ok:

@@ -204,6 +204,38 @@ class IssueFold:
         self.changed_members.clear()
 
 
+class IssueView:
+    """What a set of events shows of the issues (created, times, title, body, state, the
+    labels and assignees present), folded in memory: `brat snapshot verify` compares a
+    snapshot's view with its log's."""
+
+    def __init__(self) -> None:
+        db = sqlite3.connect(":memory:")
+        db.executescript(SCHEMA)
+        self.fold = IssueFold(db)
+
+    def apply(self, ev: Event) -> None:
+        try:
+            self.fold.apply(ev)
+        except (TypeError, ValueError, IndexError):
+            pass  # a bad payload changes nothing, in either view
+
+    def issues(self) -> dict[str, tuple[Any, ...]]:
+        found = {}
+        for iid, row in self.fold.rows.items():
+            present = frozenset(m for m, (flag, _) in self.fold.members.get(iid, {}).items() if flag)
+            found[iid] = (
+                row["created"],
+                row["created_ts"],
+                row["updated_ts"],
+                row["title"],
+                row["body"],
+                row["state"],
+                present,
+            )
+        return found
+
+
 def load_issue(db: sqlite3.Connection, iid: str) -> Issue | None:
     row = db.execute(
         "SELECT issue_id, title, body, state, created_ts, updated_ts, created, "

@@ -7,7 +7,7 @@ import struct
 
 import cbor2
 
-from .events import Event, event_from_record
+from .events import Event, event_from_record, payload_size
 
 MAGIC = b"GRITECNK"
 OLD_MAGIC = b"GRITCHNK"  # an older grite document's spelling; read, never written
@@ -42,6 +42,12 @@ def decode_chunk(data: bytes) -> list[Event]:
         raise ChunkError(f"bad CBOR: {exc}") from None
     if not isinstance(records, list):
         raise ChunkError("CBOR body is not an array")
+    budget = len(data)  # decoded text longer than the chunk: string references (events.py)
+    for r in records:
+        if type(r) is list and len(r) == 8 and type(r[6]) is list:
+            budget -= max(payload_size(r[6]), 0)  # (a payload that is not plain: refused below)
+            if budget < 0:
+                raise ChunkError("its payloads hold more text than the chunk itself (CBOR string references)")
     try:
         return [event_from_record(r) for r in records]
     except ValueError as exc:

@@ -95,31 +95,39 @@ def new_issue_id() -> bytes:
     return os.urandom(16)
 
 
-def plain_payload(items: list[Any], depth: int = 0, seen: set[int] | None = None) -> bool:
-    """True when a decoded payload holds only CBOR's plain values, nested at most
-    MAX_PAYLOAD_DEPTH deep, with no container twice: cbor2 resolves shared references
-    (tags 28/29) into one Python list reachable by many paths, which a walk (and the event
-    id's re-encoding) would follow as often as there are paths, exponentially many."""
+def payload_size(items: list[Any], depth: int = 0, seen: set[int] | None = None) -> int:
+    """The length of all the text and byte strings in a decoded payload, counted each time
+    they are reached; -1 when it holds anything but CBOR's plain values, nests deeper than
+    MAX_PAYLOAD_DEPTH, or reaches one container twice.
+
+    cbor2 resolves shared values (tags 28/29) into one Python list reachable by many paths,
+    exponentially many, and string references (tags 256/25) into one string reached many
+    times: re-encoding for the event id would write each path out, gigabytes for a chunk
+    of a few hundred kilobytes. A container seen twice is refused here; `decode_chunk`
+    refuses strings longer in all than the chunk that holds them."""
     if seen is None:
         seen = {id(items)}
+    total = 0
     for value in items:
         kind = type(value)
+        if kind is str or kind is bytes:
+            total += len(value)
+            continue
         if kind in _SCALARS:
             continue
         if depth >= MAX_PAYLOAD_DEPTH or id(value) in seen:
-            return False
+            return -1
         seen.add(id(value))
         if kind is list:
-            if not plain_payload(value, depth + 1, seen):
-                return False
-        elif kind is dict:
-            if not all(type(k) in _KEYS for k in value) or not plain_payload(
-                list(value.values()), depth + 1, seen
-            ):
-                return False
+            inner = payload_size(value, depth + 1, seen)
+        elif kind is dict and all(type(k) in _KEYS for k in value):
+            inner = payload_size([*value, *value.values()], depth + 1, seen)
         else:
-            return False
-    return True
+            return -1
+        if inner < 0:
+            return -1
+        total += inner
+    return total
 
 
 def event_from_record(record: Any) -> Event:
@@ -141,7 +149,7 @@ def event_from_record(record: Any) -> Event:
         raise ValueError("kind_tag is not an unsigned 64-bit integer")
     if type(payload) is not list:
         raise ValueError("kind_payload is not an array")
-    if not plain_payload(payload):
+    if payload_size(payload) < 0:
         raise ValueError(
             f"kind_payload of event {eid.hex()} holds a CBOR tag, a shared value or nests too deep"
         )

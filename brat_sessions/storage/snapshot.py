@@ -16,7 +16,8 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import pygit2
 
@@ -71,6 +72,7 @@ class Snapshot:
     event_count: int | None
     commit_oid: str | None
     problem: str | None = None
+    unreadable_here: bool = False  # the problem is an object missing or damaged in this clone
 
 
 # listing ---------------------------------------------------------------------
@@ -133,12 +135,22 @@ def _read_snapshot(repo: pygit2.Repository, number: int, ref: str) -> Snapshot:
         obj = repo.references[ref].peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError):
         snap.problem = "the ref does not point at a commit"
+        try:
+            target = repo.references[ref].target
+            snap.unreadable_here = not isinstance(target, pygit2.Oid) or not repo.odb.exists(target)
+        except (KeyError, ValueError, pygit2.GitError):
+            snap.unreadable_here = True
+        if snap.unreadable_here:
+            snap.problem = "cannot read it here: its commit is missing or damaged"
         return snap
     snap.commit_oid = str(obj.id)
     try:
         meta = _read_json(repo, obj.tree)
-    except (ValueError, KeyError, pygit2.GitError) as exc:
+    except ValueError as exc:
         snap.problem = str(exc)
+        return snap
+    except (KeyError, pygit2.GitError) as exc:  # (a partial clone, a damaged object)
+        snap.problem, snap.unreadable_here = f"cannot read it here: {exc}", True
         return snap
     if snap.problem is None:
         snap.wal_head, snap.event_count = meta["wal_head"].lower(), meta["event_count"]
@@ -310,20 +322,33 @@ class Verdict:
     log_events: int = 0
     added: int = 0  # events no log commit up to wal_head holds
     dropped: int = 0  # comments, issues, links and attachments of the log it lacks
-    compacted: int = 0  # other events of the log it lacks (allowed: superseded updates)
-    examples: dict[str, list[str]] | None = None  # the first ids of `added` and `dropped`
+    compacted: int = 0  # other events of the log it lacks (allowed when superseded)
+    diverging: int = 0  # issues the snapshot shows otherwise than the log (with a view)
+    examples: dict[str, list[str]] | None = None  # the first ids of each kind
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and not self.added and not self.dropped
+        return self.problem is None and not self.added and not self.dropped and not self.diverging
 
 
-def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
+class View(Protocol):
+    """What a set of events shows (`issues.projection.IssueView`): fed one event at a time."""
+
+    def apply(self, ev: Event) -> None: ...
+
+    def issues(self) -> dict[str, Any]: ...
+
+
+def verify_snapshot(
+    wal: Wal, snap: Snapshot, shown: int = 20, view: Callable[[], View] | None = None
+) -> Verdict:
     """Compare a snapshot with the log it names: every event it holds must be in the log
     (up to its wal_head, or just after it: grite may read a little past the head it
     records), and none of the events a snapshot must keep may be missing. This reads the
     whole log (what the snapshot saves a cold build), so it is for a scheduled job, not for
-    every build; `shown` ids of each kind are listed.
+    every build; `shown` ids of each kind are listed. With `view` (a factory), the events
+    a snapshot may leave out (superseded updates) are judged by what they show: the
+    snapshot's view and the log's must be the same, issue by issue.
 
     A verdict blames the snapshot only for what it holds: EnvironmentProblem when this
     clone cannot judge (a shallow or partial clone, an object missing or damaged here)."""
@@ -332,6 +357,8 @@ def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
     if not usable(wal):
         raise EnvironmentProblem("a partial clone (--filter) lacks objects: verify in a full clone")
     head = wal.head()
+    if snap.unreadable_here:
+        raise EnvironmentProblem(f"snapshot {snap.ref}: {snap.problem}")
     if snap.wal_head is None or head is None:
         return Verdict(snap.ref, snap.problem or "unreadable")
     if not _known(wal.repo, snap.wal_head) or snap.wal_head not in _FirstParentChain(wal.repo, head):
@@ -340,9 +367,13 @@ def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
             raise EnvironmentProblem(wal.root_gap)
         return Verdict(snap.ref, f"wal_head {snap.wal_head[:12]} is not on the log's first-parent chain")
     held: set[bytes] = set()
+    snap_view, log_view = (view(), view()) if view is not None else (None, None)
     try:
         for events in stream_snapshot(wal, snap):
             held.update(e.event_id for e in events)
+            if snap_view is not None:
+                for e in events:
+                    snap_view.apply(e)
     except SnapshotError as exc:
         if exc.local:
             raise EnvironmentProblem(f"snapshot {snap.ref}: {exc.reason}") from None
@@ -356,11 +387,17 @@ def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
             if commit.unreadable:
                 raise EnvironmentProblem(f"{commit.message}: this clone cannot judge the snapshot")
             continue
-        if commit.oid in after:
-            added.difference_update(e.event_id for e in commit.events)
+        if commit.oid in after:  # past wal_head: only what the snapshot holds of it
+            for event in commit.events:
+                if event.event_id in held:
+                    added.discard(event.event_id)
+                    if log_view is not None:
+                        log_view.apply(event)
             continue
         for event in commit.events:
             logged += 1
+            if log_view is not None:
+                log_view.apply(event)
             if event.event_id in held:
                 added.discard(event.event_id)
             elif event.kind in _KEPT_KINDS:
@@ -373,7 +410,14 @@ def verify_snapshot(wal: Wal, snap: Snapshot, shown: int = 20) -> Verdict:
         "added": sorted(e.hex() for e in added)[:shown],
         "dropped": sorted(e.hex() for e in dropped)[:shown],
     }
-    return Verdict(snap.ref, None, len(held), logged, len(added), len(dropped), compacted, examples)
+    diverging: list[str] = []
+    if snap_view is not None and log_view is not None:
+        theirs, ours = snap_view.issues(), log_view.issues()
+        diverging = sorted(i for i in theirs.keys() | ours.keys() if theirs.get(i) != ours.get(i))
+        examples["diverging"] = diverging[:shown]
+    return Verdict(
+        snap.ref, None, len(held), logged, len(added), len(dropped), compacted, len(diverging), examples
+    )
 
 
 # choosing --------------------------------------------------------------------
@@ -509,6 +553,34 @@ def snapshot_due(
 
 
 # writing ---------------------------------------------------------------------
+class NameLog:
+    """A set of snapshot names kept in a file of this clone's data dir, one a line. Lines are
+    only ever appended (two processes lose nothing), and the file is read leniently: it is
+    local bookkeeping, never a reason for a command to fail."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def names(self) -> set[str]:
+        try:
+            return {n for n in self.path.read_text().split() if is_snapshot_name(n)}
+        except (OSError, UnicodeDecodeError):
+            return set()
+
+    def add(self, name: str) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(f"{name}\n")
+        except OSError:
+            pass  # (then sync treats it as another's: not pushed, which loses no event)
+
+
+def made_snapshots(data_dir: Path) -> NameLog:
+    """The snapshots this clone made (`create_snapshot`): the only ones sync pushes."""
+    return NameLog(data_dir / "snapshots_made")
+
+
 def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None) -> Snapshot | None:
     """Write a snapshot of every event up to `head` (default: the WAL head); None if there are none.
 
@@ -574,6 +646,7 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
                 )
             )
             if create_ref_if_absent(wal.ctx.common_dir, ref, oid, "brat_sessions snapshot"):
+                made_snapshots(wal.ctx.data_dir).add(str(ms))
                 return Snapshot(ref, ms, head, len(events), oid)
         ms += 1
     raise Conflict("no free snapshot ref in 1000 milliseconds")

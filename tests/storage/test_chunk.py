@@ -111,12 +111,24 @@ def test_a_payload_sharing_one_list_many_times_is_refused_at_once():
     shared: list = ["leaf"]
     for _ in range(24):
         shared = [shared, shared]
-    assert not ev.plain_payload([shared])
+    assert ev.payload_size([shared]) == -1
     data = _raw_chunk(cbor2.dumps([shared], value_sharing=True))
     assert len(data) < 400
     with pytest.raises(ChunkError, match="a shared value"):
         decode_chunk(data)
-    assert ev.plain_payload([["a"], ["a"]])  # equal values, two lists: fine
+    assert ev.payload_size([["a"], ["a"]]) == 2  # equal values, two lists: fine
+
+
+def test_string_references_that_make_more_text_than_the_chunk_are_refused():
+    # one 100 KB string referenced 30,000 times (tags 256 and 25): a 190 KB chunk that
+    # re-encoding would turn into 3 GB, and cbor2 aborts the process when it cannot allocate
+    import cbor2
+
+    text = "x" * 100_000
+    data = _raw_chunk(b"\x81" + cbor2.dumps(cbor2.CBORTag(256, [text] * 30_000), string_referencing=True))
+    assert len(data) < 200_000
+    with pytest.raises(ChunkError, match="more text than the chunk itself"):
+        decode_chunk(data)
 
 
 def test_plain_payloads_of_any_kind_are_kept():
