@@ -77,7 +77,7 @@ def test_an_event_holding_a_cbor_cycle_is_a_named_corrupt_commit(world):
         assert out.returncode == 0 and "internal error" not in out.stderr
         assert sorted(s["session_id"] for s in json.loads(out.stdout)["data"]["sessions"]) == world.sessions
         (corrupt,) = _problems(world.victim, "corrupt_commit")
-        assert corrupt["commit_id"] == bad and "CBOR tag" in corrupt["message"]
+        assert corrupt["commit_id"] == bad and "semantic tag" in corrupt["message"]
 
 
 def test_a_snapshot_holding_a_cbor_cycle_is_skipped(world):
@@ -87,7 +87,7 @@ def test_a_snapshot_holding_a_cbor_cycle_is_skipped(world):
     _cold(world.victim)
     assert _listed(world.victim) == world.sessions
     (skipped,) = _problems(world.victim, "bad_snapshot")
-    assert "CBOR tag" in skipped["message"]
+    assert "semantic tag" in skipped["message"]
 
 
 def test_an_empty_or_cut_snapshot_at_the_head_erases_nothing(world):

@@ -98,13 +98,10 @@ def new_issue_id() -> bytes:
 def payload_size(items: list[Any], depth: int = 0, seen: set[int] | None = None) -> int:
     """The length of all the text and byte strings in a decoded payload, counted each time
     they are reached; -1 when it holds anything but CBOR's plain values, nests deeper than
-    MAX_PAYLOAD_DEPTH, or reaches one container twice.
-
-    cbor2 resolves shared values (tags 28/29) into one Python list reachable by many paths,
-    exponentially many, and string references (tags 256/25) into one string reached many
-    times: re-encoding for the event id would write each path out, gigabytes for a chunk
-    of a few hundred kilobytes. A container seen twice is refused here; `decode_chunk`
-    refuses strings longer in all than the chunk that holds them."""
+    MAX_PAYLOAD_DEPTH, or reaches one container twice (a shared value: its paths can be
+    exponentially many). A chunk's tags are refused while it is decoded (`chunk.py`), so
+    this is the check for payloads built in Python and for what a tag-free chunk may hold
+    (undefined, simple values)."""
     if seen is None:
         seen = {id(items)}
     total = 0
