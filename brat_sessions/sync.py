@@ -35,6 +35,7 @@ from .storage.snapshot import (
     is_snapshot_name,
     latest_on_chain,
     made_snapshots,
+    on_chain,
     snapshot_due,
 )
 from .storage.wal import WAL_REF, Wal, WalCommit
@@ -95,8 +96,11 @@ class Syncer:
         self.remote = remote or default_remote(ws)
         self.prefix = _tracking_prefix(self.remote)
         self.report = SyncReport(remote=self.remote)
-        # the snapshots taken from this remote: deleted here once it no longer has them
-        self.fetched = NameLog(ws.ctx.data_dir / f"snapshots_fetched.{self.prefix.split('/')[-2]}")
+        # the snapshots taken from this remote (deleted here once it no longer has them), and
+        # those pushed to it (never again: a remote that deleted one meant it)
+        remote_key = self.prefix.split("/")[-2]
+        self.fetched = NameLog(ws.ctx.data_dir / f"snapshots_fetched.{remote_key}")
+        self.pushed = NameLog(ws.ctx.data_dir / f"snapshots_pushed.{remote_key}")
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -252,7 +256,7 @@ class Syncer:
         for name, oid in taken[:FETCH_SNAPSHOTS]:
             if SNAPSHOT_PREFIX + name not in self.repo.references:
                 self.repo.references.create(SNAPSHOT_PREFIX + name, oid)
-                self.fetched.add(name)
+                self.fetched.add(name, oid)
                 self.report.snapshots_fetched += 1
 
     def maybe_snapshot(self, head: str | None) -> None:
@@ -297,20 +301,20 @@ class Syncer:
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
-        remote_snapshots = self._snapshots(refs, self.prefix + "grite/snapshots/")
-        made = made_snapshots(self.ws.ctx.data_dir).names()  # only those: never another's back
-        for name, oid in self._snapshots(refs, SNAPSHOT_PREFIX).items():
-            if name not in remote_snapshots and name in made:
-                specs.append(f"{oid}:{SNAPSHOT_PREFIX}{name}")
-                self.report.snapshots_pushed += 1
+        snapshots = self._snapshots_to_push(refs, local_head)
+        for name, oid in snapshots.items():
+            specs.append(f"{oid}:{SNAPSHOT_PREFIX}{name}")
+            self.report.snapshots_pushed += 1
         if not specs:
             return
         result = self._git("push", "--porcelain", self.remote, *specs)
         if result.returncode == 0:
+            self._pushed(snapshots)
             return
         refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
         if refused and all(SNAPSHOT_PREFIX in ln for ln in refused):
             # a snapshot the remote has under the same name: theirs stays, ours is local
+            self._pushed(snapshots)
             self.report.warnings.append(
                 f"{len(refused)} snapshot(s) not pushed: the remote has others under the same names"
             )
@@ -320,6 +324,26 @@ class Syncer:
             raise _LostRace()
         detail = rejected[0].split("\t")[-1] if rejected else _last_line(result.stderr or result.stdout)
         raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
+
+    def _snapshots_to_push(self, refs: dict[str, str], head: str | None) -> dict[str, str]:
+        """The snapshots this clone made (still at the commit it made), that the remote lacks
+        and was never sent, of the log being pushed (wal_head on its chain): name -> commit.
+        Never another clone's, however it came here, and never one the remote deleted."""
+        if head is None:
+            return {}
+        made = made_snapshots(self.ws.ctx.data_dir).entries()
+        sent = self.pushed.names()
+        remote = self._snapshots(refs, self.prefix + "grite/snapshots/")
+        wanted = {
+            name: oid
+            for name, oid in self._snapshots(refs, SNAPSHOT_PREFIX).items()
+            if made.get(name) == oid and name not in remote and name not in sent
+        }
+        return {name: wanted[name] for name in on_chain(self.wal, head, set(wanted))}
+
+    def _pushed(self, snapshots: dict[str, str]) -> None:
+        for name, oid in snapshots.items():
+            self.pushed.add(name, oid)
 
     def run(self) -> SyncReport:
         for attempt in range(MAX_ATTEMPTS):

@@ -311,3 +311,42 @@ def test_verify_judges_what_a_snapshot_leaves_out_by_what_the_issues_show(world)
     assert verdict["examples"]["diverging"] == [issue]
     verdict = brat_json("snapshot", "verify", str(base + 1), cwd=world.victim)["verdict"]
     assert verdict["ok"] and verdict["compacted"] == 1
+
+
+def test_a_snapshot_deleted_from_the_remote_is_not_pushed_again_by_its_maker(world):
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
+    assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 1
+    git(world.attacker, "push", "-q", "origin", f":{made['ref']}")  # the remote's choice
+    assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 0
+    assert git(world.remote, "for-each-ref", SNAPSHOT_PREFIX) == ""
+    # nor does a forged commit pushed under the same name ride on the maker's record
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    push_snapshot(world.attacker, made["created_ts"], [], [], head)
+    git(world.victim, "fetch", "-q", "origin", "+refs/grite/*:refs/grite/*")  # as CI scripts do
+    git(world.attacker, "push", "-q", "origin", f":{made['ref']}")
+    assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 0
+    assert git(world.remote, "for-each-ref", SNAPSHOT_PREFIX) == ""
+
+
+def test_verify_sees_a_dependency_brought_back_by_a_dropped_removal(world):
+    from brat_sessions.storage.events import DEPENDENCY_ADDED, DEPENDENCY_REMOVED
+
+    gw = GriteWriter(world.attacker)
+    issue = next(e.issue_id for e in _events(world.attacker) if e.kind == 1)
+    other = bytes(range(16))
+    at = now_ms()
+    gw.append([gw.event(issue, DEPENDENCY_ADDED, [other, "blocks"], ts=at)])
+    gw.append([gw.event(issue, DEPENDENCY_REMOVED, [other, "blocks"], ts=at + 1)])
+    git(world.attacker, "push", "-q", "origin", "refs/grite/wal")
+    brat_json("sync", cwd=world.victim)
+    events, head = _events(world.attacker), git(world.attacker, "rev-parse", "refs/grite/wal")
+    forged = [e for e in events if e.kind != DEPENDENCY_REMOVED]
+    pair_dropped = [e for e in events if e.kind not in (DEPENDENCY_ADDED, DEPENDENCY_REMOVED)]
+    base = now_ms() + 60_000
+    for n, chunk_events in ((base, forged), (base + 1, pair_dropped)):
+        push_snapshot(world.attacker, n, [encode_chunk(chunk_events)], [len(chunk_events)], head)
+    brat_json("sync", cwd=world.victim)
+    out = brat("snapshot", "verify", str(base), "--json", cwd=world.victim)
+    assert out.returncode == 1 and json.loads(out.stdout)["data"]["verdict"]["diverging"] == 1
+    verdict = brat_json("snapshot", "verify", str(base + 1), cwd=world.victim)["verdict"]
+    assert verdict["ok"] and verdict["compacted"] == 2  # a pair that changes nothing: allowed

@@ -205,34 +205,46 @@ class IssueFold:
 
 
 class IssueView:
-    """What a set of events shows of the issues (created, times, title, body, state, the
-    labels and assignees present), folded in memory: `brat snapshot verify` compares a
-    snapshot's view with its log's."""
+    """What a set of events shows (each issue's creation, title, body, state, the labels and
+    assignees present; dependencies; the context entries), folded in memory: `brat snapshot
+    verify` compares a snapshot's view with its log's. Times are left out: leaving out a
+    superseded pair of events may move `updated_ts` and changes nothing a reader sees."""
 
     def __init__(self) -> None:
         db = sqlite3.connect(":memory:")
         db.executescript(SCHEMA)
         self.fold = IssueFold(db)
+        self.other: dict[tuple[Any, ...], tuple[bytes, Any]] = {}  # last writer wins, by key
+
+    def _lww(self, key: tuple[Any, ...], order: bytes, value: Any) -> None:
+        current = self.other.get(key)
+        if current is None or current[0] < order:
+            self.other[key] = (order, value)
 
     def apply(self, ev: Event) -> None:
+        p = ev.payload
         try:
-            self.fold.apply(ev)
+            if ev.kind in (ev_kinds.DEPENDENCY_ADDED, ev_kinds.DEPENDENCY_REMOVED):
+                key = ("dependency", ev.issue_id.hex(), bytes(p[0]).hex(), str(p[1]))
+                self._lww(key, ev.order_key, ev.kind == ev_kinds.DEPENDENCY_ADDED)
+            elif ev.kind == ev_kinds.CONTEXT_UPDATED:
+                self._lww(("context", str(p[0])), ev.order_key, repr(p[1:]))
+            elif ev.kind == ev_kinds.PROJECT_CONTEXT_UPDATED:
+                self._lww(("project_context", str(p[0])), ev.order_key, repr(p[1:]))
+            else:
+                self.fold.apply(ev)
         except (TypeError, ValueError, IndexError):
             pass  # a bad payload changes nothing, in either view
 
     def issues(self) -> dict[str, tuple[Any, ...]]:
-        found = {}
+        """issue id (or a dependency or context key) -> what it shows."""
+        found: dict[str, tuple[Any, ...]] = {}
         for iid, row in self.fold.rows.items():
             present = frozenset(m for m, (flag, _) in self.fold.members.get(iid, {}).items() if flag)
-            found[iid] = (
-                row["created"],
-                row["created_ts"],
-                row["updated_ts"],
-                row["title"],
-                row["body"],
-                row["state"],
-                present,
-            )
+            found[iid] = (row["created"], row["created_ts"], row["title"], row["body"], row["state"], present)
+        for key, (_, value) in self.other.items():
+            if value is not False:  # a dependency removed shows as one never added
+                found[":".join(key)] = (value,)
         return found
 
 

@@ -421,6 +421,18 @@ def verify_snapshot(
 
 
 # choosing --------------------------------------------------------------------
+def on_chain(wal: Wal, head: str, names: set[str]) -> list[str]:
+    """Those of the named snapshots (numbers) whose wal_head is on the first-parent chain of
+    `head`: a snapshot of commits a sync re-appended elsewhere is of no use to anyone."""
+    chain = _FirstParentChain(wal.repo, head)
+    found = []
+    for name in sorted(names, key=int):
+        snap = _read_snapshot(wal.repo, int(name), SNAPSHOT_PREFIX + name)
+        if snap.wal_head is not None and _known(wal.repo, snap.wal_head) and snap.wal_head in chain:
+            found.append(name)
+    return found
+
+
 def latest_on_chain(wal: Wal, head: str, limit: int = MAX_CANDIDATES) -> Snapshot | None:
     """The newest of the `limit` newest snapshots whose wal_head is on the first-parent
     chain of `head` (not checked further); None when there is none."""
@@ -554,24 +566,35 @@ def snapshot_due(
 
 # writing ---------------------------------------------------------------------
 class NameLog:
-    """A set of snapshot names kept in a file of this clone's data dir, one a line. Lines are
-    only ever appended (two processes lose nothing), and the file is read leniently: it is
-    local bookkeeping, never a reason for a command to fail."""
+    """Snapshots (name, and the commit it named) kept in a file of this clone's data dir,
+    `<name> <commit>` a line. Lines are only ever appended (two processes lose nothing),
+    and the file is read leniently: it is local bookkeeping, never a reason for a command
+    to fail."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def names(self) -> set[str]:
+    def entries(self) -> dict[str, str]:
+        """name -> commit id (the last line for a name wins)."""
         try:
-            return {n for n in self.path.read_text().split() if is_snapshot_name(n)}
+            lines = self.path.read_text().splitlines()
         except (OSError, UnicodeDecodeError):
-            return set()
+            return {}
+        found = {}
+        for line in lines:
+            name, _, oid = line.partition(" ")
+            if is_snapshot_name(name) and _OID.fullmatch(oid):
+                found[name] = oid.lower()
+        return found
 
-    def add(self, name: str) -> None:
+    def names(self) -> set[str]:
+        return set(self.entries())
+
+    def add(self, name: str, oid: str) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as fh:
-                fh.write(f"{name}\n")
+                fh.write(f"{name} {oid}\n")
         except OSError:
             pass  # (then sync treats it as another's: not pushed, which loses no event)
 
@@ -646,7 +669,7 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
                 )
             )
             if create_ref_if_absent(wal.ctx.common_dir, ref, oid, "brat_sessions snapshot"):
-                made_snapshots(wal.ctx.data_dir).add(str(ms))
+                made_snapshots(wal.ctx.data_dir).add(str(ms), oid)
                 return Snapshot(ref, ms, head, len(events), oid)
         ms += 1
     raise Conflict("no free snapshot ref in 1000 milliseconds")
