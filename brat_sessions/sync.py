@@ -301,29 +301,36 @@ class Syncer:
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
-        snapshots = self._snapshots_to_push(refs, local_head)
-        for name, oid in snapshots.items():
-            specs.append(f"{oid}:{SNAPSHOT_PREFIX}{name}")
-            self.report.snapshots_pushed += 1
-        if not specs:
+        if specs:
+            result = self._git("push", "--porcelain", self.remote, *specs)
+            if result.returncode != 0:
+                rejected = [ln for ln in result.stdout.splitlines() if ln.startswith("!") and WAL_REF in ln]
+                if rejected and _is_race(rejected[0]):
+                    raise _LostRace()
+                detail = (
+                    rejected[0].split("\t")[-1] if rejected else _last_line(result.stderr or result.stdout)
+                )
+                raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
+        self._push_snapshots(refs, local_head)
+
+    def _push_snapshots(self, refs: dict[str, str], head: str | None) -> None:
+        """Push the snapshots of the log the remote now has (after it took the log: a
+        snapshot of commits that lost a race is of no use to anyone); a failure is a warning."""
+        snapshots = self._snapshots_to_push(refs, head)
+        if not snapshots:
             return
+        specs = [f"{oid}:{SNAPSHOT_PREFIX}{name}" for name, oid in snapshots.items()]
         result = self._git("push", "--porcelain", self.remote, *specs)
-        if result.returncode == 0:
-            self._pushed(snapshots)
-            return
         refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
-        if refused and all(SNAPSHOT_PREFIX in ln for ln in refused):
-            # a snapshot the remote has under the same name: theirs stays, ours is local
+        if result.returncode == 0 or refused:  # (refused: the remote has others by those names)
             self._pushed(snapshots)
+            self.report.snapshots_pushed += len(snapshots) - len(refused)
+        if refused:
             self.report.warnings.append(
                 f"{len(refused)} snapshot(s) not pushed: the remote has others under the same names"
             )
-            return
-        rejected = [ln for ln in refused if WAL_REF in ln]
-        if rejected and _is_race(rejected[0]):
-            raise _LostRace()
-        detail = rejected[0].split("\t")[-1] if rejected else _last_line(result.stderr or result.stdout)
-        raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
+        elif result.returncode != 0:
+            self.report.warnings.append(f"snapshots not pushed: {_last_line(result.stderr or result.stdout)}")
 
     def _snapshots_to_push(self, refs: dict[str, str], head: str | None) -> dict[str, str]:
         """The snapshots this clone made (still at the commit it made), that the remote lacks

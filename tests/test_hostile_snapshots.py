@@ -350,3 +350,15 @@ def test_verify_sees_a_dependency_brought_back_by_a_dropped_removal(world):
     assert out.returncode == 1 and json.loads(out.stdout)["data"]["verdict"]["diverging"] == 1
     verdict = brat_json("snapshot", "verify", str(base + 1), cwd=world.victim)["verdict"]
     assert verdict["ok"] and verdict["compacted"] == 2  # a pair that changes nothing: allowed
+
+
+def test_verify_reads_a_dependency_on_a_number_as_nothing(world):
+    from brat_sessions.storage.events import DEPENDENCY_ADDED
+
+    gw = GriteWriter(world.attacker)
+    issue = next(e.issue_id for e in _events(world.attacker) if e.kind == 1)
+    gw.append([gw.event(issue, DEPENDENCY_ADDED, [2**62, "blocks"])])  # bytes(2**62) would be 4 EiB
+    git(world.attacker, "push", "-q", "origin", "refs/grite/wal")
+    brat_json("sync", cwd=world.victim)
+    brat_json("snapshot", "create", cwd=world.victim)
+    assert brat_json("snapshot", "verify", cwd=world.victim)["verdict"]["ok"] is True

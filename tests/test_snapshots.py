@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from brat_sessions.index import Index
@@ -91,3 +92,36 @@ def test_sync_makes_snapshots_past_the_threshold_and_carries_them(tmp_path):
     index = _rebuild(b)
     assert index.from_snapshot == report["snapshot_created"]
     assert brat_json("sessions", "list", "--all", cwd=b)["total"] == 4
+
+
+def test_a_sync_that_loses_the_race_pushes_no_snapshot_of_its_lost_head(tmp_path):
+    from brat_sessions.sync import Syncer
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
+    for clone in (a, b):
+        git(clone, "remote", "add", "origin", str(remote))
+    (a / ".brat").mkdir()
+    (a / ".brat" / "sessions.yaml").write_text("snapshot_events: 1\n")
+    _busy(a, 2)
+    brat_json("sync", cwd=b)
+
+    class Racing(Syncer):
+        raced = False
+
+        def push(self, local_head: str | None) -> None:
+            if not self.raced:  # another clone's push lands between A's snapshot and A's push
+                Racing.raced = True
+                brat_json("task", "create", "B's", cwd=b)
+                brat_json("sync", cwd=b)
+            super().push(local_head)
+
+    report = Racing(Workspace(a)).run()
+    assert report.attempts == 2 and report.reappended_commits > 0
+    remote_refs = git(remote, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/").split()
+    wal = Workspace(remote).wal
+    chain = set(wal.commit_ids())
+    for ref in remote_refs:  # only snapshots of the log the remote holds
+        wal_head = json.loads(git(remote, "show", f"{ref}:snapshot.json"))["wal_head"]
+        assert wal_head in chain, ref

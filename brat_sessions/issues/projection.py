@@ -225,7 +225,9 @@ class IssueView:
         p = ev.payload
         try:
             if ev.kind in (ev_kinds.DEPENDENCY_ADDED, ev_kinds.DEPENDENCY_REMOVED):
-                key = ("dependency", ev.issue_id.hex(), bytes(p[0]).hex(), str(p[1]))
+                if type(p[0]) is not bytes or len(p[0]) != 16:
+                    return  # not an issue id: shows nothing (never `bytes(n)` of a number)
+                key = ("dependency", ev.issue_id.hex(), p[0].hex(), str(p[1]))
                 self._lww(key, ev.order_key, ev.kind == ev_kinds.DEPENDENCY_ADDED)
             elif ev.kind == ev_kinds.CONTEXT_UPDATED:
                 self._lww(("context", str(p[0])), ev.order_key, repr(p[1:]))

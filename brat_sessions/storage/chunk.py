@@ -73,7 +73,11 @@ def decode_chunk(data: bytes) -> list[Event]:
     if codec != CODEC:
         raise ChunkError(f"unsupported codec {codec!r}")
     try:
-        records = cbor2.loads(data[11 + n :], semantic_decoders=_NO_TAGS, tag_hook=_refuse_tag)
+        # strict_hashable_types: map keys that are arrays (tuples) can be made to collide in
+        # Python's hash, which makes decoding quadratic; grite writes no maps in a chunk
+        records = cbor2.loads(
+            data[11 + n :], semantic_decoders=_NO_TAGS, tag_hook=_refuse_tag, strict_hashable_types=True
+        )
     except Exception as exc:  # noqa: BLE001 (cbor2 raises many types for bad input)
         raise ChunkError(f"bad CBOR: {exc}") from None
     if not isinstance(records, list):

@@ -583,8 +583,8 @@ class NameLog:
         found = {}
         for line in lines:
             name, _, oid = line.partition(" ")
-            if is_snapshot_name(name) and _OID.fullmatch(oid):
-                found[name] = oid.lower()
+            if is_snapshot_name(name):  # (a name alone: its commit unknown, "")
+                found[name] = oid.lower() if _OID.fullmatch(oid) else ""
         return found
 
     def names(self) -> set[str]:

@@ -166,3 +166,14 @@ def test_plain_payloads_of_any_kind_are_kept():
     payload = ["text", b"bytes", 1, -2, 1.5, True, None, ["a", [1]], {"k": [1, {"n": None}]}]
     event = make_event(ISSUE, ACTOR, 1, 99, payload)
     assert decode_chunk(encode_chunk([event])) == [event]
+
+
+def test_map_keys_that_python_would_hash_alike_are_refused_at_once():
+    # arrays as map keys become tuples, whose hashes can be made to collide: decoding such a
+    # map takes time quadratic in its size; grite writes no maps in a chunk, cbor2 may refuse
+    # every key that is not a string
+    import cbor2
+
+    data = _raw_chunk(b"\x81" + cbor2.dumps({(i, i): 0 for i in range(1000)}))
+    with pytest.raises(ChunkError, match="bad CBOR"):
+        decode_chunk(data)
