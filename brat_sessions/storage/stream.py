@@ -255,11 +255,11 @@ class CommitStream:
             self.close()
 
     def _read(self, plan: _Plan, out: IO[bytes]) -> tuple[WalCommit | CorruptCommit, Any]:
-        from .wal import decode_files, read_prepared
+        from .wal import MAX_META_BYTES, MAX_WAL_CHUNK_BYTES, decode_files, read_prepared
 
         if plan.meta is None or plan.chunk is None:
             return read_prepared(self.wal, plan.oid, self.prepare)
-        meta, chunk = _blob(out), _blob(out)
+        meta, chunk = _blob(out, MAX_META_BYTES), _blob(out, MAX_WAL_CHUNK_BYTES)
         if meta is None or chunk is None:
             return read_prepared(self.wal, plan.oid, self.prepare)  # names what is wrong
         try:
@@ -281,8 +281,9 @@ class CommitStream:
         self.procs = []
 
 
-def _blob(out: IO[bytes]) -> bytes | None:
-    """The next cat-file answer: a blob's bytes, or None for a missing object or another type."""
+def _blob(out: IO[bytes], limit: int) -> bytes | None:
+    """The next cat-file answer: a blob's bytes, or None for a missing object, another type or
+    more than `limit` bytes (read and dropped: the pygit2 path names the commit)."""
     header = out.readline()
     if not header:
         raise StreamBroken("git cat-file ended early")
@@ -290,6 +291,13 @@ def _blob(out: IO[bytes]) -> bytes | None:
     if len(fields) != 3:
         return None  # "<oid> missing" / "ambiguous"
     size = int(fields[2])
+    if size > limit:
+        left = size + 1
+        while left and (piece := out.read(min(left, 1 << 20))):
+            left -= len(piece)
+        if left:
+            raise StreamBroken("git cat-file ended early")
+        return None
     data = out.read(size + 1)
     if len(data) != size + 1:
         raise StreamBroken("git cat-file ended early")

@@ -38,6 +38,12 @@ class WalCommit(NamedTuple):
     chunk: bytes = b""  # the chunk file as stored, so sync can re-append it unchanged
 
 
+# a commit's files, at most: one append is a few events (a comment is parsed up to a
+# million characters); decoding a chunk can take some fifty times its size in memory
+MAX_META_BYTES = 64 * 1024
+MAX_WAL_CHUNK_BYTES = 16 * 1024 * 1024
+
+
 def _signature() -> pygit2.Signature:
     return pygit2.Signature("grite", "grit@local", int(time.time()), 0)
 
@@ -99,6 +105,12 @@ class Wal:
         if not isinstance(meta_blob, pygit2.Blob):
             raise CorruptCommit(oid, "meta.json is not valid")
         blob = _find_chunk(tree, oid)
+        for part, limit, what in (
+            (meta_blob, MAX_META_BYTES, "meta.json"),
+            (blob, MAX_WAL_CHUNK_BYTES, "its chunk"),
+        ):
+            if self.repo.odb.read_header(part.id)[1] > limit:  # (from the header: nothing inflated)
+                raise CorruptCommit(oid, f"{what} is larger than {limit:,} bytes")
         return decode_files(oid, meta_blob.data, blob.name or "", blob.data)
 
     def commit_ids(self, head: str | None = None, since: str | None = None) -> list[str]:

@@ -173,3 +173,25 @@ def test_linked_worktree_writes_the_shared_log(repo, tmp_path):
     stale = wal_wt.write_commit(None, ACTOR, [comment(issue, "b")])
     assert wal_wt.move_head(None, stale) is False
     assert [e.payload[0] for e in Wal(open_repo(repo)).events()] == ["from the worktree"]
+
+
+def test_a_commit_whose_chunk_or_meta_is_too_big_is_named_and_skipped_unread(tmp_path):
+    # decoding a chunk can take fifty times its size in memory: the size is checked from the
+    # object's header first, on both read paths (libgit2, and git's plumbing for long logs)
+    from brat_sessions.storage.wal import MAX_META_BYTES, MAX_WAL_CHUNK_BYTES
+
+    from ..grite_writer import GriteWriter
+    from ..helpers import brat_json, make_repo
+
+    repo = make_repo(tmp_path / "r")
+    brat_json("task", "create", "T", cwd=repo)
+    gw = GriteWriter(repo)
+    big = gw.append([], chunk=b"GRITECNK" + b"\x00" * MAX_WAL_CHUNK_BYTES)
+    for stream_from in ("1", "500"):  # the plumbing stream, then libgit2 commit by commit
+        (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
+        env = {"BRAT_STREAM_FROM": stream_from}
+        problems = brat_json("sessions", "doctor", cwd=repo, env=env)["problems"]
+        (corrupt,) = [p for p in problems if p["kind"] == "corrupt_commit"]
+        assert corrupt["commit_id"] == big and "larger than" in corrupt["message"]
+        assert brat_json("task", "list", cwd=repo, env=env)["total"] == 1
+    assert MAX_META_BYTES < MAX_WAL_CHUNK_BYTES
