@@ -52,10 +52,11 @@ class CorruptCommit(BratError):
 
     code = "corrupt_commit"
 
-    def __init__(self, commit: str, reason: str, unreadable: bool = False) -> None:
+    def __init__(self, commit: str, reason: str, unreadable: bool = False, oversize: bool = False) -> None:
         super().__init__(f"corrupt WAL commit {commit}: {reason}")
         self.commit = commit
         self.reason = reason
         # an object of it is missing or damaged here (a local problem: other clones may
         # read it), not content that every clone rejects alike
         self.unreadable = unreadable
+        self.oversize = oversize  # larger than this reader reads: grite may still read it

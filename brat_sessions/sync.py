@@ -176,6 +176,11 @@ class Syncer:
             try:
                 item = self.wal.read_commit(commit)
             except CorruptCommit as exc:
+                if exc.oversize:  # readable elsewhere, maybe: never dropped for a limit of ours
+                    raise EnvironmentProblem(
+                        f"{exc.message}: it cannot be carried over to the remote's log here, and "
+                        "this sync would drop it; nothing was pushed"
+                    ) from None
                 self.report.warnings.append(f"{exc.message}; not carried over (nothing in it is readable)")
                 continue
             events = [e for e in item.events if e.event_id not in seen]
@@ -321,16 +326,28 @@ class Syncer:
             return
         specs = [f"{oid}:{SNAPSHOT_PREFIX}{name}" for name, oid in snapshots.items()]
         result = self._git("push", "--porcelain", self.remote, *specs)
-        refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
-        if result.returncode == 0 or refused:  # (refused: the remote has others by those names)
-            self._pushed(snapshots)
+        refused = {
+            name: line
+            for line in result.stdout.splitlines()
+            if line.startswith("!")
+            for name in snapshots
+            if f":{SNAPSHOT_PREFIX}{name}\t" in line
+        }
+        # "[rejected]": the remote has another snapshot by that name (theirs stays); anything
+        # else (a hook, a full disk) is tried again at the next sync
+        taken = {n: o for n, o in snapshots.items() if n not in refused or "[rejected]" in refused[n]}
+        if result.returncode == 0 or refused:
+            self._pushed(taken)
             self.report.snapshots_pushed += len(snapshots) - len(refused)
-        if refused:
+        theirs = [n for n, line in refused.items() if "[rejected]" in line]
+        if theirs:
             self.report.warnings.append(
-                f"{len(refused)} snapshot(s) not pushed: the remote has others under the same names"
+                f"{len(theirs)} snapshot(s) not pushed: the remote has others under the same names"
             )
-        elif result.returncode != 0:
-            self.report.warnings.append(f"snapshots not pushed: {_last_line(result.stderr or result.stdout)}")
+        other = [line.split("\t")[-1] for n, line in refused.items() if n not in theirs]
+        if other or (result.returncode != 0 and not refused):
+            reason = other[0] if other else _last_line(result.stderr or result.stdout)
+            self.report.warnings.append(f"snapshots not pushed, tried again next time: {reason}")
 
     def _snapshots_to_push(self, refs: dict[str, str], head: str | None) -> dict[str, str]:
         """The snapshots this clone made (still at the commit it made), that the remote lacks

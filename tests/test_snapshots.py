@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from brat_sessions.index import Index
 from brat_sessions.issues.tasks import create_task
 from brat_sessions.storage.repo import open_repo
@@ -125,3 +127,58 @@ def test_a_sync_that_loses_the_race_pushes_no_snapshot_of_its_lost_head(tmp_path
     for ref in remote_refs:  # only snapshots of the log the remote holds
         wal_head = json.loads(git(remote, "show", f"{ref}:snapshot.json"))["wal_head"]
         assert wal_head in chain, ref
+
+
+def test_a_snapshot_push_refused_by_a_hook_is_tried_again(tmp_path):
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    flag = tmp_path / "refuse"
+    flag.touch()
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ngrep -q refs/grite/snapshots/ && test -e {flag} && exit 1\nexit 0\n")
+    hook.chmod(0o755)
+    a = make_repo(tmp_path / "a")
+    git(a, "remote", "add", "origin", str(remote))
+    _busy(a, 1)
+    brat_json("sync", cwd=a)  # the log first: a hook refusing snapshots refuses only them
+    brat_json("snapshot", "create", cwd=a)
+    report = brat_json("sync", cwd=a)
+    assert report["snapshots_pushed"] == 0
+    assert any("tried again next time" in w for w in report["warnings"]), report["warnings"]
+    flag.unlink()
+    assert brat_json("sync", cwd=a)["snapshots_pushed"] == 1
+
+
+def test_a_local_commit_too_large_to_read_here_stops_a_sync_rather_than_being_dropped(tmp_path, monkeypatch):
+    from brat_sessions.errors import EnvironmentProblem
+    from brat_sessions.storage import wal as wal_module
+    from brat_sessions.sync import Syncer
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
+    for clone in (a, b):
+        git(clone, "remote", "add", "origin", str(remote))
+    _busy(a, 1)
+    brat_json("sync", cwd=a)
+    brat_json("sync", cwd=b)
+    brat_json("task", "create", "B's", cwd=b)
+    brat_json("sync", cwd=b)
+    brat_json("task", "create", "A's", "--body", "x" * 5000, cwd=a)  # the chains part
+    mine = git(a, "rev-parse", "refs/grite/wal")
+    monkeypatch.setattr(wal_module, "MAX_WAL_CHUNK_BYTES", 4096)  # (grite may write what we refuse)
+    with pytest.raises(EnvironmentProblem, match="this sync would drop it; nothing was pushed"):
+        Syncer(Workspace(a)).run()
+    assert git(a, "rev-parse", "refs/grite/wal") == mine
+
+
+def test_snapshot_chunks_are_cut_smaller_when_events_are_large(monkeypatch):
+    from brat_sessions.storage import snapshot as snapshot_module
+    from brat_sessions.storage.chunk import decode_chunk
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    monkeypatch.setattr(snapshot_module, "MAX_CHUNK_BYTES", 50_000)
+    events = [make_event(bytes(16), bytes(16), 1 + n, COMMENT_ADDED, ["x" * 9_000]) for n in range(30)]
+    files = list(snapshot_module._chunk_files(events))
+    assert all(len(data) <= 50_000 for data, _ in files) and len(files) > 1
+    assert [e for data, _ in files for e in decode_chunk(data)] == events

@@ -604,6 +604,20 @@ def made_snapshots(data_dir: Path) -> NameLog:
     return NameLog(data_dir / "snapshots_made")
 
 
+def _chunk_files(events: list[Event]) -> Iterator[tuple[bytes, int]]:
+    """The events as chunk files of at most CHUNK_EVENTS events each and, where large events
+    make one bigger than a reader takes (MAX_CHUNK_BYTES), fewer: (bytes, event count)."""
+    pending = [events[i : i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)][::-1]
+    while pending:
+        part = pending.pop()
+        data = encode_chunk(part)
+        if len(data) > MAX_CHUNK_BYTES and len(part) > 1:
+            half = len(part) // 2
+            pending += [part[half:], part[:half]]  # (the first half is next)
+            continue
+        yield data, len(part)
+
+
 def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None) -> Snapshot | None:
     """Write a snapshot of every event up to `head` (default: the WAL head); None if there are none.
 
@@ -636,13 +650,15 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
             f"the log holds more than {MAX_CHUNKS * CHUNK_EVENTS} events, more than one snapshot may hold"
         )
     folder = repo.TreeBuilder()
-    chunks = []
-    for i in range(0, len(events), CHUNK_EVENTS):
-        part = events[i : i + CHUNK_EVENTS]
-        data = encode_chunk(part)
-        name = f"{i // CHUNK_EVENTS:04d}.bin"
+    chunks: list[dict[str, Any]] = []
+    for data, count in _chunk_files(events):
+        name = f"{len(chunks):04d}.bin"
         folder.insert(name, repo.create_blob(data), pygit2.enums.FileMode.BLOB)
-        chunks.append({"path": f"events/{name}", "chunk_hash": chunk_hash(data), "event_count": len(part)})
+        chunks.append({"path": f"events/{name}", "chunk_hash": chunk_hash(data), "event_count": count})
+    if len(chunks) > MAX_CHUNKS:
+        raise EnvironmentProblem(
+            f"the log's events need more than {MAX_CHUNKS} chunks, more than a snapshot holds"
+        )
     folder_oid = folder.write()
     ms = now_ms if now_ms is not None else _clock_ms()
     for _ in range(1000):

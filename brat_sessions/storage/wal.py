@@ -41,7 +41,7 @@ class WalCommit(NamedTuple):
 # a commit's files, at most: one append is a few events (a comment is parsed up to a
 # million characters); decoding a chunk can take some fifty times its size in memory
 MAX_META_BYTES = 64 * 1024
-MAX_WAL_CHUNK_BYTES = 16 * 1024 * 1024
+MAX_WAL_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def _signature() -> pygit2.Signature:
@@ -110,7 +110,7 @@ class Wal:
             (blob, MAX_WAL_CHUNK_BYTES, "its chunk"),
         ):
             if self.repo.odb.read_header(part.id)[1] > limit:  # (from the header: nothing inflated)
-                raise CorruptCommit(oid, f"{what} is larger than {limit:,} bytes")
+                raise CorruptCommit(oid, f"{what} is larger than {limit:,} bytes", oversize=True)
         return decode_files(oid, meta_blob.data, blob.name or "", blob.data)
 
     def commit_ids(self, head: str | None = None, since: str | None = None) -> list[str]:
@@ -274,8 +274,10 @@ class Wal:
         for oid in reversed(self.commit_ids(head, since)):
             try:
                 commit: Any = self.repo[oid]
-                data = _find_chunk(commit.tree, oid).data
-                total += event_count(data) or 1
+                blob = _find_chunk(commit.tree, oid)
+                if self.repo.odb.read_header(blob.id)[1] > MAX_WAL_CHUNK_BYTES:
+                    raise CorruptCommit(oid, "too large")  # (never inflated: counts as one)
+                total += event_count(blob.data) or 1
             except (CorruptCommit, KeyError, ValueError, AttributeError, pygit2.GitError):
                 total += 1
             if total > stop_after:
