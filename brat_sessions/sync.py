@@ -43,6 +43,7 @@ from .workspace import Workspace
 
 MAX_ATTEMPTS = 6
 FETCH_SNAPSHOTS = 4  # the remote's newest snapshots taken by one sync, at most
+REFUSALS = 3  # times a snapshot is offered to a remote that refuses it (a hook): then no more
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Syncer:
         remote_key = self.prefix.split("/")[-2]
         self.fetched = NameLog(ws.ctx.data_dir / f"snapshots_fetched.{remote_key}")
         self.pushed = NameLog(ws.ctx.data_dir / f"snapshots_pushed.{remote_key}")
+        self.refused = NameLog(ws.ctx.data_dir / f"snapshots_refused.{remote_key}")
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -176,7 +178,8 @@ class Syncer:
             try:
                 item = self.wal.read_commit(commit)
             except CorruptCommit as exc:
-                if exc.oversize:  # readable elsewhere, maybe: never dropped for a limit of ours
+                if exc.oversize and self.wal.commit_actor(commit) == self.ws.actor:
+                    # this clone's own work, too large for this reader: never dropped
                     raise EnvironmentProblem(
                         f"{exc.message}: it cannot be carried over to the remote's log here, and "
                         "this sync would drop it; nothing was pushed"
@@ -344,10 +347,16 @@ class Syncer:
             self.report.warnings.append(
                 f"{len(theirs)} snapshot(s) not pushed: the remote has others under the same names"
             )
-        other = [line.split("\t")[-1] for n, line in refused.items() if n not in theirs]
+        other = {n: line.split("\t")[-1] for n, line in refused.items() if n not in theirs}
+        for name in other:  # (a hook, a full disk): tried at the next syncs, REFUSALS times
+            self.refused.add(name, snapshots[name])
+            if self.refused.times(name) >= REFUSALS:
+                self.pushed.add(name, snapshots[name])
         if other or (result.returncode != 0 and not refused):
-            reason = other[0] if other else _last_line(result.stderr or result.stdout)
-            self.report.warnings.append(f"snapshots not pushed, tried again next time: {reason}")
+            reason = next(iter(other.values())) if other else _last_line(result.stderr or result.stdout)
+            self.report.warnings.append(
+                f"snapshots not pushed ({reason}): tried again at the next syncs, {REFUSALS} times in all"
+            )
 
     def _snapshots_to_push(self, refs: dict[str, str], head: str | None) -> dict[str, str]:
         """The snapshots this clone made (still at the commit it made), that the remote lacks

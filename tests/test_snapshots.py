@@ -144,9 +144,14 @@ def test_a_snapshot_push_refused_by_a_hook_is_tried_again(tmp_path):
     brat_json("snapshot", "create", cwd=a)
     report = brat_json("sync", cwd=a)
     assert report["snapshots_pushed"] == 0
-    assert any("tried again next time" in w for w in report["warnings"]), report["warnings"]
+    assert any("tried again at the next syncs" in w for w in report["warnings"]), report["warnings"]
     flag.unlink()
     assert brat_json("sync", cwd=a)["snapshots_pushed"] == 1
+    # a remote that always refuses them is offered each one three times, then no more
+    flag.touch()
+    brat_json("snapshot", "create", cwd=a)
+    warned = [bool(brat_json("sync", cwd=a)["warnings"]) for _ in range(4)]
+    assert warned == [True, True, True, False]
 
 
 def test_a_local_commit_too_large_to_read_here_stops_a_sync_rather_than_being_dropped(tmp_path, monkeypatch):
@@ -182,3 +187,27 @@ def test_snapshot_chunks_are_cut_smaller_when_events_are_large(monkeypatch):
     files = list(snapshot_module._chunk_files(events))
     assert all(len(data) <= 50_000 for data, _ in files) and len(files) > 1
     assert [e for data, _ in files for e in decode_chunk(data)] == events
+
+
+def test_another_writers_commit_too_large_to_read_is_left_behind_by_a_sync(tmp_path, monkeypatch):
+    # it reached this clone from a remote that has since gone another way: not ours to keep
+    from brat_sessions.storage import wal as wal_module
+    from brat_sessions.sync import Syncer
+
+    from .grite_writer import GriteWriter
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
+    for clone in (a, b):
+        git(clone, "remote", "add", "origin", str(remote))
+    _busy(a, 1)
+    brat_json("sync", cwd=a)
+    brat_json("sync", cwd=b)
+    brat_json("task", "create", "B's", cwd=b)
+    brat_json("sync", cwd=b)
+    gw = GriteWriter(a)
+    gw.append([gw.event(bytes(16), 3, ["x" * 5000])])  # someone else's, in a's log
+    monkeypatch.setattr(wal_module, "MAX_WAL_CHUNK_BYTES", 4096)
+    report = Syncer(Workspace(a)).run()
+    assert any("not carried over" in w for w in report.warnings)

@@ -33,7 +33,7 @@ SCHEMA_VERSION = 1
 CHUNK_EVENTS = 1000  # events per chunk, at most
 MAX_JSON_BYTES = 2 * 1024 * 1024  # snapshot.json (10,000 pretty chunk entries are ~1.6 MB)
 MAX_CHUNKS = 10_000  # chunks per snapshot: 10 million events
-MAX_CHUNK_BYTES = 64 * 1024 * 1024  # one chunk file (decoding may take some 50 times that)
+MAX_CHUNK_BYTES = 16 * 1024 * 1024  # one chunk file (decoding may take some 70 times that)
 MAX_CANDIDATES = 32  # newest refs usable_snapshot looks at
 MAX_LOADS = 4  # on-chain snapshots usable_snapshot fully checks
 DAY_MS = 86_400_000
@@ -589,6 +589,13 @@ class NameLog:
 
     def names(self) -> set[str]:
         return set(self.entries())
+
+    def times(self, name: str) -> int:
+        """How many lines name `name`."""
+        try:
+            return sum(line.split(" ", 1)[0] == name for line in self.path.read_text().splitlines())
+        except (OSError, UnicodeDecodeError):
+            return 0
 
     def add(self, name: str, oid: str) -> None:
         try:

@@ -39,9 +39,10 @@ class WalCommit(NamedTuple):
 
 
 # a commit's files, at most: one append is a few events (a comment is parsed up to a
-# million characters); decoding a chunk can take some fifty times its size in memory
+# million characters); decoding a chunk can take some seventy times its size in memory
+# (16 MiB of empty arrays: 1.2 GB and 5 s)
 MAX_META_BYTES = 64 * 1024
-MAX_WAL_CHUNK_BYTES = 64 * 1024 * 1024
+MAX_WAL_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 def _signature() -> pygit2.Signature:
@@ -263,6 +264,18 @@ class Wal:
             )  # fmt: skip
             self.last_count = int(out.stdout) if out.returncode == 0 and out.stdout.strip().isdigit() else 0
         return self.last_count
+
+    def commit_actor(self, oid: str) -> str | None:
+        """The `actor_id` a commit's meta.json names (read within MAX_META_BYTES), or None."""
+        try:
+            commit: Any = self.repo[oid]
+            meta = commit.tree["meta.json"]
+            if not isinstance(meta, pygit2.Blob) or self.repo.odb.read_header(meta.id)[1] > MAX_META_BYTES:
+                return None
+            actor = json.loads(meta.data).get("actor_id")
+        except (KeyError, ValueError, AttributeError, TypeError, RecursionError, pygit2.GitError):
+            return None
+        return actor if isinstance(actor, str) else None
 
     def count_events(self, head: str | None, since: str | None, stop_after: int) -> int:
         """How many events the commits after `since` up to `head` hold, read from each chunk's
