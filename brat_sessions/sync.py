@@ -178,12 +178,12 @@ class Syncer:
             try:
                 item = self.wal.read_commit(commit)
             except CorruptCommit as exc:
-                if exc.oversize and self.wal.commit_actor(commit) == self.ws.actor:
-                    # this clone's own work, too large for this reader: never dropped
-                    raise EnvironmentProblem(
-                        f"{exc.message}: it cannot be carried over to the remote's log here, and "
-                        "this sync would drop it; nothing was pushed"
-                    ) from None
+                copied = self.wal.carry_over(commit, parent) if exc.oversize else None
+                if copied is not None:  # too large to read here, maybe not for grite: kept as is
+                    parent = copied
+                    self.report.reappended_commits += 1
+                    self.report.warnings.append(f"{exc.message}; carried over unread")
+                    continue
                 self.report.warnings.append(f"{exc.message}; not carried over (nothing in it is readable)")
                 continue
             events = [e for e in item.events if e.event_id not in seen]

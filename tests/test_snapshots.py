@@ -154,29 +154,6 @@ def test_a_snapshot_push_refused_by_a_hook_is_tried_again(tmp_path):
     assert warned == [True, True, True, False]
 
 
-def test_a_local_commit_too_large_to_read_here_stops_a_sync_rather_than_being_dropped(tmp_path, monkeypatch):
-    from brat_sessions.errors import EnvironmentProblem
-    from brat_sessions.storage import wal as wal_module
-    from brat_sessions.sync import Syncer
-
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
-    for clone in (a, b):
-        git(clone, "remote", "add", "origin", str(remote))
-    _busy(a, 1)
-    brat_json("sync", cwd=a)
-    brat_json("sync", cwd=b)
-    brat_json("task", "create", "B's", cwd=b)
-    brat_json("sync", cwd=b)
-    brat_json("task", "create", "A's", "--body", "x" * 5000, cwd=a)  # the chains part
-    mine = git(a, "rev-parse", "refs/grite/wal")
-    monkeypatch.setattr(wal_module, "MAX_WAL_CHUNK_BYTES", 4096)  # (grite may write what we refuse)
-    with pytest.raises(EnvironmentProblem, match="this sync would drop it; nothing was pushed"):
-        Syncer(Workspace(a)).run()
-    assert git(a, "rev-parse", "refs/grite/wal") == mine
-
-
 def test_snapshot_chunks_are_cut_smaller_when_events_are_large(monkeypatch):
     from brat_sessions.storage import snapshot as snapshot_module
     from brat_sessions.storage.chunk import decode_chunk
@@ -189,8 +166,10 @@ def test_snapshot_chunks_are_cut_smaller_when_events_are_large(monkeypatch):
     assert [e for data, _ in files for e in decode_chunk(data)] == events
 
 
-def test_another_writers_commit_too_large_to_read_is_left_behind_by_a_sync(tmp_path, monkeypatch):
-    # it reached this clone from a remote that has since gone another way: not ours to keep
+@pytest.mark.parametrize("writer", ["brat", "another actor"])
+def test_a_local_commit_too_large_to_read_here_is_carried_over_unread(tmp_path, monkeypatch, writer):
+    # grite may read what brat refuses to: a sync never leaves a commit of its log behind
+    from brat_sessions.storage import snapshot as snapshot_module
     from brat_sessions.storage import wal as wal_module
     from brat_sessions.sync import Syncer
 
@@ -206,8 +185,25 @@ def test_another_writers_commit_too_large_to_read_is_left_behind_by_a_sync(tmp_p
     brat_json("sync", cwd=b)
     brat_json("task", "create", "B's", cwd=b)
     brat_json("sync", cwd=b)
-    gw = GriteWriter(a)
-    gw.append([gw.event(bytes(16), 3, ["x" * 5000])])  # someone else's, in a's log
+    if writer == "brat":  # the chains part
+        brat_json("task", "create", "A's", "--body", "x" * 5000, cwd=a)
+    else:
+        gw = GriteWriter(a)
+        gw.append([gw.event(bytes(16), 3, ["x" * 5000])])
+    big = git(a, "rev-parse", "refs/grite/wal")
+    chunk = next(ln.split()[2] for ln in git(a, "ls-tree", "-r", big).splitlines() if ln.endswith(".bin"))
     monkeypatch.setattr(wal_module, "MAX_WAL_CHUNK_BYTES", 4096)
     report = Syncer(Workspace(a)).run()
-    assert any("not carried over" in w for w in report.warnings)
+    assert report.reappended_commits == 1 and any("carried over unread" in w for w in report.warnings)
+    pushed = git(remote, "rev-parse", "refs/grite/wal")
+    assert chunk in git(remote, "ls-tree", "-r", pushed)  # the very same chunk, on the remote
+    monkeypatch.setattr(wal_module, "MAX_WAL_CHUNK_BYTES", 16 * 1024 * 1024)
+    brat_json("sync", cwd=b)
+    if writer == "brat":  # b reads it (its limit is the real one)
+        assert "A's" in {t["title"] for t in brat_json("task", "list", cwd=b)["tasks"]}
+    # and no snapshot leaves it out while this reader cannot read it
+    monkeypatch.setattr(wal_module, "MAX_WAL_CHUNK_BYTES", 4096)
+    from brat_sessions.errors import EnvironmentProblem
+
+    with pytest.raises(EnvironmentProblem, match="a snapshot would leave its events out"):
+        snapshot_module.create_snapshot(Workspace(a).wal)

@@ -643,10 +643,11 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
     for commit in wal.replay(head):
         if isinstance(commit, WalCommit):
             events += commit.events
-        elif commit.unreadable:
+        elif commit.unreadable or commit.oversize:
             raise EnvironmentProblem(
                 f"WAL commit {commit.commit} cannot be read here ({commit.reason}); a snapshot would "
-                "leave its events out for every clone (check this clone with `git fsck`)"
+                "leave its events out for every clone"
+                + ("" if commit.oversize else " (check this clone with `git fsck`)")
             )
     if wal.root_gap is not None:
         raise EnvironmentProblem(wal.root_gap)

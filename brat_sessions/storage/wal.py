@@ -265,17 +265,30 @@ class Wal:
             self.last_count = int(out.stdout) if out.returncode == 0 and out.stdout.strip().isdigit() else 0
         return self.last_count
 
-    def commit_actor(self, oid: str) -> str | None:
-        """The `actor_id` a commit's meta.json names (read within MAX_META_BYTES), or None."""
+    def carry_over(self, oid: str, parent: str) -> str | None:
+        """A copy of commit `oid` on top of `parent`, its chunk neither read nor changed (the
+        same events/ tree; meta.json's prev_wal is the new parent): how sync keeps a commit
+        too large for this reader. None when its meta.json cannot be read."""
         try:
             commit: Any = self.repo[oid]
-            meta = commit.tree["meta.json"]
-            if not isinstance(meta, pygit2.Blob) or self.repo.odb.read_header(meta.id)[1] > MAX_META_BYTES:
+            blob = commit.tree["meta.json"]
+            if not isinstance(blob, pygit2.Blob) or self.repo.odb.read_header(blob.id)[1] > MAX_META_BYTES:
                 return None
-            actor = json.loads(meta.data).get("actor_id")
-        except (KeyError, ValueError, AttributeError, TypeError, RecursionError, pygit2.GitError):
+            meta = json.loads(blob.data)
+            if not isinstance(meta, dict):
+                return None
+            meta["prev_wal"] = parent
+            tree = self.repo.TreeBuilder(commit.tree)
+            tree.insert(
+                "meta.json", self.repo.create_blob(json.dumps(meta).encode()), pygit2.enums.FileMode.BLOB
+            )
+            sig = _signature()
+            new = self.repo.create_commit(
+                None, sig, sig, commit.message, tree.write(), [pygit2.Oid(hex=parent)]
+            )
+        except (KeyError, ValueError, TypeError, RecursionError, pygit2.GitError):
             return None
-        return actor if isinstance(actor, str) else None
+        return str(new)
 
     def count_events(self, head: str | None, since: str | None, stop_after: int) -> int:
         """How many events the commits after `since` up to `head` hold, read from each chunk's
