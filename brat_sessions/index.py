@@ -249,11 +249,10 @@ class Index:
         blocks.finish()
         progress.done()
         db.execute("INSERT OR REPLACE INTO meta VALUES('head', ?)", (target,))
-        if start is not None:  # the snapshot holds the log below its wal_head: no gap
+        # a walk to the root knows the gap anew; a snapshot holds the log below its wal_head
+        if start is not None or self.wal.reached_root:
             db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")
-        elif self.wal.reached_root:
-            db.execute("DELETE FROM meta WHERE key IN ('incomplete', 'gap_below')")
-            if self.wal.root_gap:
+            if start is None and self.wal.root_gap:
                 oldest = self.wal.oldest
                 db.executemany(
                     "INSERT INTO meta VALUES(?, ?)",

@@ -336,18 +336,19 @@ class Syncer:
             for name in snapshots
             if f":{SNAPSHOT_PREFIX}{name}\t" in line
         }
-        # "[rejected]": the remote has another snapshot by that name (theirs stays); anything
-        # else (a hook, a full disk) is tried again at the next sync
-        taken = {n: o for n, o in snapshots.items() if n not in refused or "[rejected]" in refused[n]}
-        if result.returncode == 0 or refused:
-            self._pushed(taken)
-            self.report.snapshots_pushed += len(snapshots) - len(refused)
+        # "[rejected]": the remote has another snapshot by that name (theirs stays), so it
+        # counts as sent; anything else (a hook, a full disk) is tried again at the next sync
         theirs = [n for n, line in refused.items() if "[rejected]" in line]
+        other = {n: line.split("\t")[-1] for n, line in refused.items() if n not in theirs}
+        if result.returncode == 0 or refused:
+            for name, oid in snapshots.items():
+                if name not in other:
+                    self.pushed.add(name, oid)
+            self.report.snapshots_pushed += len(snapshots) - len(refused)
         if theirs:
             self.report.warnings.append(
                 f"{len(theirs)} snapshot(s) not pushed: the remote has others under the same names"
             )
-        other = {n: line.split("\t")[-1] for n, line in refused.items() if n not in theirs}
         for name in other:  # (a hook, a full disk): tried at the next syncs, REFUSALS times
             self.refused.add(name, snapshots[name])
             if self.refused.times(name) >= REFUSALS:
@@ -373,10 +374,6 @@ class Syncer:
             if made.get(name) == oid and name not in remote and name not in sent
         }
         return {name: wanted[name] for name in on_chain(self.wal, head, set(wanted))}
-
-    def _pushed(self, snapshots: dict[str, str]) -> None:
-        for name, oid in snapshots.items():
-            self.pushed.add(name, oid)
 
     def run(self) -> SyncReport:
         for attempt in range(MAX_ATTEMPTS):

@@ -88,21 +88,26 @@ def snapshot_verify(ref: str | None) -> None:
     import sys
     from dataclasses import asdict
 
-    from ..storage.snapshot import SNAPSHOT_PREFIX, list_snapshots, snapshot_candidates, verify_snapshot
+    from ..storage.snapshot import (
+        SNAPSHOT_PREFIX,
+        find_snapshot,
+        list_snapshots,
+        snapshot_candidates,
+        verify_snapshot,
+    )
 
     wal = workspace().wal
     if ref is None:
         chosen = next((c for c in snapshot_candidates(wal) if not isinstance(c, tuple)), None)
-        unread = next((s for s in list_snapshots(wal.repo, 32) if s.unreadable_here), None)
-        if chosen is None and unread is not None:  # (a partial clone, a damaged object)
-            raise EnvironmentProblem(f"snapshot {unread.ref}: {unread.problem}: verify in a whole clone")
         if chosen is None:
+            unread = next((s for s in list_snapshots(wal.repo, 32) if s.unreadable_here), None)
+            if unread is not None:  # (a partial clone, a damaged object)
+                raise EnvironmentProblem(f"snapshot {unread.ref}: {unread.problem}: verify in a whole clone")
             raise NotFound("no snapshot on this log's chain (`brat snapshot list` shows them all)")
     else:
-        name = ref if ref.startswith(SNAPSHOT_PREFIX) else SNAPSHOT_PREFIX + ref
-        chosen = next((s for s in list_snapshots(wal.repo) if s.ref == name), None)
+        chosen = find_snapshot(wal.repo, ref)
         if chosen is None:
-            raise NotFound(f"no snapshot {name}")
+            raise NotFound(f"no snapshot {SNAPSHOT_PREFIX}{ref.removeprefix(SNAPSHOT_PREFIX)}")
     from ..issues.projection import IssueView
 
     verdict = verify_snapshot(wal, chosen, view=IssueView)

@@ -87,6 +87,16 @@ def from_the_future(number: int, now_ms: int | None = None) -> bool:
     return number > (now_ms if now_ms is not None else _clock_ms()) + FUTURE_SLACK_MS
 
 
+def _split_future(refs: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(refs named after a time up to now + FUTURE_SLACK_MS, refs from the future)."""
+    now = _clock_ms()
+    current: list[tuple[int, str]] = []
+    future: list[tuple[int, str]] = []
+    for r in refs:
+        (future if from_the_future(r[0], now) else current).append(r)
+    return current, future
+
+
 def _snapshot_refs(repo: pygit2.Repository) -> list[tuple[int, str]]:
     """(number, ref) of every `refs/grite/snapshots/<digits>`, newest first; others ignored."""
     found = []
@@ -155,6 +165,15 @@ def _read_snapshot(repo: pygit2.Repository, number: int, ref: str) -> Snapshot:
     if snap.problem is None:
         snap.wal_head, snap.event_count = meta["wal_head"].lower(), meta["event_count"]
     return snap
+
+
+def find_snapshot(repo: pygit2.Repository, name: str) -> Snapshot | None:
+    """The snapshot `refs/grite/snapshots/<name>` (or the full ref), read; None when there is
+    no such snapshot ref."""
+    name = name.removeprefix(SNAPSHOT_PREFIX)
+    if not is_snapshot_name(name) or SNAPSHOT_PREFIX + name not in repo.references:
+        return None
+    return _read_snapshot(repo, int(name), SNAPSHOT_PREFIX + name)
 
 
 def list_snapshots(repo: pygit2.Repository, limit: int | None = None) -> list[Snapshot]:
@@ -421,26 +440,23 @@ def verify_snapshot(
 
 
 # choosing --------------------------------------------------------------------
+def _holds_chain(repo: pygit2.Repository, snap: Snapshot, chain: _FirstParentChain) -> bool:
+    return snap.wal_head is not None and _known(repo, snap.wal_head) and snap.wal_head in chain
+
+
 def on_chain(wal: Wal, head: str, names: set[str]) -> list[str]:
     """Those of the named snapshots (numbers) whose wal_head is on the first-parent chain of
     `head`: a snapshot of commits a sync re-appended elsewhere is of no use to anyone."""
     chain = _FirstParentChain(wal.repo, head)
-    found = []
-    for name in sorted(names, key=int):
-        snap = _read_snapshot(wal.repo, int(name), SNAPSHOT_PREFIX + name)
-        if snap.wal_head is not None and _known(wal.repo, snap.wal_head) and snap.wal_head in chain:
-            found.append(name)
-    return found
+    snaps = (_read_snapshot(wal.repo, int(name), SNAPSHOT_PREFIX + name) for name in sorted(names, key=int))
+    return [snap.ref[len(SNAPSHOT_PREFIX) :] for snap in snaps if _holds_chain(wal.repo, snap, chain)]
 
 
 def latest_on_chain(wal: Wal, head: str, limit: int = MAX_CANDIDATES) -> Snapshot | None:
     """The newest of the `limit` newest snapshots whose wal_head is on the first-parent
     chain of `head` (not checked further); None when there is none."""
     chain = _FirstParentChain(wal.repo, head)
-    for snap in list_snapshots(wal.repo, limit):
-        if snap.wal_head is not None and _known(wal.repo, snap.wal_head) and snap.wal_head in chain:
-            return snap
-    return None
+    return next((s for s in list_snapshots(wal.repo, limit) if _holds_chain(wal.repo, s, chain)), None)
 
 
 class _FirstParentChain:
@@ -513,11 +529,7 @@ def snapshot_candidates(wal: Wal, head: str | None = None) -> Iterator[Snapshot 
     if head is None:
         return
     chain = _FirstParentChain(repo, head)
-    now = _clock_ms()
-    refs: list[tuple[int, str]] = []
-    future: list[tuple[int, str]] = []
-    for number, ref in _snapshot_refs(repo):
-        (future if from_the_future(number, now) else refs).append((number, ref))
+    refs, future = _split_future(_snapshot_refs(repo))
     if future:  # (one report: there may be thousands, all pushed by one hand)
         yield (future[0][1], f"skipped with {len(future) - 1} more: named after a time over an hour from now")
     loads = 0
@@ -708,12 +720,9 @@ def gc_snapshots(repo: pygit2.Repository, keep: int) -> list[str]:
     """
     if keep < 0:
         raise ValueError("keep must be >= 0")
-    refs = _snapshot_refs(repo)
-    now = _clock_ms()
-    future = [ref for number, ref in refs if from_the_future(number, now)]
-    current = [ref for number, ref in refs if not from_the_future(number, now)]
+    current, future = _split_future(_snapshot_refs(repo))
     deleted = []
-    for ref in future + current[keep:]:
+    for _, ref in future + current[keep:]:
         try:
             repo.references.delete(ref)
         except (KeyError, pygit2.GitError):

@@ -110,7 +110,7 @@ class Wal:
             (meta_blob, MAX_META_BYTES, "meta.json"),
             (blob, MAX_WAL_CHUNK_BYTES, "its chunk"),
         ):
-            if self.repo.odb.read_header(part.id)[1] > limit:  # (from the header: nothing inflated)
+            if self._larger(part, limit):
                 raise CorruptCommit(oid, f"{what} is larger than {limit:,} bytes", oversize=True)
         return decode_files(oid, meta_blob.data, blob.name or "", blob.data)
 
@@ -265,6 +265,10 @@ class Wal:
             self.last_count = int(out.stdout) if out.returncode == 0 and out.stdout.strip().isdigit() else 0
         return self.last_count
 
+    def _larger(self, blob: pygit2.Object, limit: int) -> bool:
+        """Whether a blob holds more than `limit` bytes, from its header (nothing inflated)."""
+        return bool(self.repo.odb.read_header(blob.id)[1] > limit)
+
     def carry_over(self, oid: str, parent: str) -> str | None:
         """A copy of commit `oid` on top of `parent`, its chunk neither read nor changed (the
         same events/ tree; meta.json's prev_wal is the new parent): how sync keeps a commit
@@ -272,7 +276,7 @@ class Wal:
         try:
             commit: Any = self.repo[oid]
             blob = commit.tree["meta.json"]
-            if not isinstance(blob, pygit2.Blob) or self.repo.odb.read_header(blob.id)[1] > MAX_META_BYTES:
+            if not isinstance(blob, pygit2.Blob) or self._larger(blob, MAX_META_BYTES):
                 return None
             meta = json.loads(blob.data)
             if not isinstance(meta, dict):
@@ -301,9 +305,8 @@ class Wal:
             try:
                 commit: Any = self.repo[oid]
                 blob = _find_chunk(commit.tree, oid)
-                if self.repo.odb.read_header(blob.id)[1] > MAX_WAL_CHUNK_BYTES:
-                    raise CorruptCommit(oid, "too large")  # (never inflated: counts as one)
-                total += event_count(blob.data) or 1
+                # (one too large is never inflated: it counts as one)
+                total += 1 if self._larger(blob, MAX_WAL_CHUNK_BYTES) else event_count(blob.data) or 1
             except (CorruptCommit, KeyError, ValueError, AttributeError, pygit2.GitError):
                 total += 1
             if total > stop_after:
