@@ -29,6 +29,8 @@ GRACE_S = 30.0
 
 @dataclass(frozen=True)
 class Config:
+    """Settings from `.brat/sessions.yaml` (docs/cli.md lists each)."""
+
     heartbeat_interval: float = 30.0
     timeout: float | None = None
     spawn_timeout: float = 300.0

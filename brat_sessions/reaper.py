@@ -35,6 +35,8 @@ from .workspace import Workspace
 
 @dataclass
 class Verdict:
+    """Why one session is reaped, and the exit record it gets."""
+
     session_id: str
     task_id: str | None
     exit_reason: str
@@ -84,6 +86,8 @@ def judge(
 
 @dataclass
 class ReapReport:
+    """What a reap pass did (or, with dry_run, would do)."""
+
     reaped: list[Verdict]
     alive: int
     checked: int

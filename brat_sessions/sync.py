@@ -48,6 +48,8 @@ REFUSALS = 3  # times a snapshot is offered to a remote that refuses it (a hook)
 
 @dataclass
 class SyncReport:
+    """What one sync with a remote did."""
+
     remote: str
     head: str | None = None
     fetched_commits: int = 0

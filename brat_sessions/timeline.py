@@ -25,6 +25,8 @@ from .report import Sess, as_ts, duration, exited, key_text, outcome, span, usag
 
 @dataclass
 class _Bar:
+    """One session's bar in the timeline."""
+
     index: int  # position in the input: the last tie-breaker, for a deterministic order
     s: Sess
     sid: str

@@ -119,6 +119,10 @@ def test_the_hot_path_prints_what_the_full_command_prints_without_click(repo, ta
     ):
         fast, imports = _imports(cwd, *args)
         assert "click" not in imports and "pygit2" not in imports, args
+        # nor what it needs no more than click: inspect (through dataclasses, if every
+        # dataclass on the path has a docstring) and ipaddress (through pathlib)
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in imports.splitlines()}
+        assert not loaded & {"ast", "tokenize", "ipaddress"}, args
         assert _without_times(fast) == _without_times(_full(cwd, *args)), args
 
 
@@ -213,3 +217,21 @@ def test_a_closed_pipe_and_a_missing_folder_end_the_same_on_both_paths(repo, tas
             env=env,
         )
         assert done.returncode == 5 and "no such directory" in done.stderr, done.stderr
+
+
+def test_a_module_put_off_by_the_hot_path_loads_on_first_use():
+    code = """
+import sys
+from brat_sessions.cli.fast import _load_lazily
+_load_lazily("colorsys", "sys")
+assert sys.modules["sys"] is sys
+import colorsys
+stand_in = colorsys
+assert "colorsys" in sys.modules and not hasattr(stand_in, "rgb_to_yiq_")
+assert type(sys.modules["colorsys"]).__name__ == "module"
+from colorsys import hls_to_rgb
+assert stand_in.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0) and hls_to_rgb(0, 0, 0) == (0, 0, 0)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout == "ok\n", done.stderr

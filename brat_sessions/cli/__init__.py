@@ -14,9 +14,11 @@ from typing import Any
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: the hot path when it can answer, else the full command line."""
-    from .fast import answered
+    from .fast import answered, finish
 
     if answered(sys.argv[1:] if argv is None else argv):
+        if argv is None:  # the process's own command line: it ends here
+            finish()
         return None
     from .root import main as full
 

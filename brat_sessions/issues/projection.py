@@ -45,6 +45,8 @@ _COLUMNS = (
 
 @dataclass
 class Issue:
+    """An issue as its events leave it."""
+
     issue_id: str
     title: str
     body: str

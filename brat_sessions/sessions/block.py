@@ -30,6 +30,8 @@ class BlockError(ValueError):
 
 @dataclass
 class ParsedBlock:
+    """A `[session]` block as read: its fields, or why it cannot be used."""
+
     fields: dict[str, Any]  # the known and unknown keys, values decoded and validated
     error: str | None = None  # set when the block is malformed (and then not used)
     warnings: list[str] = field(default_factory=list)  # optional fields dropped as invalid

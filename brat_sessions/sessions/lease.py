@@ -34,6 +34,8 @@ FORWARD_SLACK_MS = 60_000
 
 @dataclass
 class Lease:
+    """A session's heartbeat lease, as its ref holds it."""
+
     session_id: str
     ts: int | None
     host: str | None

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class LogView:
+    """A session's output and where it was found."""
+
     source: str  # "live", "stored" or "local"
     data: bytes
     output_ref: str | None

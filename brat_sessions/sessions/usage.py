@@ -22,6 +22,8 @@ COUNTERS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cost
 
 @dataclass
 class LedgerEntry:
+    """Usage counters of one source and model."""
+
     source: str
     model: str
     calls: int = 0
@@ -88,6 +90,8 @@ def usage_json(t: dict[str, int]) -> dict[str, Any]:
 
 @dataclass
 class Progress:
+    """How far a session says it has come."""
+
     phase: str | None = None
     iteration: int | None = None
     iterations: int | None = None

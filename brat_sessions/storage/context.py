@@ -15,6 +15,8 @@ WAL_REF = "refs/grite/wal"  # grite's log (here so that the pygit2-free warm pat
 
 @dataclass
 class RepoContext:
+    """The repository a command works in, and its worktree."""
+
     repo: pygit2.Repository  # None on the warm path that reads git's files directly
     common_dir: Path
     main_worktree: Path | None

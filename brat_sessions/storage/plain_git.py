@@ -25,6 +25,8 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class GitDirs:
+    """Where git keeps a worktree's files, found without pygit2."""
+
     git_dir: Path  # this worktree's git dir
     common_dir: Path  # where refs and objects live
     worktree: Path | None  # the worktree the command runs in

@@ -22,6 +22,8 @@ from . import procs
 
 @dataclass(frozen=True)
 class ProcessProof:
+    """What identifies a session's process beyond its pid."""
+
     session_id: str
     pid: int
     start_ticks: int | None
