@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from brat_sessions.light import LightWorkspace
 from brat_sessions.storage.plain_git import Unsupported, find, read_ref, refs_under
 from brat_sessions.worker.api import Tracker
 
-from .helpers import WORKTREE_ENV, brat_json, git
+from .helpers import WORKTREE_ENV, brat_json, git, git_blob, make_repo
 
 
 def _imports(repo, *args: str) -> tuple[str, str]:
@@ -235,3 +237,26 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout == "ok\n", done.stderr
+
+
+def test_refs_under_reads_loose_nested_and_packed_refs_as_git_lists_them(tmp_path):
+    repo = make_repo(tmp_path / "r")
+    blob = git_blob(repo, b"x")
+    for name in ("refs/brat/t/a", "refs/brat/t/deep/b", "refs/brat/t/packed", "refs/brat/other"):
+        git(repo, "update-ref", name, blob)
+    git(repo, "pack-refs", "--all")  # every ref above packed; two of them loose again below
+    for name in ("refs/brat/t/a", "refs/brat/t/deep/c"):
+        git(repo, "update-ref", name, blob)
+    (repo / ".git" / "refs" / "brat" / "t" / "deep" / "d.lock").write_text(blob + "\n")
+    listed = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/brat/t/")
+    expected = dict(line.split(" ") for line in listed.splitlines())
+    assert refs_under(find(repo).common_dir, "refs/brat/t/") == expected
+    assert sorted(expected) == [
+        "refs/brat/t/a",
+        "refs/brat/t/deep/b",
+        "refs/brat/t/deep/c",
+        "refs/brat/t/packed",
+    ]
+    git(repo, "symbolic-ref", "refs/brat/t/sym", "refs/brat/t/a")
+    with pytest.raises(Unsupported):  # a symbolic ref: the command goes to pygit2
+        refs_under(find(repo).common_dir, "refs/brat/t/")

@@ -112,19 +112,23 @@ def read_ref(common_dir: Path, name: str) -> str | None:
 
 
 def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
-    """Every ref whose name starts with `prefix` (a folder, ending in `/`): name -> oid."""
+    """Every ref whose name starts with `prefix` (a folder, ending in `/`): name -> oid.
+    (Plain strings and os.walk, not pathlib: a warm list reads one ref per live session.)"""
     found = {name: oid for name, oid in _packed(common_dir).items() if name.startswith(prefix)}
-    folder = common_dir / prefix
-    if folder.is_dir():
-        for path in folder.rglob("*"):
-            if path.is_file() and not path.name.endswith(".lock"):
-                try:
-                    text = path.read_bytes().decode("utf-8", "surrogateescape")
-                except FileNotFoundError:
-                    continue  # deleted (an exit) while we looked
-                if text.startswith("ref:"):
-                    raise Unsupported("symbolic ref")
-                found[path.relative_to(common_dir).as_posix()] = _oid(text)
+    root = os.fspath(common_dir) + os.sep
+    for folder, _, files in os.walk(root + prefix):
+        name_of_folder = folder[len(root) :].replace(os.sep, "/").rstrip("/")
+        for file in files:
+            if file.endswith(".lock"):
+                continue
+            try:
+                with open(os.path.join(folder, file), "rb") as f:
+                    text = f.read().decode("utf-8", "surrogateescape")
+            except (FileNotFoundError, IsADirectoryError):
+                continue  # deleted (an exit) while we looked, or not a file
+            if text.startswith("ref:"):
+                raise Unsupported("symbolic ref")
+            found[f"{name_of_folder}/{file}"] = _oid(text)
     return found
 
 
@@ -165,9 +169,9 @@ def inflate_loose(raw: bytes, hex_id: str) -> tuple[int, bytes]:
 
 def read_loose_blob(common_dir: Path, hex_id: str, limit: int) -> bytes:
     """A blob's bytes from its loose file; Unsupported when it is packed, damaged or large."""
-    path = common_dir / "objects" / hex_id[:2] / hex_id[2:]
     try:
-        raw = path.read_bytes()
+        with open(os.path.join(common_dir, "objects", hex_id[:2], hex_id[2:]), "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise Unsupported("a packed object") from None
     try:
