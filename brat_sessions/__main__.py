@@ -1,5 +1,5 @@
 """`python -m brat_sessions` is `brat`."""
 
-from .cli import main
+from .cli import run
 
-main()
+run()

@@ -221,22 +221,58 @@ def test_a_closed_pipe_and_a_missing_folder_end_the_same_on_both_paths(repo, tas
         assert done.returncode == 5 and "no such directory" in done.stderr, done.stderr
 
 
+def _python(code: str, cwd=None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WORKTREE_ENV},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_module_put_off_by_the_hot_path_loads_on_first_use():
     code = """
 import sys
 from brat_sessions.cli.fast import _load_lazily
-_load_lazily("colorsys", "sys")
+assert [m.__name__ for m in _load_lazily("colorsys", "sys")] == ["colorsys"]
 assert sys.modules["sys"] is sys
 import colorsys
 stand_in = colorsys
-assert "colorsys" in sys.modules and not hasattr(stand_in, "rgb_to_yiq_")
+assert "rgb_to_hsv" not in vars(stand_in)  # not loaded by the import statement
+assert not hasattr(stand_in, "rgb_to_yiq_")  # (this loads it)
 assert type(sys.modules["colorsys"]).__name__ == "module"
 from colorsys import hls_to_rgb
 assert stand_in.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0) and hls_to_rgb(0, 0, 0) == (0, 0, 0)
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.stdout == "ok\n", done.stderr
+    assert _python(code) == "ok\n"
+
+
+def test_a_fallback_leaves_real_modules_and_an_in_process_caller_carries_on(repo, task):
+    # no index: the hot path gives up, and the full command line finds sys.modules as usual
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (repo / ".git" / "brat_sessions" / name).unlink(missing_ok=True)
+    code = """
+import importlib.util, sys
+from brat_sessions.cli import fast
+assert not fast.answered(["sessions", "list", "--json"])
+assert not [n for n, m in list(sys.modules.items()) if type(m).__name__ == "_OnFirstUse"]
+assert importlib.util.find_spec("ipaddress") is not None
+from brat_sessions.cli import main
+try:
+    main(["sessions", "list", "--json"])  # the full command line (it builds the index)
+except SystemExit as exc:
+    assert not exc.code, exc.code
+sys.argv = ["brat", "sessions", "list", "--json"]
+assert main() is None  # answered by the hot path now; an in-process caller is not ended
+print("after")
+"""
+    out = _python(code, cwd=repo)
+    assert out.endswith("after\n") and out.count('"ok": true') == 2, out
+    assert not (repo / ".git" / "brat_sessions" / "index.sqlite-wal").exists()  # the index was closed
 
 
 def test_refs_under_reads_loose_nested_and_packed_refs_as_git_lists_them(tmp_path):

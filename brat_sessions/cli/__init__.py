@@ -13,11 +13,23 @@ from typing import Any
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: the hot path when it can answer, else the full command line."""
+    """Entry point for a caller in this process: the hot path when it can answer, else
+    the full command line. Returns (or raises SystemExit) like any function."""
+    return _main(argv, end_process=False)
+
+
+def run() -> Any:
+    """The `brat` command itself (its console script, `python -m brat_sessions[.cli]`):
+    as `main()`, but a command the hot path answered ends the process at once
+    (`fast.finish`)."""
+    return _main(None, end_process=True)
+
+
+def _main(argv: list[str] | None, end_process: bool) -> Any:
     from .fast import answered, finish
 
     if answered(sys.argv[1:] if argv is None else argv):
-        if argv is None:  # the process's own command line: it ends here
+        if end_process:
             finish()
         return None
     from .root import main as full
@@ -33,4 +45,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run"]

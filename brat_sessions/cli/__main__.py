@@ -1,5 +1,5 @@
 """`python -m brat_sessions.cli`."""
 
-from . import main
+from . import run
 
-main()
+run()

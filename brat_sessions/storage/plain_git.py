@@ -116,7 +116,7 @@ def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
     (Plain strings and os.walk, not pathlib: a warm list reads one ref per live session.)"""
     found = {name: oid for name, oid in _packed(common_dir).items() if name.startswith(prefix)}
     root = os.fspath(common_dir) + os.sep
-    for folder, _, files in os.walk(root + prefix):
+    for folder, _, files in os.walk(root + prefix, onerror=_unless_gone):
         name_of_folder = folder[len(root) :].replace(os.sep, "/").rstrip("/")
         for file in files:
             if file.endswith(".lock"):
@@ -130,6 +130,14 @@ def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
                 raise Unsupported("symbolic ref")
             found[f"{name_of_folder}/{file}"] = _oid(text)
     return found
+
+
+def _unless_gone(exc: OSError) -> None:
+    """os.walk's errors: a folder removed meanwhile (its last ref deleted) is skipped;
+    any other (unreadable, too many open files) sends the command to pygit2 rather than
+    answering with refs missing."""
+    if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        raise Unsupported(f"cannot list {exc.filename}: {exc.strerror}")
 
 
 def inflate_header(raw: bytes, hex_id: str) -> tuple[int, int]:
