@@ -14,9 +14,10 @@ through the imports below.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .errors import BadInput, BratError, Conflict, EnvironmentProblem, Fenced, NotFound
     from .issues.projection import Issue
     from .kinds import ExitReason, Priority, Role, SessionType, State, StopReason, TaskStatus

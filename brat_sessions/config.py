@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput
 
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .workspace import Workspace
 
 CONFIG_PATH = Path(".brat") / "sessions.yaml"

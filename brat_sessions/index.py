@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
 from .rules import ID_RULE, valid_id
@@ -29,6 +28,10 @@ from .sessions.rows import (
     session_from_row,
 )
 from .sessions.rows import SCHEMA as SESSION_SCHEMA
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to replay
     from .issues.projection import Issue, IssueFold

@@ -12,21 +12,6 @@ StopReason = Literal["user-stop", "timeout", "crash"]
 TaskStatus = Literal["queued", "running", "blocked", "needs-review", "merged", "dropped"]
 Priority = Literal["P0", "P1", "P2"]
 
-# brat's block fields, in brat's order
-BRAT_FIELDS = (
-    "state",
-    "session_id",
-    "role",
-    "session_type",
-    "engine",
-    "worktree",
-    "pid",
-    "started_ts",
-    "last_heartbeat_ts",
-    "exit_code",
-    "exit_reason",
-    "last_output_ref",
-)
 
 STATES: tuple[State, ...] = get_args(State)
 SESSION_TYPES: tuple[SessionType, ...] = get_args(SessionType)

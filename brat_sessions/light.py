@@ -11,7 +11,6 @@ caller uses the full `Workspace`.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .index import Index
 from .sessions.lease import LEASE_PREFIX, MAX_LEASE_BYTES, Lease, lease_from_bytes
@@ -19,6 +18,10 @@ from .storage import plain_git
 from .storage.context import WAL_REF, RepoContext
 from .storage.plain_git import Unsupported
 from .workspace import Workspace
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _HeadOnly:

@@ -9,7 +9,10 @@ bounded in length. The rules are documented in docs/format.md and docs/security.
 from __future__ import annotations
 
 import re
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 # ids: brat writes `s-YYYYMMDD-<4 hex>`; we accept any short token of a safe character
 # set, so that no id can name a path outside its folder or an invalid ref.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .clock import now_ms
 from .index import Index
@@ -12,7 +11,10 @@ from .sessions.lease import overlay_lease, read_lease
 from .sessions.model import Session
 from .storage.context import RepoContext
 
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Config
     from .sessions.lease import Lease
     from .storage.events import Event

@@ -9,7 +9,10 @@ start, heartbeat, transition, exit, stop, run, reap); `output` holds what they s
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def main(argv: list[str] | None = None) -> Any:

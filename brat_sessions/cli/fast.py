@@ -13,7 +13,10 @@ import errno
 import os
 import sys
 from types import ModuleType
-from typing import Any, NoReturn
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 
 def _parse(argv: list[str]) -> tuple[str | None, bool] | None:

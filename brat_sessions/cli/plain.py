@@ -10,9 +10,11 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..workspace import Workspace
 
 SCHEMA_VERSION = 1

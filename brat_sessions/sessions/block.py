@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import rules
-from ..kinds import BRAT_FIELDS, EXIT_REASONS, SESSION_TYPES, STATES
+from ..kinds import EXIT_REASONS, SESSION_TYPES, STATES
+from .fields import BRAT_FIELDS
 
 OPEN = "[session]"
 CLOSE = "[/session]"

@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
 
 from ..clock import pause_after_lost_race
 from ..errors import BadInput, Conflict, Fenced
 from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
 
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     import pygit2
 

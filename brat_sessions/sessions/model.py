@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import Conflict
-from ..kinds import BRAT_FIELDS
+from .fields import BRAT_FIELDS
 from .usage import usage_json
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 # spawned -> ready -> running -> handoff -> exit; any state -> exit.
 TRANSITIONS: dict[str, tuple[str, ...]] = {

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
-from typing import Any
 
-from ..kinds import BRAT_FIELDS
+from .fields import BRAT_FIELDS
 from .model import Session
 from .usage import usage_json
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA = """
 -- one B-tree, no rowid: a session's blocks in order, and the identity of a block (a

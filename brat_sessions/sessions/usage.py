@@ -11,9 +11,12 @@ sources a session uses, not by its calls. Everything read back is validated.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from ..rules import valid_count, valid_text, valid_ts
+
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_COUNT = 2**53  # integers that survive JSON everywhere
 MAX_ENTRIES = 256

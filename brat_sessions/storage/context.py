@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
     import pygit2
 

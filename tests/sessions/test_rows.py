@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brat_sessions.kinds import BRAT_FIELDS
+from brat_sessions.sessions.fields import BRAT_FIELDS
 from brat_sessions.sessions.model import Session
 from brat_sessions.sessions.rows import (
     EXT_DEFAULT,
