@@ -84,16 +84,7 @@ def test_it_falls_back_on_a_new_head_packed_objects_and_odd_layouts(repo, task, 
 
 def _full(repo, *args: str) -> str:
     """What the full command line (click) prints for `args`, never the hot path."""
-    code = "import sys; from brat_sessions.cli.root import main; main(sys.argv[1:])"
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **WORKTREE_ENV},
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return _python("import sys; from brat_sessions.cli.root import main; main(sys.argv[1:])", repo, *args)
 
 
 def _without_times(text: str) -> object:
@@ -222,9 +213,10 @@ def test_a_closed_pipe_and_a_missing_folder_end_the_same_on_both_paths(repo, tas
         assert done.returncode == 5 and "no such directory" in done.stderr, done.stderr
 
 
-def _python(code: str, cwd=None) -> str:
+def _python(code: str, cwd=None, *args: str) -> str:
+    """What `python -c code args...` prints (in `cwd`), which must exit 0."""
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
