@@ -14,6 +14,9 @@ grace of 30 seconds. Command-line flags override the file.
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -64,17 +67,23 @@ def _check_number(name: str, value: Any, whole: bool = False) -> float:
     return float(value)
 
 
-def load_config(root: Path) -> Config:
-    """Read `<root>/.brat/sessions.yaml`; a missing file gives the defaults."""
+def load_config(root: Path, cache_dir: Path | None = None) -> Config:
+    """Read `<root>/.brat/sessions.yaml`; a missing file gives the defaults. With
+    `cache_dir`, what the file parsed to is kept there (`_cached_yaml`, `_keep_yaml`)."""
     path = root / CONFIG_PATH
-    if not path.exists():
-        return Config()
-    import yaml  # only when there is a file to read
-
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        stat = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return Config()
+    data = _cached_yaml(path, stat, cache_dir)
+    if data is _MISS:
+        import yaml  # only when there is a file to read, and not from the cache
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        _keep_yaml(path, stat, cache_dir, data)
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of keys to values")
     known = Config.__dataclass_fields__
@@ -93,6 +102,46 @@ def load_config(root: Path) -> Config:
     if values.get("heartbeat_interval") == 0:
         raise BadInput(f"{path}: key 'heartbeat_interval' must be more than 0")
     return Config(**values)
+
+
+# What the settings file parsed to, kept in the data dir: importing PyYAML is about 10 ms
+# of every command, a third of a warm list. It is used only while the file's size,
+# modification and change times, inode and device are those it was read with, and kept
+# only for a file modified over 2 s before (a second edit within the same clock tick, of
+# the same size, would leave the same stamp).
+_CACHE_FILE = "config-cache.json"
+_SETTLED_NS = 2_000_000_000
+_MISS = object()
+
+
+def _stamp(path: Path, stat: os.stat_result) -> list[object]:
+    return [os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+
+
+def _cached_yaml(path: Path, stat: os.stat_result, cache_dir: Path | None) -> Any:
+    """What the file parsed to when it was last read unchanged, else _MISS."""
+    if cache_dir is None:
+        return _MISS
+    try:
+        kept = json.loads((cache_dir / _CACHE_FILE).read_bytes())
+        return kept["data"] if kept["stamp"] == _stamp(path, stat) else _MISS
+    except (OSError, ValueError, TypeError, KeyError):
+        return _MISS
+
+
+def _keep_yaml(path: Path, stat: os.stat_result, cache_dir: Path | None, data: object) -> None:
+    """Keep what the file parsed to, when it has settled and JSON holds it exactly."""
+    if cache_dir is None or time.time_ns() - stat.st_mtime_ns < _SETTLED_NS or not cache_dir.is_dir():
+        return
+    try:
+        text = json.dumps({"stamp": _stamp(path, stat), "data": data})
+        if json.loads(text)["data"] != data:
+            return  # (dates, keys other than text ...: read with PyYAML each time)
+        temporary = cache_dir / f"{_CACHE_FILE}.{os.getpid()}.tmp"
+        temporary.write_text(text)
+        os.replace(temporary, cache_dir / _CACHE_FILE)
+    except (OSError, TypeError, ValueError):
+        pass  # a cache: the file is read again next time
 
 
 def describe(ws: Workspace) -> list[dict[str, Any]]:

@@ -75,7 +75,7 @@ class Workspace:
         if self._config is None:
             from .config import load_config
 
-            self._config = load_config(self.ctx.config_root)
+            self._config = load_config(self.ctx.config_root, self.ctx.data_dir)
         return self._config
 
     # sessions, with the heartbeat lease folded in ----------------------
