@@ -30,10 +30,9 @@ from .sessions.rows import (
 from .sessions.rows import SCHEMA as SESSION_SCHEMA
 
 TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to replay
     from typing import Any
 
-if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to replay
     from .issues.projection import Issue, IssueFold
     from .sessions.projection import BlockFold, BlockRecord
     from .storage.context import RepoContext

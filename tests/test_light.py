@@ -289,3 +289,32 @@ def test_refs_under_reads_loose_nested_and_packed_refs_as_git_lists_them(tmp_pat
     git(repo, "symbolic-ref", "refs/brat/t/sym", "refs/brat/t/a")
     with pytest.raises(Unsupported):  # a symbolic ref: the command goes to pygit2
         refs_under(find(repo).common_dir, "refs/brat/t/")
+
+
+def test_a_fifo_or_a_big_file_among_the_leases_sends_the_list_to_the_full_command(repo, task):
+    t = Tracker(repo)
+    s = t.start(task.task_id, state="running")
+    t.heartbeat(s.session_id)
+    brat_json("sessions", "list", cwd=repo)  # the index is current from here on
+    leases = repo / ".git" / "refs" / "brat" / "sessions" / "leases"
+    os.mkfifo(leases / "s-20260101-f1f0")  # read as it is, it would block the hot path
+    done = subprocess.run(
+        [sys.executable, "-m", "brat_sessions.cli", "sessions", "list", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **WORKTREE_ENV},
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["data"]["total"] == 1, done.stderr
+    with pytest.raises(Unsupported):
+        LightWorkspace(repo, report=False)
+    (leases / "s-20260101-f1f0").unlink()
+    oid = refs_under(find(repo).common_dir, "refs/brat/sessions/leases/")[
+        f"refs/brat/sessions/leases/{s.session_id}"
+    ]
+    blob = repo / ".git" / "objects" / oid[:2] / oid[2:]
+    blob.chmod(0o644)
+    blob.write_bytes(os.urandom(200_000))  # never read whole into memory by the hot path
+    with pytest.raises(Unsupported):
+        LightWorkspace(repo, report=False)

@@ -1,6 +1,6 @@
 """brat's fields of a `[session]` block, in brat's order (docs/format.md).
 
-Apart from kinds.py, which imports typing: the warm path needs these names without it.
+Kept out of kinds.py, which imports typing: the warm path needs these names without it.
 """
 
 BRAT_FIELDS = (

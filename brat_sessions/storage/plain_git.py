@@ -11,6 +11,7 @@ symbolic ref, a packed lease blob, GIT_DIR and friends, an odd layout) raises
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,18 +132,19 @@ def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
     return found
 
 
-def read_file(path: str) -> bytes:
-    """A whole file's bytes through the system calls alone (no buffered file object: a
-    warm list reads two small files per live session)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def read_file(path: str, max_bytes: int = 65536) -> bytes:
+    """A small regular file's bytes through the system calls alone (no buffered file
+    object: a warm list reads two small files per live session). Anything else (a FIFO,
+    a device, a file over `max_bytes`) is Unsupported: the full command line decides."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO must not block the open)
     try:
-        data = os.read(fd, 65536)
-        if len(data) < 65536:  # (a short read of a regular file is its end)
-            return data
-        chunks = [data]
-        while data := os.read(fd, 1 << 20):
-            chunks.append(data)
-        return b"".join(chunks)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            raise Unsupported(f"{path}: not a small regular file")
+        data = os.read(fd, max_bytes + 1)
+        if len(data) > max_bytes:  # (grown since the fstat)
+            raise Unsupported(f"{path}: not a small regular file")
+        return data
     finally:
         os.close(fd)
 
@@ -193,7 +195,7 @@ def inflate_loose(raw: bytes, hex_id: str) -> tuple[int, bytes]:
 def read_loose_blob(common_dir: Path, hex_id: str, limit: int) -> bytes:
     """A blob's bytes from its loose file; Unsupported when it is packed, damaged or large."""
     try:
-        raw = read_file(os.path.join(common_dir, "objects", hex_id[:2], hex_id[2:]))
+        raw = read_file(os.path.join(common_dir, "objects", hex_id[:2], hex_id[2:]), limit + 1024)
     except FileNotFoundError:
         raise Unsupported("a packed object") from None
     try:
