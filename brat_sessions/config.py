@@ -69,23 +69,36 @@ def _check_number(name: str, value: Any, whole: bool = False) -> float:
 
 def load_config(root: Path, cache_dir: Path | None = None) -> Config:
     """Read `<root>/.brat/sessions.yaml`; a missing file gives the defaults. With
-    `cache_dir`, what the file parsed to is kept there (`_cached_yaml`, `_keep_yaml`)."""
+    `cache_dir`, the checked values are kept there (`_kept_values`, `_keep_values`)."""
     path = root / CONFIG_PATH
     try:
         stat = path.stat()
     except (FileNotFoundError, NotADirectoryError):
         return Config()
-    data = _cached_yaml(path, stat, cache_dir)
-    if data is _MISS:
-        import yaml  # only when there is a file to read, and not from the cache
+    values = _kept_values(path, stat, cache_dir)
+    if values is None:
+        values = _checked(path, read_settings(path))
+        _keep_values(path, stat, cache_dir, values)
+    return Config(**values)
 
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        _keep_yaml(path, stat, cache_dir, data)
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """The settings file's mapping as PyYAML reads it; BadInput when it is not one."""
+    import yaml  # only when there is a file to read, and no checked copy of it
+
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not UTF-8 text") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of keys to values")
+    return data
+
+
+def _checked(path: Path, data: dict[Any, Any]) -> dict[str, Any]:
+    """The settings' values, every one checked (Config's keyword arguments)."""
     known = Config.__dataclass_fields__
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -101,47 +114,57 @@ def load_config(root: Path, cache_dir: Path | None = None) -> Config:
         values[key] = _check_number(f"{path}: key {key!r}", value, whole=key == "snapshot_events")
     if values.get("heartbeat_interval") == 0:
         raise BadInput(f"{path}: key 'heartbeat_interval' must be more than 0")
-    return Config(**values)
+    return values
 
 
-# What the settings file parsed to, kept in the data dir: importing PyYAML is about 10 ms
-# of every command, a third of a warm list. It is used only while the file's size,
-# modification and change times, inode and device are those it was read with, and kept
-# only for a file modified over 2 s before (a second edit within the same clock tick, of
-# the same size, would leave the same stamp).
+# The checked values of the settings file, kept in the data dir: importing PyYAML is
+# about 10 ms of every command, a third of a warm list. They are used only while the
+# file's size, modification and change times, inode and device are those it was read
+# with, and kept only for a file last changed (its change time: no tool sets that) over
+# 2 s before, since a second edit of the same size within one clock tick would leave the
+# same stamp. A file that does not pass the checks is never kept: it is read each time.
 _CACHE_FILE = "config-cache.json"
+_CACHE_MAX_BYTES = 4096
 _SETTLED_NS = 2_000_000_000
-_MISS = object()
 
 
 def _stamp(path: Path, stat: os.stat_result) -> list[object]:
     return [os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
 
 
-def _cached_yaml(path: Path, stat: os.stat_result, cache_dir: Path | None) -> Any:
-    """What the file parsed to when it was last read unchanged, else _MISS."""
+def _kept_values(path: Path, stat: os.stat_result, cache_dir: Path | None) -> dict[str, Any] | None:
+    """The values kept for the file as it is now, checked again; None when there are none."""
     if cache_dir is None:
-        return _MISS
+        return None
     try:
-        kept = json.loads((cache_dir / _CACHE_FILE).read_bytes())
-        return kept["data"] if kept["stamp"] == _stamp(path, stat) else _MISS
-    except (OSError, ValueError, TypeError, KeyError):
-        return _MISS
+        raw = (cache_dir / _CACHE_FILE).read_bytes()
+        if len(raw) > _CACHE_MAX_BYTES:
+            return None
+        kept = json.loads(raw)
+        if kept["stamp"] != _stamp(path, stat) or not isinstance(kept["values"], dict):
+            return None
+        return _checked(path, kept["values"])
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, BadInput):
+        return None  # none kept, or damaged: the file is read
 
 
-def _keep_yaml(path: Path, stat: os.stat_result, cache_dir: Path | None, data: object) -> None:
-    """Keep what the file parsed to, when it has settled and JSON holds it exactly."""
-    if cache_dir is None or time.time_ns() - stat.st_mtime_ns < _SETTLED_NS or not cache_dir.is_dir():
+def _keep_values(path: Path, stat: os.stat_result, cache_dir: Path | None, values: dict[str, Any]) -> None:
+    """Keep the checked values of a file that has settled (a cache: failures are ignored)."""
+    settled = time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) >= _SETTLED_NS
+    if cache_dir is None or not settled or not cache_dir.is_dir():
+        return
+    import tempfile
+
+    try:
+        fd, temporary = tempfile.mkstemp(dir=cache_dir, prefix=f"{_CACHE_FILE}.", suffix=".tmp")
+    except OSError:
         return
     try:
-        text = json.dumps({"stamp": _stamp(path, stat), "data": data})
-        if json.loads(text)["data"] != data:
-            return  # (dates, keys other than text ...: read with PyYAML each time)
-        temporary = cache_dir / f"{_CACHE_FILE}.{os.getpid()}.tmp"
-        temporary.write_text(text)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"stamp": _stamp(path, stat), "values": values}, out)
         os.replace(temporary, cache_dir / _CACHE_FILE)
-    except (OSError, TypeError, ValueError):
-        pass  # a cache: the file is read again next time
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def describe(ws: Workspace) -> list[dict[str, Any]]:
@@ -152,12 +175,9 @@ def describe(ws: Workspace) -> list[dict[str, Any]]:
 
     path = ws.ctx.config_root / CONFIG_PATH
     in_file: set[str] = set()
+    config = ws.config  # (checks the file first)
     if path.exists():
-        import yaml
-
-        data = yaml.safe_load(path.read_text()) or {}
-        in_file = set(data) if isinstance(data, dict) else set()
-    config = ws.config
+        in_file = set(read_settings(path))
     rows = [
         {
             "name": key,
