@@ -12,7 +12,6 @@ StopReason = Literal["user-stop", "timeout", "crash"]
 TaskStatus = Literal["queued", "running", "blocked", "needs-review", "merged", "dropped"]
 Priority = Literal["P0", "P1", "P2"]
 
-
 STATES: tuple[State, ...] = get_args(State)
 SESSION_TYPES: tuple[SessionType, ...] = get_args(SessionType)
 ROLES: tuple[Role, ...] = get_args(Role)

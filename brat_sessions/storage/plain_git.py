@@ -124,8 +124,8 @@ def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
                 continue
             try:
                 text = read_file(os.path.join(folder, file)).decode("utf-8", "surrogateescape")
-            except (FileNotFoundError, IsADirectoryError):
-                continue  # deleted (an exit) while we looked, or not a file
+            except FileNotFoundError:
+                continue  # deleted (an exit) while we looked
             if text.startswith("ref:"):
                 raise Unsupported("symbolic ref")
             found[f"{name_of_folder}/{file}"] = _oid(text)
