@@ -291,6 +291,24 @@ def test_refs_under_reads_loose_nested_and_packed_refs_as_git_lists_them(tmp_pat
         refs_under(find(repo).common_dir, "refs/brat/t/")
 
 
+def test_a_ref_that_git_pack_refs_moves_while_refs_are_listed_is_still_listed(tmp_path, monkeypatch):
+    from brat_sessions.storage import plain_git
+
+    repo = make_repo(tmp_path / "r")
+    blob = git_blob(repo, b"x")
+    git(repo, "update-ref", "refs/brat/t/live", blob)
+    read_packed = plain_git._packed
+
+    def packed_then_pack_refs(common_dir):  # git pack-refs runs just after packed-refs is read
+        refs = read_packed(common_dir)
+        git(repo, "pack-refs", "--all")  # writes packed-refs, then deletes the loose file
+        return refs
+
+    monkeypatch.setattr(plain_git, "_packed", packed_then_pack_refs)
+    assert refs_under(find(repo).common_dir, "refs/brat/t/") == {"refs/brat/t/live": blob}
+    assert not (repo / ".git" / "refs" / "brat" / "t" / "live").exists()  # it did move
+
+
 def test_a_fifo_or_a_big_file_among_the_leases_sends_the_list_to_the_full_command(repo, task):
     t = Tracker(repo)
     s = t.start(task.task_id, state="running")

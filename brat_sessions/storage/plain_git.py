@@ -114,8 +114,11 @@ def read_ref(common_dir: Path, name: str) -> str | None:
 
 def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
     """Every ref whose name starts with `prefix` (a folder, ending in `/`): name -> oid.
-    (Plain strings and os.walk, not pathlib: a warm list reads one ref per live session.)"""
-    found = {name: oid for name, oid in _packed(common_dir).items() if name.startswith(prefix)}
+    (Plain strings and os.walk, not pathlib: a warm list reads one ref per live session.)
+    Loose refs are read before `packed-refs`, as git does: a `git pack-refs` that runs
+    meanwhile moves a ref into packed-refs before deleting its loose file, so it is seen
+    in one or the other."""
+    found: dict[str, str] = {}
     root = os.fspath(common_dir) + os.sep
     for folder, _, files in os.walk(root + prefix, onerror=_unless_gone):
         name_of_folder = folder[len(root) :].replace(os.sep, "/").rstrip("/")
@@ -129,7 +132,8 @@ def refs_under(common_dir: Path, prefix: str) -> dict[str, str]:
             if text.startswith("ref:"):
                 raise Unsupported("symbolic ref")
             found[f"{name_of_folder}/{file}"] = _oid(text)
-    return found
+    packed = _packed(common_dir)
+    return {name: oid for name, oid in packed.items() if name.startswith(prefix)} | found
 
 
 def read_file(path: str, max_bytes: int = 65536) -> bytes:
