@@ -44,6 +44,12 @@ def test_dash_C_json_on_every_level_and_the_session_alias(repo, tmp_path, task):
     c = json.loads(brat("--json", "-C", str(repo), "session", "list", cwd=tmp_path).stdout)["data"]
     assert a == b == c == {"sessions": [], "total": 0}
     assert brat("sessions", "list", cwd=repo).stdout.strip() == "no sessions"
+    # on the groups too, and each -C relative to the one before, as git's
+    (repo / "sub").mkdir()
+    d = brat_json("sessions", "-C", repo.name, "-C", "sub", "list", cwd=tmp_path)
+    e = json.loads(brat("-C", str(repo), "task", "--json", "list", cwd=tmp_path).stdout)["data"]
+    f = json.loads(brat("snapshot", "--json", "-C", str(repo), "list", cwd=tmp_path).stdout)["data"]
+    assert d == a and e["total"] == 1 and f == {"snapshots": [], "total": 0}
 
 
 def test_empty_repository_lists_nothing(tmp_path):

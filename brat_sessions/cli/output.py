@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -109,8 +110,11 @@ def page(text: str) -> None:
 # options every command takes --------------------------------------------------
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, _p: click.Parameter, value: Any) -> None:
-        if value not in (None, False):
-            ctx.find_root().meta[key] = value
+        if value not in (None, False, ()):
+            meta = ctx.find_root().meta
+            if key == "dir":  # as git's: each -C is relative to the one before
+                value = os.path.join(meta.get("dir", ""), *value)
+            meta[key] = value
 
     return callback
 
@@ -130,6 +134,7 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
         "-C",
         "directory",
         metavar="PATH",
+        multiple=True,
         expose_value=False,
         callback=_remember("dir"),
         is_eager=True,
@@ -197,3 +202,20 @@ def now() -> int:
 def examples(*lines: str) -> str:
     """An EXAMPLES epilog for --help, kept as written (click's \\b: no re-wrapping)."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def seconds(minimum: float = 0.0, above: bool = False) -> dict[str, Any]:
+    """click.option's `type` and `callback` for a finite number of seconds, at least
+    `minimum` (more than it with `above`): FloatRange lets NaN and infinity through, and
+    NaN makes every comparison false."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        if value is None:
+            return None
+        low_ok = value > minimum if above else value >= minimum
+        if not (math.isfinite(value) and low_ok):
+            bound = f"more than {minimum:g}" if above else f"at least {minimum:g}"
+            raise click.BadParameter(f"{value!r} is not a finite number of seconds {bound}", ctx, param)
+        return value
+
+    return {"type": float, "callback": check}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any, ClassVar, NoReturn
 
@@ -175,7 +176,8 @@ def report_failure(exc: BaseException) -> NoReturn:
     if isinstance(exc, click.ClickException):  # one line, as every other failure
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and ctx else ""
-        fail("bad_arguments", f"{exc.format_message()}{hint}", EXIT_BAD_ARGS if hint else exc.exit_code)
+        message = re.sub(r"\s*\n\s*", " ", exc.format_message())  # (click lists choices on lines)
+        fail("bad_arguments", f"{message}{hint}", EXIT_BAD_ARGS if hint else exc.exit_code)
     if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
         fail("interrupted", "interrupted", 130)
     if isinstance(exc, BratError):

@@ -21,6 +21,7 @@ from .output import (
     json_wanted,
     now,
     read_workspace,
+    seconds,
     stdout_is_terminal,
     terminal_options,
     tracker,
@@ -35,7 +36,16 @@ if TYPE_CHECKING:
 SORT_KEYS = ("started", "heartbeat", "id", "task", "state")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "brat sessions list                  # the live sessions",
+        "brat sessions list --all --task t-20250114-3a2c",
+        "brat sessions run --task t-20250114-3a2c -- codex exec 'fix it'",
+        "brat sessions reap                  # CI: exits for stale or crashed sessions",
+    ),
+)
+@common
 def sessions() -> None:
     """Work sessions (`brat session` works too)."""
 
@@ -91,7 +101,7 @@ def _sorted(found: list[Session], key: str) -> list[Session]:
 @click.option("--watch", "-w", is_flag=True, help="Redraw whenever the log or a heartbeat changes.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1),
+    **seconds(0.1),
     default=2.0,
     show_default=True,
     help="Seconds between looks, with --watch.",
@@ -110,6 +120,9 @@ def sessions_list(
     interval: float,
 ) -> None:
     """Who is working on what: live sessions (every session with --all)."""
+    source = click.get_current_context().get_parameter_source("interval")
+    if not watch and source is click.core.ParameterSource.COMMANDLINE:
+        raise BadInput("--interval goes with --watch")
     ws = read_workspace()
     issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
     parent = resolve(ws, parent_ref) if parent_ref else None

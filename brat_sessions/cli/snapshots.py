@@ -13,7 +13,11 @@ if TYPE_CHECKING:
     from ..storage.snapshot import Snapshot
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples("brat snapshot create", "brat snapshot list --json", "brat snapshot gc --keep 3"),
+)
+@common
 def snapshot() -> None:
     """grite snapshots: every event of the log up to a commit, in a few large chunks."""
 

@@ -9,7 +9,11 @@ from .complete import complete_tasks
 from .output import colour, common, emit, examples, now, read_workspace, terminal_options, width, workspace
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples('brat task create "Fix the parser"', "brat task list", "brat task show t-20250114-3a2c"),
+)
+@common
 def task() -> None:
     """Task issues (grite issues labelled type:task)."""
 

@@ -11,7 +11,18 @@ import click
 from ..errors import EXIT_FAILURE, BadInput, NotFound
 from ..kinds import EXIT_REASONS, ROLES, SESSION_TYPES, STOP_REASONS
 from .complete import complete_sessions, complete_tasks
-from .output import common, emit, examples, json_wanted, terminal_options, tracker, warn, width, workspace
+from .output import (
+    common,
+    emit,
+    examples,
+    json_wanted,
+    seconds,
+    terminal_options,
+    tracker,
+    warn,
+    width,
+    workspace,
+)
 from .sessions import resolve, sessions
 
 if TYPE_CHECKING:
@@ -144,7 +155,7 @@ def sessions_heartbeat(session_ref: str) -> None:
 )
 @common
 @SESSION_ARG
-@click.argument("state", type=click.Choice(["spawned", "ready", "running", "handoff"]))
+@click.argument("state", type=click.Choice(["spawned", "ready", "running", "handoff"]), metavar="STATE")
 @click.option("--force", is_flag=True, help="Skip the state machine check.")
 def sessions_transition(session_ref: str, state: str, force: bool) -> None:
     """Move a session along spawned -> ready -> running -> handoff (exit: `brat sessions exit`)."""
@@ -192,7 +203,7 @@ def sessions_exit(session_ref: str, code: int, reason: str, output: str | None) 
 @click.option("--reason", default="user-stop", show_default=True, type=click.Choice(STOP_REASONS))
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    **seconds(0),
     default=10.0,
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL.",
@@ -211,11 +222,17 @@ def sessions_stop(session_ref: str, reason: str, grace: float, recursive: bool) 
     s = reports[-1].session
     data: dict[str, Any] = {"session": s.to_json(), "signalled": reports[-1].signalled}
     if recursive:
-        data["stopped"] = [{"session_id": r.session.session_id, "signalled": r.signalled} for r in reports]
+        data["stopped"] = [
+            {"session_id": r.session.session_id, "signalled": r.signalled}
+            for r in reports
+            if not r.already_exited
+        ]
     emit(
         data,
         "\n".join(
-            f"{r.session.session_id} exit {r.session.exit_reason} {r.session.exit_code}" for r in reports
+            f"{r.session.session_id} exit {r.session.exit_reason} {r.session.exit_code}"
+            for r in reports
+            if not r.already_exited
         ),
     )
 
@@ -296,13 +313,20 @@ def sessions_usage(
 )
 @common
 @SESSION_ARG
-@click.option("--heartbeat-interval", type=float, help="With a command: seconds between heartbeats.")
+@click.option(
+    "--heartbeat-interval", **seconds(0, above=True), help="With a command: seconds between heartbeats."
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def sessions_resume(session_ref: str, heartbeat_interval: float | None, command: tuple[str, ...]) -> None:
     """Start a new session for the same task, linked by `resumed_from` (exit 4 while the
     original is live); with `-- CMD`, run CMD in it like `brat sessions run`."""
     if command[:1] == ("--",):  # `resume SESSION -- CMD`: the `--` only ends brat's options
         command = command[1:]
+    elif command and command[0].startswith("-"):  # (`resume S --json -- CMD` would run `--json`)
+        raise BadInput(
+            f"{command[0]!r} after SESSION: brat's options go before SESSION, and the command "
+            "after it (brat sessions resume [OPTIONS] SESSION [--] CMD)"
+        )
     t = tracker()
     sid = resolve(t.ws, session_ref)
     if not command:
@@ -345,10 +369,12 @@ def sessions_resume(session_ref: str, heartbeat_interval: float | None, command:
 )
 @common
 @_start_options
-@click.option("--heartbeat-interval", type=float, help="Seconds (default: .brat/sessions.yaml, 30).")
+@click.option(
+    "--heartbeat-interval", **seconds(0, above=True), help="Seconds (default: .brat/sessions.yaml, 30)."
+)
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    **seconds(0),
     default=10.0,
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL when the session is ended elsewhere.",
@@ -392,8 +418,8 @@ def sessions_run(
 )
 @common
 @terminal_options
-@click.option("--timeout", type=float, help="Seconds without a sign of life before a session is stale.")
-@click.option("--spawn-timeout", type=float, help="The same, for sessions that never heartbeated.")
+@click.option("--timeout", **seconds(0), help="Seconds without a sign of life before a session is stale.")
+@click.option("--spawn-timeout", **seconds(0), help="The same, for sessions that never heartbeated.")
 @click.option("--dry-run", is_flag=True, help="Report, write nothing.")
 @click.option("--remote", help="Sync with this remote before and after the pass.")
 @click.option(

@@ -54,7 +54,13 @@ def check_transition(session_id: str, current: str, target: str) -> None:
     """Raise Conflict (exit code 4) naming the allowed targets when refused."""
     allowed = allowed_targets(current)
     if target not in allowed:
-        names = ", ".join(allowed) if allowed else "none (the session has exited)"
+        states = ", ".join(t for t in allowed if t != "exit")
+        if not allowed:
+            names = "none (the session has exited)"
+        elif "exit" not in allowed:
+            names = states
+        else:  # (an exit is recorded by exit(), not by a transition)
+            names = f"{states} or an exit" if states else "only an exit"
         raise Conflict(f"session {session_id}: cannot go from {current} to {target}; allowed: {names}")
 
 

@@ -52,7 +52,7 @@ from ..storage.events import Event
 from ..workspace import Workspace, this_host
 from . import proof as proofs
 from . import stopping
-from .checks import check_choice, check_pid, check_session_id, check_text
+from .checks import check_choice, check_name, check_pid, check_session_id, check_text
 from .files import SessionFiles
 from .lineage import child_fields, head_moved_away, store_ledger, worktree_head
 from .stopping import StopReport
@@ -61,10 +61,10 @@ DEFAULT_ROLES: dict[SessionType, Role] = {"polecat": "witness", "crew": "user"}
 START_STATES: tuple[State, ...] = ("spawned", "ready", "running")
 
 
-def _fenced_message(s: Session) -> str:
+def _fenced_message(s: Session, advice: str = "stop working") -> str:
     return (
         f"session {s.session_id} has already exited ({s.exit_reason or 'unknown'}, "
-        f"exit code {s.exit_code}): stop working"
+        f"exit code {s.exit_code}): {advice}"
     )
 
 
@@ -168,7 +168,7 @@ class Tracker:
         check_choice("a new session's state", state, START_STATES)
         role = role or DEFAULT_ROLES[session_type]
         check_choice("role", role, ROLES)
-        check_text("engine", engine, 128)
+        check_name("engine", engine, 128)
         check_pid(pid)
         worktree = self._default_worktree() if worktree is None else worktree
         check_text("worktree", worktree, rules.MAX_TEXT)
@@ -253,10 +253,12 @@ class Tracker:
 
             tracker.phase(sid, "tests", iteration=2, of=5)
         """
-        check_text("phase", name, 128)
+        check_name("phase", name, 128)
         for value in (iteration, of):
             if value is not None and not rules.valid_count(value):
                 raise BadInput(f"an iteration must be an integer in 0..2^53, not {value!r}")
+        if iteration is not None and of is not None and iteration > of:
+            raise BadInput(f"iteration {iteration} of {of}: the iteration cannot be past the planned ones")
         now = now_ms()
         self._update_lease(
             session_id,
@@ -282,8 +284,8 @@ class Tracker:
 
             tracker.usage(sid, model="gpt-5", input_tokens=1200, output_tokens=300, cost_usd=0.004)
         """
-        check_text("model", model, 128)
-        check_text("source", source, 64)
+        check_name("model", model, 128)
+        check_name("source", source, 64)
         counts = (input_tokens, output_tokens, cache_read_tokens)
         if not all(rules.valid_count(n) for n in counts):
             raise BadInput("token counts must be integers in 0..2^53")
@@ -383,7 +385,7 @@ class Tracker:
 
         def update(s: Session) -> dict[str, Any]:
             if s.exited:
-                raise Fenced(_fenced_message(s))
+                raise Fenced(_fenced_message(s, "its first exit is kept"))
             fields = s.block_fields()
             fields.update(
                 state="exit",

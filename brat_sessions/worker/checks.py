@@ -23,6 +23,13 @@ def check_text(what: str, value: object, limit: int) -> None:
         raise BadInput(f"{what} must be text of at most {limit} characters without NUL")
 
 
+def check_name(what: str, value: object, limit: int) -> None:
+    """Text as check_text, and not empty nor only blanks (an engine, a model, a phase)."""
+    check_text(what, value, limit)
+    if not str(value).strip():
+        raise BadInput(f"{what} must not be empty")
+
+
 def check_pid(pid: int | None) -> None:
     if pid is not None and not rules.valid_pid(pid):
         raise BadInput(f"pid must be in {rules.PID_MIN}..{rules.PID_MAX}, not {pid!r}")

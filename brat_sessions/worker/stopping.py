@@ -25,6 +25,7 @@ class StopReport:
     session: Session
     signalled: bool
     note: str
+    already_exited: bool = False  # (stop_tree: the top session had exited before the call)
 
 
 def stop_report(
@@ -77,7 +78,8 @@ def stop_tree(
     tracker: Tracker, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0
 ) -> list[StopReport]:
     """Stop a session and its live descendants, deepest first (so no child outlives
-    its parent's stop); one report each."""
+    its parent's stop); one report each. A session that has already exited is reported
+    as it is (its live descendants are still stopped); Fenced only when nothing was live."""
     tracker.session(session_id)  # NotFound for an unknown id
     below = [s for s in descendants(session_id, tracker.sessions(include_exited=True)) if not s.exited]
     reports = []
@@ -86,7 +88,13 @@ def stop_tree(
             reports.append(tracker.stop_report(s.session_id, reason, grace_s))
         except Fenced:
             continue  # it ended meanwhile
-    reports.append(tracker.stop_report(session_id, reason, grace_s))
+    try:
+        reports.append(tracker.stop_report(session_id, reason, grace_s))
+    except Fenced:
+        if not reports:
+            raise
+        exited = tracker.session(session_id)
+        reports.append(StopReport(exited, False, f"had already exited ({exited.exit_reason})", True))
     return reports
 
 

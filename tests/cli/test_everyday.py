@@ -140,6 +140,8 @@ def test_completion_scripts_and_id_completion(repo, busy):
     script = brat("completion", "bash")
     assert script.returncode == 0 and "_BRAT_COMPLETE" in script.stdout
     assert brat("completion", "fish").returncode == 0
+    missing = brat("completion")
+    assert missing.returncode == 2 and "Choose from: bash, zsh, fish" in missing.stderr, missing.stderr
     out = subprocess.run(
         [sys.executable, "-m", "brat_sessions.cli"],
         cwd=repo,
@@ -301,3 +303,30 @@ def test_list_all_json_sorts_rows_by_start_and_id_only(repo, task):
         )
     db.close()
     assert brat_json("sessions", "list", "--all", cwd=repo)["total"] == 2
+
+
+def test_arguments_that_make_no_sense_are_refused_before_anything_is_written(repo, task, busy):
+    from ..helpers import wal_commit_count
+
+    t, ids, _crew = busy
+    sid = ids[0]
+    before = wal_commit_count(repo)
+    refused = [
+        ("sessions", "stop", sid, "--grace", "nan"),  # FloatRange let NaN through: no grace at all
+        ("sessions", "run", "--task", task.task_id, "--heartbeat-interval", "-1", "--", "true"),
+        ("sessions", "run", "--task", task.task_id, "--heartbeat-interval", "0", "--", "true"),
+        ("sessions", "reap", "--timeout", "inf"),
+        ("sessions", "list", "--interval", "1"),  # without --watch it did nothing
+        ("sessions", "start", "--task", task.task_id, "--engine", " "),
+        ("sessions", "usage", sid, "--model", "", "--input", "1", "--output", "1"),
+        ("sessions", "phase", sid, "tests", "--iteration", "3", "--of", "2"),
+    ]
+    for args in refused:
+        out = brat(*args, "--json", cwd=repo) if args[1] != "run" else brat(*args, cwd=repo)
+        assert out.returncode == 2, (args, out.stderr)
+    out = brat("sessions", "run", "--task", task.task_id, "--heartbeat-interval", "-1", "--", "true", cwd=repo)
+    assert "not a finite number of seconds more than 0" in out.stderr  # as for 0
+    assert wal_commit_count(repo) == before and not t.session(sid).exited
+    t.exit(sid, 0)
+    again = brat("sessions", "exit", sid, "--code", "0", cwd=repo)
+    assert again.returncode == 4 and "first exit is kept" in again.stderr

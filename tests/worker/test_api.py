@@ -47,7 +47,9 @@ def test_refused_transition_names_targets_and_writes_nothing(repo, tracker, task
     before = wal_commit_count(repo)
     out = brat("sessions", "transition", s.session_id, "handoff", cwd=repo)
     assert out.returncode == 4
-    assert "allowed: ready, exit" in out.stderr
+    assert "allowed: ready or an exit" in out.stderr
+    bad = brat("sessions", "transition", s.session_id, "exit", cwd=repo)  # exits have their own command
+    assert bad.returncode == 2 and "'STATE'" in bad.stderr, bad.stderr
     assert wal_commit_count(repo) == before
     assert brat("sessions", "transition", s.session_id, "handoff", "--force", cwd=repo).returncode == 0
     with pytest.raises(Conflict):

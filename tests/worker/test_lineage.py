@@ -117,6 +117,19 @@ def test_usage_rolls_up_and_stop_recursive_stops_the_tree(repo, task):
     assert all(t.session(x.session_id).exit_reason == "user-stop" for x in (root, child, grandchild))
 
 
+def test_stop_recursive_on_an_exited_parent_stops_its_live_children_and_says_so(repo, task):
+    t = Tracker(repo)
+    root = t.start(task.task_id, state="running")
+    child = t.start(task.task_id, parent=root.session_id, state="running")
+    t.exit(root.session_id, 0)
+    out = brat_json("sessions", "stop", root.session_id, "--recursive", cwd=repo)
+    assert out["stopped"] == [{"session_id": child.session_id, "signalled": False}]
+    assert out["session"]["exit_reason"] == "completed"  # the parent's exit is left as it was
+    assert t.session(child.session_id).exit_reason == "user-stop"
+    text = brat("sessions", "stop", root.session_id, "--recursive", cwd=repo)
+    assert text.returncode == 4 and "already exited" in text.stderr  # nothing was live: a conflict
+
+
 def test_run_stops_its_command_past_the_token_budget(repo, task):
     script = (
         f"{sys.executable} -m brat_sessions.cli sessions usage $BRAT_SESSION_ID --model m "
@@ -184,6 +197,10 @@ def test_resume_links_refuses_a_live_original_and_warns_of_a_moved_head(repo, ta
         cwd=repo,
     )
     assert ran.returncode == 0 and ran.stdout.strip() == "--json -C /", ran.stderr
+    before = len(t.sessions(include_exited=True))
+    misplaced = brat("sessions", "resume", resumed["session_id"], "--json", "--", "true", cwd=repo)
+    assert misplaced.returncode == 2 and "before SESSION" in misplaced.stderr  # no command `--json`
+    assert len(t.sessions(include_exited=True)) == before
 
 
 def test_a_log_written_only_by_brat_reads_as_before(repo, task):
@@ -201,7 +218,7 @@ def test_a_log_written_only_by_brat_reads_as_before(repo, task):
 @given(
     st.lists(
         st.tuples(
-            st.text(min_size=1, max_size=20).filter(lambda x: "\x00" not in x),
+            st.text(min_size=1, max_size=20).filter(lambda x: "\x00" not in x and x.strip()),
             st.integers(0, 10**6),
             st.integers(0, 10**6),
             st.floats(0, 100, allow_nan=False),
@@ -209,7 +226,7 @@ def test_a_log_written_only_by_brat_reads_as_before(repo, task):
         min_size=1,
         max_size=5,
     ),
-    st.text(min_size=1, max_size=20).filter(lambda x: "\x00" not in x),
+    st.text(min_size=1, max_size=20).filter(lambda x: "\x00" not in x and x.strip()),
 )
 def test_usage_and_phase_round_trip(tmp_path_factory, calls, phase):
     repo = make_repo(tmp_path_factory.mktemp("rt"))
