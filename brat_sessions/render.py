@@ -82,18 +82,35 @@ def table(
     colour_col: int | None = None,
     colours: Sequence[str | None] = (),
     ids: Sequence[int] = (),
+    optional: Sequence[int] = (),
 ) -> str:
     """Aligned columns. With `width`, the `flex` columns (in that order) are cut, with `…`,
-    until a row fits (the `ids` columns keep their end); `colours` paints column
-    `colour_col` of each row (after padding)."""
+    until a row fits (the `ids` columns keep their end), then the `optional` columns (in
+    that order) are left out until it fits; `colours` paints column `colour_col` of each
+    row (after padding)."""
     cells = [[safe(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     if width is not None:
+
+        def excess() -> int:
+            shown = [w for i, w in enumerate(widths) if i not in dropped]
+            return sum(shown) + 2 * (len(shown) - 1) - width
+
+        dropped: set[int] = set()
         for col in flex:
-            excess = sum(widths) + 2 * (len(widths) - 1) - width
-            if excess <= 0:
+            if excess() <= 0:
                 break
-            widths[col] = max(MIN_CUT, len(headers[col]), widths[col] - excess)
+            widths[col] = max(MIN_CUT, len(headers[col]), widths[col] - excess())
+        for col in optional:
+            if excess() <= 0:
+                break
+            dropped.add(col)
+        if dropped:
+            kept = [i for i in range(len(headers)) if i not in dropped]
+            headers, widths = [headers[i] for i in kept], [widths[i] for i in kept]
+            cells = [[r[i] for i in kept] for r in cells]
+            ids = [kept.index(i) for i in ids if i in kept]
+            colour_col = kept.index(colour_col) if colour_col in kept else None
     lines = ["  ".join(cut(h, w).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for n, r in enumerate(cells):
         parts = [cut(c, w, i in ids).ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
@@ -131,6 +148,11 @@ def progress_of(s: Session) -> str:
     if s.iteration is not None:
         parts.append(f"{s.iteration}/{s.iterations}" if s.iterations is not None else str(s.iteration))
     return " ".join(p for p in parts if p)
+
+
+def counted(n: int, word: str) -> str:
+    """`1 commit`, `2 commits` (thousands separated)."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def money(cost: float) -> str:
@@ -184,11 +206,11 @@ def sessions_table(
         rows[-1] += [""] if with_phase else []
         colours.append("red" if colour else None)
     headers = ["SESSION", "TASK", "ROLE/TYPE", "ENGINE", "STATE", "PID", "STARTED", "HEARTBEAT"]
-    flex: tuple[int, ...] = (2, 3, 1)
+    flex: tuple[int, ...] = (2, 3)  # (ids are never cut: they are copied)
     if with_phase:
         headers.append("PHASE")
-        flex = (8, 2, 3, 1)
-    return table(headers, rows, width=width, flex=flex, colour_col=4, colours=colours, ids=(1,))
+        flex = (8, 2, 3)
+    return table(headers, rows, width=width, flex=flex, colour_col=4, colours=colours, optional=(5, 6))
 
 
 def session_tree(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .render import ELLIPSIS, money, paint, safe, when
+from .render import ELLIPSIS, counted, money, paint, safe, when
 from .report import Sess, as_ts, duration, exited, key_text, outcome, span, usage_of
 
 
@@ -264,7 +264,7 @@ def _tooltip(b: _Bar, now_ms: int) -> str:
             f"{use['input_tokens']:,} in, {use['output_tokens']:,} out, "
             f"{use['cache_read_tokens']:,} cache read",
         ),
-        ("cost", f"{money(use['cost_usd'])} ({use['calls']:,} calls)"),
+        ("cost", f"{money(use['cost_usd'])} ({counted(use['calls'], 'call')})"),
     ]
     for label, key in (("parent", "parent_session_id"), ("convoy", "convoy_id"), ("stop", "stop_cause")):
         if s.get(key) is not None:

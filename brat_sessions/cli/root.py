@@ -90,6 +90,7 @@ def demo(target: str | None) -> None:
 @click.option("--remote", help="Remote name or URL (default: origin, or the only remote).")
 def sync_cmd(remote: str | None) -> None:
     """Fetch, merge and push the log, heartbeat leases and stored outputs."""
+    from ..render import counted
     from ..sync import sync
 
     report = sync(workspace(), remote)
@@ -98,7 +99,7 @@ def sync_cmd(remote: str | None) -> None:
     r = report
     emit(
         report.to_json(),
-        f"synced with {r.remote}: {r.fetched_commits} commits in, "
+        f"synced with {r.remote}: {counted(r.fetched_commits, 'commit')} in, "
         f"{r.reappended_commits} re-appended, {r.pushed_commits} pushed; leases "
         f"{r.leases_fetched} in / {r.leases_pushed} out; outputs "
         f"{r.outputs_fetched} in / {r.outputs_pushed} out; snapshots "

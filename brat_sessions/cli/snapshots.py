@@ -26,12 +26,15 @@ def snapshot() -> None:
 @common
 def snapshot_create() -> None:
     """Snapshot the whole log at its head (refs/grite/snapshots/<unix ms>)."""
+    from ..render import counted
     from ..storage.snapshot import create_snapshot
 
     made = create_snapshot(workspace().wal)
     if made is None:
         raise NotFound("the log is empty: nothing to snapshot")
-    emit({"snapshot": _json(made)}, f"{made.ref} {made.event_count} events at {made.wal_head}")
+    emit(
+        {"snapshot": _json(made)}, f"{made.ref} {counted(made.event_count or 0, 'event')} at {made.wal_head}"
+    )
 
 
 @snapshot.command("list", epilog=examples("brat snapshot list", "brat snapshot list --json"))

@@ -285,7 +285,7 @@ def sessions_usage(
     source: str,
 ) -> None:
     """Add one LLM call to the session's usage ledger (in its lease: no commit in the log)."""
-    from ..render import money
+    from ..render import counted, money
 
     t = tracker()
     sid = resolve(t.ws, session_ref)
@@ -300,8 +300,8 @@ def sessions_usage(
     )
     emit(
         {"session_id": sid, "usage": total},
-        f"{sid} {total['calls']} calls, {total['input_tokens']} in / {total['output_tokens']} out, "
-        + money(total["cost_usd"]),
+        f"{sid} {counted(total['calls'], 'call')}, {total['input_tokens']} in / "
+        f"{total['output_tokens']} out, {money(total['cost_usd'])}",
     )
 
 

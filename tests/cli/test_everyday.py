@@ -37,10 +37,13 @@ def test_ids_resolve_from_unique_prefixes_like_git(repo, task, busy):
     assert brat("sessions", "heartbeat", hexpart, cwd=repo).returncode == 0
 
 
-def test_tables_fit_the_terminal_and_are_whole_when_piped(repo, busy):
+def test_tables_fit_the_terminal_and_are_whole_when_piped(repo, task, busy):
     rc, screen = brat_on_terminal("sessions", "list", cwd=repo, columns=80, env={"NO_COLOR": "1"})
     assert rc == 0
     assert all(len(line) <= 80 for line in screen.splitlines()) and "…" in screen
+    _t, ids, crew = busy
+    assert all(sid in screen for sid in [*ids, crew, task.task_id])  # ids are never cut (they are copied)
+    assert "PID" not in screen.splitlines()[0]  # optional columns are left out instead
     piped = brat("sessions", "list", cwd=repo).stdout
     assert "a-rather-long-engine-name-for-width" in piped and "…" not in piped
     rc, wide = brat_on_terminal("sessions", "list", "--wide", cwd=repo, columns=80, env={"NO_COLOR": "1"})
@@ -324,9 +327,19 @@ def test_arguments_that_make_no_sense_are_refused_before_anything_is_written(rep
     for args in refused:
         out = brat(*args, "--json", cwd=repo) if args[1] != "run" else brat(*args, cwd=repo)
         assert out.returncode == 2, (args, out.stderr)
-    out = brat("sessions", "run", "--task", task.task_id, "--heartbeat-interval", "-1", "--", "true", cwd=repo)
+    out = brat(
+        "sessions", "run", "--task", task.task_id, "--heartbeat-interval", "-1", "--", "true", cwd=repo
+    )
     assert "not a finite number of seconds more than 0" in out.stderr  # as for 0
     assert wal_commit_count(repo) == before and not t.session(sid).exited
     t.exit(sid, 0)
     again = brat("sessions", "exit", sid, "--code", "0", cwd=repo)
     assert again.returncode == 4 and "first exit is kept" in again.stderr
+
+
+def test_counts_in_text_are_singular_for_one(repo, busy):
+    _t, ids, _crew = busy
+    out = brat("sessions", "usage", ids[0], "--model", "m", "--input", "1", "--output", "1", cwd=repo)
+    assert " 1 call, " in out.stdout, out.stdout
+    out = brat("sessions", "usage", ids[0], "--model", "m", "--input", "1", "--output", "1", cwd=repo)
+    assert " 2 calls, " in out.stdout, out.stdout
