@@ -233,29 +233,38 @@ def sessions_log(session_ref: str, tail: int | None, follow: bool) -> None:
     """Print a session's output as it is (the live log while it runs, the stored bytes
     verified against their sha256 once it has exited). The one command that prints text
     from the log raw, like `docker logs`."""
-    from ..sessions.output_view import follow_log, read_log
+    from ..sessions.output_view import follow_log, read_log, wait_for_log
 
-    t = tracker()
-    sid = resolve(t.ws, session_ref)
-    view = read_log(t, sid)
-    data = view.data
-    if tail is not None:
-        data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
-    if json_wanted():
-        emit(
-            {
-                "session_id": sid,
-                "source": view.source,
-                "output_ref": view.output_ref,
-                "text": data.decode("utf-8", "replace"),
-            },
-            "",
-        )
-        return
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-    if follow and view.source == "live":
-        follow_log(t, sid, len(view.data), sys.stdout.buffer)
+    if follow and json_wanted():
+        raise BadInput("--follow prints the output as it comes; it does not go with --json")
+    try:
+        t = tracker()
+        sid = resolve(t.ws, session_ref)
+        view = wait_for_log(t, sid) if follow else read_log(t, sid)
+        data = view.data if tail is None else _last_lines(view.data, tail)
+        if json_wanted():
+            emit(
+                {
+                    "session_id": sid,
+                    "source": view.source,
+                    "output_ref": view.output_ref,
+                    "text": data.decode("utf-8", "replace"),
+                },
+                "",
+            )
+            return
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        if follow and view.source == "live":
+            follow_log(t, sid, len(view.data), sys.stdout.buffer)
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+        # (as `list --watch`: ending a follow is no failure)
+
+
+def _last_lines(data: bytes, n: int) -> bytes:
+    return b"".join(data.splitlines(keepends=True)[-n:]) if n > 0 else b""
 
 
 @sessions.command(

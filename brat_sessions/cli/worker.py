@@ -120,8 +120,8 @@ def _start_kwargs(t: Tracker, opts: dict[str, Any]) -> tuple[str, dict[str, Any]
 @click.option(
     "--pid",
     type=int,
-    help="The worker's process id; it must run here (it is adopted: "
-    "`stop` may signal it, the reaper may call it a crash).",
+    help="The worker's process id. A process running here is adopted (`stop` may signal "
+    "it, the reaper may call it a crash); any other pid is only recorded, with a warning.",
 )
 @click.option(
     "--state", type=click.Choice(["spawned", "ready", "running"]), default="spawned", show_default=True
@@ -132,10 +132,8 @@ def sessions_start(pid: int | None, state: str, **opts: Any) -> None:
     task, kwargs = _start_kwargs(t, opts)
     s = t.start(task, pid=pid, state=cast("State", state), **kwargs)
     if pid is not None and not t.adopted(s.session_id):
-        warn(
-            f"warning: no process {pid} runs on this machine (or it is init): recorded, not adopted; "
-            "`brat sessions stop` will not signal it"
-        )
+        why = "pid 1 (init) is never adopted" if pid == 1 else f"no process {pid} runs on this machine"
+        warn(f"warning: {why}: recorded, not adopted; `brat sessions stop` will not signal it")
     emit({"session_id": s.session_id, "session": s.to_json()}, s.session_id)
 
 

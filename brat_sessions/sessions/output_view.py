@@ -48,10 +48,25 @@ def read_log(tracker: Tracker, session_id: str) -> LogView:
         return LogView("live" if not session.exited else "local", local, None)
     if session.exited:
         raise NotFound(f"session {session_id} exited without a stored output")
+    if session.host == tracker.host:
+        raise NotFound(f"no output yet for session {session_id} ({path} does not exist yet)")
     raise NotFound(
         f"no output yet for session {session_id} ({path} does not exist here; "
         f"it runs on {session.host or 'another host'})"
     )
+
+
+def wait_for_log(tracker: Tracker, session_id: str, poll_s: float = 0.5) -> LogView:
+    """read_log, waiting while the session is live on this host and its log is not there
+    yet (`log -f` on a session that has not written anything)."""
+    while True:
+        try:
+            return read_log(tracker, session_id)
+        except NotFound:
+            session = tracker.ws.fresh_index().session(session_id)
+            if session.exited or session.host != tracker.host:
+                raise
+        time.sleep(poll_s)
 
 
 def follow_log(tracker: Tracker, session_id: str, offset: int, out: BinaryIO, poll_s: float = 0.5) -> None:

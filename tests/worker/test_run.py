@@ -120,6 +120,29 @@ def test_log_follow_prints_until_the_session_exits(repo, tracker, task, tmp_path
     assert out == "first\nsecond\n"
 
 
+def test_log_follow_waits_for_a_log_not_written_yet_and_ends_quietly_on_ctrl_c(repo, tracker, task):
+    follow = [sys.executable, "-m", "brat_sessions.cli", "sessions", "log"]
+    s = tracker.start(task.task_id, state="running")
+    assert brat("sessions", "log", s.session_id, cwd=repo).returncode == 3  # nothing yet
+    refused = brat("sessions", "log", s.session_id, "-f", "--json", cwd=repo)
+    assert refused.returncode == 2 and "--json" in refused.stderr
+    follower = subprocess.Popen([*follow, s.session_id, "-f"], cwd=repo, stdout=subprocess.PIPE, text=True)
+    log = tracker.files(s.session_id).log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("late\n")
+    tracker.exit(s.session_id, 0)
+    out, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0 and out == "late\n"
+    other = tracker.start(task.task_id, state="running")
+    waiting = subprocess.Popen([*follow, other.session_id, "-f"], cwd=repo, stderr=subprocess.PIPE, text=True)
+    index = str(repo / ".git" / "brat_sessions" / "index.sqlite")
+    fds = Path(f"/proc/{waiting.pid}/fd")
+    wait_for(lambda: any(os.path.realpath(fd) == index for fd in fds.iterdir()))  # in the command
+    waiting.send_signal(signal.SIGINT)  # our own follower, waiting for the log
+    _, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0 and "Traceback" not in err, err
+
+
 def test_run_heartbeats_and_stops_its_command_when_reaped(repo, tracker, task):
     proc = _start_run(repo, task, "sleep", "60", interval="0.1")
     s = wait_for(lambda: _running(tracker, task))
