@@ -119,8 +119,11 @@ def test_snapshots_named_after_the_future_are_not_fetched_tried_or_kept(world):
 
 
 def test_sync_does_not_fetch_back_what_gc_deleted(world):
-    for _ in range(3):
-        brat_json("snapshot", "create", cwd=world.victim)
+    first = brat_json("snapshot", "create", cwd=world.victim)
+    again = brat_json("snapshot", "create", cwd=world.victim)  # the same head: shown, not made again
+    assert first["created"] and not again["created"] and again["snapshot"] == first["snapshot"]
+    brat_json("snapshot", "create", "--force", cwd=world.victim)
+    brat_json("snapshot", "create", "--force", cwd=world.victim)
     assert brat_json("sync", cwd=world.victim)["snapshots_pushed"] == 3
     assert len(brat_json("snapshot", "gc", "--keep", "1", cwd=world.victim)["deleted"]) == 2
     assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 0

@@ -71,7 +71,7 @@ def test_a_bad_snapshot_is_reported_and_skipped(repo):
 def test_gc_keeps_the_newest(repo):
     _busy(repo, 1)
     for _ in range(3):
-        brat_json("snapshot", "create", cwd=repo)
+        brat_json("snapshot", "create", "--force", cwd=repo)  # (the same head each time)
     out = brat_json("snapshot", "gc", "--keep", "1", cwd=repo)
     assert len(out["deleted"]) == 2 and brat_json("snapshot", "list", cwd=repo)["total"] == 1
     assert brat("snapshot", "create", cwd=make_repo(repo.parent / "empty")).returncode == 3
@@ -149,7 +149,7 @@ def test_a_snapshot_push_refused_by_a_hook_is_tried_again(tmp_path):
     assert brat_json("sync", cwd=a)["snapshots_pushed"] == 1
     # a remote that always refuses them is offered each one three times, then no more
     flag.touch()
-    brat_json("snapshot", "create", cwd=a)
+    brat_json("snapshot", "create", "--force", cwd=a)
     warned = [bool(brat_json("sync", cwd=a)["warnings"]) for _ in range(4)]
     assert warned == [True, True, True, False]
 

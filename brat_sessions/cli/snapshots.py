@@ -24,16 +24,34 @@ def snapshot() -> None:
 
 @snapshot.command("create", epilog=examples("brat snapshot create", "brat snapshot create --json"))
 @common
-def snapshot_create() -> None:
+@click.option("--force", is_flag=True, help="Write one even if this clone made one at the same head.")
+def snapshot_create(force: bool) -> None:
     """Snapshot the whole log at its head (refs/grite/snapshots/<unix ms>)."""
     from ..render import counted
-    from ..storage.snapshot import create_snapshot
+    from ..storage.snapshot import create_snapshot, list_snapshots, made_snapshots
 
-    made = create_snapshot(workspace().wal)
+    ws = workspace()
+    newest = list_snapshots(ws.repo, 1)
+    head = ws.wal.head()
+    if (
+        not force
+        and newest
+        and head is not None
+        and newest[0].wal_head == head
+        and made_snapshots(ws.ctx.data_dir).entries().get(str(newest[0].created_ts)) == newest[0].commit_oid
+    ):  # one this clone made at this very head: another would be the same
+        same = newest[0]
+        emit(
+            {"snapshot": _json(same), "created": False},
+            f"{same.ref} already holds the log at its head ({counted(same.event_count or 0, 'event')})",
+        )
+        return
+    made = create_snapshot(ws.wal)
     if made is None:
         raise NotFound("the log is empty: nothing to snapshot")
     emit(
-        {"snapshot": _json(made)}, f"{made.ref} {counted(made.event_count or 0, 'event')} at {made.wal_head}"
+        {"snapshot": _json(made), "created": True},
+        f"{made.ref} {counted(made.event_count or 0, 'event')} at {made.wal_head}",
     )
 
 
