@@ -561,14 +561,15 @@ class Index:
                     frontier.append(s.session_id)
         return [found[sid] for sid in tree if sid in found]
 
-    def newest_sessions(self) -> dict[str, tuple[str, str | None, int | None, str]]:
-        """For each issue, its newest session: (status, exit_reason, exit_code, session_type)."""
+    def newest_sessions(self) -> dict[str, tuple[str, str | None, int | None, str, str]]:
+        """For each issue, its newest session: (status, exit_reason, exit_code, session_type,
+        session_id). (SQLite takes the bare columns from the row of the MAX.)"""
         rows = self.db.execute(
             "SELECT issue_id, status, json_extract(body, '$.exit_reason'), "
-            "json_extract(body, '$.exit_code'), json_extract(body, '$.session_type'), "
+            "json_extract(body, '$.exit_code'), json_extract(body, '$.session_type'), session_id, "
             "MAX(started_ts) FROM sessions GROUP BY issue_id"
         )
-        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        return {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     def newest_session_start(self, issue_id: str, exclude: str | None = None) -> int | None:
         row = self.db.execute(
@@ -612,4 +613,10 @@ def _unknown(what: str, ref: str, known: list[str]) -> str:
     import difflib
 
     near = difflib.get_close_matches(ref, known, n=3, cutoff=0.6)
+    if not near and "-" not in ref:  # a hex part alone (`45f9`): compare it with theirs
+        by_part: dict[str, list[str]] = {}
+        for full in known:
+            by_part.setdefault(full.rsplit("-", 1)[-1], []).append(full)
+        parts = difflib.get_close_matches(ref, list(by_part), n=3, cutoff=0.6)
+        near = [full for part in parts for full in by_part[part]][:3]
     return f"no {what} {ref}" + (f"; did you mean {', '.join(near)}?" if near else "")

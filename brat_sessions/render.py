@@ -346,7 +346,7 @@ def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
 
 def tasks_table(
     tasks: list[Issue],
-    newest: dict[str, tuple[str, str | None, int | None, str]],
+    newest: dict[str, tuple[str, str | None, int | None, str, str]],
     *,
     width: int | None = None,
 ) -> str:

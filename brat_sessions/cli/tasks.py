@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from ..kinds import PRIORITIES, TASK_STATUSES
 from .complete import complete_tasks
 from .output import colour, common, emit, examples, now, read_workspace, terminal_options, width, workspace
+
+if TYPE_CHECKING:
+    from ..issues.projection import Issue
 
 
 @click.group(
@@ -52,9 +57,16 @@ def task_list(status: str | None) -> None:
 
     index = read_workspace().index
     tasks = [t for t in index.task_issues() if status is None or t.label_value("status") == status]
+    newest = index.newest_sessions()
+
+    def with_newest(t: Issue) -> dict[str, Any]:
+        found = newest.get(t.issue_id)
+        keys = ("status", "exit_reason", "exit_code", "session_type", "session_id")
+        return {**t.to_json(), "newest_session": dict(zip(keys, found)) if found else None}
+
     emit(
-        {"tasks": [t.to_json() for t in tasks], "total": len(tasks)},
-        lambda: tasks_table(tasks, index.newest_sessions(), width=width()),
+        {"tasks": [with_newest(t) for t in tasks], "total": len(tasks)},
+        lambda: tasks_table(tasks, newest, width=width()),
     )
 
 

@@ -144,8 +144,10 @@ def sessions_heartbeat(session_ref: str) -> None:
     """Renew the session's lease (no commit); exit code 4 once the session has exited."""
     t = tracker()
     sid = resolve(t.ws, session_ref)
+    from ..render import when
+
     ts = t.heartbeat(sid)
-    emit({"session_id": sid, "last_heartbeat_ts": ts}, f"{sid} {ts}")
+    emit({"session_id": sid, "last_heartbeat_ts": ts}, f"{sid} heartbeat at {when(ts)}")
 
 
 @sessions.command(

@@ -76,6 +76,7 @@ class Issue:
             "assignees": self.assignees,
             "status": self.label_value("status"),
             "convoy_id": self.label_value("convoy"),
+            "priority": self.label_value("priority"),
             "created_ts": self.created_ts,
             "updated_ts": self.updated_ts,
         }

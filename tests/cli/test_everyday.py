@@ -34,6 +34,10 @@ def test_ids_resolve_from_unique_prefixes_like_git(repo, task, busy):
     assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr and sid in ambiguous.stderr
     unknown = brat("sessions", "show", sid[:-4] + "zzzz", cwd=repo)
     assert unknown.returncode == 3 and "did you mean" in unknown.stderr
+    typo = hexpart[:-1] + ("0" if hexpart[-1] != "0" else "1")  # a hex part alone, one character off
+    if not any(other.endswith("-" + typo) for other in ids + [crew]):
+        near = brat("sessions", "show", typo, cwd=repo)
+        assert near.returncode == 3 and sid in near.stderr, near.stderr
     assert brat("sessions", "heartbeat", hexpart, cwd=repo).returncode == 0
 
 
@@ -182,6 +186,15 @@ def test_task_list_shows_the_newest_sessions_state_from_its_blocks(repo, task):
     t.exit(s.session_id, 0)
     row = brat("task", "list", cwd=repo).stdout.splitlines()[1]
     assert row.split()[2] == "ok"
+    (listed,) = brat_json("task", "list", cwd=repo)["tasks"]  # the same in JSON
+    assert listed["newest_session"] == {
+        "status": "exit",
+        "exit_reason": "completed",
+        "exit_code": 0,
+        "session_type": "crew",
+        "session_id": s.session_id,
+    }
+    assert "priority" in listed
 
 
 def test_run_gives_the_command_a_terminal_with_tty(repo, task):
