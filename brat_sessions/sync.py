@@ -156,9 +156,12 @@ class Syncer:
         remote = self._ref(self.prefix + "grite/wal")
         if remote is None or remote == local:
             return local
-        if local is not None and self.repo.descendant_of(local, remote):
+        # along first parents only: a merge commit whose first parent starts a new log would
+        # otherwise pass for a fast-forward and hide ours behind its second parent
+        # (descendant_of first: it rules most cases out in C; the walks are then short)
+        if local is not None and self.repo.descendant_of(local, remote) and self.wal.on_chain(local, remote):
             return local  # we are ahead: only a push is needed
-        if local is None or self.repo.descendant_of(remote, local):
+        if local is None or (self.repo.descendant_of(remote, local) and self.wal.on_chain(remote, local)):
             new = remote  # fast-forward
             self.report.fetched_commits += len(self.wal.commit_ids(remote, local))
         else:
@@ -168,8 +171,7 @@ class Syncer:
         return new
 
     def _reappend(self, local: str, remote: str) -> str:
-        base = self.repo.merge_base(local, remote)
-        since = str(base) if base is not None else None
+        since = self.wal.chain_base(local, remote)
         seen: set[bytes] = set()
         for item in self.wal.replay(remote, since):
             self.report.fetched_commits += 1

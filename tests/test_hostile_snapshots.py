@@ -365,3 +365,38 @@ def test_verify_reads_a_dependency_on_a_number_as_nothing(world):
     brat_json("sync", cwd=world.victim)
     brat_json("snapshot", "create", cwd=world.victim)
     assert brat_json("snapshot", "verify", cwd=world.victim)["verdict"]["ok"] is True
+
+
+def test_an_event_past_2_63_ms_is_a_bad_event_and_every_command_goes_on(world):
+    gw = GriteWriter(world.attacker)
+    issue = gw.create_issue("x")
+    gw.append([gw.event(issue, 3, ["a"]), gw.event(issue, 3, ["b"], ts=2**63)])  # a u64, not an i64
+    git(world.attacker, "push", "-q", "origin", "refs/grite/wal")
+    assert brat("sync", cwd=world.victim).returncode == 0
+    for cold in (False, True):
+        if cold:
+            _cold(world.victim)
+        assert _listed(world.victim) == world.sessions
+        assert brat_json("task", "list", cwd=world.victim)["total"] == 1
+        (bad,) = _problems(world.victim, "bad_event")
+        assert "2^63" in bad["message"]
+
+
+def test_a_merge_commit_pushed_as_a_fast_forward_hides_nothing(world):
+    old = git(world.attacker, "rev-parse", "refs/grite/wal")
+    git(world.attacker, "update-ref", "-d", "refs/grite/wal")
+    GriteWriter(world.attacker).create_issue("a new root")  # a log of its own
+    root = git(world.attacker, "rev-parse", "refs/grite/wal")
+    # first parent: the new root; second: everything the victim wrote (a non-force push)
+    merge = git(world.attacker, "commit-tree", f"{root}^{{tree}}", "-p", root, "-p", old, "-m", "m")
+    git(world.attacker, "push", "-q", "origin", f"{merge}:refs/grite/wal")
+    assert brat("sync", cwd=world.victim).returncode == 0
+    head = git(world.victim, "rev-parse", "refs/grite/wal")
+    assert head != merge and merge in git(world.victim, "rev-list", "--first-parent", head)
+    fresh = world.victim.parent / "fresh"
+    git(world.victim.parent, "clone", "-q", str(world.remote), str(fresh))
+    assert brat("sync", cwd=fresh).returncode == 0
+    for repo in (world.victim, fresh):
+        _cold(repo)
+        assert _listed(repo) == world.sessions
+        assert [t["title"] for t in brat_json("task", "list", cwd=repo)["tasks"]] == ["T"]

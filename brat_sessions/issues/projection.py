@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from ..rules import valid_id
+from ..rules import I64_MAX, valid_id
 from ..storage import events as ev_kinds
 from ..storage.events import Event
 
@@ -161,6 +161,8 @@ class IssueFold:
             return  # not about issues, or unknown: kept in the log, unused here
         iid = ev.issue_id.hex()
         key = ev.order_key
+        if ev.ts_unix_ms > I64_MAX:  # (a u64 in the log; SQLite and every reader here are i64)
+            raise ValueError(f"ts_unix_ms {ev.ts_unix_ms} is past 2^63-1")
         _check_payload(kind, p)  # before touching anything: a bad event changes nothing
         row = self.rows.get(iid) or self._row(iid)
         self.dirty.add(iid)

@@ -125,6 +125,28 @@ class Wal:
         assert ids is not None  # (only a limit stops the walk early)
         return ids
 
+    def first_parents(self, tip: str) -> Iterator[str]:
+        """The first-parent chain below `tip`, newest first (the chain the log is read on);
+        it ends early at a commit that cannot be read."""
+        try:
+            walker = self.repo.walk(tip, pygit2.enums.SortMode.NONE)
+            walker.simplify_first_parent()
+            for commit in walker:
+                yield str(commit.id)
+        except (KeyError, ValueError, pygit2.GitError):
+            return
+
+    def on_chain(self, tip: str, oid: str) -> bool:
+        """True when `oid` is on the first-parent chain below `tip`. (A commit reachable only
+        through a second parent holds nothing the log shows: readers follow first parents.)"""
+        return any(seen == oid for seen in self.first_parents(tip))
+
+    def chain_base(self, a: str, b: str) -> str | None:
+        """Where the first-parent chains of `a` and `b` meet (git's merge base follows
+        every parent, so a merge commit could name a base no reader ever reaches)."""
+        below_b = set(self.first_parents(b))
+        return next((oid for oid in self.first_parents(a) if oid in below_b), None)
+
     def _walk(self, head: str | None, since: str | None, limit: int | None) -> list[str] | None:
         """`commit_ids`, or None as soon as `limit` commits are found (a long chain)."""
         head = head if head is not None else self.head()
@@ -161,9 +183,9 @@ class Wal:
                 self.reached_root, self.oldest = True, ids[-1]
                 self.root_gap = self._gap_below(commit, parent)
                 if since is not None:  # `since` was not on this chain
-                    base = self.repo.merge_base(head, since)
-                    if base is not None and str(base) in ids:
-                        ids = ids[: ids.index(str(base))]
+                    base = self.chain_base(head, since)
+                    if base is not None and base in ids:
+                        ids = ids[: ids.index(base)]
                 break
             commit = parent_commit
         ids.reverse()
