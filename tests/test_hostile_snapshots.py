@@ -20,6 +20,7 @@ from brat_sessions.storage.chunk import encode_chunk
 from brat_sessions.storage.snapshot import SNAPSHOT_PREFIX
 
 from .grite_writer import CODEC, MAGIC, GriteWriter, now_ms
+from .grite_writer import encode_chunk as writer_chunk
 from .helpers import brat, brat_json, git, make_repo, push_snapshot
 
 # one CommentAdded whose payload is a list holding itself (CBOR tags 28 and 29)
@@ -400,3 +401,35 @@ def test_a_merge_commit_pushed_as_a_fast_forward_hides_nothing(world):
         _cold(repo)
         assert _listed(repo) == world.sessions
         assert [t["title"] for t in brat_json("task", "list", cwd=repo)["tasks"]] == ["T"]
+
+
+def test_a_commit_with_a_bad_actor_or_a_far_date_is_re_appended_without_a_crash(world):
+    import hashlib
+
+    base = git(world.attacker, "rev-parse", "refs/grite/wal")
+    gw = GriteWriter(world.attacker)
+    issue = gw.create_issue("e")
+    data = writer_chunk([gw.event(issue, 3, ["x"])])
+    digest = hashlib.blake2b(data, digest_size=32).hexdigest()
+    tree = gw._tree([("100644", gw._blob(data), f"{digest}.bin")])
+    for part in ("26", "11", "2026", "events"):
+        tree = gw._tree([("040000", tree, part)])
+    meta = {"schema_version": 1, "actor_id": 7, "chunk_hash": digest, "prev_wal": gw.head()}
+    entries = [("100644", gw._blob(json.dumps(meta).encode()), "meta.json")]
+    entries += [(m, o, n) for m, _t, o, n in _entries(world.attacker, tree)]
+    bad = gw._git("commit-tree", gw._tree(entries), "-p", gw.head(), "-m", "x")
+    git(world.attacker, "update-ref", "refs/grite/wal", bad)
+    git(world.attacker, "push", "-q", "origin", "refs/grite/wal")
+    assert brat("sync", cwd=world.victim).returncode == 0
+    brat_json("task", "create", "far", cwd=world.victim)  # a local commit: the next sync re-appends it
+    git(world.attacker, "update-ref", "refs/grite/wal", base)  # the attacker rewrites the log
+    GriteWriter(world.attacker).create_issue("z")
+    git(world.attacker, "push", "-q", "-f", "origin", "refs/grite/wal")
+    for _ in range(2):
+        out = brat("sync", cwd=world.victim)
+        assert out.returncode == 0 and "internal error" not in out.stderr, out.stderr
+    assert "far" in [t["title"] for t in brat_json("task", "list", cwd=world.victim)["tasks"]]
+
+
+def _entries(repo: Path, tree: str) -> list[tuple[str, str, str, str]]:
+    return [tuple(line.replace("\t", " ").split(" ", 3)) for line in git(repo, "ls-tree", tree).splitlines()]

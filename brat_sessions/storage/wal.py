@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -352,7 +353,8 @@ class Wal:
         repo = self.repo
         data = data if data is not None else encode_chunk(events)
         digest = chunk_hash(data)
-        day = datetime.fromtimestamp(events[0].ts_unix_ms / 1000, tz=UTC)
+        ts = min(events[0].ts_unix_ms, 253402300799999)  # (the folder's date: at most 9999-12-31)
+        day = datetime.fromtimestamp(ts / 1000, tz=UTC)
         meta = {"schema_version": 1, "actor_id": actor, "chunk_hash": digest, "prev_wal": parent}
         tree = repo.TreeBuilder()
         tree.insert(f"{digest}.bin", repo.create_blob(data), pygit2.enums.FileMode.BLOB)
@@ -430,7 +432,16 @@ def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalComm
         events = decode_chunk(data)
     except ChunkError as exc:
         raise CorruptCommit(oid, str(exc)) from None
+    if isinstance(actor, str) and _ACTOR.fullmatch(actor):
+        actor = actor.lower()
+    else:
+        actor = ""  # (unknown: a re-append writes it under this clone's actor)
+    if not isinstance(prev, str):
+        prev = None
     return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)
+
+
+_ACTOR = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def read_prepared(wal: Wal, oid: str, prepare: Prepare) -> tuple[WalCommit | CorruptCommit, Any]:

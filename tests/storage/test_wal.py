@@ -54,6 +54,14 @@ def test_append_writes_grite_layout(repo):
     assert [c.events[0].payload for c in wal.replay()] == [["one"], ["two"]]
 
 
+def test_a_commit_of_an_event_past_year_9999_goes_in_the_last_date_folder(repo):
+    wal = Wal(open_repo(repo))
+    far, _ = wal.append(ACTOR, lambda head: [comment(new_issue_id(), "far", 2**63 - 1)])
+    (path,) = git(repo, "ls-tree", "-r", "--name-only", far).splitlines()[:1]
+    assert path.startswith("events/9999/12/31/")
+    assert [c.events[0].ts_unix_ms for c in wal.replay()] == [2**63 - 1]
+
+
 def test_replay_since_returns_only_new_commits(repo):
     wal = Wal(open_repo(repo))
     issue = new_issue_id()
