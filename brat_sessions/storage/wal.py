@@ -432,10 +432,8 @@ def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalComm
         events = decode_chunk(data)
     except ChunkError as exc:
         raise CorruptCommit(oid, str(exc)) from None
-    if isinstance(actor, str) and _ACTOR.fullmatch(actor):
-        actor = actor.lower()
-    else:
-        actor = ""  # (unknown: a re-append writes it under this clone's actor)
+    # (an actor that is not 32 hex is unknown: a re-append writes it under this clone's)
+    actor = actor.lower() if isinstance(actor, str) and _ACTOR.fullmatch(actor) else ""
     if not isinstance(prev, str):
         prev = None
     return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)

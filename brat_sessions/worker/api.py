@@ -400,6 +400,7 @@ class Tracker:
         session = self._write(session_id, update)
         drop_lease(self.ws.repo, session_id)
         proofs.drop(self.ws.ctx.data_dir, session_id)
+        self.files(session_id).forget_stop_request()
         return session
 
     def _store_output(self, session_id: str, output: str | os.PathLike[str] | bytes | None) -> str | None:

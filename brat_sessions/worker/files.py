@@ -74,6 +74,14 @@ class SessionFiles:
         finally:
             os.close(fd)
 
+    def forget_stop_request(self) -> None:
+        """Remove the stop request once the exit is recorded (never through a link)."""
+        try:
+            check_not_linked(self.logs_dir)
+            self.stop_request.unlink(missing_ok=True)
+        except (BratError, OSError):
+            pass  # (a request left behind names an exited session: nothing reads it again)
+
     def request_stop(self, reason: str) -> None:
         """Leave the stop request for `run` (never written through a link)."""
         self.ensure_dir()

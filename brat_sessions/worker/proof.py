@@ -60,8 +60,8 @@ class ProcessProof:
 
     def send(self, signum: int) -> bool:
         """Signal what the proof covers, checked right before; False when nothing matched."""
-        if self.pid <= 1 or (self.group and self.pid == os.getpgrp()):
-            return False  # never init, never our own process group
+        if self.pid <= 1 or self.pid == os.getpid() or (self.group and self.pid == os.getpgrp()):
+            return False  # never init, never ourselves (a scope stopping its own session)
         members = self.live_members()
         if not members:
             return False

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ..errors import Fenced
+from ..errors import BratError, Fenced
 from ..kinds import Role, SessionType, State
 from ..sessions.model import Session
 from .heartbeat import HeartbeatKeeper
@@ -31,6 +31,8 @@ class SessionHandle:
         self.files = tracker.files(session.session_id)
         self.fenced: Fenced | None = None
         self._thread = threading.current_thread()
+        self._lock = threading.Lock()
+        self._ending = False
 
     def log(self, text: str | bytes) -> None:
         """Append to the session's output log (stored in git at exit)."""
@@ -53,12 +55,28 @@ class SessionHandle:
             raise self.fenced
 
     def _on_fenced(self, exc: Fenced) -> None:
-        self.fenced = Fenced(
-            f"{exc.message}; this block's own end is not recorded, its output stays in {self.files.log}"
-        )
-        if self._thread is threading.main_thread():
+        with self._lock:
+            self.fenced = Fenced(
+                f"{exc.message}; this block's own end is not recorded, its output stays in {self.files.log}"
+            )
+            if self._ending or self._thread is not threading.main_thread():
+                return
+            if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                return  # SIGINT ignored, default (it would kill us) or the program's own
             # A real SIGINT to the main thread also wakes it from a blocking call.
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def _end(self, keeper: HeartbeatKeeper) -> None:
+        """Stop the heartbeats. A SIGINT that the heartbeat thread sent as it learnt of
+        the fencing may land here, once the block is over: it is then that Fenced."""
+        try:
+            with self._lock:
+                self._ending = True  # (no signal after this)
+            keeper.stop()
+        except KeyboardInterrupt:
+            if self.fenced is None:
+                raise
+            keeper.stop()
 
 
 @contextmanager
@@ -88,34 +106,47 @@ def session_scope(
     keeper.start()
     try:
         yield handle
-    except KeyboardInterrupt:
-        keeper.stop()
+    except BaseException as exc:
+        handle._end(keeper)
+        if isinstance(exc, Fenced) and (handle.fenced is not None or _has_ended(handle)):
+            raise  # this session was ended elsewhere (or by the block itself)
         handle.raise_if_fenced()
-        _finish(handle, 128 + signal.SIGINT, "signal")
-        raise
-    except Fenced:
-        keeper.stop()
-        raise
-    except SystemExit as exc:
-        keeper.stop()
-        handle.raise_if_fenced()
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        _finish(handle, code, "completed")
-        raise
-    except BaseException:
-        keeper.stop()
-        handle.raise_if_fenced()
-        handle.log(traceback.format_exc())
-        _finish(handle, 1, "completed")
+        if isinstance(exc, KeyboardInterrupt):
+            _finish(handle, 128 + signal.SIGINT, "signal")
+        elif isinstance(exc, SystemExit):
+            _finish(handle, exit_status(exc.code), "completed")
+        else:  # (a Fenced about another session too: this block failed)
+            handle.log(traceback.format_exc())
+            _finish(handle, 1, "completed")
         raise
     else:
-        keeper.stop()
+        handle._end(keeper)
         handle.raise_if_fenced()
         _finish(handle, 0, "completed")
 
 
+def exit_status(code: object) -> int:
+    """The status a process gets from `sys.exit(code)`: None 0, an int (a bool too) itself,
+    anything else 1; one past 32 bits is 1 too."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return int(code) if -(2**31) <= code < 2**31 else 1
+    return 1
+
+
+def _has_ended(handle: SessionHandle) -> bool:
+    try:
+        return handle.tracker.ws.fresh_index().session(handle.session_id).exited
+    except BratError:
+        return True  # (it cannot be read: nothing more can be recorded either)
+
+
 def _finish(handle: SessionHandle, code: int, reason: str) -> None:
-    """Record the block's end; Fenced (never swallowed) if the session ended elsewhere first."""
+    """Record the block's end (`user-stop` when `brat sessions stop` asked for it); Fenced
+    (never swallowed) if the session ended elsewhere first."""
+    if handle.files.stop_request.exists():
+        reason = "user-stop"
     try:
         handle.tracker.exit(handle.session_id, code, reason)  # type: ignore[arg-type]
     except Fenced as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,13 +62,14 @@ def stop_report(
             code = ended[0]
             if _poll(lambda: tracker.ws.fresh_index().session(session_id).exited, 5.0):
                 return StopReport(tracker.session(session_id), True, "")
-    note = (
-        ""
-        if signalled
-        else (
+    if signalled:
+        note = ""
+    elif proof is not None and proof.pid == os.getpid():
+        note = "no signal sent: the session's process is this one"
+    else:
+        note = (
             "no signal sent: this machine holds no record that brat started or adopted the session's process"
         )
-    )
     try:
         return StopReport(tracker.exit(session_id, code, reason), signalled, note)
     except Fenced:

@@ -60,6 +60,93 @@ def test_scope_raises_fenced_and_never_hides_its_own_end(repo, task):
     assert tracker.session(s.session_id).exit_reason == "timeout"
 
 
+def test_a_fenced_about_another_session_is_this_blocks_failure(repo, task):
+    tracker = Tracker(repo)
+    other = tracker.start(task.task_id)
+    tracker.exit(other.session_id, 0)
+    with pytest.raises(Fenced), tracker.session_scope(task.task_id, heartbeat_interval=30) as s:
+        tracker.exit(other.session_id, 0)  # about `other`, not this block's session
+    done = tracker.session(s.session_id)
+    assert (done.exit_reason, done.exit_code) == ("completed", 1)  # recorded, not left running
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [(True, 1), (False, 0), (None, 0), (2**40, 1), ("bye", 1), (3, 3)]
+)
+def test_sys_exit_in_a_scope_records_the_status_python_would_give(repo, task, code, status):
+    tracker = Tracker(repo)
+    with pytest.raises(SystemExit), tracker.session_scope(task.task_id, heartbeat_interval=30) as s:
+        raise SystemExit(code)
+    assert (tracker.session(s.session_id).exit_reason, tracker.session(s.session_id).exit_code) == (
+        "completed",
+        status,
+    )
+
+
+def _scope_script(body: str, setup: str = "") -> list[str]:
+    """A worker process of ours (a canary: whatever is signalled is this process)."""
+    code = f"""
+import signal, sys, time
+from brat_sessions import Fenced, Tracker
+{setup}
+t = Tracker(".")
+try:
+    with t.session_scope(sys.argv[1], heartbeat_interval=0.1) as s:
+{body}
+except Fenced as exc:
+    print("fenced", s.session_id)
+"""
+    return [sys.executable, "-c", code]
+
+
+def test_stopping_its_own_session_never_signals_the_process_itself(repo, task):
+    body = """
+        print(t.stop_report(s.session_id, grace_s=1).note, flush=True)
+        time.sleep(0.5)
+"""
+    out = subprocess.run(
+        [*_scope_script(body), task.task_id], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr  # alive: not killed by its own stop
+    assert "the session's process is this one" in out.stdout and "fenced" in out.stdout
+    sid = out.stdout.split()[-1]
+    assert Tracker(repo).session(sid).exit_reason == "user-stop"
+
+
+@pytest.mark.parametrize("handler", ["signal.SIG_DFL", "signal.SIG_IGN", "lambda *a: print('mine')"])
+def test_fencing_never_sends_sigint_to_a_program_that_set_up_its_own(repo, task, handler):
+    body = """
+        Tracker(".").exit(s.session_id, -1, "timeout")  # as a reaper elsewhere
+        for _ in range(600):
+            time.sleep(0.05)
+            s.raise_if_fenced()
+"""
+    setup = f"signal.signal(signal.SIGINT, {handler})"
+    out = subprocess.run(
+        [*_scope_script(body, setup), task.task_id], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr  # SIG_DFL: a SIGINT would have killed it
+    assert "fenced" in out.stdout and "mine" not in out.stdout
+
+
+def test_a_stop_that_the_workers_sigterm_handler_ends_is_recorded_as_user_stop(repo, task):
+    setup = "signal.signal(signal.SIGTERM, lambda n, f: sys.exit(128 + n))"
+    body = """
+        print(s.session_id, flush=True)
+        time.sleep(30)
+"""
+    worker = subprocess.Popen(
+        [*_scope_script(body, setup), task.task_id], cwd=repo, stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None
+    sid = worker.stdout.readline().strip()
+    stopped = brat_json("sessions", "stop", sid, "--grace", "10", cwd=repo)
+    assert stopped["signalled"] is True
+    assert worker.wait(timeout=30) in (143, 0)  # its own exit, or Fenced if the stop recorded it first
+    assert Tracker(repo).session(sid).exit_reason == "user-stop"
+    assert not Tracker(repo).files(sid).stop_request.exists()
+
+
 def test_tasks_from_the_api(repo):
     tracker = Tracker(repo)
     made = tracker.create_task("Write docs", "Paths: docs/", priority="P1")
