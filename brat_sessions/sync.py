@@ -236,7 +236,8 @@ class Syncer:
             if name not in local:
                 if not verified_output(self.repo, name, oid):
                     self.report.warnings.append(
-                        f"remote output {name[:80]!r} ignored: its bytes do not match its sha256 name"
+                        f"remote output {name[:80]!r} ignored: not a blob of at most 256 MiB "
+                        "whose sha256 is its name"
                     )
                     continue
                 self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)

@@ -15,6 +15,7 @@ import pygit2
 from ..errors import BratError, NotFound
 
 OUTPUT_PREFIX = "refs/brat/sessions/outputs/"
+MAX_FETCHED_OUTPUT = 256 * 2**20  # an output from another clone larger than this is not taken
 _REF = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
@@ -56,11 +57,16 @@ def read_output(repo: pygit2.Repository, ref: str) -> bytes:
 
 
 def verified_output(repo: pygit2.Repository, name: str, oid: str) -> bool:
-    """Is `oid` a blob whose SHA-256 is `name` (64 lowercase hex)? For outputs from elsewhere."""
+    """Is `oid` a blob of at most MAX_FETCHED_OUTPUT bytes whose SHA-256 is `name` (64
+    lowercase hex)? For outputs from elsewhere: the size is read before the bytes (a
+    few MB of pushed zeros can inflate to GBs)."""
     if not re.fullmatch(r"[0-9a-f]{64}", name):
         return False
     try:
+        kind, size = repo.odb.read_header(oid)
+        if kind != pygit2.enums.ObjectType.BLOB or size > MAX_FETCHED_OUTPUT:
+            return False
         blob = repo[oid]
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, pygit2.GitError):
         return False
     return isinstance(blob, pygit2.Blob) and hashlib.sha256(blob.data).hexdigest() == name

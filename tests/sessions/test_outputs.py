@@ -1,0 +1,26 @@
+"""Outputs taken from other clones: verified against their name, their size read first."""
+
+from __future__ import annotations
+
+import hashlib
+
+from brat_sessions.sessions import outputs
+from brat_sessions.sessions.outputs import verified_output
+from brat_sessions.storage.repo import open_repo
+
+from ..helpers import git_blob, make_repo
+
+
+def test_an_output_is_taken_only_when_small_enough_and_named_by_its_sha256(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "r")
+    data = b"x" * 2048
+    oid = git_blob(repo, data)
+    name = hashlib.sha256(data).hexdigest()
+    pygit_repo = open_repo(repo).repo
+    assert verified_output(pygit_repo, name, oid)
+    assert not verified_output(pygit_repo, "0" * 64, oid)  # not its name
+    assert not verified_output(pygit_repo, name.upper(), oid)
+    empty = git_blob(repo, b"")  # the wrong bytes
+    assert not verified_output(pygit_repo, name, empty)
+    monkeypatch.setattr(outputs, "MAX_FETCHED_OUTPUT", 1024)
+    assert not verified_output(pygit_repo, name, oid)  # too large: refused by its header alone
