@@ -132,17 +132,20 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     def build(index: Index) -> list[Event]:
         written.clear()
         ts = now_ms()
+        # judged again as of now: a heartbeat since the pass began is later than the pass's
+        # `now` (+ skew), and judged at that time it would count as a time in the future
+        again = max(now, ts)
         events: dict[bytes, Event] = {}
         for sid, v in verdicts.items():
             try:
-                current = ws.with_lease(index.session(sid), now)
+                current = ws.with_lease(index.session(sid), again)
             except NotFound:
                 continue
             if current.exited:
                 continue  # another reaper or the worker got there first
             if (
                 v.exit_reason == "timeout"
-                and judge(current, now, config, SessionFiles(logs, sid), proofs.load(data, sid)) is None
+                and judge(current, again, config, SessionFiles(logs, sid), proofs.load(data, sid)) is None
             ):
                 continue  # it heartbeated meanwhile
             fields = current.block_fields()

@@ -43,6 +43,26 @@ def test_timeout_after_heartbeats_stop(repo, task):
         t.heartbeat(s.session_id)
 
 
+def test_a_session_that_heartbeats_while_the_pass_runs_is_not_reaped(repo, task, monkeypatch):
+    from brat_sessions import reaper as reaper_module
+
+    stored_log = reaper_module._stored_log
+    with freeze_time(T0) as clock:
+        t = other_host(repo)
+        s = t.start(task.task_id, state="running")
+        t.heartbeat(s.session_id)
+        clock.tick(200)  # stale: the pass judges it a timeout
+
+        def slow_pass_meanwhile_a_beat(ws, files):
+            clock.tick(10)  # the pass takes 10 s (more than the 5 s of clock skew)
+            t.heartbeat(s.session_id)  # and the worker beats in that time
+            return stored_log(ws, files)
+
+        monkeypatch.setattr(reaper_module, "_stored_log", slow_pass_meanwhile_a_beat)
+        assert reap(t.ws, Config(heartbeat_interval=30, clock_skew=5, spawn_timeout=60)).reaped == []
+    assert not t.session(s.session_id).exited
+
+
 def test_spawn_timeout_for_sessions_that_never_heartbeat(repo, task):
     config = Config(spawn_timeout=300, clock_skew=0)
     with freeze_time(T0) as clock:
