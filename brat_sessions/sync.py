@@ -43,6 +43,7 @@ from .workspace import Workspace
 
 MAX_ATTEMPTS = 6
 FETCH_SNAPSHOTS = 4  # the remote's newest snapshots taken by one sync, at most
+PUSH_BATCH = 500  # refspecs a `git push` (a command line has a limit)
 REFUSALS = 3  # times a snapshot is offered to a remote that refuses it (a hook): then no more
 
 
@@ -205,9 +206,13 @@ class Syncer:
         refs = self._refs()
         local_leases = self._under(refs, LEASE_PREFIX)
         index = self.ws.index  # refreshed by run() after merge_log
+        unknown = 0
         for sid, oid in self._under(refs, self.prefix + "sessions/leases/").items():
             if not valid_id(sid):
                 self.report.warnings.append(f"remote lease {sid[:80]!r} ignored: not a valid session id")
+                continue
+            if not _known(index, sid):  # (its start is in the log before its lease is made)
+                unknown += 1
                 continue
             mine = local_leases.get(sid)
             theirs = self._lease_ts(sid, oid)
@@ -219,6 +224,8 @@ class Syncer:
                 self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
                 local_leases[sid] = oid
                 self.report.leases_fetched += 1
+        if unknown:
+            self.report.warnings.append(f"{unknown} remote lease(s) of sessions not in the log ignored")
         for sid in local_leases:
             if _exited(index, sid):
                 ref = self.repo.references.get(LEASE_PREFIX + sid)
@@ -301,11 +308,13 @@ class Syncer:
         refs = self._refs()
         remote_leases = self._under(refs, self.prefix + "sessions/leases/")
         local_leases = self._under(refs, LEASE_PREFIX)
+        index = self.ws.index  # refreshed by run() after merge_log
         for sid, oid in local_leases.items():
-            if remote_leases.get(sid) != oid:  # merge_leases left ours at least as new
+            # (merge_leases left ours at least as new; a lease of a session the log does not
+            # hold is nobody's to share)
+            if remote_leases.get(sid) != oid and _known(index, sid):
                 specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
                 self.report.leases_pushed += 1
-        index = self.ws.index  # refreshed by run() after merge_log
         for sid in remote_leases:
             if sid not in local_leases and _exited(index, sid):
                 specs.append(f":{LEASE_PREFIX}{sid}")
@@ -314,8 +323,9 @@ class Syncer:
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
-        if specs:
-            result = self._git("push", "--porcelain", self.remote, *specs)
+        # in batches: a command line has a limit (the log's head goes in the first one)
+        for batch in (specs[i : i + PUSH_BATCH] for i in range(0, len(specs), PUSH_BATCH)):
+            result = self._git("push", "--porcelain", self.remote, *batch)
             if result.returncode != 0:
                 rejected = [ln for ln in result.stdout.splitlines() if ln.startswith("!") and WAL_REF in ln]
                 if rejected and _is_race(rejected[0]):
@@ -405,6 +415,14 @@ class Syncer:
 
 class _LostRace(Exception):
     """Someone moved a head between our read and our write."""
+
+
+def _known(index: Index, session_id: str) -> bool:
+    try:
+        index.session(session_id)
+        return True
+    except NotFound:
+        return False
 
 
 def _exited(index: Index, session_id: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -433,3 +434,27 @@ def test_a_commit_with_a_bad_actor_or_a_far_date_is_re_appended_without_a_crash(
 
 def _entries(repo: Path, tree: str) -> list[tuple[str, str, str, str]]:
     return [tuple(line.replace("\t", " ").split(" ", 3)) for line in git(repo, "ls-tree", tree).splitlines()]
+
+
+def test_leases_of_sessions_not_in_the_log_are_neither_taken_nor_passed_on(world):
+    blob = git(world.attacker, "hash-object", "-w", "--stdin")  # (an empty lease)
+    lines = "".join(f"create refs/brat/sessions/leases/s-20250114-{n:05d}x {blob}\n" for n in range(1200))
+    subprocess.run(["git", "update-ref", "--stdin"], cwd=world.attacker, input=lines, text=True, check=True)
+    git(world.attacker, "push", "-q", "origin", "refs/brat/sessions/leases/*:refs/brat/sessions/leases/*")
+    report = brat_json("sync", cwd=world.victim)
+    assert report["leases_fetched"] == 0 and any("1200 remote lease(s)" in w for w in report["warnings"])
+    assert git(world.victim, "for-each-ref", "refs/brat/sessions/leases/s-20250114-*") == ""
+
+
+def test_a_push_of_many_refs_goes_in_batches(world, monkeypatch):
+    from brat_sessions import sync as sync_module
+    from brat_sessions.workspace import Workspace
+
+    backup = world.victim.parent / "backup.git"
+    git(world.victim.parent, "init", "-q", "--bare", str(backup))
+    git(world.victim, "remote", "add", "backup", str(backup))
+    monkeypatch.setattr(sync_module, "PUSH_BATCH", 2)
+    report = sync_module.sync(Workspace(world.victim), "backup")
+    assert report.leases_pushed == 3
+    assert len(git(backup, "for-each-ref", "refs/brat/sessions/leases/").splitlines()) == 3
+    assert git(backup, "rev-parse", "refs/grite/wal") == git(world.victim, "rev-parse", "refs/grite/wal")
