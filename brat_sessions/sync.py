@@ -131,6 +131,8 @@ class Syncer:
                 "fetch", "--quiet", "--no-tags", "--prune", "--depth=2147483647", self.remote, *specs
             )
         if result.returncode != 0:
+            if "cannot lock ref" in result.stderr or "unable to update local ref" in result.stderr:
+                raise _LostRace()  # another sync in this clone fetched at the same moment
             raise EnvironmentProblem(f"git fetch {self.remote} failed: {_first_line(result.stderr)}")
 
     def _ref(self, name: str) -> str | None:
@@ -409,7 +411,8 @@ class Syncer:
             except _LostRace:
                 time.sleep(random.uniform(0.05, 0.2) * (2**attempt))
         raise Conflict(
-            f"sync with {self.remote}: lost the race to update {WAL_REF} {MAX_ATTEMPTS} times; try again"
+            f"sync with {self.remote}: lost the race to update {WAL_REF} (or its copy of the "
+            f"remote's refs) {MAX_ATTEMPTS} times; try again"
         )
 
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -7,7 +8,7 @@ import pytest
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
 
-from .helpers import brat, brat_json, git, make_repo
+from .helpers import WORKTREE_ENV, brat, brat_json, git, make_repo
 
 
 @pytest.fixture
@@ -184,3 +185,29 @@ def test_losing_every_race_is_a_conflict(remote, tmp_path, monkeypatch):
         sync_module.sync(Workspace(a))
     assert len(waits) == sync_module.MAX_ATTEMPTS
     assert waits[-1] > waits[0]  # the backoff grows
+
+
+def test_two_syncs_at_once_in_one_clone_both_succeed(tmp_path):
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
+    for repo in (a, b):
+        git(repo, "remote", "add", "origin", str(remote))
+    for n in range(3):
+        brat_json("task", "create", f"T{n}", cwd=b)
+        brat_json("sync", cwd=b)  # the remote moves: both syncs in `a` fetch the same refs
+        both = [
+            subprocess.Popen(
+                [sys.executable, "-m", "brat_sessions.cli", "sync"],
+                cwd=a,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, **WORKTREE_ENV},
+            )
+            for _ in range(2)
+        ]
+        for proc in both:
+            _out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err  # a ref lock lost to the other is a race: retried
+    assert len(brat_json("task", "list", cwd=a)["tasks"]) == 3
