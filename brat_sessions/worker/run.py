@@ -10,10 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import EXIT_CONFLICT, BratError, Fenced
+from ..kinds import ExitReason
 from ..sessions.model import Session
 from . import proof as proofs
 from .api import Tracker
 from .lineage import tokens
+
+CRASH: ExitReason = "crash"
 
 
 def over_budget(tracker: Tracker, session: Session) -> bool:
@@ -128,9 +131,15 @@ def run_command(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    ended = files.how_it_ended(fallback={"returncode": shim.returncode})
-    assert ended is not None  # the fallback always says something
-    code, reason = ended
+    if files.read_status() is None:  # the shim itself died (killed): the command is unsupervised
+        print(f"brat: the supervisor of session {sid} died; stopping its command", file=sys.stderr)
+        if proof is not None:
+            proof.stop(grace_s)
+        code, reason = -1, CRASH
+    else:
+        ended = files.how_it_ended()
+        assert ended is not None  # (the status file says how it ended)
+        code, reason = ended
     try:
         tracker.exit(sid, code, reason, stop_cause=cause)  # stores the session's own log
     except Fenced as exc:

@@ -100,6 +100,31 @@ def test_signals_to_run_are_forwarded_to_the_command(repo, tracker, task, signum
     assert (done.exit_reason, done.exit_code) == ("signal", 128 + signum)
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_supervisor_is_a_crash_and_its_command_is_stopped(repo, tracker, task):
+    from brat_sessions.worker import procs
+
+    proc = _start_run(repo, task, "sleep", "60")
+    s = wait_for(lambda: _running(tracker, task))
+    (shim,) = _children(proc.pid)  # the shim between `run` and the command (all ours)
+    os.kill(shim, signal.SIGKILL)
+    assert proc.wait(timeout=60) == 1
+    done = tracker.session(s.session_id)
+    assert (done.exit_reason, done.exit_code) == ("crash", -1)  # not "completed -9"
+    assert wait_for(lambda: not procs.alive(s.pid), timeout=30)  # not left running unsupervised
+
+
 def test_log_follow_prints_until_the_session_exits(repo, tracker, task, tmp_path):
     gate = tmp_path / "gate"
     proc = _start_run(
