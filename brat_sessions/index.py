@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import BadInput, CorruptCommit, EnvironmentProblem, NotFound
+from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
 from .rules import ID_RULE, valid_id
 from .sessions.model import Session
 from .sessions.rows import (
@@ -349,6 +349,20 @@ class Index:
             "FROM problems ORDER BY kind, problem_id"
         ).fetchall()
         found = [dict(zip(("id", "kind", "commit_id", "event_id", "session_id", "message"), r)) for r in rows]
+        for task_id, issue_ids in self.db.execute(
+            "SELECT task_id, group_concat(issue_id, ', ') FROM issues WHERE task_id IS NOT NULL "
+            "AND created=1 GROUP BY task_id HAVING count(*) > 1 ORDER BY task_id"
+        ):
+            found.append(
+                {
+                    "id": f"duplicate_task_id:{task_id}",
+                    "kind": "duplicate_task_id",
+                    "commit_id": None,
+                    "event_id": None,
+                    "session_id": None,
+                    "message": f"task id {task_id} names more than one grite issue: {issue_ids}",
+                }
+            )
         for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE created=0 ORDER BY issue_id"):
             found.append(
                 {
@@ -384,10 +398,15 @@ class Index:
     def find_task(self, ref: str) -> Issue:
         """A task issue by task id (`t-...`) or grite issue id (32 hex)."""
         ref = ref.strip()
-        row = self.db.execute(
-            "SELECT issue_id FROM issues WHERE task_id=? AND created=1 ORDER BY created_ts LIMIT 1", (ref,)
-        ).fetchone()
-        iid = row[0] if row else ref.lower()
+        rows = self.db.execute(
+            "SELECT issue_id FROM issues WHERE task_id=? AND created=1 ORDER BY issue_id LIMIT 11", (ref,)
+        ).fetchall()
+        if len(rows) > 1:  # anyone can label an issue with a task id, and pick its time too
+            raise Conflict(
+                f"task id {ref} names {len(rows)} grite issues ({', '.join(r[0][:12] for r in rows)}); "
+                "give the grite issue id of the one meant (`brat sessions doctor` lists them)"
+            )
+        iid = rows[0][0] if rows else ref.lower()
         issue = self.issue(iid)
         if issue is None or not issue.created:
             raise NotFound(f"no task {ref}")

