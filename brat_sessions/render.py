@@ -228,9 +228,12 @@ def session_tree(
     colours: list[str | None] = []
     seen: set[str] = set()
 
-    def walk(s: Session, prefix: str, branch: str, child_prefix: str) -> None:
+    # (a loop, not recursion: a chain of sessions may be as deep as the log makes it)
+    stack: list[tuple[Session, str, str]] = [(root, "", "") for root in reversed(roots)]
+    while stack:
+        s, prefix, branch = stack.pop()
         if s.session_id in seen:  # a cycle in hostile data: shown once
-            return
+            continue
         seen.add(s.session_id)
         state, hue = state_of(s, now, stale_after_ms)
         end = s.updated_ts if s.exited else now
@@ -245,13 +248,10 @@ def session_tree(
             ]
         )
         colours.append(hue if colour else None)
+        below = prefix + ("" if not branch else "   " if branch == "└─ " else "│  ")
         kids = children.get(s.session_id, [])
-        for n, kid in enumerate(kids):
-            last = n == len(kids) - 1
-            walk(kid, prefix + child_prefix, "└─ " if last else "├─ ", "   " if last else "│  ")
-
-    for root in roots:
-        walk(root, "", "", "")
+        for n in reversed(range(len(kids))):
+            stack.append((kids[n], below, "└─ " if n == len(kids) - 1 else "├─ "))
     if not rows:
         return "no sessions"
     return table(

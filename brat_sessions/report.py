@@ -247,24 +247,35 @@ def rollup(sessions: Iterable[Sess]) -> dict[str, dict[str, Any]]:
     """For each session id: the usage totals of the session and all its descendants (by
     `parent_session_id`), and `sessions`, how many sessions that sums.
 
-    One session per id (the last one given wins). Linear time. Hostile data can make a
-    cycle of parents: every session on a cycle descends from every other, so each of them
-    gets the same totals, the whole cycle and what hangs below it, each session once.
+    One session per id (the last one given wins). Linear time; hostile parent cycles as in
+    `subtree_totals`.
     """
     by_id: dict[str, Sess] = {}
     for s in sessions:
         sid = s.get("session_id")
         if sid is not None:
             by_id[str(sid)] = s
+    parents = {sid: s.get("parent_session_id") for sid, s in by_id.items()}
+    own = {sid: {"sessions": 1, **usage_of(s)} for sid, s in by_id.items()}
+    return subtree_totals(parents, own)
+
+
+def subtree_totals(
+    parents: Mapping[str, object], own: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """For each id of `own`: its numbers summed key by key with those of every id below
+    it (`parents` maps an id to its parent's). Linear time. Hostile data can make a cycle
+    of parents: every id on a cycle is below every other, so each of them gets the same
+    totals, the whole cycle and what hangs below it, each id once."""
     parent: dict[str, str] = {}
-    for sid, s in by_id.items():
-        p = s.get("parent_session_id")
-        if p is not None and str(p) in by_id and str(p) != sid:
+    for sid in own:
+        p = parents.get(sid)
+        if p is not None and str(p) in own and str(p) != sid:
             parent[sid] = str(p)
 
     # Each id has at most one parent, so every cycle is simple: collapse each to one group.
     group: dict[str, str] = {}
-    for start in by_id:
+    for start in own:
         path: list[str] = []
         on_path: dict[str, int] = {}
         node: str | None = start
@@ -280,10 +291,10 @@ def rollup(sessions: Iterable[Sess]) -> dict[str, dict[str, Any]]:
             group.setdefault(member, member)
 
     totals: dict[str, dict[str, Any]] = {}
-    for sid, s in by_id.items():
-        t = totals.setdefault(group[sid], {"sessions": 0, **_zero()})
-        t["sessions"] += 1
-        _add(t, usage_of(s))
+    for sid, numbers in own.items():
+        t = totals.setdefault(group[sid], {})
+        for k, v in numbers.items():
+            t[k] = t.get(k, 0) + v
     up: dict[str, str] = {}  # group -> parent group (a cycle's group has none)
     for child, p in parent.items():
         if group[child] != group[p]:
@@ -297,8 +308,8 @@ def rollup(sessions: Iterable[Sess]) -> dict[str, dict[str, Any]]:
         p = up.get(g)
         if p is not None:
             for k, v in totals[g].items():
-                totals[p][k] += v
+                totals[p][k] = totals[p].get(k, 0) + v
             pending[p] -= 1
             if pending[p] == 0:
                 ready.append(p)
-    return {sid: dict(totals[group[sid]]) for sid in by_id}
+    return {sid: dict(totals[group[sid]]) for sid in own}

@@ -314,7 +314,8 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
     """Who spawned whom: sessions as trees, with state, duration and usage rolled up
     through each subtree."""
     from ..render import session_tree
-    from ..worker.lineage import children_of, rolled_up
+    from ..report import subtree_totals
+    from ..worker.lineage import children_of
 
     ws = read_workspace()
     everything = ws.sessions(include_exited=True)
@@ -332,18 +333,40 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
         if not include_all:
             roots = [r for r in roots if _any_live(r, kids)]
     at = now()
-    rollups = {s.session_id: rolled_up(s.session_id, everything) for s in everything}
+    rollups = subtree_totals(
+        {s.session_id: s.parent_session_id for s in everything},
+        {s.session_id: dict(s.usage or {}) for s in everything},
+    )
 
-    def node(s: Session, seen: set[str]) -> dict[str, Any]:
-        seen.add(s.session_id)
-        return {
-            "session": s.to_json(at),
-            "usage_total": rollups.get(s.session_id),
-            "children": [node(k, seen) for k in kids.get(s.session_id, []) if k.session_id not in seen],
-        }
+    def trees() -> list[dict[str, Any]]:
+        """The JSON of each root and what is below it, in a loop (a chain of sessions may be
+        as deep as the log makes it; a cycle is cut). Below JSON_TREE_DEPTH levels, a
+        session starts a tree of its own, after the others (JSON nested deeper than about
+        500 levels cannot be written or read by many tools, Python's included)."""
+        found: list[dict[str, Any]] = []
+        seen = {r.session_id for r in roots}
+        todo = list(roots)
+        while todo:
+            top: dict[str, Any] = {}
+            found.append(top)
+            stack = [(todo.pop(0), top, 0)]
+            while stack:
+                s, out, depth = stack.pop()
+                out.update(session=s.to_json(at), usage_total=rollups.get(s.session_id), children=[])
+                for k in kids.get(s.session_id, []):
+                    if k.session_id in seen:
+                        continue
+                    seen.add(k.session_id)
+                    if depth + 1 >= JSON_TREE_DEPTH:
+                        todo.append(k)
+                        continue
+                    child: dict[str, Any] = {}
+                    out["children"].append(child)
+                    stack.append((k, child, depth + 1))
+        return found
 
     emit(
-        {"trees": [node(r, set()) for r in roots]},
+        {"trees": trees()},
         lambda: session_tree(
             roots,
             kids,
@@ -354,6 +377,9 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
             stale_after_ms=int((ws.config.effective_timeout + ws.config.clock_skew) * 1000),
         ),
     )
+
+
+JSON_TREE_DEPTH = 100
 
 
 def _any_live(root: Session, kids: dict[str, list[Session]]) -> bool:

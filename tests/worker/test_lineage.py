@@ -259,3 +259,37 @@ def test_lineage_travels_with_sync(tmp_path):
     brat_json("sync", cwd=b)
     shown = brat_json("sessions", "show", child.session_id, cwd=b)["session"]
     assert shown["parent_session_id"] == root.session_id and shown["usage"]["output_tokens"] == 4
+
+
+def test_a_chain_of_sessions_deeper_than_python_recursion_is_shown_whole(repo, task):
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    from ..helpers import T0, append_raw, block_text
+
+    ids = [f"s-20250114-{n:04x}" for n in range(1200)]  # deeper than Python's recursion limit
+    events = [
+        make_event(
+            bytes.fromhex(task.issue_id),
+            bytes(16),
+            T0 + n,
+            COMMENT_ADDED,
+            [
+                block_text(
+                    session_id=sid, started_ts=T0 + n, **({"parent_session_id": ids[n - 1]} if n else {})
+                )
+            ],
+        )
+        for n, sid in enumerate(ids)
+    ]
+    append_raw(repo, events)
+    trees = brat_json("sessions", "tree", ids[0], cwd=repo)["trees"]
+    chain = []
+    for top in trees:  # 100 levels a tree, each continuing where the last one stops
+        node = top
+        chain.append(node["session"]["session_id"])
+        while node["children"]:
+            (node,) = node["children"]
+            chain.append(node["session"]["session_id"])
+    assert chain == ids and len(trees) == 12
+    text = brat("sessions", "tree", ids[0], cwd=repo)
+    assert text.returncode == 0 and len(text.stdout.splitlines()) == len(ids) + 1, text.stderr
