@@ -54,17 +54,6 @@ def tokens(s: Session) -> int:
     return int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
 
 
-def rolled_up(session_id: str, sessions: list[Session]) -> dict[str, int]:
-    """Usage totals of a session and all its descendants."""
-    by_id = {s.session_id: s for s in sessions}
-    group = [by_id[session_id], *descendants(session_id, sessions)] if session_id in by_id else []
-    total: dict[str, int] = {}
-    for s in group:
-        for key, value in (s.usage or {}).items():
-            total[key] = total.get(key, 0) + int(value)
-    return total
-
-
 def worktree_head(ctx: RepoContext) -> str | None:
     """The HEAD commit of the worktree a command runs in (None when unborn or unknown)."""
     if ctx.worktree is None:
