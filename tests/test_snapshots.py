@@ -207,3 +207,15 @@ def test_a_local_commit_too_large_to_read_here_is_carried_over_unread(tmp_path, 
 
     with pytest.raises(EnvironmentProblem, match="a snapshot would leave its events out"):
         snapshot_module.create_snapshot(Workspace(a).wal)
+
+
+def test_gc_never_keeps_junk_in_place_of_a_good_snapshot(repo):
+    _busy(repo, 1)
+    good = brat_json("snapshot", "create", cwd=repo)["snapshot"]
+    empty = git(repo, "hash-object", "-t", "tree", "-w", "--stdin")
+    junk = git(repo, "commit-tree", empty, "-m", "not a snapshot")
+    for n in range(1, 4):  # newer names than the good one, no snapshot.json
+        git(repo, "update-ref", f"refs/grite/snapshots/{good['created_ts'] + n}", junk)
+    out = brat_json("snapshot", "gc", "--keep", "3", cwd=repo)
+    assert len(out["deleted"]) == 3
+    assert [s["ref"] for s in brat_json("snapshot", "list", cwd=repo)["snapshots"]] == [good["ref"]]

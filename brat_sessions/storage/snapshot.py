@@ -712,17 +712,28 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
 
 
 def gc_snapshots(repo: pygit2.Repository, keep: int) -> list[str]:
-    """Delete every snapshot ref but the `keep` newest (by number); returns the deleted names.
+    """Delete every snapshot ref but the `keep` newest (by number) whose commit and
+    `snapshot.json` can be read; returns the deleted names.
 
     Refs named after a time more than an hour from now are deleted whatever `keep` says
-    (they would otherwise outrank every real snapshot for good). Refs whose name is not
-    `<digits>` are not snapshots and are left alone.
+    (they would otherwise outrank every real snapshot for good), and so are refs whose
+    `snapshot.json` is not one (junk pushed with new names must not push out the good
+    ones); one that only cannot be read here (an object missing in this clone) is kept
+    and counted. Refs whose name is not `<digits>` are not snapshots and are left alone.
     """
     if keep < 0:
         raise ValueError("keep must be >= 0")
     current, future = _split_future(_snapshot_refs(repo))
+    kept: list[str] = []
+    doomed = [ref for _, ref in future]
+    for number, ref in current:
+        snap = _read_snapshot(repo, number, ref)
+        if len(kept) < keep and (snap.problem is None or snap.unreadable_here):
+            kept.append(ref)
+        else:
+            doomed.append(ref)
     deleted = []
-    for _, ref in future + current[keep:]:
+    for ref in doomed:
         try:
             repo.references.delete(ref)
         except (KeyError, pygit2.GitError):
