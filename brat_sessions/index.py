@@ -349,10 +349,14 @@ class Index:
             "FROM problems ORDER BY kind, problem_id"
         ).fetchall()
         found = [dict(zip(("id", "kind", "commit_id", "event_id", "session_id", "message"), r)) for r in rows]
-        for task_id, issue_ids in self.db.execute(
-            "SELECT task_id, group_concat(issue_id, ', ') FROM issues WHERE task_id IS NOT NULL "
-            "AND created=1 GROUP BY task_id HAVING count(*) > 1 ORDER BY task_id"
+        holders: dict[str, list[str]] = {}
+        for task_id, issue_id in self.db.execute(
+            "SELECT task_id, issue_id FROM issues WHERE task_id IN (SELECT task_id FROM issues WHERE "
+            "task_id IS NOT NULL AND created=1 GROUP BY task_id HAVING count(*) > 1) AND created=1 "
+            "ORDER BY task_id, issue_id"
         ):
+            holders.setdefault(task_id, []).append(issue_id)
+        for task_id, issue_ids in ((t, ", ".join(ids)) for t, ids in holders.items()):
             found.append(
                 {
                     "id": f"duplicate_task_id:{task_id}",

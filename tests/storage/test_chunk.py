@@ -177,3 +177,30 @@ def test_map_keys_that_python_would_hash_alike_are_refused_at_once():
     data = _raw_chunk(b"\x81" + cbor2.dumps({(i, i): 0 for i in range(1000)}))
     with pytest.raises(ChunkError, match="bad CBOR"):
         decode_chunk(data)
+
+
+def test_a_chunk_whose_array_promises_more_events_than_its_bytes_is_refused_unread():
+    from brat_sessions.storage.chunk import MAGIC, ChunkError, decode_chunk
+
+    header = MAGIC + b"\x01\x00\x07cbor-v1"
+    empties = b"\x9a" + (4_000_000).to_bytes(4, "big") + b"\x80" * 4_000_000  # 4 M empty arrays
+    with pytest.raises(ChunkError, match="promises 4000000 events"):
+        decode_chunk(header + empties)
+
+
+def test_a_large_chunk_is_checked_event_by_event_and_reads_the_same():
+    import cbor2
+
+    from brat_sessions.storage import chunk as chunk_module
+    from brat_sessions.storage.chunk import ChunkError, decode_chunk, encode_chunk
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    events = [
+        make_event(bytes(16), bytes(16), 1_700_000_000_000 + n, COMMENT_ADDED, ["x" * 400])
+        for n in range(3000)
+    ]
+    data = encode_chunk(events)
+    assert len(data) > chunk_module.CHECK_AS_DECODED and decode_chunk(data) == events
+    junk = cbor2.dumps([[[]] * 73] * 20_000)  # each "event" an array of 73 empty arrays: 1.5 MB
+    with pytest.raises(ChunkError, match="not an array of 8 items"):
+        decode_chunk(data[:18] + junk)
