@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import rules
 from ..clock import now_ms
-from ..errors import BadInput, Conflict, Fenced
+from ..errors import BadInput, Conflict, Fenced, NotFound
 from ..index import Index
 from ..issues.ids import new_id
 from ..issues.projection import Issue
@@ -125,9 +125,13 @@ class Tracker:
             if status is None or t.label_value("status") == status
         ]
 
-    def task(self, task: str) -> Issue:
-        """A task by task id or grite issue id (NotFound, exit code 3, if there is none)."""
-        return self.ws.fresh_index().find_task(task)
+    def task(self, task: str | Issue) -> Issue:
+        """A task by task id, grite issue id or `Issue` (read again: as it is now; NotFound,
+        exit code 3, if there is none)."""
+        ref = task if isinstance(task, str) else getattr(task, "issue_id", None)
+        if not isinstance(ref, str):
+            raise BadInput(f"a task is a task id, a grite issue id or an Issue, not {type(task).__name__}")
+        return self.ws.fresh_index().find_task(ref)
 
     # writing -----------------------------------------------------------
     def _write(self, session_id: str, update: Callable[[Session], dict[str, Any]]) -> Session:
@@ -479,6 +483,7 @@ class Tracker:
         engine: str = "python",
         worktree: str | None = None,
         heartbeat_interval: float | None = None,
+        parent: str | None = None,
     ) -> AbstractContextManager[SessionHandle]:
         """Run a block of Python as a session: heartbeats in the background, exit at the end.
 
@@ -491,10 +496,14 @@ class Tracker:
         If the session is ended elsewhere (reaped, stopped), the next heartbeat learns it
         and `Fenced` (exit code 4) is raised out of the block (in the main thread, at
         once, even from a blocking call), so the worker can stop; its output stays in
-        its `.grite/logs` file.
+        its `.grite/logs` file. `parent` defaults to $BRAT_SESSION_ID when it names a
+        session of this repository (`brat sessions run` sets it for its command), as for
+        `brat sessions start`.
         """
         from .scope import session_scope
 
+        if parent is None:
+            parent = self._parent_from_environment()
         return session_scope(
             self,
             task,
@@ -503,7 +512,19 @@ class Tracker:
             engine=engine,
             worktree=worktree,
             heartbeat_interval=heartbeat_interval,
+            parent=parent,
         )
+
+    def _parent_from_environment(self) -> str | None:
+        """$BRAT_SESSION_ID if it names a session here (a `run` in another repository's does not)."""
+        value = os.environ.get("BRAT_SESSION_ID")
+        if not value or not rules.valid_id(value):
+            return None
+        try:
+            self.ws.fresh_index().session(value)
+        except NotFound:
+            return None
+        return value
 
 
 from .scope import SessionHandle  # noqa: E402  (re-exported: part of the API)

@@ -89,6 +89,7 @@ def session_scope(
     engine: str,
     worktree: str | None,
     heartbeat_interval: float | None,
+    parent: str | None = None,
 ) -> Iterator[SessionHandle]:
     """The implementation of `Tracker.session_scope` (documented there)."""
     interval = heartbeat_interval if heartbeat_interval is not None else tracker.ws.config.heartbeat_interval
@@ -100,6 +101,7 @@ def session_scope(
         worktree=worktree,
         pid=os.getpid(),
         state="running",
+        parent=parent,
     )
     handle = SessionHandle(tracker, session)
     keeper = HeartbeatKeeper(tracker.ws.ctx.common_dir, session.session_id, interval, handle._on_fenced)

@@ -147,11 +147,27 @@ def test_a_stop_that_the_workers_sigterm_handler_ends_is_recorded_as_user_stop(r
     assert not Tracker(repo).files(sid).stop_request.exists()
 
 
+def test_a_scope_inside_brat_sessions_run_is_a_child_of_its_session(repo, task, monkeypatch):
+    tracker = Tracker(repo)
+    parent = tracker.start(task.task_id, state="running")
+    monkeypatch.setenv("BRAT_SESSION_ID", parent.session_id)  # as `run` sets it for its command
+    with tracker.session_scope(task.task_id, heartbeat_interval=30) as s:
+        pass
+    assert tracker.session(s.session_id).parent_session_id == parent.session_id
+    monkeypatch.setenv("BRAT_SESSION_ID", "s-19990101-0000")  # another repository's run
+    with tracker.session_scope(task.task_id, heartbeat_interval=30) as s:
+        pass
+    assert tracker.session(s.session_id).parent_session_id is None
+
+
 def test_tasks_from_the_api(repo):
     tracker = Tracker(repo)
     made = tracker.create_task("Write docs", "Paths: docs/", priority="P1")
     assert [t.task_id for t in tracker.tasks()] == [made.task_id]
     assert tracker.task(made.task_id).title == "Write docs"
+    assert tracker.task(made).task_id == made.task_id  # an Issue, as the docs say
+    with pytest.raises(BadInput):
+        tracker.task(42)  # type: ignore[arg-type]
     assert tracker.tasks(status="queued") and not tracker.tasks(status="merged")
     with pytest.raises(BadInput):
         tracker.tasks(status="bogus")  # type: ignore[arg-type]
