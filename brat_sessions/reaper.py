@@ -23,7 +23,7 @@ from .errors import BratError, EnvironmentProblem, NotFound
 from .index import Index
 from .sessions.lease import drop_lease
 from .sessions.model import Session
-from .sessions.outputs import store_output
+from .sessions.outputs import store_stream
 from .sessions.writer import block_events
 from .storage.events import Event
 from .worker import proof as proofs
@@ -105,10 +105,13 @@ class ReapReport:
 def _stored_log(ws: Workspace, files: SessionFiles) -> str | None:
     """The session's local log stored in git, if there is one (a link is never followed)."""
     try:
-        data = files.read_log()
+        log = files.open_log()
     except BratError:
         return None
-    return store_output(ws.repo, data) if data is not None else None
+    if log is None:
+        return None
+    with log:
+        return store_stream(ws.repo, log)
 
 
 def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:

@@ -7,8 +7,11 @@ name is the SHA-256 of exactly those bytes, so any clone can verify them.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import re
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pygit2
 
@@ -32,10 +35,41 @@ def store_output(repo: pygit2.Repository, data: bytes) -> str:
 
 def store_file(repo: pygit2.Repository, path: Path) -> str | None:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            return store_stream(repo, fh)
     except FileNotFoundError:
         return None
-    return store_output(repo, data)
+
+
+def store_stream(repo: pygit2.Repository, fh: BinaryIO) -> str:
+    """`store_output` for an open file, read once and never whole into memory (a log can
+    be GBs): the bytes it holds now, hashed as they go into the blob, so the name is the
+    hash of exactly what was stored even if the file still grows."""
+    reader = _Hashing(fh, os.fstat(fh.fileno()).st_size)
+    oid = repo.create_blob_fromiobase(reader)
+    digest = reader.sha.hexdigest()
+    repo.references.create(OUTPUT_PREFIX + digest, oid, force=True)
+    return "sha256:" + digest
+
+
+class _Hashing(io.RawIOBase):
+    """At most `limit` bytes of `fh`, with the SHA-256 of what was read."""
+
+    def __init__(self, fh: BinaryIO, limit: int) -> None:
+        super().__init__()
+        self.fh, self.left, self.sha = fh, limit, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left <= 0:
+            return 0
+        view = memoryview(buffer)[: min(len(buffer), self.left)]
+        n = self.fh.readinto(view) or 0  # type: ignore[attr-defined]
+        self.sha.update(view[:n])
+        self.left -= n
+        return n
 
 
 def read_output(repo: pygit2.Repository, ref: str) -> bytes:

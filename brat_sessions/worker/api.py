@@ -44,7 +44,7 @@ from ..sessions.lease import (
     update_lease,
 )
 from ..sessions.model import Session, check_transition
-from ..sessions.outputs import store_file, store_output
+from ..sessions.outputs import store_file, store_output, store_stream
 from ..sessions.projection import BlockRecord
 from ..sessions.usage import LedgerEntry, Progress, add_usage, totals, usage_json
 from ..sessions.writer import block_events
@@ -415,8 +415,11 @@ class Tracker:
             if not path.is_file():
                 raise BadInput(f"no such output file: {path}")
             return store_file(self.ws.repo, path)
-        data = self.files(session_id).read_log()
-        return store_output(self.ws.repo, data) if data is not None else None
+        log = self.files(session_id).open_log()
+        if log is None:
+            return None
+        with log:
+            return store_stream(self.ws.repo, log)
 
     def adopted(self, session_id: str) -> bool:
         """True when this machine holds proof of the session's process (`run`, or a pid

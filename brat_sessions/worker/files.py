@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import BadInput, BratError
 from ..kinds import ExitReason
@@ -61,6 +61,10 @@ class SessionFiles:
         """The session's output log here, None when there is none (never through a link)."""
         return read_own(self.log)
 
+    def open_log(self) -> BinaryIO | None:
+        """The session's output log opened for reading (`read_log` without reading it)."""
+        return open_own(self.log)
+
     def ensure_dir(self) -> None:
         check_not_linked(self.logs_dir)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +106,16 @@ def check_not_linked(logs_dir: Path) -> None:
 
 def read_own(path: Path) -> bytes | None:
     """A session file's bytes, or None if missing; a symbolic link is refused (BratError)."""
+    fh = open_own(path)
+    if fh is None:
+        return None
+    with fh:
+        return fh.read()
+
+
+def open_own(path: Path) -> BinaryIO | None:
+    """A session file opened for reading, or None if missing; a symbolic link is refused
+    (BratError)."""
     check_not_linked(path.parent)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -111,8 +125,7 @@ def read_own(path: Path) -> bytes | None:
         if exc.errno == errno.ELOOP:
             raise BratError(f"{path} is a symbolic link; brat does not follow it") from None
         raise BratError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read()
+    return os.fdopen(fd, "rb")
 
 
 def code_and_reason(status: dict[str, Any]) -> tuple[int, ExitReason]:

@@ -24,3 +24,23 @@ def test_an_output_is_taken_only_when_small_enough_and_named_by_its_sha256(tmp_p
     assert not verified_output(pygit_repo, name, empty)
     monkeypatch.setattr(outputs, "MAX_FETCHED_OUTPUT", 1024)
     assert not verified_output(pygit_repo, name, oid)  # too large: refused by its header alone
+
+
+def test_a_log_is_stored_as_a_stream_and_named_by_exactly_the_bytes_stored(tmp_path):
+    from brat_sessions.sessions.outputs import _Hashing, read_output, store_stream
+
+    repo = open_repo(make_repo(tmp_path / "r")).repo
+    log = tmp_path / "big.log"
+    log.write_bytes(b"line\n" * 300_000)
+    with log.open("rb") as fh:
+        ref = store_stream(repo, fh)
+    assert ref == "sha256:" + hashlib.sha256(log.read_bytes()).hexdigest()
+    assert read_output(repo, ref) == log.read_bytes()
+    with log.open("rb") as fh:  # a file that grows while it is read: only the first bytes
+        reader = _Hashing(fh, 10)
+        with log.open("ab") as writer:
+            writer.write(b"later\n")
+        assert (
+            reader.read() == b"line\n" * 2
+            and reader.sha.hexdigest() == hashlib.sha256(b"line\n" * 2).hexdigest()
+        )
