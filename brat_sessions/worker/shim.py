@@ -24,12 +24,16 @@ DRAIN_IDLE_S = 0.05  # after the command ends: stop at the first pause this long
 DRAIN_MAX_S = 1.0  # ... or after this long at most, whoever still holds the pipes
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write it all; False when the reader has gone (a closed pipe)."""
     try:
         while data:
             data = data[os.write(fd, data) :]
+    except BrokenPipeError:
+        return False
     except OSError:
         pass  # the terminal went away; the log still gets everything
+    return True
 
 
 def _write_status(path: str, data: dict[str, Any]) -> None:
@@ -232,8 +236,12 @@ def _pump(
                 sel.unregister(key.fd)
                 continue
             log.write(data)
-            if tee:
-                _write_all(2 if to_stderr else key.data, data)
+            if tee and not _write_all(2 if to_stderr else key.data, data):
+                # Whoever read our output has gone (`run -- yes | head -1`): this stream of
+                # the command is closed too, so its next write fails as it would without
+                # `run` (SIGPIPE) instead of filling the log for ever.
+                sel.unregister(key.fd)
+                os.close(key.fd)
         if drain_until is None and _exited(pid):
             drain_until = time.monotonic() + DRAIN_MAX_S
         elif drain_until is not None and (not ready or time.monotonic() > drain_until):

@@ -125,6 +125,16 @@ def test_a_killed_supervisor_is_a_crash_and_its_command_is_stopped(repo, tracker
     assert wait_for(lambda: not procs.alive(s.pid), timeout=30)  # not left running unsupervised
 
 
+def test_a_reader_that_stops_reading_ends_the_command_as_without_run(repo, tracker, task):
+    proc = _start_run(repo, task, "yes")  # `brat sessions run -- yes | head -1`
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "y\n"
+    proc.stdout.close()  # the reader goes away
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE  # yes got SIGPIPE, as it would
+    (s,) = session_of(tracker, task)
+    assert (s.exit_reason, s.exit_code) == ("signal", 128 + signal.SIGPIPE)
+
+
 def test_log_follow_prints_until_the_session_exits(repo, tracker, task, tmp_path):
     gate = tmp_path / "gate"
     proc = _start_run(
