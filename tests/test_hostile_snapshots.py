@@ -476,3 +476,27 @@ def test_a_second_issue_with_a_task_id_is_never_taken_for_the_task(world):
     assert shown["body"] == task["body"]  # by its issue id, the real one
     (dup,) = _problems(world.victim, "duplicate_task_id")
     assert task["grite_issue_id"] in dup["message"]
+
+
+def test_a_pushed_root_commit_naming_a_prev_wal_does_not_make_the_log_incomplete(world):
+    import hashlib
+
+    old = git(world.attacker, "rev-parse", "refs/grite/wal")
+    gw = GriteWriter(world.attacker)
+    data = writer_chunk([gw.event(bytes(16), 3, ["x"])])
+    digest = hashlib.blake2b(data, digest_size=32).hexdigest()
+    tree = gw._tree([("100644", gw._blob(data), f"{digest}.bin")])
+    for part in ("26", "11", "2026", "events"):
+        tree = gw._tree([("040000", tree, part)])
+    meta = {"schema_version": 1, "actor_id": gw.actor_hex, "chunk_hash": digest, "prev_wal": "ab" * 20}
+    entries = [("100644", gw._blob(json.dumps(meta).encode()), "meta.json")]
+    entries += [(m, o, n) for m, _t, o, n in _entries(world.attacker, tree)]
+    root = gw._git("commit-tree", gw._tree(entries), "-m", "a root that claims a parent")
+    merge = git(world.attacker, "commit-tree", f"{root}^{{tree}}", "-p", root, "-p", old, "-m", "m")
+    git(world.attacker, "push", "-q", "origin", f"{merge}:refs/grite/wal")
+    assert brat("sync", cwd=world.victim).returncode == 0
+    _cold(world.victim)
+    assert _problems(world.victim, "incomplete_log") == []
+    reaped = brat("sessions", "reap", cwd=world.victim)  # (nothing is stale: it only must not refuse)
+    assert reaped.returncode == 0 and "incomplete" not in reaped.stderr, reaped.stderr
+    assert _listed(world.victim) == world.sessions

@@ -195,18 +195,14 @@ class Wal:
     def _gap_below(self, commit: pygit2.Commit, parent: pygit2.Oid | None) -> str | None:
         """Why the chain is incomplete below its oldest commit here, or None if it is whole.
 
-        A commit whose parent is missing, or whose `meta.json` names a `prev_wal`, is not
-        the first commit of the log: the clone is shallow, grafted or partial.
+        A commit whose parent is missing is not the first commit of the log, nor is one
+        that git grafted (a shallow clone's boundary: its object names a parent that git
+        hides). A commit whose object names no parent is the log's first, whatever its
+        `meta.json` says: else anyone could push one whose `prev_wal` made every clone's
+        log "incomplete", and reaping refused for good.
         """
         oid = str(commit.id)
-        missing = str(parent) if parent is not None else None
-        if missing is None:
-            try:
-                meta = commit.tree["meta.json"]
-                prev = json.loads(meta.data).get("prev_wal") if isinstance(meta, pygit2.Blob) else None
-                missing = prev if isinstance(prev, str) and prev else None
-            except (KeyError, ValueError, AttributeError, TypeError, RecursionError, pygit2.GitError):
-                return None  # unreadable: reported as a corrupt commit by the replay
+        missing = str(parent) if parent is not None else self._hidden_parent(commit)
         if missing is None:
             return None
         return (
@@ -214,6 +210,18 @@ class Wal:
             f"clone does not have (a shallow or partial fetch); run `brat sync` or "
             f"`git fetch --unshallow origin {WAL_REF}`"
         )
+
+    def _hidden_parent(self, commit: pygit2.Commit) -> str | None:
+        """The first parent a commit's object names when git shows it with none (grafted:
+        a shallow clone, or one whose history arrived after this repository was opened)."""
+        try:
+            raw = self.repo.odb.read(commit.id)[1]
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
+        for line in raw.split(b"\n\n", 1)[0].split(b"\n"):
+            if line.startswith(b"parent "):
+                return line[7:].decode("ascii", "replace")
+        return None
 
     def replay(
         self, head: str | None = None, since: str | None = None
