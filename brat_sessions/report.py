@@ -217,14 +217,8 @@ def _line(key: str, row: Mapping[str, Any]) -> list[object]:
     ]
 
 
-def report_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
-    """`aggregate` rows as a table with a last TOTAL line (the sum of the rows: by model, a
-    session that used two models is in two rows, so it counts twice). Every key is printed
-    with control characters made visible. To fit `width`, keys are cut (to no fewer than 6
-    characters), then shorter headers are used (SESS, FAIL, STOP, T/O, IN, OUT); numbers
-    are never cut, so very large ones can still make a line wider."""
-    if not rows:
-        return "no sessions"
+def total_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of `aggregate` rows (by model, a session that used two models counts twice)."""
     total: dict[str, Any] = {
         "sessions": 0,
         "wall_ms": 0,
@@ -236,7 +230,18 @@ def report_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) ->
             total[k] += row[k]
         for o in OUTCOMES:
             total["outcomes"][o] += row["outcomes"][o]
-    lines = [_line(str(row["key"]), row) for row in rows] + [_line("TOTAL", total)]
+    return total
+
+
+def report_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
+    """`aggregate` rows as a table with a last TOTAL line (the sum of the rows: by model, a
+    session that used two models is in two rows, so it counts twice). Every key is printed
+    with control characters made visible. To fit `width`, keys are cut (to no fewer than 6
+    characters), then shorter headers are used (SESS, FAIL, STOP, T/O, IN, OUT); numbers
+    are never cut, so very large ones can still make a line wider."""
+    if not rows:
+        return "no sessions"
+    lines = [_line(str(row["key"]), row) for row in rows] + [_line("TOTAL", total_row(rows))]
     text = table(REPORT_HEADERS, lines, width=width, flex=(0,))
     if width is not None and max(len(line) for line in text.splitlines()) > width:
         text = table(SHORT_HEADERS, lines, width=width, flex=(0,))

@@ -458,14 +458,14 @@ def _since(value: str | None, at: int) -> int | None:
 @click.option("--since", help="Only sessions started since: a duration (90m, 12h, 7d) or a date.")
 def sessions_report(by: str, since: str | None) -> None:
     """Sessions, wall time, outcomes, tokens and cost, grouped."""
-    from ..report import aggregate, report_table
+    from ..report import aggregate, report_table, total_row
 
     ws = workspace() if by == "model" else read_workspace()  # ledgers are stored objects
     at = now()
     rows = aggregate(
         _dicts(ws, ws.sessions(include_exited=True), at, ledgers=by == "model"), by, at, _since(since, at)
     )
-    emit({"by": by, "rows": rows}, lambda: report_table(rows, width=width()))
+    emit({"by": by, "rows": rows, "total": total_row(rows)}, lambda: report_table(rows, width=width()))
 
 
 @sessions.command(

@@ -23,8 +23,10 @@ def test_report_groups_sessions_outcomes_tokens_and_cost(repo, task):
     _world(repo, task)
     by_model = {r["key"]: r for r in brat_json("sessions", "report", "--by", "model", cwd=repo)["rows"]}
     assert by_model["m1"]["input_tokens"] == 100 and by_model["m2"]["cost_usd"] == 0.5  # m2: stored ledger
-    (row,) = brat_json("sessions", "report", "--by", "task", cwd=repo)["rows"]
+    by_task = brat_json("sessions", "report", "--by", "task", cwd=repo)
+    (row,) = by_task["rows"]
     assert row["sessions"] == 2 and row["outcomes"]["ok"] == 1 and row["outcomes"]["live"] == 1
+    assert by_task["total"] == {k: v for k, v in row.items() if k != "key"}  # the TOTAL line
     text = brat("sessions", "report", "--by", "engine", cwd=repo).stdout
     assert "codex" in text and "claude" in text and "TOTAL" in text
     assert brat("sessions", "report", "--since", "yesterday", cwd=repo).returncode == 2
