@@ -159,6 +159,12 @@ class Syncer:
         remote = self._ref(self.prefix + "grite/wal")
         if remote is None or remote == local:
             return local
+        kind = self._kind(remote)
+        if kind != "a commit":
+            raise EnvironmentProblem(
+                f"{self.remote}'s {WAL_REF} points at {kind}, not a commit: there is no log to "
+                "merge (someone pushed it there; the remote's owner must put the log back)"
+            )
         # along first parents only: a merge commit whose first parent starts a new log would
         # otherwise pass for a fast-forward and hide ours behind its second parent
         # (descendant_of first: it rules most cases out in C; the walks are then short)
@@ -172,6 +178,13 @@ class Syncer:
         if not self.wal.move_head(local, new, "brat sync"):
             raise _LostRace()
         return new
+
+    def _kind(self, oid: str) -> str:
+        try:
+            obj = self.repo.get(oid)
+        except (ValueError, pygit2.GitError):
+            return "an object this clone cannot read"
+        return "nothing" if obj is None else f"a {obj.type_str}"
 
     def _reappend(self, local: str, remote: str) -> str:
         since = self.wal.chain_base(local, remote)

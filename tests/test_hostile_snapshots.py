@@ -500,3 +500,21 @@ def test_a_pushed_root_commit_naming_a_prev_wal_does_not_make_the_log_incomplete
     reaped = brat("sessions", "reap", cwd=world.victim)  # (nothing is stale: it only must not refuse)
     assert reaped.returncode == 0 and "incomplete" not in reaped.stderr, reaped.stderr
     assert _listed(world.victim) == world.sessions
+
+
+def test_a_remote_log_ref_at_a_blob_is_named_as_such(world):
+    blob = git_blob_at(world.attacker, b"not a log")
+    git(world.attacker, "push", "-q", "-f", "origin", f"{blob}:refs/grite/wal")
+    out = brat("sync", cwd=world.victim)
+    assert out.returncode == 5 and "points at a blob, not a commit" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and _listed(world.victim) == world.sessions
+
+
+def git_blob_at(repo: Path, data: bytes) -> str:
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
