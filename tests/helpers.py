@@ -150,6 +150,16 @@ def brat_on_terminal(
     return proc.returncode, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
 
 
+def clones_of_one_remote(tmp_path: Path, *names: str) -> tuple[Path, ...]:
+    """A bare `remote.git` and a repository of each name with it as origin."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    clones = tuple(make_repo(tmp_path / name) for name in names)
+    for clone in clones:
+        git(clone, "remote", "add", "origin", str(remote))
+    return clones
+
+
 def git_blob(repo: Path, data: bytes) -> str:
     """Write `data` as a blob with git's plumbing; its id."""
     return (

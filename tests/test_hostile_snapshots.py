@@ -22,7 +22,7 @@ from brat_sessions.storage.snapshot import SNAPSHOT_PREFIX
 
 from .grite_writer import CODEC, MAGIC, GriteWriter, now_ms
 from .grite_writer import encode_chunk as writer_chunk
-from .helpers import brat, brat_json, git, make_repo, push_snapshot
+from .helpers import brat, brat_json, git, git_blob, make_repo, push_snapshot
 
 # one CommentAdded whose payload is a list holding itself (CBOR tags 28 and 29)
 CYCLIC_PAYLOAD = b"\x81\xd8\x1c\x81\xd8\x1d\x00"
@@ -503,18 +503,8 @@ def test_a_pushed_root_commit_naming_a_prev_wal_does_not_make_the_log_incomplete
 
 
 def test_a_remote_log_ref_at_a_blob_is_named_as_such(world):
-    blob = git_blob_at(world.attacker, b"not a log")
+    blob = git_blob(world.attacker, b"not a log")
     git(world.attacker, "push", "-q", "-f", "origin", f"{blob}:refs/grite/wal")
     out = brat("sync", cwd=world.victim)
     assert out.returncode == 5 and "points at a blob, not a commit" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and _listed(world.victim) == world.sessions
-
-
-def git_blob_at(repo: Path, data: bytes) -> str:
-    return (
-        subprocess.run(
-            ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .strip()
-    )

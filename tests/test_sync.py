@@ -8,7 +8,7 @@ import pytest
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
 
-from .helpers import WORKTREE_ENV, brat, brat_json, git, make_repo
+from .helpers import WORKTREE_ENV, brat, brat_json, clones_of_one_remote, git, make_repo
 
 
 @pytest.fixture
@@ -188,11 +188,7 @@ def test_losing_every_race_is_a_conflict(remote, tmp_path, monkeypatch):
 
 
 def test_two_syncs_at_once_in_one_clone_both_succeed(tmp_path):
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
-    for repo in (a, b):
-        git(repo, "remote", "add", "origin", str(remote))
+    a, b = clones_of_one_remote(tmp_path, "a", "b")
     for n in range(3):
         brat_json("task", "create", f"T{n}", cwd=b)
         brat_json("sync", cwd=b)  # the remote moves: both syncs in `a` fetch the same refs
