@@ -132,7 +132,8 @@ class Syncer:
             )
         if result.returncode != 0:
             if "cannot lock ref" in result.stderr or "unable to update local ref" in result.stderr:
-                raise _LostRace()  # another sync in this clone fetched at the same moment
+                # another sync in this clone fetched at the same moment (or a stale lock)
+                raise _LostRace(_first_line(result.stderr))
             raise EnvironmentProblem(f"git fetch {self.remote} failed: {_first_line(result.stderr)}")
 
     def _ref(self, name: str) -> str | None:
@@ -254,13 +255,19 @@ class Syncer:
     def merge_outputs(self) -> None:
         refs = self._refs()
         local = self._under(refs, OUTPUT_PREFIX)
+        # outputs refused once are not read again while their ref is unchanged
+        refused = NameLog(self.ws.ctx.data_dir / "outputs_refused", lambda name: 0 < len(name) <= 200)
+        known_bad = refused.entries()
         for name, oid in self._under(refs, self.prefix + "sessions/outputs/").items():
             if name not in local:
+                if known_bad.get(name) == oid:
+                    continue  # refused at an earlier sync, and unchanged since
                 if not verified_output(self.repo, name, oid):
                     self.report.warnings.append(
                         f"remote output {name[:80]!r} ignored: not a blob of at most 256 MiB "
                         "whose sha256 is its name"
                     )
+                    refused.add(name, oid)
                     continue
                 self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
                 self.report.outputs_fetched += 1
@@ -406,6 +413,7 @@ class Syncer:
         return {name: wanted[name] for name in on_chain(self.wal, head, set(wanted))}
 
     def run(self) -> SyncReport:
+        locked: list[str] = []  # git's line for each fetch that lost a ref lock
         for attempt in range(MAX_ATTEMPTS):
             self.report.attempts = attempt + 1
             self.report.pushed_commits = self.report.leases_pushed = self.report.outputs_pushed = 0
@@ -421,8 +429,12 @@ class Syncer:
                 self.push(head)
                 self.report.head = head
                 return self.report
-            except _LostRace:
+            except _LostRace as race:
+                if race.args:
+                    locked.append(race.args[0])
                 time.sleep(random.uniform(0.05, 0.2) * (2**attempt))
+        if len(locked) == MAX_ATTEMPTS:  # a lock that stays is no race: a stale lock file
+            raise EnvironmentProblem(f"git fetch {self.remote} failed {MAX_ATTEMPTS} times: {locked[-1]}")
         raise Conflict(
             f"sync with {self.remote}: lost the race to update {WAL_REF} (or its copy of the "
             f"remote's refs) {MAX_ATTEMPTS} times; try again"

@@ -508,3 +508,15 @@ def test_a_remote_log_ref_at_a_blob_is_named_as_such(world):
     out = brat("sync", cwd=world.victim)
     assert out.returncode == 5 and "points at a blob, not a commit" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and _listed(world.victim) == world.sessions
+
+
+def test_a_refused_remote_output_is_not_read_again_at_every_sync(world):
+    blob = git_blob(world.attacker, b"\0" * 4096)
+    git(world.attacker, "push", "-q", "origin", f"{blob}:refs/brat/sessions/outputs/{'a' * 64}")
+    first = brat_json("sync", cwd=world.victim)
+    assert any("ignored" in w for w in first["warnings"]) and first["outputs_fetched"] == 0
+    again = brat_json("sync", cwd=world.victim)  # remembered: its bytes are not read again
+    assert not any("ignored" in w for w in again["warnings"])
+    other = git_blob(world.attacker, b"\1" * 4096)  # the ref moved: judged anew
+    git(world.attacker, "push", "-q", "-f", "origin", f"{other}:refs/brat/sessions/outputs/{'a' * 64}")
+    assert any("ignored" in w for w in brat_json("sync", cwd=world.victim)["warnings"])

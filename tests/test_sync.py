@@ -187,6 +187,23 @@ def test_losing_every_race_is_a_conflict(remote, tmp_path, monkeypatch):
     assert waits[-1] > waits[0]  # the backoff grows
 
 
+def test_a_stale_lock_file_is_named_not_taken_for_a_race(tmp_path, monkeypatch):
+    from brat_sessions import sync as sync_module
+    from brat_sessions.errors import EnvironmentProblem
+    from brat_sessions.workspace import Workspace
+
+    a, b = clones_of_one_remote(tmp_path, "a", "b")
+    brat_json("task", "create", "T", cwd=b)
+    brat_json("sync", cwd=b)
+    brat_json("sync", cwd=a)
+    brat_json("task", "create", "U", cwd=b)
+    brat_json("sync", cwd=b)  # the remote moved: a's next fetch updates its copy of the ref
+    (a / ".git" / "refs" / "brat-remotes" / "origin" / "grite" / "wal.lock").write_text("")  # a crash left it
+    monkeypatch.setattr(sync_module.time, "sleep", lambda _s: None)
+    with pytest.raises(EnvironmentProblem, match=r"wal\.lock"):
+        sync_module.sync(Workspace(a))
+
+
 def test_two_syncs_at_once_in_one_clone_both_succeed(tmp_path):
     a, b = clones_of_one_remote(tmp_path, "a", "b")
     for n in range(3):

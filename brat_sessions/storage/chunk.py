@@ -21,6 +21,9 @@ CODEC = b"cbor-v1"
 # one-byte items (a small time and kind, a null parent, an empty payload, a null sig)
 MIN_EVENT_BYTES = 1 + 34 + 17 + 17 + 5
 CHECK_AS_DECODED = 1 << 20  # a chunk body larger than this is checked event by event
+# real events take at least 8 bytes an item (ids and text are most of them); CBOR of tiny
+# items (empty arrays: one byte each) decodes to millions of Python objects, GBs of them
+BYTES_PER_ITEM = 4
 
 
 class ChunkError(ValueError):
@@ -92,6 +95,8 @@ def decode_chunk(data: bytes) -> list[Event]:
         "strict_hashable_types": True,
     }
     if count is not None and len(body) > CHECK_AS_DECODED:
+        if too_many_items(body, len(body) // BYTES_PER_ITEM):
+            raise ChunkError(f"it holds more CBOR items than {len(body)} bytes of events can")
         return _decode_one_by_one(body, count, options)
     try:
         records = cbor2.loads(body, **options)
@@ -123,6 +128,40 @@ def _decode_one_by_one(body: bytes, count: int, options: dict[str, Any]) -> list
         except ValueError as exc:
             raise ChunkError(str(exc)) from None
     return events
+
+
+def too_many_items(body: bytes, limit: int) -> bool:
+    """Does the CBOR value at the start of `body` hold more than `limit` items, strings
+    skipped by their length? Stops as soon as it knows, so it costs at most `limit` steps
+    and no memory; anything odd (an indefinite length, a reserved code, a cut) is True."""
+    pos, items, pending, end = 0, 0, 1, len(body)
+    while pending:
+        if pos >= end:
+            return True
+        initial = body[pos]
+        pos += 1
+        major, info = initial >> 5, initial & 31
+        pending -= 1
+        items += 1
+        if items > limit:
+            return True
+        if info < 24:
+            arg = info
+        elif info < 28:
+            width = 1 << (info - 24)
+            arg = int.from_bytes(body[pos : pos + width], "big")
+            pos += width
+        else:
+            return True  # indefinite lengths and reserved codes: grite writes neither
+        if major in (2, 3):
+            pos += arg
+        elif major == 4:
+            pending += arg
+        elif major == 5:
+            pending += 2 * arg
+        elif major == 6:
+            pending += 1
+    return False
 
 
 def chunk_hash(data: bytes) -> str:

@@ -578,13 +578,14 @@ def snapshot_due(
 
 # writing ---------------------------------------------------------------------
 class NameLog:
-    """Snapshots (name, and the commit it named) kept in a file of this clone's data dir,
-    `<name> <commit>` a line. Lines are only ever appended (two processes lose nothing),
-    and the file is read leniently: it is local bookkeeping, never a reason for a command
-    to fail."""
+    """Refs (name, and the object it named; snapshots unless `valid_name` says otherwise)
+    kept in a file of this clone's data dir, `<name> <oid>` a line. Lines are only ever
+    appended (two processes lose nothing), and the file is read leniently: it is local
+    bookkeeping, never a reason for a command to fail."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, valid_name: Callable[[str], bool] = is_snapshot_name) -> None:
         self.path = path
+        self.valid_name = valid_name
 
     def entries(self) -> dict[str, str]:
         """name -> commit id (the last line for a name wins)."""
@@ -595,7 +596,7 @@ class NameLog:
         found = {}
         for line in lines:
             name, _, oid = line.partition(" ")
-            if is_snapshot_name(name):  # (a name alone: its commit unknown, "")
+            if self.valid_name(name):  # (a name alone: its commit unknown, "")
                 found[name] = oid.lower() if _OID.fullmatch(oid) else ""
         return found
 

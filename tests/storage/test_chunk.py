@@ -113,7 +113,7 @@ def test_a_tag_anywhere_is_refused_as_it_is_read(payload):
     ],
 )
 def test_a_payload_beyond_plain_cbor_is_refused_by_name(payload):
-    with pytest.raises(ChunkError, match="CBOR tag, a shared value or nests too deep"):
+    with pytest.raises(ChunkError, match="CBOR tag, a shared value or too many items, or nests too deep"):
         decode_chunk(_raw_chunk(payload))
 
 
@@ -202,5 +202,11 @@ def test_a_large_chunk_is_checked_event_by_event_and_reads_the_same():
     data = encode_chunk(events)
     assert len(data) > chunk_module.CHECK_AS_DECODED and decode_chunk(data) == events
     junk = cbor2.dumps([[[]] * 73] * 20_000)  # each "event" an array of 73 empty arrays: 1.5 MB
-    with pytest.raises(ChunkError, match="not an array of 8 items"):
+    with pytest.raises(ChunkError, match="more CBOR items than"):  # counted, never decoded
         decode_chunk(data[:18] + junk)
+    record = [bytes(32), bytes(16), bytes(16), 1, None, COMMENT_ADDED, [[]] * 2_000_000, None]
+    with pytest.raises(ChunkError, match="more CBOR items than"):  # the same inside one event
+        decode_chunk(data[:18] + cbor2.dumps([record]))
+    small = [bytes(32), bytes(16), bytes(16), 1, None, COMMENT_ADDED, [0] * 200_000, None]
+    with pytest.raises(ChunkError, match="too many items"):  # under 1 MiB: the payload check
+        decode_chunk(data[:18] + cbor2.dumps([small]))
