@@ -55,6 +55,7 @@ def when(ts: int | None) -> str:
 
 
 ELLIPSIS = "…"
+TREE_DEPTH = 100  # levels of a session tree drawn (or nested in JSON) below one root
 MIN_CUT = 6  # a cut column keeps at least this many characters
 _COLOURS = {"green": "32", "yellow": "33", "red": "31", "dim": "2"}
 
@@ -228,10 +229,15 @@ def session_tree(
     colours: list[str | None] = []
     seen: set[str] = set()
 
-    # (a loop, not recursion: a chain of sessions may be as deep as the log makes it)
-    stack: list[tuple[Session, str, str]] = [(root, "", "") for root in reversed(roots)]
-    while stack:
-        s, prefix, branch = stack.pop()
+    # (a loop, not recursion: a chain of sessions may be as deep as the log makes it; past
+    # TREE_DEPTH levels a session starts a tree of its own, after the others, so that no
+    # line is drawn wider than that: a chain of 8,000 drew 192 MB of indents)
+    stack: list[tuple[Session, str, str, int]] = [(root, "", "", 0) for root in reversed(roots)]
+    later: list[Session] = []
+    while stack or later:
+        if not stack:
+            stack.append((later.pop(0), "", "", 0))
+        s, prefix, branch, depth = stack.pop()
         if s.session_id in seen:  # a cycle in hostile data: shown once
             continue
         seen.add(s.session_id)
@@ -250,8 +256,11 @@ def session_tree(
         colours.append(hue if colour else None)
         below = prefix + ("" if not branch else "   " if branch == "└─ " else "│  ")
         kids = children.get(s.session_id, [])
+        if depth + 1 >= TREE_DEPTH:
+            later += kids
+            continue
         for n in reversed(range(len(kids))):
-            stack.append((kids[n], below, "└─ " if n == len(kids) - 1 else "├─ "))
+            stack.append((kids[n], below, "└─ " if n == len(kids) - 1 else "├─ ", depth + 1))
     if not rows:
         return "no sessions"
     return table(

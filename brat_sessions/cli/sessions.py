@@ -313,7 +313,7 @@ def sessions_doctor(exit_code: bool) -> None:
 def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bool) -> None:
     """Who spawned whom: sessions as trees, with state, duration and usage rolled up
     through each subtree."""
-    from ..render import session_tree
+    from ..render import TREE_DEPTH, session_tree
     from ..report import subtree_totals
     from ..worker.lineage import children_of
 
@@ -340,7 +340,7 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
 
     def trees() -> list[dict[str, Any]]:
         """The JSON of each root and what is below it, in a loop (a chain of sessions may be
-        as deep as the log makes it; a cycle is cut). Below JSON_TREE_DEPTH levels, a
+        as deep as the log makes it; a cycle is cut). Below TREE_DEPTH levels, a
         session starts a tree of its own, after the others (JSON nested deeper than about
         500 levels cannot be written or read by many tools, Python's included)."""
         found: list[dict[str, Any]] = []
@@ -357,7 +357,7 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
                     if k.session_id in seen:
                         continue
                     seen.add(k.session_id)
-                    if depth + 1 >= JSON_TREE_DEPTH:
+                    if depth + 1 >= TREE_DEPTH:
                         todo.append(k)
                         continue
                     child: dict[str, Any] = {}
@@ -377,9 +377,6 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
             stale_after_ms=int((ws.config.effective_timeout + ws.config.clock_skew) * 1000),
         ),
     )
-
-
-JSON_TREE_DEPTH = 100
 
 
 def _any_live(root: Session, kids: dict[str, list[Session]]) -> bool:

@@ -144,7 +144,14 @@ class Wal:
 
     def chain_base(self, a: str, b: str) -> str | None:
         """Where the first-parent chains of `a` and `b` meet (git's merge base follows
-        every parent, so a merge commit could name a base no reader ever reaches)."""
+        every parent, so a merge commit could name a base no reader ever reaches: it is
+        taken when it lies on both chains, two short walks; else both chains are walked)."""
+        try:
+            base = self.repo.merge_base(a, b)
+        except (KeyError, ValueError, pygit2.GitError):
+            base = None
+        if base is not None and self.on_chain(a, str(base)) and self.on_chain(b, str(base)):
+            return str(base)
         below_b = set(self.first_parents(b))
         return next((oid for oid in self.first_parents(a) if oid in below_b), None)
 

@@ -293,3 +293,4 @@ def test_a_chain_of_sessions_deeper_than_python_recursion_is_shown_whole(repo, t
     assert chain == ids and len(trees) == 12
     text = brat("sessions", "tree", ids[0], cwd=repo)
     assert text.returncode == 0 and len(text.stdout.splitlines()) == len(ids) + 1, text.stderr
+    assert max(len(line) for line in text.stdout.splitlines()) < 400  # no indent 3,600 wide
