@@ -128,12 +128,12 @@ def session_scope(
 
 
 def exit_status(code: object) -> int:
-    """The status a process gets from `sys.exit(code)`: None 0, an int (a bool too) itself,
-    anything else 1; one past 32 bits is 1 too."""
+    """The status a process gets from `sys.exit(code)`, as the shell sees it: None 0, an
+    int (a bool too) its low 8 bits, one past a C long 255, anything else 1."""
     if code is None:
         return 0
     if isinstance(code, int):
-        return int(code) if -(2**31) <= code < 2**31 else 1
+        return int(code) & 0xFF if -(2**63) <= code < 2**63 else 255
     return 1
 
 
