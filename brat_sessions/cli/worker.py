@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -104,7 +105,12 @@ def _start_kwargs(t: Tracker, opts: dict[str, Any]) -> tuple[str, dict[str, Any]
         "budget_tokens": opts["budget_tokens"],
         "parent": parent,
     }
-    return index.resolve_task(opts["task_ref"]).issue_id, kwargs
+    task_ref = opts["task_ref"]
+    issue = os.environ.get("BRAT_GRITE_ISSUE_ID", "")
+    from_run = click.get_current_context().get_parameter_source("task_ref")
+    if from_run == click.core.ParameterSource.ENVIRONMENT and index.issue(issue.lower()) is not None:
+        task_ref = issue  # (unique, where a task id may name two issues after a sync)
+    return index.resolve_task(task_ref).issue_id, kwargs
 
 
 @sessions.command(

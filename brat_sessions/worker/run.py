@@ -45,7 +45,8 @@ def run_command(
     `tee` says where the command's output goes besides the log: "tee" (our stdout and
     stderr), "stderr" (both to stderr, keeping stdout for JSON) or "quiet". With `tty`
     the command runs in a pseudo-terminal (its stdout and stderr are one stream).
-    The command's environment names its session (BRAT_SESSION_ID, BRAT_TASK_ID), so a
+    The command's environment names its session (BRAT_SESSION_ID, BRAT_TASK_ID and
+    BRAT_GRITE_ISSUE_ID), so a
     `brat sessions run` or `start` inside it becomes a child. With a token budget
     (`budget_tokens` in `start_options`), the command is stopped at the first heartbeat
     after the session and its descendants used more, recorded as `user-stop` with the
@@ -72,7 +73,12 @@ def run_command(
             *command,
         ],
         pass_fds=[write_fd],
-        env={**os.environ, "BRAT_SESSION_ID": sid, "BRAT_TASK_ID": session.task_id or task},
+        env={
+            **os.environ,
+            "BRAT_SESSION_ID": sid,
+            "BRAT_TASK_ID": session.task_id or task,
+            "BRAT_GRITE_ISSUE_ID": session.grite_issue_id,
+        },
     )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:

@@ -294,3 +294,14 @@ def test_a_chain_of_sessions_deeper_than_python_recursion_is_shown_whole(repo, t
     text = brat("sessions", "tree", ids[0], cwd=repo)
     assert text.returncode == 0 and len(text.stdout.splitlines()) == len(ids) + 1, text.stderr
     assert max(len(line) for line in text.stdout.splitlines()) < 400  # no indent 3,600 wide
+
+
+def test_a_nested_start_finds_its_task_by_issue_id_when_the_task_id_names_two(repo, task):
+    from ..grite_writer import GriteWriter, task_labels
+
+    GriteWriter(repo).create_issue("another clone's task, same id", "", task_labels(task.task_id))
+    inner = f"{sys.executable} -m brat_sessions.cli sessions start --json"
+    out = brat("sessions", "run", "--task", task.issue_id, "--json", "--", "sh", "-c", inner, cwd=repo)
+    assert out.returncode == 0, out.stderr
+    child = json.loads(out.stderr.strip().splitlines()[-1])["data"]["session"]  # (run tees to stderr)
+    assert child["grite_issue_id"] == task.issue_id and child["parent_session_id"]
