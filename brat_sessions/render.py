@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -233,10 +234,10 @@ def session_tree(
     # TREE_DEPTH levels a session starts a tree of its own, after the others, so that no
     # line is drawn wider than that: a chain of 8,000 drew 192 MB of indents)
     stack: list[tuple[Session, str, str, int]] = [(root, "", "", 0) for root in reversed(roots)]
-    later: list[Session] = []
+    later: deque[Session] = deque()
     while stack or later:
         if not stack:
-            stack.append((later.pop(0), "", "", 0))
+            stack.append((later.popleft(), "", "", 0))
         s, prefix, branch, depth = stack.pop()
         if s.session_id in seen:  # a cycle in hostile data: shown once
             continue

@@ -262,12 +262,16 @@ class Syncer:
             if name not in local:
                 if known_bad.get(name) == oid:
                     continue  # refused at an earlier sync, and unchanged since
-                if not verified_output(self.repo, name, oid):
+                verdict = verified_output(self.repo, name, oid)
+                if not verdict:
                     self.report.warnings.append(
                         f"remote output {name[:80]!r} ignored: not a blob of at most 256 MiB "
                         "whose sha256 is its name"
+                        if verdict is False
+                        else f"remote output {name[:80]!r} not taken: its object cannot be read here"
                     )
-                    refused.add(name, oid)
+                    if verdict is False and refused.valid_name(name):
+                        refused.add(name, oid)
                     continue
                 self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
                 self.report.outputs_fetched += 1

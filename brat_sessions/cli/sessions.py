@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -345,11 +346,11 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
         500 levels cannot be written or read by many tools, Python's included)."""
         found: list[dict[str, Any]] = []
         seen = {r.session_id for r in roots}
-        todo = list(roots)
+        todo = deque(roots)
         while todo:
             top: dict[str, Any] = {}
             found.append(top)
-            stack = [(todo.pop(0), top, 0)]
+            stack = [(todo.popleft(), top, 0)]
             while stack:
                 s, out, depth = stack.pop()
                 out.update(session=s.to_json(at), usage_total=rollups.get(s.session_id), children=[])

@@ -106,10 +106,13 @@ def _start_kwargs(t: Tracker, opts: dict[str, Any]) -> tuple[str, dict[str, Any]
         "parent": parent,
     }
     task_ref = opts["task_ref"]
-    issue = os.environ.get("BRAT_GRITE_ISSUE_ID", "")
-    from_run = click.get_current_context().get_parameter_source("task_ref")
-    if from_run == click.core.ParameterSource.ENVIRONMENT and index.issue(issue.lower()) is not None:
-        task_ref = issue  # (unique, where a task id may name two issues after a sync)
+    from_environment = click.get_current_context().get_parameter_source("task_ref")
+    if from_environment == click.core.ParameterSource.ENVIRONMENT:
+        # the issue `run` named beside the task id (unique, where a task id may name two
+        # issues after a sync), while $BRAT_TASK_ID still holds the id `run` set with it
+        issue = index.issue(os.environ.get("BRAT_GRITE_ISSUE_ID", "").lower())
+        if issue is not None and issue.task_id == task_ref:
+            task_ref = issue.issue_id
     return index.resolve_task(task_ref).issue_id, kwargs
 
 

@@ -90,10 +90,11 @@ def read_output(repo: pygit2.Repository, ref: str) -> bytes:
     return data
 
 
-def verified_output(repo: pygit2.Repository, name: str, oid: str) -> bool:
+def verified_output(repo: pygit2.Repository, name: str, oid: str) -> bool | None:
     """Is `oid` a blob of at most MAX_FETCHED_OUTPUT bytes whose SHA-256 is `name` (64
-    lowercase hex)? For outputs from elsewhere: the size is read before the bytes (a
-    few MB of pushed zeros can inflate to GBs)."""
+    lowercase hex)? None when its object cannot be read here (a passing failure, not a
+    verdict). For outputs from elsewhere: the size is read before the bytes (a few MB of
+    pushed zeros can inflate to GBs)."""
     if not re.fullmatch(r"[0-9a-f]{64}", name):
         return False
     try:
@@ -102,5 +103,5 @@ def verified_output(repo: pygit2.Repository, name: str, oid: str) -> bool:
             return False
         blob = repo[oid]
     except (KeyError, ValueError, pygit2.GitError):
-        return False
+        return None
     return isinstance(blob, pygit2.Blob) and hashlib.sha256(blob.data).hexdigest() == name

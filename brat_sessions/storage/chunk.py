@@ -21,13 +21,19 @@ CODEC = b"cbor-v1"
 # one-byte items (a small time and kind, a null parent, an empty payload, a null sig)
 MIN_EVENT_BYTES = 1 + 34 + 17 + 17 + 5
 CHECK_AS_DECODED = 1 << 20  # a chunk body larger than this is checked event by event
-# real events take at least 8 bytes an item (ids and text are most of them); CBOR of tiny
-# items (empty arrays: one byte each) decodes to millions of Python objects, GBs of them
-BYTES_PER_ITEM = 4
+# CBOR items (a chunk over 1 MiB, counted before decoding): 16 MiB of one-byte items
+# would decode to 16 million Python objects, GBs of them; a reap of 10,000 sessions
+# writes some 300,000
+MAX_CHUNK_ITEMS = 2_000_000
 
 
 class ChunkError(ValueError):
     """The bytes are not a valid chunk."""
+
+
+class ChunkTooCostly(ChunkError):
+    """A chunk that may be valid but costs more to decode than this reader spends (grite
+    may still read it: a sync carries its commit over unread, as one over the size limit)."""
 
 
 def _refuse_tag(*_: object) -> object:
@@ -84,6 +90,8 @@ def decode_chunk(data: bytes) -> list[Event]:
     if codec != CODEC:
         raise ChunkError(f"unsupported codec {codec!r}")
     body = data[11 + n :]
+    if not body or body[0] >> 5 != 4:  # (before decoding: it could be 16 MiB of anything)
+        raise ChunkError("CBOR body is not an array")
     count = event_count(data)
     if count is not None and count * MIN_EVENT_BYTES > len(body):
         raise ChunkError(f"its array promises {count} events, more than {len(body)} bytes can hold")
@@ -94,9 +102,12 @@ def decode_chunk(data: bytes) -> list[Event]:
         "tag_hook": _refuse_tag,
         "strict_hashable_types": True,
     }
-    if count is not None and len(body) > CHECK_AS_DECODED:
-        if too_many_items(body, len(body) // BYTES_PER_ITEM):
-            raise ChunkError(f"it holds more CBOR items than {len(body)} bytes of events can")
+    if len(body) > CHECK_AS_DECODED:
+        if count is None or too_many_items(body, MAX_CHUNK_ITEMS):
+            raise ChunkTooCostly(
+                f"its {len(body):,} bytes hold more than {MAX_CHUNK_ITEMS:,} CBOR items "
+                "(or an array of no stated length): more than this reader decodes"
+            )
         return _decode_one_by_one(body, count, options)
     try:
         records = cbor2.loads(body, **options)

@@ -24,8 +24,6 @@ CONTEXT_UPDATED = 13
 PROJECT_CONTEXT_UPDATED = 14
 U64_MAX = 2**64 - 1
 MAX_PAYLOAD_DEPTH = 32
-MAX_PAYLOAD_ITEMS = 100_000  # in one array or map of a payload
-MAX_PAYLOAD_CONTAINERS = 10_000  # arrays and maps in one payload
 # what a payload may hold: CBOR's plain data model. cbor2 turns semantic tags into other
 # Python objects (sets, decimals, addresses, shared references that can make a cycle);
 # an event holding one is refused, as grite never writes tags.
@@ -100,15 +98,12 @@ def new_issue_id() -> bytes:
 def payload_size(items: list[Any], depth: int = 0, seen: set[int] | None = None) -> int:
     """The length of all the text and byte strings in a decoded payload, counted each time
     they are reached; -1 when it holds anything but CBOR's plain values, nests deeper than
-    MAX_PAYLOAD_DEPTH, holds more than MAX_PAYLOAD_ITEMS in one container or more than
-    MAX_PAYLOAD_CONTAINERS in all, or reaches one container twice (a shared value: its paths can be
+    MAX_PAYLOAD_DEPTH, or reaches one container twice (a shared value: its paths can be
     exponentially many). A chunk's tags are refused while it is decoded (`chunk.py`), so
     this is the check for payloads built in Python and for what a tag-free chunk may hold
     (undefined, simple values)."""
     if seen is None:
         seen = {id(items)}
-    if len(items) > MAX_PAYLOAD_ITEMS or len(seen) > MAX_PAYLOAD_CONTAINERS:
-        return -1  # (no event of grite's holds that many: walking them could take seconds)
     total = 0
     for value in items:
         kind = type(value)
@@ -153,8 +148,7 @@ def event_from_record(record: Any) -> Event:
         raise ValueError("kind_payload is not an array")
     if payload_size(payload) < 0:
         raise ValueError(
-            f"kind_payload of event {eid.hex()} holds a CBOR tag, a shared value or too many "
-            "items, or nests too deep"
+            f"kind_payload of event {eid.hex()} holds a CBOR tag, a shared value or nests too deep"
         )
     if sig is not None and not isinstance(sig, bytes):
         raise ValueError("sig is neither null nor bytes")

@@ -432,7 +432,7 @@ class Wal:
 def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalCommit:
     """A commit from its `meta.json` and its chunk file (named `name`): the chunk's hash
     must be the one meta.json names and the file's name; CorruptCommit otherwise."""
-    from .chunk import ChunkError, chunk_hash, decode_chunk
+    from .chunk import ChunkError, ChunkTooCostly, chunk_hash, decode_chunk
 
     try:
         meta = json.loads(meta_bytes)
@@ -445,6 +445,8 @@ def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalComm
         raise CorruptCommit(oid, "chunk hash does not match meta.json")
     try:
         events = decode_chunk(data)
+    except ChunkTooCostly as exc:  # (grite may read it: carried over like an oversize one)
+        raise CorruptCommit(oid, str(exc), oversize=True) from None
     except ChunkError as exc:
         raise CorruptCommit(oid, str(exc)) from None
     # (an actor that is not 32 hex is unknown: a re-append writes it under this clone's)

@@ -18,12 +18,13 @@ def test_an_output_is_taken_only_when_small_enough_and_named_by_its_sha256(tmp_p
     name = hashlib.sha256(data).hexdigest()
     pygit_repo = open_repo(repo).repo
     assert verified_output(pygit_repo, name, oid)
-    assert not verified_output(pygit_repo, "0" * 64, oid)  # not its name
-    assert not verified_output(pygit_repo, name.upper(), oid)
+    assert verified_output(pygit_repo, "0" * 64, oid) is False  # not its name
+    assert verified_output(pygit_repo, name.upper(), oid) is False
+    assert verified_output(pygit_repo, name, "1" * 40) is None  # not here: no verdict
     empty = git_blob(repo, b"")  # the wrong bytes
-    assert not verified_output(pygit_repo, name, empty)
+    assert verified_output(pygit_repo, name, empty) is False
     monkeypatch.setattr(outputs, "MAX_FETCHED_OUTPUT", 1024)
-    assert not verified_output(pygit_repo, name, oid)  # too large: refused by its header alone
+    assert verified_output(pygit_repo, name, oid) is False  # too large: refused by its header
 
 
 def test_a_log_is_stored_as_a_stream_and_named_by_exactly_the_bytes_stored(tmp_path):

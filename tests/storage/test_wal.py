@@ -99,7 +99,7 @@ def test_corrupt_commits_are_reported_and_skipped(repo):
         return {"meta.json": json.dumps(meta).encode(), f"events/2023/11/14/{chunk_hash(data)}.bin": data}
 
     bad_magic = with_chunk(b"NOTMAGIC" + good[bin_name][8:])
-    bad_cbor = with_chunk(good[bin_name][:18] + b"\xff\x00")
+    bad_cbor = with_chunk(good[bin_name][:18] + b"\x81" + b"\xff" * 80)  # an array, then stray breaks
     wrong_id = bytearray(good[bin_name])
     wrong_id[-2] ^= (
         1  # the comment text ("x"), just before the null sig: the stored event_id no longer matches

@@ -305,3 +305,12 @@ def test_a_nested_start_finds_its_task_by_issue_id_when_the_task_id_names_two(re
     assert out.returncode == 0, out.stderr
     child = json.loads(out.stderr.strip().splitlines()[-1])["data"]["session"]  # (run tees to stderr)
     assert child["grite_issue_id"] == task.issue_id and child["parent_session_id"]
+
+
+def test_a_task_id_the_command_sets_itself_wins_over_runs_issue_id(repo, task):
+    other = create_task(Workspace(repo), "Another task")
+    inner = f"BRAT_TASK_ID={other.task_id} {sys.executable} -m brat_sessions.cli sessions start --json"
+    out = brat("sessions", "run", "--task", task.task_id, "--json", "--", "sh", "-c", inner, cwd=repo)
+    assert out.returncode == 0, out.stderr
+    child = json.loads(out.stderr.strip().splitlines()[-1])["data"]["session"]
+    assert child["grite_issue_id"] == other.issue_id
