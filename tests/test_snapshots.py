@@ -166,6 +166,25 @@ def test_snapshot_chunks_are_cut_smaller_when_events_are_large(monkeypatch):
     assert [e for data, _ in files for e in decode_chunk(data)] == events
 
 
+def test_snapshot_chunks_are_cut_smaller_when_they_would_hold_too_many_items(monkeypatch):
+    from brat_sessions.storage import chunk as chunk_module
+    from brat_sessions.storage import snapshot as snapshot_module
+    from brat_sessions.storage.chunk import decode_chunk
+    from brat_sessions.storage.events import CONTEXT_UPDATED, make_event
+
+    monkeypatch.setattr(snapshot_module, "MAX_CHUNK_ITEMS", 20_000)  # (read by both sides)
+    monkeypatch.setattr(chunk_module, "MAX_CHUNK_ITEMS", 20_000)
+    monkeypatch.setattr(snapshot_module, "CHECK_AS_DECODED", 10_000)
+    monkeypatch.setattr(chunk_module, "CHECK_AS_DECODED", 10_000)
+    symbols = [[f"F{n}", "type", n, n + 2] for n in range(1_000)]  # each event ~5,000 items
+    events = [
+        make_event(bytes(16), bytes(16), 1 + n, CONTEXT_UPDATED, ["g.go", "go", symbols]) for n in range(12)
+    ]
+    files = list(snapshot_module._chunk_files(events))
+    assert len(files) > 1  # every one of them readable, as grite's would be
+    assert [e for data, _ in files for e in decode_chunk(data)] == events
+
+
 @pytest.mark.parametrize("writer", ["brat", "another actor"])
 def test_a_local_commit_too_large_to_read_here_is_carried_over_unread(tmp_path, monkeypatch, writer):
     # grite may read what brat refuses to: a sync never leaves a commit of its log behind

@@ -23,7 +23,16 @@ import pygit2
 
 from ..clock import now_ms as _clock_ms
 from ..errors import BratError, Conflict, CorruptCommit, EnvironmentProblem
-from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk, event_count
+from .chunk import (
+    CHECK_AS_DECODED,
+    MAX_CHUNK_ITEMS,
+    ChunkError,
+    chunk_hash,
+    decode_chunk,
+    encode_chunk,
+    event_count,
+    too_many_items,
+)
 from .context import create_ref_if_absent
 from .events import ATTACHMENT_ADDED, COMMENT_ADDED, ISSUE_CREATED, LINK_ADDED, Event
 from .wal import Wal, WalCommit
@@ -626,12 +635,16 @@ def made_snapshots(data_dir: Path) -> NameLog:
 
 def _chunk_files(events: list[Event]) -> Iterator[tuple[bytes, int]]:
     """The events as chunk files of at most CHUNK_EVENTS events each and, where large events
-    make one bigger than a reader takes (MAX_CHUNK_BYTES), fewer: (bytes, event count)."""
+    make one more than a reader takes (MAX_CHUNK_BYTES, or too many CBOR items in a chunk
+    over 1 MiB: see chunk.py), fewer: (bytes, event count). Halving ends: one event from a
+    log commit that was read fits."""
     pending = [events[i : i + CHUNK_EVENTS] for i in range(0, len(events), CHUNK_EVENTS)][::-1]
     while pending:
         part = pending.pop()
         data = encode_chunk(part)
-        if len(data) > MAX_CHUNK_BYTES and len(part) > 1:
+        body = data[11 + data[10] :]  # (what decode_chunk judges: the CBOR after the header)
+        costly = len(body) > CHECK_AS_DECODED and too_many_items(body, MAX_CHUNK_ITEMS)
+        if (len(data) > MAX_CHUNK_BYTES or costly) and len(part) > 1:
             half = len(part) // 2
             pending += [part[half:], part[:half]]  # (the first half is next)
             continue
