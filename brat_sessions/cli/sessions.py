@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -314,7 +313,7 @@ def sessions_doctor(exit_code: bool) -> None:
 def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bool) -> None:
     """Who spawned whom: sessions as trees, with state, duration and usage rolled up
     through each subtree."""
-    from ..render import TREE_DEPTH, session_tree
+    from ..render import session_tree, walk_trees
     from ..report import subtree_totals
     from ..worker.lineage import children_of
 
@@ -340,30 +339,19 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
     )
 
     def trees() -> list[dict[str, Any]]:
-        """The JSON of each root and what is below it, in a loop (a chain of sessions may be
-        as deep as the log makes it; a cycle is cut). Below TREE_DEPTH levels, a
-        session starts a tree of its own, after the others (JSON nested deeper than about
-        500 levels cannot be written or read by many tools, Python's included)."""
+        """The JSON of each tree, nested as `walk_trees` walks them (at most TREE_DEPTH
+        levels: JSON nested deeper than about 500 cannot be written or read by many
+        tools, Python's included)."""
         found: list[dict[str, Any]] = []
-        seen = {r.session_id for r in roots}
-        todo = deque(roots)
-        while todo:
-            top: dict[str, Any] = {}
-            found.append(top)
-            stack = [(todo.popleft(), top, 0)]
-            while stack:
-                s, out, depth = stack.pop()
-                out.update(session=s.to_json(at), usage_total=rollups.get(s.session_id), children=[])
-                for k in kids.get(s.session_id, []):
-                    if k.session_id in seen:
-                        continue
-                    seen.add(k.session_id)
-                    if depth + 1 >= TREE_DEPTH:
-                        todo.append(k)
-                        continue
-                    child: dict[str, Any] = {}
-                    out["children"].append(child)
-                    stack.append((k, child, depth + 1))
+        nodes: dict[str, dict[str, Any]] = {}
+        for s, parent, _last in walk_trees(roots, kids):
+            node: dict[str, Any] = {
+                "session": s.to_json(at),
+                "usage_total": rollups.get(s.session_id),
+                "children": [],
+            }
+            (found if parent is None else nodes[parent.session_id]["children"]).append(node)
+            nodes[s.session_id] = node
         return found
 
     emit(
