@@ -172,9 +172,7 @@ def test_snapshot_chunks_are_cut_smaller_when_they_would_hold_too_many_items(mon
     from brat_sessions.storage.chunk import decode_chunk
     from brat_sessions.storage.events import CONTEXT_UPDATED, make_event
 
-    monkeypatch.setattr(snapshot_module, "MAX_CHUNK_ITEMS", 20_000)  # (read by both sides)
-    monkeypatch.setattr(chunk_module, "MAX_CHUNK_ITEMS", 20_000)
-    monkeypatch.setattr(snapshot_module, "CHECK_AS_DECODED", 10_000)
+    monkeypatch.setattr(chunk_module, "MAX_CHUNK_ITEMS", 20_000)  # (the writer asks the reader's rule)
     monkeypatch.setattr(chunk_module, "CHECK_AS_DECODED", 10_000)
     symbols = [[f"F{n}", "type", n, n + 2] for n in range(1_000)]  # each event ~5,000 items
     events = [

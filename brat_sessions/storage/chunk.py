@@ -92,7 +92,7 @@ def decode_chunk(data: bytes) -> list[Event]:
     body = data[11 + n :]
     if not body or body[0] >> 5 != 4:  # (before decoding: it could be 16 MiB of anything)
         raise ChunkError("CBOR body is not an array")
-    count = event_count(data)
+    count = _array_head(body)[0]
     if count is not None and count * MIN_EVENT_BYTES > len(body):
         raise ChunkError(f"its array promises {count} events, more than {len(body)} bytes can hold")
     # strict_hashable_types: map keys that are arrays (tuples) can be made to collide in
@@ -103,7 +103,7 @@ def decode_chunk(data: bytes) -> list[Event]:
         "strict_hashable_types": True,
     }
     if len(body) > CHECK_AS_DECODED:
-        if count is None or too_many_items(body, MAX_CHUNK_ITEMS):
+        if count is None or too_costly(data):
             raise ChunkTooCostly(
                 f"its {len(body):,} bytes hold more than {MAX_CHUNK_ITEMS:,} CBOR items "
                 "(or an array of no stated length): more than this reader decodes"
@@ -126,7 +126,7 @@ def _decode_one_by_one(body: bytes, count: int, options: dict[str, Any]) -> list
     arrays would otherwise cost seconds to decode before the first check fails. (Slower
     per event than one `loads`, so only for chunks larger than real writers make.)"""
     fp = io.BytesIO(body)
-    fp.seek(1 + {24: 1, 25: 2, 26: 4, 27: 8}.get(body[0] & 31, 0))  # past the array's header
+    fp.seek(_array_head(body)[1])  # past the array's header
     decoder = cbor2.CBORDecoder(fp, **options)
     events = []
     for _ in range(count):
@@ -182,13 +182,25 @@ def chunk_hash(data: bytes) -> str:
 def event_count(data: bytes) -> int | None:
     """How many events a chunk holds, from its CBOR array header alone (no decoding); None
     when the header cannot say (decode_chunk then judges)."""
-    at = 11 + data[10] if len(data) > 10 else len(data)
-    if at >= len(data) or data[at] >> 5 != 4:
-        return None
-    info = data[at] & 31
+    return _array_head(data[11 + data[10] :] if len(data) > 10 else b"")[0]
+
+
+def too_costly(data: bytes) -> bool:
+    """Is a chunk's body over 1 MiB and holding more CBOR items than this reader decodes
+    (decode_chunk refuses it as ChunkTooCostly; a snapshot's writer cuts it smaller)?"""
+    body = data[11 + data[10] :] if len(data) > 10 else b""
+    return len(body) > CHECK_AS_DECODED and too_many_items(body, MAX_CHUNK_ITEMS)
+
+
+def _array_head(body: bytes) -> tuple[int | None, int]:
+    """(the length a definite CBOR array at the start of `body` states, the header's size);
+    (None, 0) when it states none (not an array, an indefinite length, a cut header)."""
+    if not body or body[0] >> 5 != 4:
+        return None, 0
+    info = body[0] & 31
     if info < 24:
-        return info
+        return info, 1
     width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
-    if width is None or at + 1 + width > len(data):
-        return None
-    return int.from_bytes(data[at + 1 : at + 1 + width], "big")
+    if width is None or 1 + width > len(body):
+        return None, 0
+    return int.from_bytes(body[1 : 1 + width], "big"), 1 + width

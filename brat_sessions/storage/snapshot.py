@@ -23,16 +23,7 @@ import pygit2
 
 from ..clock import now_ms as _clock_ms
 from ..errors import BratError, Conflict, CorruptCommit, EnvironmentProblem
-from .chunk import (
-    CHECK_AS_DECODED,
-    MAX_CHUNK_ITEMS,
-    ChunkError,
-    chunk_hash,
-    decode_chunk,
-    encode_chunk,
-    event_count,
-    too_many_items,
-)
+from .chunk import ChunkError, chunk_hash, decode_chunk, encode_chunk, event_count, too_costly
 from .context import create_ref_if_absent
 from .events import ATTACHMENT_ADDED, COMMENT_ADDED, ISSUE_CREATED, LINK_ADDED, Event
 from .wal import Wal, WalCommit
@@ -642,9 +633,7 @@ def _chunk_files(events: list[Event]) -> Iterator[tuple[bytes, int]]:
     while pending:
         part = pending.pop()
         data = encode_chunk(part)
-        body = data[11 + data[10] :]  # (what decode_chunk judges: the CBOR after the header)
-        costly = len(body) > CHECK_AS_DECODED and too_many_items(body, MAX_CHUNK_ITEMS)
-        if (len(data) > MAX_CHUNK_BYTES or costly) and len(part) > 1:
+        if (len(data) > MAX_CHUNK_BYTES or too_costly(data)) and len(part) > 1:
             half = len(part) // 2
             pending += [part[half:], part[:half]]  # (the first half is next)
             continue
