@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -432,6 +431,7 @@ class Wal:
 def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalCommit:
     """A commit from its `meta.json` and its chunk file (named `name`): the chunk's hash
     must be the one meta.json names and the file's name; CorruptCommit otherwise."""
+    from .actor import HEX32
     from .chunk import ChunkError, ChunkTooCostly, chunk_hash, decode_chunk
 
     try:
@@ -450,13 +450,10 @@ def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalComm
     except ChunkError as exc:
         raise CorruptCommit(oid, str(exc)) from None
     # (an actor that is not 32 hex is unknown: a re-append writes it under this clone's)
-    actor = actor.lower() if isinstance(actor, str) and _ACTOR.fullmatch(actor) else ""
+    actor = actor.lower() if isinstance(actor, str) and HEX32.fullmatch(actor.lower()) else ""
     if not isinstance(prev, str):
         prev = None
     return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)
-
-
-_ACTOR = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def read_prepared(wal: Wal, oid: str, prepare: Prepare) -> tuple[WalCommit | CorruptCommit, Any]:

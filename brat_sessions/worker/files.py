@@ -40,14 +40,18 @@ class SessionFiles:
         """Left by `brat sessions stop` so the supervisor records `user-stop`."""
         return self.logs_dir / f"{self.session_id}.stop"
 
-    def how_it_ended(self, fallback: dict[str, Any] | None = None) -> tuple[int, ExitReason] | None:
-        """(exit_code, exit_reason) from the status file (or `fallback`); `user-stop` when
-        `brat sessions stop` asked for the end. None while nothing says how it ended."""
-        status = self.read_status() or fallback
+    def how_it_ended(self) -> tuple[int, ExitReason] | None:
+        """(exit_code, exit_reason) from the status file; `user-stop` when `brat sessions
+        stop` asked for the end. None while nothing says how it ended."""
+        status = self.read_status()
         if status is None:
             return None
         code, reason = code_and_reason(status)
-        return code, "user-stop" if self.stop_request.exists() else reason
+        return code, self.reason_for(reason)
+
+    def reason_for(self, reason: ExitReason) -> ExitReason:
+        """`user-stop` when `brat sessions stop` asked for the end, else `reason`."""
+        return "user-stop" if self.stop_request.exists() else reason
 
     def read_status(self) -> dict[str, Any] | None:
         try:

@@ -137,15 +137,13 @@ def run_command(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if files.read_status() is None:  # the shim itself died (killed): the command is unsupervised
+    ended = files.how_it_ended()
+    if ended is None:  # no status file: the shim itself died (killed), the command is unsupervised
         print(f"brat: the supervisor of session {sid} died; stopping its command", file=sys.stderr)
         if proof is not None:
             proof.stop(grace_s)
-        code, reason = -1, CRASH
-    else:
-        ended = files.how_it_ended()
-        assert ended is not None  # (the status file says how it ended)
-        code, reason = ended
+        ended = (-1, CRASH)
+    code, reason = ended
     try:
         tracker.exit(sid, code, reason, stop_cause=cause)  # stores the session's own log
     except Fenced as exc:

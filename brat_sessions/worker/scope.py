@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..errors import BratError, Fenced
-from ..kinds import Role, SessionType, State
+from ..kinds import ExitReason, Role, SessionType, State
 from ..sessions.model import Session
 from .heartbeat import HeartbeatKeeper
 
@@ -144,13 +144,11 @@ def _has_ended(handle: SessionHandle) -> bool:
         return True  # (it cannot be read: nothing more can be recorded either)
 
 
-def _finish(handle: SessionHandle, code: int, reason: str) -> None:
+def _finish(handle: SessionHandle, code: int, reason: ExitReason) -> None:
     """Record the block's end (`user-stop` when `brat sessions stop` asked for it); Fenced
     (never swallowed) if the session ended elsewhere first."""
-    if handle.files.stop_request.exists():
-        reason = "user-stop"
     try:
-        handle.tracker.exit(handle.session_id, code, reason)  # type: ignore[arg-type]
+        handle.tracker.exit(handle.session_id, code, handle.files.reason_for(reason))
     except Fenced as exc:
         raise Fenced(
             f"{exc.message}; this block's own end (code {code}) is not recorded, its "
