@@ -25,6 +25,7 @@ from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFo
 from .index import Index
 from .rules import valid_id
 from .sessions.lease import LEASE_PREFIX, decode_lease
+from .sessions.model import Session
 from .sessions.outputs import OUTPUT_PREFIX, verified_output
 from .storage.chunk import encode_chunk
 from .storage.snapshot import (
@@ -227,7 +228,8 @@ class Syncer:
             if not valid_id(sid):
                 self.report.warnings.append(f"remote lease {sid[:80]!r} ignored: not a valid session id")
                 continue
-            if not _known(index, sid):  # (its start is in the log before its lease is made)
+            session = _session(index, sid)
+            if session is None:  # (its start is in the log before its lease is made)
                 unknown += 1
                 continue
             mine = local_leases.get(sid)
@@ -236,7 +238,7 @@ class Syncer:
                 self.report.warnings.append(f"remote lease of {sid} ignored: its time is in the future")
                 continue
             newer = mine is None or theirs > self._lease_ts(sid, mine)
-            if newer and not _exited(index, sid):
+            if newer and not session.exited:
                 self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
                 local_leases[sid] = oid
                 self.report.leases_fetched += 1
@@ -338,7 +340,7 @@ class Syncer:
         for sid, oid in local_leases.items():
             # (merge_leases left ours at least as new; a lease of a session the log does not
             # hold is nobody's to share)
-            if remote_leases.get(sid) != oid and _known(index, sid):
+            if remote_leases.get(sid) != oid and _session(index, sid) is not None:
                 specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
                 self.report.leases_pushed += 1
         for sid in remote_leases:
@@ -449,19 +451,17 @@ class _LostRace(Exception):
     """Someone moved a head between our read and our write."""
 
 
-def _known(index: Index, session_id: str) -> bool:
+def _session(index: Index, session_id: str) -> Session | None:
+    """The session as the log has it; None when the log does not hold it."""
     try:
-        index.session(session_id)
-        return True
+        return index.session(session_id)
     except NotFound:
-        return False
+        return None
 
 
 def _exited(index: Index, session_id: str) -> bool:
-    try:
-        return index.session(session_id).exited
-    except NotFound:  # unknown here: keep its lease
-        return False
+    session = _session(index, session_id)
+    return session is not None and session.exited  # (unknown here: keep its lease)
 
 
 _RACE_REASONS = (

@@ -28,19 +28,11 @@ def snapshot() -> None:
 def snapshot_create(force: bool) -> None:
     """Snapshot the whole log at its head (refs/grite/snapshots/<unix ms>)."""
     from ..render import counted
-    from ..storage.snapshot import create_snapshot, list_snapshots, made_snapshots
+    from ..storage.snapshot import create_snapshot, made_here_at_head
 
     ws = workspace()
-    newest = list_snapshots(ws.repo, 1)
-    head = ws.wal.head()
-    if (
-        not force
-        and newest
-        and head is not None
-        and newest[0].wal_head == head
-        and made_snapshots(ws.ctx.data_dir).entries().get(str(newest[0].created_ts)) == newest[0].commit_oid
-    ):  # one this clone made at this very head: another would be the same
-        same = newest[0]
+    same = None if force else made_here_at_head(ws.wal)
+    if same is not None:  # another would be the same
         emit(
             {"snapshot": _json(same), "created": False},
             f"{same.ref} already holds the log at its head ({counted(same.event_count or 0, 'event')})",

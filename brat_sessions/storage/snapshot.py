@@ -624,6 +624,16 @@ def made_snapshots(data_dir: Path) -> NameLog:
     return NameLog(data_dir / "snapshots_made")
 
 
+def made_here_at_head(wal: Wal) -> Snapshot | None:
+    """The newest snapshot, when this clone made it at the log's current head."""
+    newest = list_snapshots(wal.repo, 1)
+    head = wal.head()
+    if not newest or head is None or newest[0].wal_head != head:
+        return None
+    made = made_snapshots(wal.ctx.data_dir).entries().get(str(newest[0].created_ts))
+    return newest[0] if made == newest[0].commit_oid else None
+
+
 def _chunk_files(events: list[Event]) -> Iterator[tuple[bytes, int]]:
     """The events as chunk files of at most CHUNK_EVENTS events each and, where large events
     make one more than a reader takes (MAX_CHUNK_BYTES, or too many CBOR items in a chunk
