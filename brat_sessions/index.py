@@ -356,28 +356,12 @@ class Index:
             "ORDER BY task_id, issue_id"
         ):
             holders.setdefault(task_id, []).append(issue_id)
-        for task_id, issue_ids in ((t, ", ".join(ids)) for t, ids in holders.items()):
-            found.append(
-                {
-                    "id": f"duplicate_task_id:{task_id}",
-                    "kind": "duplicate_task_id",
-                    "commit_id": None,
-                    "event_id": None,
-                    "session_id": None,
-                    "message": f"task id {task_id} names more than one grite issue: {issue_ids}",
-                }
-            )
+        for task_id, ids in holders.items():
+            message = f"task id {task_id} names more than one grite issue: {', '.join(ids)}"
+            found.append(_problem(f"duplicate_task_id:{task_id}", "duplicate_task_id", message))
         for (iid,) in self.db.execute("SELECT issue_id FROM issues WHERE created=0 ORDER BY issue_id"):
-            found.append(
-                {
-                    "id": f"orphan:{iid}",
-                    "kind": "orphan_events",
-                    "commit_id": None,
-                    "event_id": None,
-                    "session_id": None,
-                    "message": f"events for issue {iid}, whose IssueCreated is missing",
-                }
-            )
+            message = f"events for issue {iid}, whose IssueCreated is missing"
+            found.append(_problem(f"orphan:{iid}", "orphan_events", message))
         return found
 
     def report_corrupt_commits(self) -> None:
@@ -630,6 +614,18 @@ __all__ = ["Index", "open_index"]
 def _ambiguous(what: str, ref: str, candidates: list[str]) -> str:
     shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
     return f"{what} {ref!r} is ambiguous: {shown}"
+
+
+def _problem(problem_id: str, kind: str, message: str) -> dict[str, Any]:
+    """A problem found in the index itself, not in one commit, event or session."""
+    return {
+        "id": problem_id,
+        "kind": kind,
+        "commit_id": None,
+        "event_id": None,
+        "session_id": None,
+        "message": message,
+    }
 
 
 def _unknown(what: str, ref: str, known: list[str]) -> str:
