@@ -120,7 +120,18 @@ class Index:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # (a new file only: before WAL mode)
-        db.execute("PRAGMA journal_mode=WAL")
+        # SQLite answers "locked" at once, without waiting, while another process closes
+        # the index (its last connection checkpoints the WAL): wait as for any lock
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    db.close()
+                    raise
+                time.sleep(0.02)
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
