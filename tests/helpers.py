@@ -49,7 +49,7 @@ def brat(
 ) -> subprocess.CompletedProcess:
     """Run the real `brat` command in a new process (from this working tree)."""
     return subprocess.run(
-        [sys.executable, "-m", "brat_sessions.cli", *args],
+        [sys.executable, "-P", "-m", "brat_sessions.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -128,7 +128,7 @@ def brat_on_terminal(
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "brat_sessions.cli", *args],
+        [sys.executable, "-P", "-m", "brat_sessions.cli", *args],
         cwd=cwd,
         stdin=child,
         stdout=child,

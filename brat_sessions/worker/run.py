@@ -62,6 +62,7 @@ def run_command(
     shim = subprocess.Popen(
         [
             sys.executable,
+            "-P",  # (never a module from the working directory: a repository's json.py)
             "-m",
             "brat_sessions.worker.shim",
             str(files.log),

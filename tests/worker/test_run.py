@@ -219,6 +219,17 @@ def test_reaper_learns_the_real_end_when_the_supervisor_died(repo, tracker, task
     assert tracker.session(s.session_id).last_output_ref.startswith("sha256:")
 
 
+def test_modules_in_the_working_directory_are_not_imported_by_run(repo, tracker, task):
+    """A repository whose root holds json.py, selectors.py or signal.py (run's supervisor
+    imports them): run neither runs them nor fails."""
+    for name in ("json", "selectors", "signal"):
+        (repo / f"{name}.py").write_text("print('HIJACKED'); raise SystemExit(7)\n")
+    out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo fine", cwd=repo)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "fine\n", "")
+    (s,) = session_of(tracker, task)
+    assert (s.exit_reason, s.exit_code) == ("completed", 0)
+
+
 def test_json_after_the_double_dash_belongs_to_the_command(repo, task):
     out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo plain", "--json", cwd=repo)
     assert out.returncode == 0 and out.stdout == "plain\n"  # no envelope: --json was sh's argument
