@@ -137,6 +137,15 @@ def test_without_git_the_build_falls_back_to_libgit2(repo, tmp_path):
     assert "reading it with libgit2" in out.stderr
 
 
+def test_modules_beside_the_git_folder_are_not_imported_by_the_planner(repo):
+    """The planner runs in the git folder: a re.py or subprocess.py there is never imported."""
+    _fill(repo, 10)
+    for name in ("re", "subprocess"):
+        (repo / ".git" / f"{name}.py").write_text("print('HIJACKED'); raise SystemExit(7)\n")
+    streamed, _ = _same_both_ways(repo)
+    assert "reading it with libgit2" not in streamed.stderr
+
+
 def test_a_merge_in_the_chain_is_read_against_its_first_parent(repo):
     """A hostile merge commit whose tree differs from its first parent's: each chunk once."""
     issue = _fill(repo, 4)
@@ -160,28 +169,20 @@ def _fill_on(repo: Path, issue: bytes, n_commits: int) -> None:
         wal.append(ACTOR.hex(), lambda h, text=text: [make_event(issue, ACTOR, T0, COMMENT_ADDED, [text])])
 
 
-def test_a_reader_that_stops_early_leaves_no_git_or_thread_behind(repo, monkeypatch):
-    import threading
-
+def test_a_reader_that_stops_early_leaves_no_process_behind(repo):
     from brat_sessions.sessions.projection import prepare_commit
     from brat_sessions.storage import stream as stream_module
 
-    monkeypatch.setattr(stream_module, "BATCH", 2)
     _fill(repo, 300)
     wal = Wal(open_repo(repo))
-    before = threading.active_count()
     stream = stream_module.CommitStream(wal, prepare_commit, wal.head(), None)
     items = iter(stream)
     for _ in range(3):
         next(items)
     procs = list(stream.procs)
-    items.close()  # the reader stops: git is stopped, the planning thread ends
+    assert len(procs) == 3  # git log, the planner, git cat-file
+    items.close()  # the reader stops: git and the planner are stopped
     assert all(p.poll() is not None for p in procs)
-    for _ in range(100):
-        if threading.active_count() == before:
-            break
-        threading.Event().wait(0.05)
-    assert threading.active_count() == before
 
 
 def _tree(repo: Path, entries: list[tuple[str, str, str]], literally: bool = False) -> str:
