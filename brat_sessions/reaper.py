@@ -9,18 +9,24 @@ One pass judges every session that has not exited:
   never heartbeated), allowing for clock skew; a time in the future is no sign of life.
 
 All exits of a pass go into one WAL commit. Each is re-checked at the head the
-commit lands on, so concurrent reapers never give a session two exits.
+commit lands on, so concurrent reapers never give a session two exits: here by the
+compare-and-swap of the append, and when `brat sync` re-appends the commit on top of a
+remote that another reaper reached first, by the record of what each pass wrote
+(`ReaperRecord`): an exit whose session the remote has seen end is dropped there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .clock import now_ms
 from .config import Config
 from .errors import BratError, EnvironmentProblem, NotFound
 from .index import Index
+from .rules import valid_id
 from .sessions.lease import drop_lease
 from .sessions.model import Session
 from .sessions.outputs import store_stream
@@ -92,6 +98,14 @@ class ReapReport:
     alive: int
     checked: int
     dry_run: bool
+    # sessions this pass judged over, whose exits another reaper recorded first (sync)
+    raced: list[str] = field(default_factory=list)
+
+    def drop_raced(self, session_ids: list[str]) -> None:
+        """Take out the verdicts whose exits a sync dropped (another reaper's came first)."""
+        ids = set(session_ids)
+        self.raced = sorted(v.session_id for v in self.reaped if v.session_id in ids)
+        self.reaped = [v for v in self.reaped if v.session_id not in ids]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,7 +113,58 @@ class ReapReport:
             "alive": self.alive,
             "checked": self.checked,
             "dry_run": self.dry_run,
+            "raced": self.raced,
         }
+
+
+class ReaperRecord:
+    """The events of this clone's reap passes not yet synced, each with the sessions it
+    ended (`<event id> <session id>` a line in the data dir; lines are only appended, and
+    the file is read leniently: it is local bookkeeping)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "reaper_exits"
+
+    def add(self, made: dict[bytes, set[str]]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(
+                    "".join(f"{eid.hex()} {sid}\n" for eid, sids in made.items() for sid in sorted(sids))
+                )
+        except OSError:
+            pass  # (then a race with another reaper can leave a second exit, which is ignored)
+
+    def read(self) -> tuple[dict[bytes, set[str]], str]:
+        """event id -> the sessions it ended, and the text read (for `forget`)."""
+        try:
+            text = self.path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return {}, ""
+        made: dict[bytes, set[str]] = {}
+        for line in text.splitlines():
+            eid, _, sid = line.partition(" ")
+            if len(eid) == 64 and valid_id(sid):
+                try:
+                    made.setdefault(bytes.fromhex(eid), set()).add(sid)
+                except ValueError:
+                    continue
+        return made, text
+
+    def forget(self, text: str) -> None:
+        """Drop the lines `read` gave (their events reached the remote, or were dropped);
+        lines another pass added since are kept."""
+        if not text:
+            return
+        try:
+            now = self.path.read_text()
+            if not now.startswith(text):
+                return
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+            tmp.write_text(now[len(text) :])
+            os.replace(tmp, self.path)
+        except (OSError, UnicodeDecodeError):
+            pass
 
 
 def _stored_log(ws: Workspace, files: SessionFiles) -> str | None:
@@ -131,9 +196,11 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
         return ReapReport(list(verdicts.values()), len(candidates) - len(verdicts), len(candidates), dry_run)
     outputs = {sid: _stored_log(ws, SessionFiles(logs, sid)) for sid in verdicts}
     written: list[Verdict] = []
+    made: dict[bytes, set[str]] = {}  # event id -> the sessions it ends
 
     def build(index: Index) -> list[Event]:
         written.clear()
+        made.clear()
         ts = now_ms()
         # judged again as of now: a heartbeat since the pass began is later than the pass's
         # `now` (+ skew), and judged at that time it would count as a time in the future
@@ -161,10 +228,12 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
             )
             for ev in block_events(index, ws.actor, current, fields, ts):
                 events.setdefault(ev.event_id, ev)  # two sessions of one task share label events
+                made.setdefault(ev.event_id, set()).add(sid)
             written.append(v)
         return list(events.values())
 
     ws.append(build)
+    ReaperRecord(data).add(made)
     for v in written:
         drop_lease(ws.repo, v.session_id)
         proofs.drop(data, v.session_id)

@@ -23,11 +23,14 @@ import pygit2
 from .clock import now_ms
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
 from .index import Index
+from .reaper import ReaperRecord
 from .rules import valid_id
+from .sessions.block import has_block, parse_blocks
 from .sessions.lease import LEASE_PREFIX, decode_lease
 from .sessions.model import Session
 from .sessions.outputs import OUTPUT_PREFIX, verified_output
 from .storage.chunk import encode_chunk
+from .storage.events import COMMENT_ADDED, Event
 from .storage.snapshot import (
     SNAPSHOT_PREFIX,
     NameLog,
@@ -66,6 +69,8 @@ class SyncReport:
     snapshots_pushed: int = 0
     snapshots_pruned: int = 0
     snapshot_created: str | None = None
+    # sessions our reap passes ended, whose exits were dropped: the remote had theirs
+    exits_dropped: list[str] = field(default_factory=list)
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -107,6 +112,8 @@ class Syncer:
         self.fetched = NameLog(ws.ctx.data_dir / f"snapshots_fetched.{remote_key}")
         self.pushed = NameLog(ws.ctx.data_dir / f"snapshots_pushed.{remote_key}")
         self.refused = NameLog(ws.ctx.data_dir / f"snapshots_refused.{remote_key}")
+        self.reaper_record = ReaperRecord(ws.ctx.data_dir)
+        self.atomic = ["--atomic"]  # (dropped for a remote that does not support it)
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -189,12 +196,21 @@ class Syncer:
         return "nothing" if obj is None else f"a {obj.type_str}"
 
     def _reappend(self, local: str, remote: str) -> str:
+        """Our commits since the chains met, copied on top of the remote's: each event once,
+        and without the exits of our reap passes whose sessions the remote saw end (the
+        reaper's re-check, at the head its commit now lands on)."""
         since = self.wal.chain_base(local, remote)
         seen: set[bytes] = set()
+        reaped, _ = self.reaper_record.read()
+        watched = set().union(*reaped.values()) if reaped else set()
+        ended: set[str] = set()  # watched sessions whose exit the remote's new commits hold
         for item in self.wal.replay(remote, since):
             self.report.fetched_commits += 1
             if isinstance(item, WalCommit):
                 seen.update(e.event_id for e in item.events)
+                if watched:
+                    ended |= self._exits_among(item.events, watched)
+        taken = {eid for eid, sids in reaped.items() if sids <= ended}
         parent = remote
         for commit in self.wal.commit_ids(local, since):
             try:
@@ -208,7 +224,10 @@ class Syncer:
                     continue
                 self.report.warnings.append(f"{exc.message}; not carried over (nothing in it is readable)")
                 continue
-            events = [e for e in item.events if e.event_id not in seen]
+            events = [e for e in item.events if e.event_id not in seen and e.event_id not in taken]
+            for e in item.events:
+                if e.event_id in taken:
+                    self.report.exits_dropped = sorted({*self.report.exits_dropped, *reaped[e.event_id]})
             if not events:
                 continue
             data = item.chunk if len(events) == len(item.events) else encode_chunk(events)
@@ -216,6 +235,21 @@ class Syncer:
             seen.update(e.event_id for e in events)
             self.report.reappended_commits += 1
         return parent
+
+    def _exits_among(self, events: list[Event], watched: set[str]) -> set[str]:
+        """The watched sessions that these events end (an exit block on the session's issue)."""
+        ended = set()
+        for ev in events:
+            body = ev.payload[0] if ev.kind == COMMENT_ADDED and ev.payload else None
+            if not isinstance(body, str) or not has_block(body):
+                continue
+            for parsed in parse_blocks(body):
+                sid = parsed.fields.get("session_id") if not parsed.error else None
+                if sid in watched and parsed.fields.get("state") == "exit":
+                    session = _session(self.ws.index, sid)
+                    if session is not None and session.grite_issue_id == ev.issue_id.hex():
+                        ended.add(sid)
+        return ended
 
     # leases and outputs ------------------------------------------------
     def merge_leases(self) -> None:
@@ -351,16 +385,26 @@ class Syncer:
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
-        # in batches: a command line has a limit (the log's head goes in the first one)
+        # in batches: a command line has a limit (the log's head goes in the first one), each
+        # all or nothing where the remote allows it (no lease dropped for a log it refused)
         for batch in (specs[i : i + PUSH_BATCH] for i in range(0, len(specs), PUSH_BATCH)):
-            result = self._git("push", "--porcelain", self.remote, *batch)
+            result = self._git("push", "--porcelain", *self.atomic, self.remote, *batch)
+            if result.returncode != 0 and self.atomic and "support --atomic" in result.stderr:
+                self.atomic = []
+                result = self._git("push", "--porcelain", self.remote, *batch)
             if result.returncode != 0:
-                rejected = [ln for ln in result.stdout.splitlines() if ln.startswith("!") and WAL_REF in ln]
-                if rejected and _is_race(rejected[0]):
-                    raise _LostRace()
-                detail = (
-                    rejected[0].split("\t")[-1] if rejected else _last_line(result.stderr or result.stdout)
-                )
+                refused = [
+                    ln
+                    for ln in result.stdout.splitlines()
+                    if ln.startswith("!") and "atomic push failed" not in ln
+                ]
+                # (a remote's failed atomic transaction names its cause only on stderr)
+                if refused and all(_is_race(result.stderr if _ATOMIC in ln else ln) for ln in refused):
+                    raise _LostRace()  # (another sync moved the log, or took the same lease ref)
+                first = next((ln for ln in refused if WAL_REF in ln), refused[0] if refused else "")
+                detail = _refusal(first) or _last_line(result.stderr or result.stdout)
+                if _ATOMIC in first:
+                    detail += f" ({_first_line(result.stderr).removeprefix('remote: ')})"
                 raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
         self._push_snapshots(refs, local_head)
 
@@ -424,6 +468,7 @@ class Syncer:
             self.report.attempts = attempt + 1
             self.report.pushed_commits = self.report.leases_pushed = self.report.outputs_pushed = 0
             self.report.snapshots_pushed = 0
+            _, record = self.reaper_record.read()  # (what the push below will have settled)
             try:
                 self.fetch()
                 head = self.merge_log()
@@ -433,6 +478,7 @@ class Syncer:
                 self.merge_snapshots(head)
                 self.maybe_snapshot(head)
                 self.push(head)
+                self.reaper_record.forget(record)
                 self.report.head = head
                 return self.report
             except _LostRace as race:
@@ -471,12 +517,22 @@ _RACE_REASONS = (
     "cannot lock",
     "incorrect old value",
     "stale info",
+    "unable to resolve reference",
 )
 
 
+_ATOMIC = "atomic transaction failed"
+
+
 def _is_race(line: str) -> bool:
-    """Was the WAL push refused because another push got there first (not by policy)?"""
+    """Was a ref refused because another push got there first (not by policy)?"""
     return any(reason in line for reason in _RACE_REASONS)
+
+
+def _refusal(line: str) -> str:
+    """`<ref>: <why>` from a refused line of `git push --porcelain` ("!\t<from>:<ref>\t<why>")."""
+    fields = line.split("\t")
+    return f"{fields[1].rpartition(':')[2]}: {fields[2]}" if len(fields) >= 3 else ""
 
 
 def _first_line(text: str) -> str:

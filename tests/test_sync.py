@@ -148,6 +148,38 @@ def test_reap_with_remote_fetches_and_pushes(remote, tmp_path):
     assert brat_json("sessions", "show", sid, cwd=a)["session"]["exit_reason"] == "timeout"
 
 
+def test_reapers_racing_through_a_remote_give_each_session_one_exit(remote, tmp_path):
+    """Two CI clones reap the same stale sessions before either pushes: the second sync
+    drops its reaper's exits (and their label changes) since the remote holds the first's."""
+    from brat_sessions.config import Config
+    from brat_sessions.reaper import reap
+    from brat_sessions.sync import sync
+    from brat_sessions.workspace import Workspace
+
+    dev = clone(remote, tmp_path / "dev")
+    task = brat_json("task", "create", "Stale", cwd=dev)["task_id"]
+    sids = sorted(brat_json("sessions", "start", "--task", task, cwd=dev)["session_id"] for _ in range(2))
+    brat_json("sync", cwd=dev)
+    reports = []
+    for name in ("ci1", "ci2"):
+        ci = clone(remote, tmp_path / name)
+        brat_json("sync", cwd=ci)
+        reports.append(reap(Workspace(ci), Config(spawn_timeout=0, clock_skew=0)))
+        assert sorted(v.session_id for v in reports[-1].reaped) == sids  # each judged both, alone
+    assert brat_json("sync", cwd=tmp_path / "ci1")["exits_dropped"] == []
+    second = sync(Workspace(tmp_path / "ci2"))
+    assert second.exits_dropped == sids and second.reappended_commits == 0
+    reports[1].drop_raced(second.exits_dropped)
+    assert (reports[1].reaped, reports[1].raced) == ([], sids)  # what `reap --remote` prints
+    assert brat_json("sync", cwd=tmp_path / "ci2")["exits_dropped"] == []  # settled: not again
+    brat_json("sync", cwd=dev)
+    for sid in sids:
+        history = brat_json("sessions", "show", sid, cwd=dev)["history"]
+        assert [b["block"]["state"] for b in history].count("exit") == 1
+    ids = all_event_ids(dev)
+    assert len(ids) == len(set(ids))
+
+
 def test_sync_errors_are_one_line_with_exit_codes(tmp_path):
     lonely = make_repo(tmp_path / "lonely")
     out = brat("sync", cwd=lonely)
@@ -165,6 +197,34 @@ def test_a_remote_that_declines_the_push_is_exit_5(remote, tmp_path):
     out = brat("sync", cwd=a)
     assert out.returncode == 5 and "pre-receive hook declined" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_lease_ref_locked_by_another_push_is_a_race_and_nothing_lands(remote, tmp_path):
+    """Two reapers deleting one lease at once: the loser's push is a race to retry, not
+    exit 5, and (all or nothing) its log does not land without it."""
+    from brat_sessions.sync import Syncer, _LostRace
+    from brat_sessions.workspace import Workspace
+
+    a = clone(remote, tmp_path / "a")
+    b = clone(remote, tmp_path / "b")
+    task = brat_json("task", "create", "Leases", cwd=a)["task_id"]
+    sid = brat_json("sessions", "start", "--task", task, cwd=a)["session_id"]
+    brat_json("sessions", "heartbeat", sid, cwd=a)
+    brat_json("sync", cwd=a)
+    brat_json("sync", cwd=b)
+    brat_json("sessions", "exit", sid, "--code", "0", cwd=b)  # b's push will delete the lease
+    lock = remote / "refs" / "brat" / "sessions" / "leases" / f"{sid}.lock"
+    lock.write_text("")  # another receive-pack holds it
+    syncer = Syncer(Workspace(b))
+    syncer.fetch()
+    head = syncer.merge_log()
+    before = git(remote, "rev-parse", "refs/grite/wal")
+    with pytest.raises(_LostRace):
+        syncer.push(head)
+    assert git(remote, "rev-parse", "refs/grite/wal") == before
+    lock.unlink()  # the other push is done
+    assert brat_json("sync", cwd=b)["pushed_commits"] == 1
+    assert git(remote, "for-each-ref", "refs/brat/sessions/leases") == ""
 
 
 def test_losing_every_race_is_a_conflict(remote, tmp_path, monkeypatch):

@@ -105,7 +105,13 @@ def sync_cmd(remote: str | None) -> None:
         f"{r.outputs_fetched} in / {r.outputs_pushed} out; snapshots "
         f"{r.snapshots_fetched} in / {r.snapshots_pushed} out"
         + (f", {r.snapshots_pruned} deleted as on the remote" if r.snapshots_pruned else "")
-        + (f", made {r.snapshot_created}" if r.snapshot_created else ""),
+        + (f", made {r.snapshot_created}" if r.snapshot_created else "")
+        + (
+            f"\n{counted(len(r.exits_dropped), 'exit')} of this clone's reaper dropped: the remote "
+            f"already held those sessions' exits ({', '.join(r.exits_dropped)})"
+            if r.exits_dropped
+            else ""
+        ),
     )
 
 

@@ -451,12 +451,13 @@ def sessions_reap(
     if remote and not dry_run and report.reaped:
         from ..sync import sync
 
-        sync(ws, remote)
+        report.drop_raced(sync(ws, remote).exits_dropped)
 
     def text() -> str:
         head = (
             f"{'would reap' if dry_run else 'reaped'} {len(report.reaped)} of "
             f"{report.checked} sessions; {report.alive} alive"
+            + (f"; {len(report.raced)} reaped first by another reaper" if report.raced else "")
         )
         if not report.reaped:
             return head
