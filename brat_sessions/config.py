@@ -204,6 +204,7 @@ def describe(ws: Workspace) -> list[dict[str, Any]]:
     rows += [
         env("BRAT_ACTOR", ws.actor, "grite config (default_actor)"),
         env("BRAT_HOST", this_host(), "hostname"),
+        env("BRAT_HEARTBEAT_REMOTE", os.environ.get("BRAT_HEARTBEAT_REMOTE") or None, "default (not pushed)"),
         env(
             "BRAT_PAGER",
             os.environ.get("BRAT_PAGER") or os.environ.get("PAGER") or "less -FRX",

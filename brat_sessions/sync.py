@@ -546,5 +546,21 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output from git"
 
 
+def push_lease(ws: Workspace, remote: str, session_id: str) -> str | None:
+    """Push one session's lease to `remote` (a heartbeat a reaper elsewhere can see);
+    None when it landed, else why not in one line."""
+    ref = ws.repo.references.get(LEASE_PREFIX + session_id)
+    if ref is None:
+        return "no lease here"
+    syncer = Syncer(ws, remote)
+    result = syncer._git(
+        "push", "--porcelain", "--quiet", remote, f"+{ref.target}:{LEASE_PREFIX}{session_id}"
+    )
+    if result.returncode == 0:
+        return None
+    refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
+    return (_refusal(refused[0]) if refused else "") or _first_line(result.stderr)
+
+
 def sync(ws: Workspace, remote: str | None = None) -> SyncReport:
     return Syncer(ws, remote).run()

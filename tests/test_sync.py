@@ -134,6 +134,31 @@ def test_heartbeat_leases_travel_and_are_dropped_after_exit(remote, tmp_path):
     assert out.returncode == 4  # the worker on a learns it is over
 
 
+def test_heartbeats_pushed_as_they_are_made_keep_a_remote_reaper_off(remote, tmp_path):
+    """A worker that never syncs after its start, with BRAT_HEARTBEAT_REMOTE: its heartbeat
+    pushes its lease, and a reaper in a fresh clone sees it alive (the other is reaped)."""
+    from freezegun import freeze_time
+
+    from brat_sessions.sync import sync
+    from brat_sessions.worker.api import Tracker
+
+    dev = clone(remote, tmp_path / "dev")
+    task = brat_json("task", "create", "Far", cwd=dev)["task_id"]
+    with freeze_time("2026-01-01 12:00:00"):  # started long ago, and synced then
+        t = Tracker(dev)
+        pushed, silent = (t.start(task, state="running").session_id for _ in range(2))
+        sync(t.ws)
+    out = brat("sessions", "heartbeat", pushed, cwd=dev, env={"BRAT_HEARTBEAT_REMOTE": "origin"})
+    assert out.returncode == 0 and out.stderr == ""
+    ci = clone(remote, tmp_path / "ci")
+    data = brat_json(
+        "sessions", "reap", "--timeout", "60", "--spawn-timeout", "60", "--remote", "origin", cwd=ci
+    )
+    assert [r["session_id"] for r in data["reaped"]] == [silent]
+    out = brat("sessions", "heartbeat", pushed, cwd=dev, env={"BRAT_HEARTBEAT_REMOTE": "nowhere"})
+    assert out.returncode == 0 and out.stderr.count("not pushed to nowhere") == 1
+
+
 def test_reap_with_remote_fetches_and_pushes(remote, tmp_path):
     a = clone(remote, tmp_path / "a")
     ci = clone(remote, tmp_path / "ci")

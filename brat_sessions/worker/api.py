@@ -9,6 +9,7 @@ with tracker.session_scope("t-20250114-3a2c", engine="python") as s:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -74,6 +75,7 @@ class Tracker:
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str | None = None) -> None:
         self.ws = Workspace(path)
         self.host = host or this_host()
+        self._push_failing = False  # (BRAT_HEARTBEAT_REMOTE: the last push failed)
         if not rules.valid_text(self.host, 255) or not self.host:
             raise BadInput("the host name (BRAT_HOST or the hostname) must be 1-255 characters, no NUL")
 
@@ -234,7 +236,9 @@ class Tracker:
         check_session_id(session_id)
         now = now_ms()
         try:
-            return renew_lease(self.ws.repo, session_id, now).ts or now
+            ts = renew_lease(self.ws.repo, session_id, now).ts or now
+            self._share_lease(session_id)
+            return ts
         except Fenced:
             pass
         session = self.ws.fresh_index().session(session_id)  # NotFound if unknown
@@ -247,7 +251,22 @@ class Tracker:
         if session.exited:
             drop_lease(self.ws.repo, session_id)
             raise Fenced(_fenced_message(session))
+        self._share_lease(session_id)
         return now
+
+    def _share_lease(self, session_id: str) -> None:
+        """With BRAT_HEARTBEAT_REMOTE set, push the renewed lease there, so that a reaper on
+        another machine sees this heartbeat; a failure is one line on stderr (the first of a
+        run of failures), never an error: the heartbeat itself is made."""
+        remote = os.environ.get("BRAT_HEARTBEAT_REMOTE")
+        if not remote:
+            return
+        from ..sync import push_lease
+
+        why = push_lease(self.ws, remote, session_id)
+        if why is not None and not self._push_failing:
+            print(f"brat: warning: heartbeat of {session_id} not pushed to {remote}: {why}", file=sys.stderr)
+        self._push_failing = why is not None
 
     def phase(
         self, session_id: str, name: str, *, iteration: int | None = None, of: int | None = None
