@@ -138,6 +138,10 @@ class Syncer:
             result = self._git(
                 "fetch", "--quiet", "--no-tags", "--prune", "--depth=2147483647", self.remote, *specs
             )
+        if result.returncode != 0 and deepen:
+            # nothing to deepen: git refuses to deepen when the remote has none of these refs
+            # yet (a new repository); a log fetched shallow is still reported incomplete
+            result = self._git("fetch", "--quiet", "--no-tags", "--prune", self.remote, *specs)
         if result.returncode != 0:
             if "cannot lock ref" in result.stderr or "unable to update local ref" in result.stderr:
                 # another sync in this clone fetched at the same moment (or a stale lock)

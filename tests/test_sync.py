@@ -205,6 +205,19 @@ def test_reapers_racing_through_a_remote_give_each_session_one_exit(remote, tmp_
     assert len(ids) == len(set(ids))
 
 
+def test_a_shallow_clone_of_a_repository_with_no_log_yet_syncs_and_reaps(tmp_path):
+    """Day one of the CI recipe: `git clone --depth 1` of a remote with no grite refs."""
+    origin = make_repo(tmp_path / "seed")
+    git(origin, "commit", "-q", "--allow-empty", "-m", "second")
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(origin), str(bare))
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{bare}", str(tmp_path / "ci"))
+    assert (tmp_path / "ci" / ".git" / "shallow").exists()
+    out = brat("sessions", "reap", "--remote", "origin", "--json", cwd=tmp_path / "ci")
+    assert out.returncode == 0, out.stderr
+    assert brat_json("sync", cwd=tmp_path / "ci")["head"] is None
+
+
 def test_sync_errors_are_one_line_with_exit_codes(tmp_path):
     lonely = make_repo(tmp_path / "lonely")
     out = brat("sync", cwd=lonely)
