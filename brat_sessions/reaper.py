@@ -182,6 +182,8 @@ def _stored_log(ws: Workspace, files: SessionFiles) -> str | None:
 def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:
     """Judge every live session and record one exit for each that is over (one commit)."""
     now = now if now is not None else now_ms()
+    if not dry_run:
+        ws.actor  # noqa: B018 (a bad BRAT_ACTOR is refused at every pass, not only at one that writes)
     index = ws.fresh_index()
     if index.incomplete and not dry_run:
         raise EnvironmentProblem(f"{index.incomplete}; refusing to reap on a partial view")

@@ -160,6 +160,12 @@ def test_concurrent_reapers_give_each_session_one_exit(repo, task):
         assert len(exits) == 1, sid
 
 
+def test_a_bad_actor_is_refused_even_when_nothing_is_stale(repo, task):
+    out = brat("sessions", "reap", "--json", cwd=repo, env={"BRAT_ACTOR": "ab" * 15 + "a"})
+    assert out.returncode == 2 and "BRAT_ACTOR" in out.stderr
+    assert brat("sessions", "reap", "--dry-run", cwd=repo, env={"BRAT_ACTOR": "xyz"}).returncode == 0
+
+
 def test_reap_cli_json_and_table(repo, task):
     t = other_host(repo)
     s = t.start(task.task_id)

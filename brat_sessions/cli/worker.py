@@ -446,6 +446,8 @@ def sessions_reap(
     if remote and not dry_run:
         from ..sync import sync
 
+        ws.actor  # noqa: B018 (a bad BRAT_ACTOR: exit 2 before anything is fetched)
+
         sync(ws, remote)
     report = reap(ws, config, dry_run=dry_run)
     if remote and not dry_run and report.reaped:
