@@ -247,6 +247,9 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
         rows.append(session_to_row(session))
         if foreign:
             _store_conflicts(db, sid, session.grite_issue_id, foreign)
+        exits = [b for b in blocks if b.fields["state"] == "exit" and b.issue_id == session.grite_issue_id]
+        if len(exits) > 1:
+            _store_extra_exits(db, sid, exits)
         if len(rows) >= RECOMPUTE_BATCH:
             db.executemany(INSERT_SESSIONS, rows)
             rows.clear()
@@ -270,4 +273,22 @@ def _store_conflicts(db: sqlite3.Connection, sid: str, owner: str, foreign: list
             )
             for b in foreign
         ],
+    )
+
+
+def _store_extra_exits(db: sqlite3.Connection, sid: str, exits: list[BlockRecord]) -> None:
+    """One problem row for a session with more than one exit block (the first is final)."""
+    first = exits[0].fields
+    db.execute(
+        "INSERT OR REPLACE INTO problems VALUES(?,?,?,?,?,?,?)",
+        (
+            f"exits:{sid}",
+            "extra_exit",
+            None,
+            exits[1].event_id,
+            sid,
+            f"session {sid} has {len(exits)} exit blocks; the first ({first.get('exit_reason')} "
+            f"{first.get('exit_code')}, comment {exits[0].event_id}) is final, the others are ignored",
+            exits[0].issue_id,
+        ),
     )

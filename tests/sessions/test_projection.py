@@ -59,6 +59,8 @@ def test_latest_block_wins_heartbeat_is_max_and_first_exit_is_final(repo):
         "exit",
         "running",
     ]
+    (problem,) = index.problems()  # doctor names the ignored exit
+    assert problem["kind"] == "extra_exit" and "2 exit blocks; the first (completed 3" in problem["message"]
 
 
 def test_block_on_another_issue_is_a_reported_conflict(repo):
