@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import CorruptCommit
+from . import wal as wal_module  # (complete by now: the log imports this module only when it replays)
 
 if TYPE_CHECKING:
     from .wal import Prepare, Wal, WalCommit
@@ -111,8 +112,6 @@ class CommitStream:
 
     def _read(self, out: IO[bytes]) -> tuple[WalCommit | CorruptCommit, Any] | None:
         """The next commit, read as the planner asked; None at the end of the log."""
-        from .wal import MAX_META_BYTES, MAX_WAL_CHUNK_BYTES, decode_files, read_prepared
-
         kind, size, rest = _header(out)
         mark, _, rest = rest.partition(b" ")
         if mark in (b".", b"!"):
@@ -127,13 +126,13 @@ class CommitStream:
         self.oldest = (commit_id, parents)
         if mark == b"-":
             _skip(out, size + 1)
-            return read_prepared(self.wal, commit_id, self.prepare)
-        meta = _body(out, kind, size, MAX_META_BYTES)
-        chunk = _body(out, *_header(out)[:2], MAX_WAL_CHUNK_BYTES)
+            return wal_module.read_prepared(self.wal, commit_id, self.prepare)
+        meta = _body(out, kind, size, wal_module.MAX_META_BYTES)
+        chunk = _body(out, *_header(out)[:2], wal_module.MAX_WAL_CHUNK_BYTES)
         if meta is None or chunk is None:
-            return read_prepared(self.wal, commit_id, self.prepare)  # names what is wrong
+            return wal_module.read_prepared(self.wal, commit_id, self.prepare)  # names what is wrong
         try:
-            commit = decode_files(commit_id, meta, name, chunk)
+            commit = wal_module.decode_files(commit_id, meta, name, chunk)
         except CorruptCommit as exc:
             return exc, None
         return commit, self.prepare(commit)

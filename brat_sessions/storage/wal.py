@@ -428,12 +428,24 @@ class Wal:
         raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
 
 
+_CODEC: tuple[Any, Any] | None = None
+
+
+def _codec() -> tuple[Any, Any]:
+    """The chunk and actor modules, imported at the first decode (an import statement in
+    decode_files would cost a few µs for each of a cold build's commits)."""
+    global _CODEC
+    if _CODEC is None:
+        from . import actor, chunk
+
+        _CODEC = (chunk, actor)
+    return _CODEC
+
+
 def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalCommit:
     """A commit from its `meta.json` and its chunk file (named `name`): the chunk's hash
     must be the one meta.json names and the file's name; CorruptCommit otherwise."""
-    from .actor import HEX32
-    from .chunk import ChunkError, ChunkTooCostly, chunk_hash, decode_chunk
-
+    chunk, actor_module = _codec()
     try:
         meta = json.loads(meta_bytes)
         expected_hash = meta["chunk_hash"]
@@ -441,16 +453,16 @@ def decode_files(oid: str, meta_bytes: bytes, name: str, data: bytes) -> WalComm
         actor = meta.get("actor_id", "")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise CorruptCommit(oid, "meta.json is not valid") from None
-    if chunk_hash(data) != expected_hash or name != f"{expected_hash}.bin":
+    if chunk.chunk_hash(data) != expected_hash or name != f"{expected_hash}.bin":
         raise CorruptCommit(oid, "chunk hash does not match meta.json")
     try:
-        events = decode_chunk(data)
-    except ChunkTooCostly as exc:  # (grite may read it: carried over like an oversize one)
+        events = chunk.decode_chunk(data)
+    except chunk.ChunkTooCostly as exc:  # (grite may read it: carried over like an oversize one)
         raise CorruptCommit(oid, str(exc), oversize=True) from None
-    except ChunkError as exc:
+    except chunk.ChunkError as exc:
         raise CorruptCommit(oid, str(exc)) from None
     # (an actor that is not 32 hex is unknown: a re-append writes it under this clone's)
-    actor = actor.lower() if isinstance(actor, str) and HEX32.fullmatch(actor.lower()) else ""
+    actor = actor.lower() if isinstance(actor, str) and actor_module.HEX32.fullmatch(actor.lower()) else ""
     if not isinstance(prev, str):
         prev = None
     return WalCommit(oid=oid, prev_wal=prev, actor=actor, events=events, chunk=data)
