@@ -212,6 +212,20 @@ class Index:
             return self.refresh(head)
         return self
 
+    def reset(self) -> None:
+        """Forget everything folded: the next refresh rebuilds the index from the log (after
+        a sync left out events of commits this index had folded)."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            for table in ("meta", "issues", "members", "blocks", "sessions", "problems"):
+                self.db.execute(f"DELETE FROM {table}")
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            _raise_if_busy(self.path, exc)
+            raise
+
     def _since(self, current: str | None) -> str | None:
         if current is None:
             return None

@@ -11,6 +11,7 @@ log stays linear and the remote's history is never rewritten. The push of
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import subprocess
@@ -23,6 +24,7 @@ import pygit2
 from .clock import now_ms
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
 from .index import Index
+from .issues.projection import check_event
 from .reaper import ReaperRecord
 from .rules import valid_id
 from .sessions.block import has_block, parse_blocks
@@ -49,6 +51,9 @@ MAX_ATTEMPTS = 6
 FETCH_SNAPSHOTS = 4  # the remote's newest snapshots taken by one sync, at most
 PUSH_BATCH = 500  # refspecs a `git push` (a command line has a limit)
 REFUSALS = 3  # times a snapshot is offered to a remote that refuses it (a hook): then no more
+
+
+LEASE_PUSH_TIMEOUT_S = 20  # a heartbeat's push of its lease (BRAT_HEARTBEAT_REMOTE)
 
 
 @dataclass
@@ -113,7 +118,7 @@ class Syncer:
         self.pushed = NameLog(ws.ctx.data_dir / f"snapshots_pushed.{remote_key}")
         self.refused = NameLog(ws.ctx.data_dir / f"snapshots_refused.{remote_key}")
         self.reaper_record = ReaperRecord(ws.ctx.data_dir)
-        self.atomic = ["--atomic"]  # (dropped for a remote that does not support it)
+        self.left_out = False  # a re-append left out events of this clone's commits
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -190,6 +195,9 @@ class Syncer:
             new = self._reappend(local, remote)
         if not self.wal.move_head(local, new, "brat sync"):
             raise _LostRace()
+        if self.left_out:  # the index folded events the log no longer holds: build it anew
+            self.ws.index.reset()
+            self.left_out = False
         return new
 
     def _kind(self, oid: str) -> str:
@@ -232,6 +240,7 @@ class Syncer:
             for e in item.events:
                 if e.event_id in taken:
                     self.report.exits_dropped = sorted({*self.report.exits_dropped, *reaped[e.event_id]})
+                    self.left_out = True
             if not events:
                 continue
             data = item.chunk if len(events) == len(item.events) else encode_chunk(events)
@@ -241,11 +250,16 @@ class Syncer:
         return parent
 
     def _exits_among(self, events: list[Event], watched: set[str]) -> set[str]:
-        """The watched sessions that these events end (an exit block on the session's issue)."""
+        """The watched sessions that these events end: an exit block on the session's issue,
+        in an event the index folds (a remote's bad event ends nothing)."""
         ended = set()
         for ev in events:
             body = ev.payload[0] if ev.kind == COMMENT_ADDED and ev.payload else None
             if not isinstance(body, str) or not has_block(body):
+                continue
+            try:
+                check_event(ev)
+            except (TypeError, ValueError, IndexError):
                 continue
             for parsed in parse_blocks(body):
                 sid = parsed.fields.get("session_id") if not parsed.error else None
@@ -389,26 +403,21 @@ class Syncer:
             if name not in remote_outputs:
                 specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
                 self.report.outputs_pushed += 1
-        # in batches: a command line has a limit (the log's head goes in the first one), each
-        # all or nothing where the remote allows it (no lease dropped for a log it refused)
-        for batch in (specs[i : i + PUSH_BATCH] for i in range(0, len(specs), PUSH_BATCH)):
-            result = self._git("push", "--porcelain", *self.atomic, self.remote, *batch)
-            if result.returncode != 0 and self.atomic and "support --atomic" in result.stderr:
-                self.atomic = []
-                result = self._git("push", "--porcelain", self.remote, *batch)
+        # the log alone first: no lease is dropped on the remote for a log it refused, and
+        # a remote that refuses leases (a hook) still takes the log; then batches of the
+        # rest (a command line has a limit)
+        first = specs[:1] if specs and specs[0].endswith(f":{WAL_REF}") else []
+        rest = specs[len(first) :]
+        batches = [first] if first else []
+        batches += [rest[i : i + PUSH_BATCH] for i in range(0, len(rest), PUSH_BATCH)]
+        for batch in batches:
+            result = self._git("push", "--porcelain", self.remote, *batch)
             if result.returncode != 0:
-                refused = [
-                    ln
-                    for ln in result.stdout.splitlines()
-                    if ln.startswith("!") and "atomic push failed" not in ln
-                ]
-                # (a remote's failed atomic transaction names its cause only on stderr)
-                if refused and all(_is_race(result.stderr if _ATOMIC in ln else ln) for ln in refused):
-                    raise _LostRace()  # (another sync moved the log, or took the same lease ref)
-                first = next((ln for ln in refused if WAL_REF in ln), refused[0] if refused else "")
-                detail = _refusal(first) or _last_line(result.stderr or result.stdout)
-                if _ATOMIC in first:
-                    detail += f" ({_first_line(result.stderr).removeprefix('remote: ')})"
+                refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
+                if refused and all(_is_race(ln) for ln in refused):
+                    raise _LostRace()  # (another sync moved the log, or the same lease ref)
+                named = next((ln for ln in refused if not _is_race(ln)), "")
+                detail = _refusal(named) or _last_line(result.stderr or result.stdout)
                 raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
         self._push_snapshots(refs, local_head)
 
@@ -525,9 +534,6 @@ _RACE_REASONS = (
 )
 
 
-_ATOMIC = "atomic transaction failed"
-
-
 def _is_race(line: str) -> bool:
     """Was a ref refused because another push got there first (not by policy)?"""
     return any(reason in line for reason in _RACE_REASONS)
@@ -552,14 +558,26 @@ def _last_line(text: str) -> str:
 
 def push_lease(ws: Workspace, remote: str, session_id: str) -> str | None:
     """Push one session's lease to `remote` (a heartbeat a reaper elsewhere can see);
-    None when it landed, else why not in one line."""
+    None when it landed, else why not in one line. Never a prompt, and at most
+    LEASE_PUSH_TIMEOUT_S: a heartbeat must not hang on a remote."""
     ref = ws.repo.references.get(LEASE_PREFIX + session_id)
     if ref is None:
         return "no lease here"
-    syncer = Syncer(ws, remote)
-    result = syncer._git(
-        "push", "--porcelain", "--quiet", remote, f"+{ref.target}:{LEASE_PREFIX}{session_id}"
-    )
+    spec = f"+{ref.target}:{LEASE_PREFIX}{session_id}"
+    try:
+        result = subprocess.run(
+            ["git", "--git-dir", str(ws.ctx.common_dir), "push", "--porcelain", "--quiet", remote, spec],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=LEASE_PUSH_TIMEOUT_S,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except FileNotFoundError:
+        return "git is not installed"
+    except subprocess.TimeoutExpired:
+        return f"no answer within {LEASE_PUSH_TIMEOUT_S} s"
     if result.returncode == 0:
         return None
     refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]

@@ -8,7 +8,16 @@ import pytest
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
 
-from .helpers import WORKTREE_ENV, brat, brat_json, clones_of_one_remote, git, make_repo
+from .helpers import (
+    WORKTREE_ENV,
+    append_raw,
+    block_text,
+    brat,
+    brat_json,
+    clones_of_one_remote,
+    git,
+    make_repo,
+)
 
 
 @pytest.fixture
@@ -199,8 +208,10 @@ def test_reapers_racing_through_a_remote_give_each_session_one_exit(remote, tmp_
     assert brat_json("sync", cwd=tmp_path / "ci2")["exits_dropped"] == []  # settled: not again
     brat_json("sync", cwd=dev)
     for sid in sids:
-        history = brat_json("sessions", "show", sid, cwd=dev)["history"]
-        assert [b["block"]["state"] for b in history].count("exit") == 1
+        for clone_dir in (dev, tmp_path / "ci2"):  # ci2's own index forgot what it dropped
+            history = brat_json("sessions", "show", sid, cwd=clone_dir)["history"]
+            assert [b["block"]["state"] for b in history].count("exit") == 1
+    assert brat_json("sessions", "doctor", cwd=tmp_path / "ci2")["problems"] == []
     ids = all_event_ids(dev)
     assert len(ids) == len(set(ids))
 
@@ -237,9 +248,49 @@ def test_a_remote_that_declines_the_push_is_exit_5(remote, tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_a_lease_ref_locked_by_another_push_is_a_race_and_nothing_lands(remote, tmp_path):
+def test_an_exit_the_index_refuses_does_not_pass_for_another_reapers(remote, tmp_path):
+    """A remote's exit block in a bad event (ts past 2^63) ends nothing: our reaper's exit
+    for the session stays."""
+    from brat_sessions.config import Config
+    from brat_sessions.reaper import reap
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+    from brat_sessions.workspace import Workspace
+
+    dev = clone(remote, tmp_path / "dev")
+    task = brat_json("task", "create", "Stale", cwd=dev)["task_id"]
+    sid = brat_json("sessions", "start", "--task", task, cwd=dev)["session_id"]
+    issue = brat_json("sessions", "show", sid, cwd=dev)["session"]["grite_issue_id"]
+    brat_json("sync", cwd=dev)
+    ci = clone(remote, tmp_path / "ci")
+    brat_json("sync", cwd=ci)
+    assert [v.session_id for v in reap(Workspace(ci), Config(spawn_timeout=0, clock_skew=0)).reaped] == [sid]
+    evil = clone(remote, tmp_path / "evil")
+    brat_json("sync", cwd=evil)
+    text = block_text(
+        session_id=sid, state="exit", exit_code=0, exit_reason="completed", engine="shell", role="witness"
+    )
+    append_raw(evil, [make_event(bytes.fromhex(issue), b"\xee" * 16, 2**63 + 5, COMMENT_ADDED, [text])])
+    brat_json("sync", cwd=evil)
+    assert brat_json("sync", cwd=ci)["exits_dropped"] == []
+    brat_json("sync", cwd=dev)
+    assert brat_json("sessions", "show", sid, cwd=dev)["session"]["exit_reason"] == "timeout"
+
+
+def test_a_remote_that_refuses_leases_still_takes_the_log_and_names_the_ref(remote, tmp_path):
+    hook = remote / "hooks" / "update"
+    hook.write_text('#!/bin/sh\ncase "$1" in refs/brat/*) echo "no leases here" >&2; exit 1;; esac\n')
+    hook.chmod(0o755)
+    a = clone(remote, tmp_path / "a")
+    task = brat_json("task", "create", "Hooked", cwd=a)["task_id"]
+    brat_json("sessions", "start", "--task", task, cwd=a)
+    out = brat("sync", cwd=a)
+    assert out.returncode == 5 and "refs/brat/sessions/leases/" in out.stderr, out.stderr
+    assert git(remote, "rev-parse", "refs/grite/wal") == git(a, "rev-parse", "refs/grite/wal")
+
+
+def test_a_lease_ref_locked_by_another_push_is_a_race_not_a_failure(remote, tmp_path):
     """Two reapers deleting one lease at once: the loser's push is a race to retry, not
-    exit 5, and (all or nothing) its log does not land without it."""
+    exit 5 (its log went first)."""
     from brat_sessions.sync import Syncer, _LostRace
     from brat_sessions.workspace import Workspace
 
@@ -256,12 +307,11 @@ def test_a_lease_ref_locked_by_another_push_is_a_race_and_nothing_lands(remote, 
     syncer = Syncer(Workspace(b))
     syncer.fetch()
     head = syncer.merge_log()
-    before = git(remote, "rev-parse", "refs/grite/wal")
     with pytest.raises(_LostRace):
         syncer.push(head)
-    assert git(remote, "rev-parse", "refs/grite/wal") == before
+    assert git(remote, "rev-parse", "refs/grite/wal") == head  # the log went first, alone
     lock.unlink()  # the other push is done
-    assert brat_json("sync", cwd=b)["pushed_commits"] == 1
+    assert brat_json("sync", cwd=b)["attempts"] == 1
     assert git(remote, "for-each-ref", "refs/brat/sessions/leases") == ""
 
 

@@ -107,6 +107,14 @@ def _check_payload(kind: int, p: list[Any]) -> None:
                 _text(value)
 
 
+def check_event(ev: Event) -> None:
+    """ValueError/TypeError/IndexError for an event the fold refuses (reported as
+    `bad_event`, folded nowhere); for an issue event it folds, nothing."""
+    if ev.ts_unix_ms > I64_MAX:  # (a u64 in the log; SQLite and every reader here are i64)
+        raise ValueError(f"ts_unix_ms {ev.ts_unix_ms} is past 2^63-1")
+    _check_payload(ev.kind, ev.payload)
+
+
 class IssueFold:
     """Folds a batch of events into the issues they touch, then writes them back."""
 
@@ -161,9 +169,7 @@ class IssueFold:
             return  # not about issues, or unknown: kept in the log, unused here
         iid = ev.issue_id.hex()
         key = ev.order_key
-        if ev.ts_unix_ms > I64_MAX:  # (a u64 in the log; SQLite and every reader here are i64)
-            raise ValueError(f"ts_unix_ms {ev.ts_unix_ms} is past 2^63-1")
-        _check_payload(kind, p)  # before touching anything: a bad event changes nothing
+        check_event(ev)  # before touching anything: a bad event changes nothing
         row = self.rows.get(iid) or self._row(iid)
         self.dirty.add(iid)
         if ev.ts_unix_ms > row["updated_ts"]:

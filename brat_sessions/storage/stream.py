@@ -112,7 +112,9 @@ class CommitStream:
 
     def _read(self, out: IO[bytes]) -> tuple[WalCommit | CorruptCommit, Any] | None:
         """The next commit, read as the planner asked; None at the end of the log."""
-        kind, size, rest = _header(out)
+        oid, kind, size, rest = _header(out)
+        if size < 0:  # (nothing says which commit it was for: the rest is read by libgit2)
+            raise StreamBroken(f"git cat-file cannot read object {oid.decode(errors='replace')}")
         mark, _, rest = rest.partition(b" ")
         if mark in (b".", b"!"):
             _skip(out, size + 1)
@@ -128,7 +130,10 @@ class CommitStream:
             _skip(out, size + 1)
             return wal_module.read_prepared(self.wal, commit_id, self.prepare)
         meta = _body(out, kind, size, wal_module.MAX_META_BYTES)
-        chunk = _body(out, *_header(out)[:2], wal_module.MAX_WAL_CHUNK_BYTES)
+        _, chunk_kind, chunk_size, _ = _header(out)
+        chunk = (
+            _body(out, chunk_kind, chunk_size, wal_module.MAX_WAL_CHUNK_BYTES) if chunk_size >= 0 else None
+        )
         if meta is None or chunk is None:
             return wal_module.read_prepared(self.wal, commit_id, self.prepare)  # names what is wrong
         try:
@@ -168,16 +173,14 @@ def _skip(out: IO[bytes], size: int) -> None:
         raise StreamBroken("git cat-file ended early")
 
 
-def _header(out: IO[bytes]) -> tuple[bytes, int, bytes]:
-    """The next cat-file answer's type, size and %(rest); StreamBroken for a
-    missing object (then the rest of the log is read with libgit2, which names it)."""
+def _header(out: IO[bytes]) -> tuple[bytes, bytes, int, bytes]:
+    """The next cat-file answer's object id, type, size and %(rest); size -1 (and nothing
+    to read) for an object git cannot give ("<oid> missing", "ambiguous")."""
     line = out.readline()
     if not line:
         raise StreamBroken("git cat-file ended early")
     oid, kind, size, rest = (line.rstrip(b"\n").split(b" ", 3) + [b"", b"", b""])[:4]
-    if not size.isdigit():
-        raise StreamBroken(f"git cat-file cannot read object {oid.decode(errors='replace')}")
-    return kind, int(size), rest
+    return oid, kind, int(size) if size.isdigit() else -1, rest
 
 
 def _body(out: IO[bytes], kind: bytes, size: int, limit: int) -> bytes | None:

@@ -111,6 +111,16 @@ def test_a_damaged_object_gives_the_same_index(repo, kind):
     assert middle in streamed.stdout
 
 
+def test_a_missing_chunk_is_read_with_libgit2_for_its_commit_alone(repo):
+    _fill(repo, 3)
+    middle = git(repo, "rev-parse", "refs/grite/wal")
+    _fill(repo, 3)
+    chunk = _objects_of_a_commit(repo, middle)["chunk"]
+    (repo / ".git" / "objects" / chunk[:2] / chunk[2:]).unlink()
+    streamed, _ = _same_both_ways(repo)
+    assert middle in streamed.stdout and "reading it with libgit2" not in streamed.stderr
+
+
 def test_a_shallow_clone_is_reported_incomplete_the_same_way(repo, tmp_path):
     _fill(repo, 6)
     clone = tmp_path / "shallow"
