@@ -73,6 +73,19 @@ _WHERE = {
 }
 
 
+def python_command(module: str) -> list[str]:
+    """The command that runs `module` of this very copy of brat_sessions in a new Python
+    (as `python -m` would, but never whichever copy that interpreter finds first, nor a
+    module of the working directory): arguments follow it."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = f"import sys, runpy; sys.path.insert(0, {here!r}); "
+    code += f"runpy.run_module({module!r}, run_name='__main__')"
+    return [sys.executable, "-P", "-c", code]
+
+
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         from importlib import import_module

@@ -117,10 +117,14 @@ class ReapReport:
         }
 
 
+RECORD_BYTES = 1 << 20  # past this, the older half of the record is dropped
+
+
 class ReaperRecord:
     """The events of this clone's reap passes not yet synced, each with the sessions it
-    ended (`<event id> <session id>` a line in the data dir; lines are only appended, and
-    the file is read leniently: it is local bookkeeping)."""
+    ended (`<event id> <session id>` a line in the data dir; lines are appended, the older
+    half dropped past RECORD_BYTES, and the file is read leniently: it is local
+    bookkeeping)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "reaper_exits"
@@ -132,8 +136,16 @@ class ReaperRecord:
                 fh.write(
                     "".join(f"{eid.hex()} {sid}\n" for eid, sids in made.items() for sid in sorted(sids))
                 )
-        except OSError:
+            if self.path.stat().st_size > RECORD_BYTES:  # a clone that reaps and never syncs
+                text = self.path.read_text()
+                self._rewrite(text[text.index("\n", len(text) // 2) + 1 :])
+        except (OSError, UnicodeDecodeError, ValueError):
             pass  # (then a race with another reaper can leave a second exit, which is ignored)
+
+    def _rewrite(self, text: str) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
 
     def read(self) -> tuple[dict[bytes, set[str]], str]:
         """event id -> the sessions it ended, and the text read (for `forget`)."""
@@ -158,11 +170,8 @@ class ReaperRecord:
             return
         try:
             now = self.path.read_text()
-            if not now.startswith(text):
-                return
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
-            tmp.write_text(now[len(text) :])
-            os.replace(tmp, self.path)
+            if now.startswith(text):
+                self._rewrite(now[len(text) :])
         except (OSError, UnicodeDecodeError):
             pass
 

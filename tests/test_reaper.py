@@ -233,3 +233,15 @@ def test_a_setting_that_is_not_a_finite_number_is_refused(repo, text):
 def test_a_reap_flag_that_is_not_a_finite_number_is_refused(repo, flag, value):
     out = brat("sessions", "reap", "--dry-run", flag, value, cwd=repo)
     assert out.returncode == 2 and flag in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_record_of_unsynced_reaper_exits_stays_small(tmp_path, monkeypatch):
+    from brat_sessions import reaper as reaper_module
+
+    monkeypatch.setattr(reaper_module, "RECORD_BYTES", 4096)
+    record = reaper_module.ReaperRecord(tmp_path)
+    for n in range(200):  # a clone that reaps and never syncs
+        record.add({n.to_bytes(32, "big"): {f"s-20250101-{n:04x}"}})
+    made, text = record.read()
+    assert len(text) <= 4096 + 100
+    assert (199).to_bytes(32, "big") in made and (0).to_bytes(32, "big") not in made

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+from .. import python_command
 from ..errors import CorruptCommit
 from . import wal as wal_module  # (complete by now: the log imports this module only when it replays)
 
@@ -88,8 +89,7 @@ class CommitStream:
              "--encoding=UTF-8", "--diff-merges=first-parent", "--ignore-submodules=none",
              "--format=%H %P", *spec, "--"]
         )  # fmt: skip
-        # -P: never a module from the working directory
-        planner = [sys.executable, "-P", "-m", "brat_sessions.storage.stream_plan", self.cwd, self.target]
+        planner = [*python_command("brat_sessions.storage.stream_plan"), self.cwd, self.target]
         for pipe in (log.stdout, cat.stdin, cat.stdout):
             _widen(pipe)
         self._start(planner, stdin=log.stdout, stdout=cat.stdin)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .. import python_command
 from ..errors import EXIT_CONFLICT, BratError, Fenced
 from ..kinds import ExitReason
 from ..sessions.model import Session
@@ -61,10 +62,7 @@ def run_command(
     read_fd, write_fd = os.pipe()
     shim = subprocess.Popen(
         [
-            sys.executable,
-            "-P",  # (never a module from the working directory: a repository's json.py)
-            "-m",
-            "brat_sessions.worker.shim",
+            *python_command("brat_sessions.worker.shim"),  # (never a repository's json.py)
             str(files.log),
             str(files.status),
             str(write_fd),

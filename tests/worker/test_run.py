@@ -230,6 +230,24 @@ def test_modules_in_the_working_directory_are_not_imported_by_run(repo, tracker,
     assert (s.exit_reason, s.exit_code) == ("completed", 0)
 
 
+def test_children_run_the_copy_of_brat_sessions_that_started_them(tmp_path):
+    """A copy put on sys.path at run time (vendored): run's supervisor and the cold build's
+    planner are that copy, not whichever one the interpreter finds first."""
+    import shutil
+
+    vendored = tmp_path / "vendored"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "brat_sessions", vendored / "brat_sessions")
+    (vendored / "brat_sessions" / "_probe.py").write_text("print(__file__)\n")
+    code = (
+        f"import sys, subprocess; sys.path.insert(0, {str(vendored)!r}); import brat_sessions; "
+        "print(subprocess.run(brat_sessions.python_command('brat_sessions._probe'), "
+        "capture_output=True, text=True).stdout, end='')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.stdout.strip() == str(vendored / "brat_sessions" / "_probe.py"), out.stderr
+
+
 def test_json_after_the_double_dash_belongs_to_the_command(repo, task):
     out = brat("sessions", "run", "--task", task.task_id, "--", "sh", "-c", "echo plain", "--json", cwd=repo)
     assert out.returncode == 0 and out.stdout == "plain\n"  # no envelope: --json was sh's argument
