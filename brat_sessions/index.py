@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
@@ -96,6 +97,9 @@ class _Progress:
         if self.shown:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+
+
+REBUILD_WITHIN = 1000  # commits below the head where a marked rebuild is looked for
 
 
 class Index:
@@ -191,9 +195,12 @@ class Index:
         target = head if head is not None else self.wal.head()
         try:
             if self.indexed_head() == target and not self._gap_filled():
-                return self
+                return self  # (a log marked for a rebuild has moved: never at the indexed head)
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                if self._rebuild_due(target):  # (folded events the log no longer holds)
+                    for table in ("meta", "issues", "members", "blocks", "sessions", "problems"):
+                        self.db.execute(f"DELETE FROM {table}")
                 current = self.indexed_head()
                 if self._gap_filled():
                     current = None  # the missing history arrived: replay all (idempotent)
@@ -212,19 +219,20 @@ class Index:
             return self.refresh(head)
         return self
 
-    def reset(self) -> None:
-        """Forget everything folded: the next refresh rebuilds the index from the log (after
-        a sync left out events of commits this index had folded)."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            for table in ("meta", "issues", "members", "blocks", "sessions", "problems"):
-                self.db.execute(f"DELETE FROM {table}")
-            self.db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            _raise_if_busy(self.path, exc)
-            raise
+    def rebuild_at(self, head: str) -> None:
+        """Build the index anew at its first refresh to `head` or past it (a sync is about to
+        move the log to `head`, leaving out events of commits this index folded). Kept in
+        the index itself, so that a process that dies after moving the log still leaves it
+        marked."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES('rebuild_at', ?)", (head,))
+
+    def _rebuild_due(self, target: str | None) -> bool:
+        row = self.db.execute("SELECT value FROM meta WHERE key='rebuild_at'").fetchone()
+        if row is None or target is None:
+            return False
+        # (the sync that marked it refreshes right after moving the log; others at their next
+        # command: the marked head is among the newest commits, and a stale mark costs little)
+        return row[0] in islice(self.wal.first_parents(target), REBUILD_WITHIN)
 
     def _since(self, current: str | None) -> str | None:
         if current is None:

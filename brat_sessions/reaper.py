@@ -18,6 +18,8 @@ remote that another reaper reached first, by the record of what each pass wrote
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,18 +131,33 @@ class ReaperRecord:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "reaper_exits"
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the record's lock (a reap pass appending, a sync rewriting) where the system
+        has one."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(f"{self.path.name}.lock"), "a") as lock:
+            try:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                pass  # (no locks here: a line may be lost to a race, then a second exit)
+            yield
+
     def add(self, made: dict[bytes, set[str]]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as fh:
-                fh.write(
-                    "".join(f"{eid.hex()} {sid}\n" for eid, sids in made.items() for sid in sorted(sids))
-                )
-            if self.path.stat().st_size > RECORD_BYTES:  # a clone that reaps and never syncs
-                text = self.path.read_text()
-                self._rewrite(text[text.index("\n", len(text) // 2) + 1 :])
+            with self._locked():
+                self._add(made)
         except (OSError, UnicodeDecodeError, ValueError):
             pass  # (then a race with another reaper can leave a second exit, which is ignored)
+
+    def _add(self, made: dict[bytes, set[str]]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write("".join(f"{eid.hex()} {sid}\n" for eid, sids in made.items() for sid in sorted(sids)))
+        if self.path.stat().st_size > RECORD_BYTES:  # a clone that reaps and never syncs
+            text = self.path.read_text()
+            self._rewrite(text[text.index("\n", len(text) // 2) + 1 :])
 
     def _rewrite(self, text: str) -> None:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
@@ -169,9 +186,10 @@ class ReaperRecord:
         if not text:
             return
         try:
-            now = self.path.read_text()
-            if now.startswith(text):
-                self._rewrite(now[len(text) :])
+            with self._locked():
+                now = self.path.read_text()
+                if now.startswith(text):
+                    self._rewrite(now[len(text) :])
         except (OSError, UnicodeDecodeError):
             pass
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import random
 import re
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -193,11 +194,11 @@ class Syncer:
             self.report.fetched_commits += len(self.wal.commit_ids(remote, local))
         else:
             new = self._reappend(local, remote)
+        if self.left_out:  # the index folded events the log will no longer hold: anew
+            self.ws.index.rebuild_at(new)
+            self.left_out = False
         if not self.wal.move_head(local, new, "brat sync"):
             raise _LostRace()
-        if self.left_out:  # the index folded events the log no longer holds: build it anew
-            self.ws.index.reset()
-            self.left_out = False
         return new
 
     def _kind(self, oid: str) -> str:
@@ -220,8 +221,8 @@ class Syncer:
             self.report.fetched_commits += 1
             if isinstance(item, WalCommit):
                 seen.update(e.event_id for e in item.events)
-                if watched:
-                    ended |= self._exits_among(item.events, watched)
+                if watched:  # (our own exits, arrived there another way, end nothing new)
+                    ended |= self._exits_among([e for e in item.events if e.event_id not in reaped], watched)
         taken = {eid for eid, sids in reaped.items() if sids <= ended}
         parent = remote
         for commit in self.wal.commit_ids(local, since):
@@ -412,13 +413,21 @@ class Syncer:
         batches += [rest[i : i + PUSH_BATCH] for i in range(0, len(rest), PUSH_BATCH)]
         for batch in batches:
             result = self._git("push", "--porcelain", self.remote, *batch)
-            if result.returncode != 0:
-                refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
-                if refused and all(_is_race(ln) for ln in refused):
-                    raise _LostRace()  # (another sync moved the log, or the same lease ref)
-                named = next((ln for ln in refused if not _is_race(ln)), "")
-                detail = _refusal(named) or _last_line(result.stderr or result.stdout)
+            if result.returncode == 0:
+                continue
+            refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
+            if batch is first or not refused:  # the log itself, or nothing pushed at all
+                if refused and _is_race(refused[0]):
+                    raise _LostRace()  # another sync moved the log
+                detail = _refusal(refused[0]) if refused else _last_line(result.stderr or result.stdout)
                 raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
+            # a lease or an output the remote refused: the log is there, the next sync tries
+            # again (a deletion that lost a race to another sync's is no news)
+            kept = [ln for ln in refused if not (_is_deletion(ln) and _is_race(ln))]
+            if kept:
+                self.report.warnings.append(
+                    f"{len(kept)} ref(s) not pushed, tried again at the next sync: {_refusal(kept[0])}"
+                )
         self._push_snapshots(refs, local_head)
 
     def _push_snapshots(self, refs: dict[str, str], head: str | None) -> None:
@@ -491,7 +500,8 @@ class Syncer:
                 self.merge_snapshots(head)
                 self.maybe_snapshot(head)
                 self.push(head)
-                self.reaper_record.forget(record)
+                if self.remote == default_remote(self.ws):  # (where reapers meet)
+                    self.reaper_record.forget(record)
                 self.report.head = head
                 return self.report
             except _LostRace as race:
@@ -539,6 +549,12 @@ def _is_race(line: str) -> bool:
     return any(reason in line for reason in _RACE_REASONS)
 
 
+def _is_deletion(line: str) -> bool:
+    """Is a `git push --porcelain` line ("!\t<from>:<ref>\t<why>") about deleting a ref?"""
+    fields = line.split("\t")
+    return len(fields) >= 2 and fields[1].startswith(":")
+
+
 def _refusal(line: str) -> str:
     """`<ref>: <why>` from a refused line of `git push --porcelain` ("!\t<from>:<ref>\t<why>")."""
     fields = line.split("\t")
@@ -560,28 +576,38 @@ def push_lease(ws: Workspace, remote: str, session_id: str) -> str | None:
     """Push one session's lease to `remote` (a heartbeat a reaper elsewhere can see);
     None when it landed, else why not in one line. Never a prompt, and at most
     LEASE_PUSH_TIMEOUT_S: a heartbeat must not hang on a remote."""
+    if remote.startswith("-"):
+        return "not a remote name or URL"
     ref = ws.repo.references.get(LEASE_PREFIX + session_id)
     if ref is None:
         return "no lease here"
     spec = f"+{ref.target}:{LEASE_PREFIX}{session_id}"
     try:
-        result = subprocess.run(
+        # its own session: no terminal for ssh or git to prompt on, and one group to stop
+        proc = subprocess.Popen(
             ["git", "--git-dir", str(ws.ctx.common_dir), "push", "--porcelain", "--quiet", remote, spec],
-            capture_output=True,
-            text=True,
             stdin=subprocess.DEVNULL,
-            check=False,
-            timeout=LEASE_PUSH_TIMEOUT_S,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
         )
     except FileNotFoundError:
         return "git is not installed"
+    try:
+        out, err = proc.communicate(timeout=LEASE_PUSH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # (the group git leads: git, ssh, their children)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
         return f"no answer within {LEASE_PUSH_TIMEOUT_S} s"
-    if result.returncode == 0:
+    if proc.returncode == 0:
         return None
-    refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
-    return (_refusal(refused[0]) if refused else "") or _first_line(result.stderr)
+    refused = [ln for ln in out.splitlines() if ln.startswith("!")]
+    return (_refusal(refused[0]) if refused else "") or _first_line(err)
 
 
 def sync(ws: Workspace, remote: str | None = None) -> SyncReport:

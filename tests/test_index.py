@@ -26,6 +26,27 @@ def test_index_lives_in_the_git_dir_and_tracks_the_head(repo):
     assert not (repo / "brat_sessions").exists()
 
 
+def test_a_log_marked_for_a_rebuild_is_folded_anew_even_by_another_process(repo):
+    """What a sync does when its re-append leaves out events this index folded: mark, move
+    the log, and die before refreshing; the next brat process builds the index anew."""
+    append_raw(repo, [created()])
+    base = append_raw(repo, [comment(block_text(state="running"), 10)])
+    append_raw(repo, [comment(block_text(state="exit", exit_code=0, exit_reason="completed"), 20)])
+    index = Index(open_repo(repo)).refresh()
+    assert index.session("s-20250114-0001").status == "exit"
+    wal = Wal(open_repo(repo))
+    old = wal.head()
+    assert wal.move_head(old, base)  # (the re-appended chain: the exit left out)
+    new = append_raw(repo, [comment(block_text(state="running", pid=7), 30)])
+    assert wal.move_head(new, old)  # (not moved yet)
+    index.rebuild_at(new)
+    index.refresh()  # another process refreshes first: the log still holds the exit
+    assert index.session("s-20250114-0001").status == "exit"
+    assert wal.move_head(old, new)  # the sync moves the log, then dies
+    assert brat_json("sessions", "show", "s-20250114-0001", cwd=repo)["session"]["status"] == "running"
+    assert brat_json("sessions", "doctor", cwd=repo)["problems"] == []
+
+
 def test_refresh_replays_only_new_commits(repo, monkeypatch):
     append_raw(repo, [created()])
     append_raw(repo, [comment(block_text(state="spawned"), 10)])

@@ -245,3 +245,38 @@ def test_the_record_of_unsynced_reaper_exits_stays_small(tmp_path, monkeypatch):
     made, text = record.read()
     assert len(text) <= 4096 + 100
     assert (199).to_bytes(32, "big") in made and (0).to_bytes(32, "big") not in made
+
+
+RECORD_WRITER = """
+import sys
+from pathlib import Path
+from brat_sessions.reaper import ReaperRecord
+record = ReaperRecord(Path(sys.argv[1]))
+for n in range(int(sys.argv[2])):
+    record.add({n.to_bytes(32, "big"): {f"s-20250101-{n % 65536:04x}"}})
+"""
+
+RECORD_SYNCER = """
+import sys
+from pathlib import Path
+from brat_sessions.reaper import ReaperRecord
+record = ReaperRecord(Path(sys.argv[1]))
+forgotten = []
+for _ in range(int(sys.argv[2])):
+    _, text = record.read()
+    record.forget(text)
+    forgotten.append(text)
+Path(sys.argv[3]).write_text("".join(forgotten))
+"""
+
+
+def test_a_reap_pass_and_a_sync_at_once_lose_no_line_of_the_record(tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", RECORD_WRITER, str(tmp_path), "1500"])
+    syncer = subprocess.Popen(
+        [sys.executable, "-c", RECORD_SYNCER, str(tmp_path), "600", str(tmp_path / "forgotten")]
+    )
+    assert writer.wait(timeout=120) == 0 and syncer.wait(timeout=120) == 0
+    lines = (tmp_path / "forgotten").read_text().splitlines() + (
+        tmp_path / "reaper_exits"
+    ).read_text().splitlines()
+    assert sorted(lines) == sorted({line for line in lines}) and len(lines) == 1500  # each once
