@@ -99,7 +99,7 @@ class _Progress:
             sys.stderr.flush()
 
 
-REBUILD_WITHIN = 1000  # commits below the head where a marked rebuild is looked for
+REBUILD_WITHIN = 1000  # commits below the head where a marked index looks for its own head
 
 
 class Index:
@@ -219,20 +219,22 @@ class Index:
             return self.refresh(head)
         return self
 
-    def rebuild_at(self, head: str) -> None:
-        """Build the index anew at its first refresh to `head` or past it (a sync is about to
-        move the log to `head`, leaving out events of commits this index folded). Kept in
-        the index itself, so that a process that dies after moving the log still leaves it
-        marked."""
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES('rebuild_at', ?)", (head,))
+    def mark_for_rebuild(self) -> None:
+        """A sync is about to move the log to a chain that leaves out events of commits this
+        index folded: once the log no longer holds the indexed head, the next refresh
+        builds the index anew. Kept in the index itself, so that a process killed after
+        moving the log, or another sync of this clone, still leaves it marked."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES('rebuild', '1')")
 
     def _rebuild_due(self, target: str | None) -> bool:
-        row = self.db.execute("SELECT value FROM meta WHERE key='rebuild_at'").fetchone()
-        if row is None or target is None:
+        """Marked, and the log at `target` has left the indexed head behind (not among
+        the REBUILD_WITHIN newest commits of its chain: gone, or too far to look)."""
+        if self.db.execute("SELECT 1 FROM meta WHERE key='rebuild'").fetchone() is None:
             return False
-        # (the sync that marked it refreshes right after moving the log; others at their next
-        # command: the marked head is among the newest commits, and a stale mark costs little)
-        return row[0] in islice(self.wal.first_parents(target), REBUILD_WITHIN)
+        current = self.indexed_head()
+        if target is None or current is None:
+            return current is not None
+        return current not in islice(self.wal.first_parents(target), REBUILD_WITHIN)
 
     def _since(self, current: str | None) -> str | None:
         if current is None:

@@ -95,6 +95,13 @@ def default_remote(ws: Workspace) -> str:
     raise BadInput(f"several remotes ({', '.join(names)}) and no origin: name one with --remote")
 
 
+def _default_or_none(ws: Workspace) -> str | None:
+    try:
+        return default_remote(ws)
+    except (BadInput, EnvironmentProblem):
+        return None
+
+
 def _tracking_prefix(remote: str) -> str:
     safe = (
         remote
@@ -110,6 +117,7 @@ class Syncer:
         self.repo = ws.repo
         self.wal: Wal = ws.wal
         self.remote = remote or default_remote(ws)
+        self.shared = self.remote == _default_or_none(ws)  # the remote reapers meet on
         self.prefix = _tracking_prefix(self.remote)
         self.report = SyncReport(remote=self.remote)
         # the snapshots taken from this remote (deleted here once it no longer has them), and
@@ -195,7 +203,7 @@ class Syncer:
         else:
             new = self._reappend(local, remote)
         if self.left_out:  # the index folded events the log will no longer hold: anew
-            self.ws.index.rebuild_at(new)
+            self.ws.index.mark_for_rebuild()
             self.left_out = False
         if not self.wal.move_head(local, new, "brat sync"):
             raise _LostRace()
@@ -416,17 +424,24 @@ class Syncer:
             if result.returncode == 0:
                 continue
             refused = [ln for ln in result.stdout.splitlines() if ln.startswith("!")]
+            said = _remote_says(result.stderr)
             if batch is first or not refused:  # the log itself, or nothing pushed at all
                 if refused and _is_race(refused[0]):
                     raise _LostRace()  # another sync moved the log
                 detail = _refusal(refused[0]) if refused else _last_line(result.stderr or result.stdout)
-                raise EnvironmentProblem(f"git push {self.remote} failed: {detail}")
+                raise EnvironmentProblem(f"git push {self.remote} failed: {detail}{said}")
             # a lease or an output the remote refused: the log is there, the next sync tries
             # again (a deletion that lost a race to another sync's is no news)
+            for line in refused:
+                ref = line.split("\t")[1].rpartition(":")[2] if line.count("\t") >= 2 else ""
+                if ref.startswith(OUTPUT_PREFIX) and not _is_deletion(line):
+                    self.report.outputs_pushed -= 1
+                elif ref.startswith(LEASE_PREFIX) and not _is_deletion(line):
+                    self.report.leases_pushed -= 1
             kept = [ln for ln in refused if not (_is_deletion(ln) and _is_race(ln))]
             if kept:
                 self.report.warnings.append(
-                    f"{len(kept)} ref(s) not pushed, tried again at the next sync: {_refusal(kept[0])}"
+                    f"{len(kept)} ref(s) not pushed, tried again at the next sync: {_refusal(kept[0])}{said}"
                 )
         self._push_snapshots(refs, local_head)
 
@@ -500,7 +515,7 @@ class Syncer:
                 self.merge_snapshots(head)
                 self.maybe_snapshot(head)
                 self.push(head)
-                if self.remote == default_remote(self.ws):  # (where reapers meet)
+                if self.shared:  # (where reapers meet)
                     self.reaper_record.forget(record)
                 self.report.head = head
                 return self.report
@@ -547,6 +562,15 @@ _RACE_REASONS = (
 def _is_race(line: str) -> bool:
     """Was a ref refused because another push got there first (not by policy)?"""
     return any(reason in line for reason in _RACE_REASONS)
+
+
+def _remote_says(stderr: str) -> str:
+    """What the remote's hook said (its first `remote:` line), as `: <text>`, or ""."""
+    for line in (stderr or "").splitlines():
+        text = line.removeprefix("remote:").strip() if line.startswith("remote:") else ""
+        if text:
+            return f": the remote says {' '.join(text.split())[:200]!r}"
+    return ""
 
 
 def _is_deletion(line: str) -> bool:

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -337,6 +338,30 @@ def test_a_remote_that_refuses_leases_still_takes_the_log_with_a_warning(remote,
     out = brat("sync", cwd=a)
     assert out.returncode == 0 and "not pushed" in out.stderr and "refs/brat/sessions/leases/" in out.stderr
     assert git(remote, "rev-parse", "refs/grite/wal") == git(a, "rev-parse", "refs/grite/wal")
+
+
+def test_sync_with_a_named_remote_among_several_and_no_origin(remote, tmp_path):
+    git(tmp_path, "clone", "-q", "-o", "upstream", str(remote), str(tmp_path / "m"))
+    git(tmp_path / "m", "remote", "add", "backup", str(remote))
+    brat_json("task", "create", "Named", cwd=tmp_path / "m")
+    assert brat_json("sync", "--remote", "upstream", cwd=tmp_path / "m")["pushed_commits"] == 1
+    assert brat("sync", cwd=tmp_path / "m").returncode == 2  # which one: say it
+
+
+def test_refused_outputs_are_not_counted_as_pushed_and_the_hook_is_quoted(remote, tmp_path):
+    hook = remote / "hooks" / "update"
+    hook.write_text(
+        '#!/bin/sh\ncase "$1" in refs/brat/sessions/outputs/*) echo "frozen" >&2; exit 1;; esac\n'
+    )
+    hook.chmod(0o755)
+    a = clone(remote, tmp_path / "a")
+    task = brat_json("task", "create", "Out", cwd=a)["task_id"]
+    sid = brat_json("sessions", "start", "--task", task, cwd=a)["session_id"]
+    (a / "o.txt").write_text("output\n")
+    brat_json("sessions", "exit", sid, "--code", "0", "--output", str(a / "o.txt"), cwd=a)
+    out = brat("sync", "--json", cwd=a)
+    assert out.returncode == 0 and "frozen" in out.stderr, out.stderr
+    assert json.loads(out.stdout)["data"]["outputs_pushed"] == 0
 
 
 def test_a_hostile_ref_in_the_way_of_a_lease_is_a_warning_not_a_failure(remote, tmp_path):
