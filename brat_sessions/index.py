@@ -198,6 +198,9 @@ class Index:
                 return self  # (a log marked for a rebuild has moved: never at the indexed head)
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                if head is not None and self._stale(target):
+                    self.db.execute("COMMIT")
+                    return self  # (the caller's compare-and-swap against it fails, and retries)
                 if self._rebuild_due(target):  # (folded events the log no longer holds)
                     for table in ("meta", "issues", "members", "blocks", "sessions", "problems"):
                         self.db.execute(f"DELETE FROM {table}")
@@ -219,22 +222,41 @@ class Index:
             return self.refresh(head)
         return self
 
-    def mark_for_rebuild(self) -> None:
+    def mark_for_rebuild(self, marks: int = 1) -> None:
         """A sync is about to move the log to a chain that leaves out events of commits this
         index folded: once the log no longer holds the indexed head, the next refresh
-        builds the index anew. Kept in the index itself, so that a process killed after
-        moving the log, or another sync of this clone, still leaves it marked."""
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES('rebuild', '1')")
+        builds the index anew. Kept in the index itself (a count of the syncs that marked
+        it), so that a process killed after moving the log, or another sync of this clone,
+        still leaves it marked; a sync that then did not move the log takes its mark back
+        (`marks=-1`)."""
+        self.db.execute(
+            "INSERT INTO meta VALUES('rebuild', max(0, ?)) ON CONFLICT(key) "
+            "DO UPDATE SET value = max(0, CAST(value AS INTEGER) + ?)",
+            (marks, marks),
+        )
 
     def _rebuild_due(self, target: str | None) -> bool:
         """Marked, and the log at `target` has left the indexed head behind (not among
         the REBUILD_WITHIN newest commits of its chain: gone, or too far to look)."""
-        if self.db.execute("SELECT 1 FROM meta WHERE key='rebuild'").fetchone() is None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='rebuild'").fetchone()
+        if row is None or str(row[0]) in ("0", ""):
             return False
         current = self.indexed_head()
         if target is None or current is None:
             return current is not None
-        return current not in islice(self.wal.first_parents(target), REBUILD_WITHIN)
+        return not self._holds(target, current)
+
+    def _holds(self, target: str, commit: str) -> bool:
+        """Whether `commit` is among the REBUILD_WITHIN newest of the chain at `target`."""
+        return commit == target or commit in islice(self.wal.first_parents(target), REBUILD_WITHIN)
+
+    def _stale(self, target: str | None) -> bool:
+        """A head a caller read before the log moved on, to a chain that no longer holds it
+        and that this index already folded: folding it would add events the log dropped."""
+        current = self.indexed_head()
+        if target is None or current is None or current == target or self._holds(target, current):
+            return False
+        return self.wal.head() != target
 
     def _since(self, current: str | None) -> str | None:
         if current is None:

@@ -202,10 +202,12 @@ class Syncer:
             self.report.fetched_commits += len(self.wal.commit_ids(remote, local))
         else:
             new = self._reappend(local, remote)
-        if self.left_out:  # the index folded events the log will no longer hold: anew
+        marked, self.left_out = self.left_out, False
+        if marked:  # the index folded events the log will no longer hold: anew
             self.ws.index.mark_for_rebuild()
-            self.left_out = False
         if not self.wal.move_head(local, new, "brat sync"):
+            if marked:
+                self.ws.index.mark_for_rebuild(-1)  # (the log did not move: no longer due)
             raise _LostRace()
         return new
 

@@ -36,8 +36,9 @@ def test_a_log_marked_for_a_rebuild_is_folded_anew_even_by_another_process(repo,
     index = Index(open_repo(repo)).refresh()
     assert index.session("s-20250114-0001").status == "exit"
     wal = Wal(open_repo(repo))
-    old = wal.head()
-    index.mark_for_rebuild()  # a sync that loses its race: the log stays
+    index.mark_for_rebuild()  # a sync that loses its race: the log stays...
+    index.mark_for_rebuild(-1)  # ...and it takes its mark back
+    index.mark_for_rebuild()  # another, killed before it could move the log
     append_raw(repo, [comment(block_text(session_id="s-2"), 25)])
     replayed = []
     original = Wal.read_commit
@@ -48,10 +49,13 @@ def test_a_log_marked_for_a_rebuild_is_folded_anew_even_by_another_process(repo,
     grown = wal.head()
     assert wal.move_head(grown, base)  # another sync re-appends without the exit...
     new = append_raw(repo, [comment(block_text(state="running", pid=7), 30)])
-    index.mark_for_rebuild()
     assert brat_json("sessions", "show", "s-20250114-0001", cwd=repo)["session"]["status"] == "running"
     assert brat_json("sessions", "doctor", cwd=repo)["problems"] == []
-    assert new != old
+    # a writer that read the head before the log moved folds nothing of it now
+    late = Index(open_repo(repo))
+    assert late.indexed_head() == new
+    late.refresh(grown)
+    assert late.indexed_head() == new and late.session("s-20250114-0001").status == "running"
 
 
 def test_refresh_replays_only_new_commits(repo, monkeypatch):
