@@ -66,8 +66,22 @@ def _enveloped(texts: Iterator[str], total: int, tail: str) -> Iterator[str]:
     yield f'], "total": {total}{tail}}}}}'
 
 
+WRITE_CHARS = 1 << 18  # pieces are joined into writes of about this many characters
+
+
 def write_pieces(pieces: Iterable[str]) -> None:
-    """Print text made of pieces, then a newline."""
-    sys.stdout.writelines(pieces)
-    sys.stdout.write("\n")
+    """Print text made of pieces, then a newline: joined a few hundred KB at a time, so
+    that 100,000 pieces are a few hundred writes (each one a system call when stdout is
+    unbuffered, as with PYTHONUNBUFFERED), never one copy of the whole text."""
+    batch: list[str] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= WRITE_CHARS:
+            sys.stdout.write("".join(batch))
+            batch.clear()
+            size = 0
+    batch.append("\n")
+    sys.stdout.write("".join(batch))
     sys.stdout.flush()
