@@ -598,10 +598,9 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output from git"
 
 
-def push_lease(ws: Workspace, remote: str, session_id: str) -> str | None:
-    """Push one session's lease to `remote` (a heartbeat a reaper elsewhere can see);
-    None when it landed, else why not in one line. Never a prompt, and at most
-    LEASE_PUSH_TIMEOUT_S: a heartbeat must not hang on a remote."""
+def _start_push(ws: Workspace, remote: str, session_id: str) -> subprocess.Popen[str] | str:
+    """`git push` of one session's lease, started in its own session (no terminal for ssh
+    or git to prompt on, and one process group to stop); why not, when it cannot start."""
     if remote.startswith("-"):
         return "not a remote name or URL"
     ref = ws.repo.references.get(LEASE_PREFIX + session_id)
@@ -609,8 +608,7 @@ def push_lease(ws: Workspace, remote: str, session_id: str) -> str | None:
         return "no lease here"
     spec = f"+{ref.target}:{LEASE_PREFIX}{session_id}"
     try:
-        # its own session: no terminal for ssh or git to prompt on, and one group to stop
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             ["git", "--git-dir", str(ws.ctx.common_dir), "push", "--porcelain", "--quiet", remote, spec],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -621,19 +619,71 @@ def push_lease(ws: Workspace, remote: str, session_id: str) -> str | None:
         )
     except FileNotFoundError:
         return "git is not installed"
+
+
+def _stop_push(proc: subprocess.Popen[str]) -> None:
     try:
-        out, err = proc.communicate(timeout=LEASE_PUSH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # (the group git leads: git, ssh, their children)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        return f"no answer within {LEASE_PUSH_TIMEOUT_S} s"
+        os.killpg(proc.pid, signal.SIGKILL)  # (the group git leads: git, ssh, their children)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def _push_result(proc: subprocess.Popen[str], out: str, err: str) -> str | None:
     if proc.returncode == 0:
         return None
     refused = [ln for ln in out.splitlines() if ln.startswith("!")]
     return (_refusal(refused[0]) if refused else "") or _first_line(err)
+
+
+def push_lease(ws: Workspace, remote: str, session_id: str) -> str | None:
+    """Push one session's lease to `remote` (a heartbeat a reaper elsewhere can see);
+    None when it landed, else why not in one line. Never a prompt, and at most
+    LEASE_PUSH_TIMEOUT_S: a heartbeat must not hang on a remote."""
+    proc = _start_push(ws, remote, session_id)
+    if isinstance(proc, str):
+        return proc
+    try:
+        out, err = proc.communicate(timeout=LEASE_PUSH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop_push(proc)
+        return f"no answer within {LEASE_PUSH_TIMEOUT_S} s"
+    return _push_result(proc, out, err)
+
+
+class LeasePusher:
+    """Pushes one worker's leases in the background (a heartbeat thread): the lease is
+    renewed on time whatever the remote does; never two pushes at once, none past
+    LEASE_PUSH_TIMEOUT_S, and none left running by `close`."""
+
+    def __init__(self, ws: Workspace, remote: str) -> None:
+        self.ws, self.remote = ws, remote
+        self.proc: subprocess.Popen[str] | None = None
+        self.started = 0.0
+
+    def push(self, session_id: str) -> str | None:
+        """Start a push of the lease unless one is under way; how the last one ended
+        (None: it landed, or there is nothing to tell yet)."""
+        why = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                if time.monotonic() - self.started < LEASE_PUSH_TIMEOUT_S:
+                    return None  # (still under way: this heartbeat's lease goes with the next)
+                _stop_push(self.proc)
+                why = f"no answer within {LEASE_PUSH_TIMEOUT_S} s"
+            else:
+                why = _push_result(self.proc, *self.proc.communicate())
+            self.proc = None
+        started = _start_push(self.ws, self.remote, session_id)
+        if isinstance(started, str):
+            return started
+        self.proc, self.started = started, time.monotonic()
+        return why
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _stop_push(self.proc)
+        self.proc = None
 
 
 def sync(ws: Workspace, remote: str | None = None) -> SyncReport:

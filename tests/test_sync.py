@@ -194,6 +194,40 @@ def test_a_heartbeat_push_to_a_remote_that_hangs_gives_up_and_leaves_nothing_run
     assert sync_module.push_lease(Workspace(a), "--mirror", sid) == "not a remote name or URL"
 
 
+def test_a_slow_remote_never_holds_up_a_workers_heartbeats_nor_outlives_it(remote, tmp_path, monkeypatch):
+    """session_scope with BRAT_HEARTBEAT_REMOTE on a remote that never answers: the lease
+    is still renewed at every beat (the push runs beside it), and the scope's end stops
+    the push under way."""
+    from brat_sessions.sessions.lease import read_lease
+    from brat_sessions.worker.api import Tracker
+
+    a = clone(remote, tmp_path / "a")
+    task = brat_json("task", "create", "Slow", cwd=a)["task_id"]
+    pids = tmp_path / "ssh.pids"
+    monkeypatch.setenv("GIT_SSH_COMMAND", f"sh -c 'echo $$ >> {pids}; exec sleep 60' --")
+    monkeypatch.setenv("BRAT_HEARTBEAT_REMOTE", "ssh://nowhere.invalid/r.git")
+    t = Tracker(a)
+    beats = set()
+    with t.session_scope(task, heartbeat_interval=0.2) as s:
+        for _ in range(40):  # (real processes: the beats come from the scope's thread)
+            beats.add(read_lease(t.ws.repo, s.session_id).ts)
+            if len(beats) >= 4:
+                break
+            time.sleep(0.1)
+    assert len(beats) >= 4  # renewed on time although the first push never ended
+    started = [int(p) for p in pids.read_text().split()]  # (this test's own stand-ins for ssh)
+    assert len(started) == 1  # never two pushes at once
+    for _ in range(100):
+        if (
+            not Path(f"/proc/{started[0]}").exists()
+            or "Z" in Path(f"/proc/{started[0]}/stat").read_text().split()[2]
+        ):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the push outlived the worker's scope")
+
+
 def test_reap_with_remote_fetches_and_pushes(remote, tmp_path):
     a = clone(remote, tmp_path / "a")
     ci = clone(remote, tmp_path / "ci")

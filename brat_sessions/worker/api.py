@@ -76,6 +76,7 @@ class Tracker:
         self.ws = Workspace(path)
         self.host = host or this_host()
         self._push_failing = False  # (BRAT_HEARTBEAT_REMOTE: the last push failed)
+        self._pusher: Any = None  # a LeasePusher, for a heartbeat thread (`push_in_background`)
         if not rules.valid_text(self.host, 255) or not self.host:
             raise BadInput("the host name (BRAT_HOST or the hostname) must be 1-255 characters, no NUL")
 
@@ -254,6 +255,18 @@ class Tracker:
         self._share_lease(session_id)
         return now
 
+    def push_in_background(self, on: bool) -> None:
+        """With BRAT_HEARTBEAT_REMOTE, push leases without waiting for the remote (a
+        heartbeat thread: the next renewal must not wait for it); off stops any push
+        under way."""
+        if on and self._pusher is None:
+            from ..sync import LeasePusher
+
+            self._pusher = LeasePusher(self.ws, os.environ.get("BRAT_HEARTBEAT_REMOTE") or "")
+        elif not on and self._pusher is not None:
+            self._pusher.close()
+            self._pusher = None
+
     def _share_lease(self, session_id: str) -> None:
         """With BRAT_HEARTBEAT_REMOTE set, push the renewed lease there, so that a reaper on
         another machine sees this heartbeat; a failure is one line on stderr (the first of a
@@ -261,9 +274,15 @@ class Tracker:
         remote = os.environ.get("BRAT_HEARTBEAT_REMOTE")
         if not remote:
             return
-        from ..sync import push_lease
+        from ..sync import LeasePusher, push_lease
 
-        why = push_lease(self.ws, remote, session_id)
+        if self._pusher is not None:
+            if self._pusher.remote != remote:
+                self._pusher.close()
+                self._pusher = LeasePusher(self.ws, remote)
+            why = self._pusher.push(session_id)
+        else:
+            why = push_lease(self.ws, remote, session_id)
         if why is not None and not self._push_failing:
             print(f"brat: warning: heartbeat of {session_id} not pushed to {remote}: {why}", file=sys.stderr)
         self._push_failing = why is not None

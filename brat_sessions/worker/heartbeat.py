@@ -30,14 +30,18 @@ class HeartbeatKeeper(threading.Thread):
 
         # its own repository and index: pygit2 and sqlite objects stay in their thread
         tracker = Tracker(self.common_dir)
-        while not self._stop_event.wait(self.interval_s):
-            try:
-                tracker.heartbeat(self.session_id)
-            except Fenced as exc:
-                self.on_fenced(exc)
-                return
-            except (BratError, pygit2.GitError, OSError) as exc:
-                print(f"brat: heartbeat for {self.session_id} failed: {exc}", file=sys.stderr)
+        tracker.push_in_background(True)  # (a slow remote never delays the next renewal)
+        try:
+            while not self._stop_event.wait(self.interval_s):
+                try:
+                    tracker.heartbeat(self.session_id)
+                except Fenced as exc:
+                    self.on_fenced(exc)
+                    return
+                except (BratError, pygit2.GitError, OSError) as exc:
+                    print(f"brat: heartbeat for {self.session_id} failed: {exc}", file=sys.stderr)
+        finally:
+            tracker.push_in_background(False)  # no push outlives the worker
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -96,6 +96,7 @@ def run_command(
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     fenced: Fenced | None = None
     cause: str | None = None
+    tracker.push_in_background(True)  # (a slow remote never holds up the command's end)
     try:
         if child_pid:
             try:
@@ -134,6 +135,7 @@ def run_command(
             return EXIT_CONFLICT, sid
         shim.wait()
     finally:
+        tracker.push_in_background(False)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     ended = files.how_it_ended()
