@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
 
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
@@ -248,13 +247,13 @@ class Index:
 
     def _holds(self, target: str, commit: str) -> bool:
         """Whether `commit` is among the REBUILD_WITHIN newest of the chain at `target`."""
-        return commit == target or commit in islice(self.wal.first_parents(target), REBUILD_WITHIN)
+        return self.wal.on_chain(target, commit, REBUILD_WITHIN)
 
     def _stale(self, target: str | None) -> bool:
         """A head a caller read before the log moved on, to a chain that no longer holds it
         and that this index already folded: folding it would add events the log dropped."""
         current = self.indexed_head()
-        if target is None or current is None or current == target or self._holds(target, current):
+        if target is None or current is None or self._holds(target, current):
             return False
         return self.wal.head() != target
 

@@ -127,7 +127,6 @@ class Syncer:
         self.pushed = NameLog(ws.ctx.data_dir / f"snapshots_pushed.{remote_key}")
         self.refused = NameLog(ws.ctx.data_dir / f"snapshots_refused.{remote_key}")
         self.reaper_record = ReaperRecord(ws.ctx.data_dir)
-        self.left_out = False  # a re-append left out events of this clone's commits
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -198,11 +197,10 @@ class Syncer:
         if local is not None and self.repo.descendant_of(local, remote) and self.wal.on_chain(local, remote):
             return local  # we are ahead: only a push is needed
         if local is None or (self.repo.descendant_of(remote, local) and self.wal.on_chain(remote, local)):
-            new = remote  # fast-forward
+            new, marked = remote, False  # fast-forward
             self.report.fetched_commits += len(self.wal.commit_ids(remote, local))
         else:
-            new = self._reappend(local, remote)
-        marked, self.left_out = self.left_out, False
+            new, marked = self._reappend(local, remote)
         if marked:  # the index folded events the log will no longer hold: anew
             self.ws.index.mark_for_rebuild()
         if not self.wal.move_head(local, new, "brat sync"):
@@ -218,10 +216,11 @@ class Syncer:
             return "an object this clone cannot read"
         return "nothing" if obj is None else f"a {obj.type_str}"
 
-    def _reappend(self, local: str, remote: str) -> str:
+    def _reappend(self, local: str, remote: str) -> tuple[str, bool]:
         """Our commits since the chains met, copied on top of the remote's: each event once,
         and without the exits of our reap passes whose sessions the remote saw end (the
-        reaper's re-check, at the head its commit now lands on)."""
+        reaper's re-check, at the head its commit now lands on). The new head, and whether
+        such exits were left out (the index folded them)."""
         since = self.wal.chain_base(local, remote)
         seen: set[bytes] = set()
         reaped, _ = self.reaper_record.read()
@@ -234,6 +233,7 @@ class Syncer:
                 if watched:  # (our own exits, arrived there another way, end nothing new)
                     ended |= self._exits_among([e for e in item.events if e.event_id not in reaped], watched)
         taken = {eid for eid, sids in reaped.items() if sids <= ended}
+        dropped: set[str] = set()
         parent = remote
         for commit in self.wal.commit_ids(local, since):
             try:
@@ -248,17 +248,15 @@ class Syncer:
                 self.report.warnings.append(f"{exc.message}; not carried over (nothing in it is readable)")
                 continue
             events = [e for e in item.events if e.event_id not in seen and e.event_id not in taken]
-            for e in item.events:
-                if e.event_id in taken:
-                    self.report.exits_dropped = sorted({*self.report.exits_dropped, *reaped[e.event_id]})
-                    self.left_out = True
+            dropped.update(sid for e in item.events if e.event_id in taken for sid in reaped[e.event_id])
             if not events:
                 continue
             data = item.chunk if len(events) == len(item.events) else encode_chunk(events)
             parent = self.wal.write_commit(parent, item.actor or self.ws.actor, events, data)
             seen.update(e.event_id for e in events)
             self.report.reappended_commits += 1
-        return parent
+        self.report.exits_dropped = sorted({*self.report.exits_dropped, *dropped})
+        return parent, bool(dropped)
 
     def _exits_among(self, events: list[Event], watched: set[str]) -> set[str]:
         """The watched sessions that these events end: an exit block on the session's issue,
@@ -435,12 +433,12 @@ class Syncer:
             # a lease or an output the remote refused: the log is there, the next sync tries
             # again (a deletion that lost a race to another sync's is no news)
             for line in refused:
-                ref = line.split("\t")[1].rpartition(":")[2] if line.count("\t") >= 2 else ""
-                if ref.startswith(OUTPUT_PREFIX) and not _is_deletion(line):
+                ref, deletion = _pushed_ref(line)
+                if ref.startswith(OUTPUT_PREFIX) and not deletion:
                     self.report.outputs_pushed -= 1
-                elif ref.startswith(LEASE_PREFIX) and not _is_deletion(line):
+                elif ref.startswith(LEASE_PREFIX) and not deletion:
                     self.report.leases_pushed -= 1
-            kept = [ln for ln in refused if not (_is_deletion(ln) and _is_race(ln))]
+            kept = [ln for ln in refused if not (_pushed_ref(ln)[1] and _is_race(ln))]
             if kept:
                 self.report.warnings.append(
                     f"{len(kept)} ref(s) not pushed, tried again at the next sync: {_refusal(kept[0])}{said}"
@@ -575,16 +573,18 @@ def _remote_says(stderr: str) -> str:
     return ""
 
 
-def _is_deletion(line: str) -> bool:
-    """Is a `git push --porcelain` line ("!\t<from>:<ref>\t<why>") about deleting a ref?"""
+def _pushed_ref(line: str) -> tuple[str, bool]:
+    """The ref a `git push --porcelain` line ("!\t<from>:<ref>\t<why>") is about, and whether
+    it deletes it."""
     fields = line.split("\t")
-    return len(fields) >= 2 and fields[1].startswith(":")
+    spec = fields[1] if len(fields) >= 2 else ""
+    return spec.rpartition(":")[2], spec.startswith(":")
 
 
 def _refusal(line: str) -> str:
-    """`<ref>: <why>` from a refused line of `git push --porcelain` ("!\t<from>:<ref>\t<why>")."""
+    """`<ref>: <why>` from a refused line of `git push --porcelain`."""
     fields = line.split("\t")
-    return f"{fields[1].rpartition(':')[2]}: {fields[2]}" if len(fields) >= 3 else ""
+    return f"{_pushed_ref(line)[0]}: {fields[2]}" if len(fields) >= 3 else ""
 
 
 def _first_line(text: str) -> str:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC
+from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pygit2
@@ -136,10 +137,11 @@ class Wal:
         except (KeyError, ValueError, pygit2.GitError):
             return
 
-    def on_chain(self, tip: str, oid: str) -> bool:
-        """True when `oid` is on the first-parent chain below `tip`. (A commit reachable only
-        through a second parent holds nothing the log shows: readers follow first parents.)"""
-        return any(seen == oid for seen in self.first_parents(tip))
+    def on_chain(self, tip: str, oid: str, within: int | None = None) -> bool:
+        """True when `oid` is on the first-parent chain below `tip` (among its `within`
+        newest commits, when given). (A commit reachable only through a second parent holds
+        nothing the log shows: readers follow first parents.)"""
+        return oid in islice(self.first_parents(tip), within)
 
     def chain_base(self, a: str, b: str) -> str | None:
         """Where the first-parent chains of `a` and `b` meet (git's merge base follows

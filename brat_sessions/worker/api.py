@@ -76,7 +76,8 @@ class Tracker:
         self.ws = Workspace(path)
         self.host = host or this_host()
         self._push_failing = False  # (BRAT_HEARTBEAT_REMOTE: the last push failed)
-        self._pusher: Any = None  # a LeasePusher, for a heartbeat thread (`push_in_background`)
+        self._pusher: Any = None  # a LeasePusher, in a heartbeat thread (`push_in_background`)
+        self._background = False
         if not rules.valid_text(self.host, 255) or not self.host:
             raise BadInput("the host name (BRAT_HOST or the hostname) must be 1-255 characters, no NUL")
 
@@ -259,11 +260,8 @@ class Tracker:
         """With BRAT_HEARTBEAT_REMOTE, push leases without waiting for the remote (a
         heartbeat thread: the next renewal must not wait for it); off stops any push
         under way."""
-        if on and self._pusher is None:
-            from ..sync import LeasePusher
-
-            self._pusher = LeasePusher(self.ws, os.environ.get("BRAT_HEARTBEAT_REMOTE") or "")
-        elif not on and self._pusher is not None:
+        self._background = on
+        if not on and self._pusher is not None:
             self._pusher.close()
             self._pusher = None
 
@@ -276,9 +274,11 @@ class Tracker:
             return
         from ..sync import LeasePusher, push_lease
 
-        if self._pusher is not None:
-            if self._pusher.remote != remote:
+        if self._background:
+            if self._pusher is not None and self._pusher.remote != remote:
                 self._pusher.close()
+                self._pusher = None
+            if self._pusher is None:
                 self._pusher = LeasePusher(self.ws, remote)
             why = self._pusher.push(session_id)
         else:
