@@ -221,15 +221,17 @@ def derive(blocks: list[BlockRecord]) -> tuple[Session, list[BlockRecord]]:
     return session, foreign
 
 
+_EXTENSION_FIELDS = frozenset((*EXTENSION_KEYS, "spawn_depth", *USAGE_KEYS))
+
+
 def _extensions(effective: list[BlockRecord]) -> dict[str, Any]:
     """The extension keys of a session: each from the latest of its blocks that has it."""
     found: dict[str, Any] = {}
-    for key in (*EXTENSION_KEYS, "spawn_depth", *USAGE_KEYS):
-        for b in reversed(effective):
-            if b.fields.get(key) is not None:
+    for b in effective:  # (a later block's value replaces an earlier one's)
+        for key in b.fields.keys() & _EXTENSION_FIELDS:  # (most blocks have none)
+            if b.fields[key] is not None:
                 found[key] = b.fields[key]
-                break
-    usage = {USAGE_KEYS[k]: found.pop(k) for k in list(found) if k in USAGE_KEYS}
+    usage = {name: found.pop(key) for key, name in USAGE_KEYS.items() if key in found}
     if usage:
         found["usage"] = usage
     return found

@@ -181,3 +181,24 @@ def test_list_and_show_cli(repo):
         "STARTED",
         "HEARTBEAT",
     ]
+
+
+def test_each_extension_key_comes_from_the_latest_block_that_has_it():
+    from brat_sessions.sessions.projection import BlockRecord, derive
+
+    def block(ts, state, **extra):
+        fields = dict.fromkeys(("exit_code", "exit_reason", "last_output_ref", "pid", "last_heartbeat_ts"))
+        fields.update(state=state, session_id="s-1", role="polecat", session_type="polecat")
+        fields.update(engine="shell", worktree="w", started_ts=1, **extra)
+        return BlockRecord("s-1", "01" * 16, ts, "aa" * 16, f"{ts:064x}", 0, fields)
+
+    session, _ = derive(
+        [
+            block(1, "spawned", phase="plan", llm_calls=1, output_tokens=5, git_head="a" * 40),
+            block(2, "running", phase="build", input_tokens=7, cost_usd_micros=None),
+            block(3, "running", phase=None, llm_calls=3),
+        ]
+    )
+    assert (session.phase, session.git_head) == ("build", "a" * 40)
+    # usage keys in the model's order whatever the blocks' order
+    assert list(session.usage.items()) == [("calls", 3), ("input_tokens", 7), ("output_tokens", 5)]
