@@ -102,6 +102,8 @@ class ReapReport:
     dry_run: bool
     # sessions this pass judged over, whose exits another reaper recorded first (sync)
     raced: list[str] = field(default_factory=list)
+    # sessions judged over whose exit block could not be made (session id -> why)
+    unwritable: dict[str, str] = field(default_factory=dict)
 
     def drop_raced(self, session_ids: list[str]) -> None:
         """Take out the verdicts whose exits a sync dropped (another reaper's came first)."""
@@ -116,6 +118,7 @@ class ReapReport:
             "checked": self.checked,
             "dry_run": self.dry_run,
             "raced": self.raced,
+            "unwritable": [{"session_id": k, "reason": v} for k, v in self.unwritable.items()],
         }
 
 
@@ -226,10 +229,12 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     outputs = {sid: _stored_log(ws, SessionFiles(logs, sid)) for sid in verdicts}
     written: list[Verdict] = []
     made: dict[bytes, set[str]] = {}  # event id -> the sessions it ends
+    unwritable: dict[str, str] = {}
 
     def build(index: Index) -> list[Event]:
         written.clear()
         made.clear()
+        unwritable.clear()
         ts = now_ms()
         # judged again as of now: a heartbeat since the pass began is later than the pass's
         # `now` (+ skew), and judged at that time it would count as a time in the future
@@ -255,7 +260,12 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
                 exit_reason=v.exit_reason,
                 last_output_ref=outputs[sid] or current.last_output_ref,
             )
-            for ev in block_events(index, ws.actor, current, fields, ts):
+            try:
+                session_events = block_events(index, ws.actor, current, fields, ts)
+            except ValueError as exc:  # (BlockError: one session's data never stops the pass)
+                unwritable[sid] = str(exc)
+                continue
+            for ev in session_events:
                 events.setdefault(ev.event_id, ev)  # two sessions of one task share label events
                 made.setdefault(ev.event_id, set()).add(sid)
             written.append(v)
@@ -266,4 +276,5 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     for v in written:
         drop_lease(ws.repo, v.session_id)
         proofs.drop(data, v.session_id)
-    return ReapReport(written, len(candidates) - len(written), len(candidates), False)
+    alive = len(candidates) - len(written) - len(unwritable)
+    return ReapReport(written, alive, len(candidates), False, unwritable=dict(unwritable))

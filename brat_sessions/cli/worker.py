@@ -469,5 +469,7 @@ def sessions_reap(
         )
 
     emit(report.to_json(), text)
+    for sid, why in report.unwritable.items():
+        warn(f"session {sid} is over, but its exit block cannot be written: {why}")
     if exit_code and report.reaped:
         sys.exit(EXIT_FAILURE)

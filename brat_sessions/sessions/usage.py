@@ -77,7 +77,8 @@ def add_usage(ledger: list[LedgerEntry], entry: LedgerEntry) -> list[LedgerEntry
 
 
 def totals(ledger: list[LedgerEntry]) -> dict[str, int]:
-    return {key: sum(getattr(e, key) for e in ledger) for key in COUNTERS}
+    """The ledger's sums, each capped at MAX_COUNT like its lines (a block holds no more)."""
+    return {key: min(MAX_COUNT, sum(getattr(e, key) for e in ledger)) for key in COUNTERS}
 
 
 def usage_json(t: dict[str, int]) -> dict[str, Any]:

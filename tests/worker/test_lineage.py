@@ -98,6 +98,22 @@ def test_the_reaper_keeps_the_ledger_of_a_crashed_worker(repo, task):
     assert v.exit_reason == "crash" and done.usage["calls"] == 1 and done.usage_ref
 
 
+def test_usage_totals_past_2_53_are_capped_so_the_exit_and_the_reaper_still_write(repo, task):
+    big = 2**53
+    t = Tracker(repo)
+    s = t.start(task.task_id)
+    t.usage(s.session_id, model="a", input_tokens=big, output_tokens=0, cost_usd=1e9)
+    totals = t.usage(s.session_id, model="b", input_tokens=1, output_tokens=0, cost_usd=1e9)
+    assert totals["input_tokens"] == big  # (each line holds at most 2^53, and so does the sum)
+    t.exit(s.session_id, code=0)
+    assert t.session(s.session_id).usage["input_tokens"] == big
+    other = t.start(task.task_id, pid=None)
+    for model in ("a", "b"):
+        t.usage(other.session_id, model=model, input_tokens=big, output_tokens=0)
+    (v,) = reap(t.ws, Config(timeout=0, spawn_timeout=0), now=s.started_ts + 3_600_000).reaped
+    assert v.session_id == other.session_id and t.session(other.session_id).exited
+
+
 def test_usage_rolls_up_and_stop_recursive_stops_the_tree(repo, task):
     t = Tracker(repo)
     root = t.start(task.task_id, state="running")
