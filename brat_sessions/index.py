@@ -53,7 +53,10 @@ def _warn(message: str) -> None:
 
 
 def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
-    """A lock held too long is not damage: never rebuild under another writer."""
+    """A lock held too long is not damage: never rebuild under another writer. Nor is a
+    connection used wrongly (from another thread, or closed): that error stands."""
+    if isinstance(exc, sqlite3.ProgrammingError):
+        raise exc
     text = str(exc).lower()
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         raise EnvironmentProblem(

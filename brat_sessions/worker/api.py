@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -70,16 +71,29 @@ def _fenced_message(s: Session, advice: str = "stop working") -> str:
 
 
 class Tracker:
-    """Records sessions in the repository at `path` (default: the current directory)."""
+    """Records sessions in the repository at `path` (default: the current directory).
+    One Tracker may be used from several threads: each thread gets its own repository
+    handle and index connection (neither libgit2's nor SQLite's may be shared)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str | None = None) -> None:
-        self.ws = Workspace(path)
+        ws = Workspace(path)
+        self._root = ws.ctx.worktree or ws.ctx.common_dir  # (absolute: the cwd may change)
+        self._local = threading.local()
+        self._local.ws = ws
         self.host = host or this_host()
         self._push_failing = False  # (BRAT_HEARTBEAT_REMOTE: the last push failed)
         self._pusher: Any = None  # a LeasePusher, in a heartbeat thread (`push_in_background`)
         self._background = False
         if not rules.valid_text(self.host, 255) or not self.host:
             raise BadInput("the host name (BRAT_HOST or the hostname) must be 1-255 characters, no NUL")
+
+    @property
+    def ws(self) -> Workspace:
+        """This thread's view of the repository (made at its first use in a thread)."""
+        ws: Workspace | None = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = Workspace(self._root)
+        return ws
 
     # reading -----------------------------------------------------------
     def session(self, session_id: str) -> Session:

@@ -175,3 +175,47 @@ def test_concurrent_exits_record_exactly_one(repo, tracker, task):
     assert codes == [0, 4, 4, 4]
     exits = [b for b in tracker.history(s.session_id) if b.fields["state"] == "exit"]
     assert len(exits) == 1
+
+
+def test_one_tracker_serves_several_threads_and_a_misuse_is_not_called_damage(repo, tracker, task, capsys):
+    import sqlite3
+    import threading
+
+    from brat_sessions.index import Index
+    from brat_sessions.storage.repo import open_repo
+
+    done, errors = [], []
+
+    def work():
+        try:
+            with tracker.session_scope(task.task_id, heartbeat_interval=60) as h:
+                h.log("hi\n")
+                done.append(h.session_id)
+        except Exception as exc:  # (reported below: a thread's exception is not the test's)
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and len(set(done)) == 3
+    assert all(tracker.session(sid).exit_code == 0 for sid in done)
+    # an index connection used from another thread is a programming error, not damage
+    index = Index(open_repo(repo)).refresh()
+    path = index.path
+    inode = path.stat().st_ino
+    caught = []
+    th = threading.Thread(target=lambda: _call_catching(index.refresh, caught))
+    th.start()
+    th.join()
+    assert caught and isinstance(caught[0], sqlite3.ProgrammingError)
+    assert path.stat().st_ino == inode and tracker.session(done[0]).exited
+    assert "damaged" not in capsys.readouterr().err
+
+
+def _call_catching(call, caught):
+    try:
+        call()
+    except Exception as exc:
+        caught.append(exc)
