@@ -68,6 +68,8 @@ def run_command(
             str(write_fd),
             tee,
             "pty" if tty else "pipe",
+            str(os.getpid()),  # (the shim stops the command if this process dies)
+            str(grace_s),
             "--",
             *command,
         ],

@@ -2,11 +2,12 @@
 
 It starts the command in its own process group (in a pseudo-terminal with `pty`),
 tees its output to the terminal and to the session's log file, and, when the
-command ends, writes how it ended to the session's status file. It outlives a
-supervisor that dies, so the reaper can still learn the real exit code. Usage
-(internal):
+command ends, writes how it ended to the session's status file. If the supervisor
+(`brat sessions run`, process SUPERVISOR) dies, it stops the command's group
+(SIGTERM, then SIGKILL after GRACE seconds) and still writes the status file, from
+which the next reap on this machine records the exit. Usage (internal):
 
-    python -m brat_sessions.worker.shim LOG STATUS PID_FD tee|stderr|quiet pipe|pty -- CMD...
+    python -m brat_sessions.worker.shim LOG STATUS PID_FD tee|stderr|quiet pipe|pty SUPERVISOR GRACE -- CMD...
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def _spawn(command: list[str], terminal: Pty | None) -> subprocess.Popen[bytes]:
 
 def main(argv: list[str]) -> int:
     log_path, status_path, pid_fd, mode, kind = argv[0], argv[1], int(argv[2]), argv[3], argv[4]
-    command = argv[6:]
+    supervisor, grace_s = int(argv[5]), float(argv[6])
+    command = argv[8:]
     tee = mode != "quiet"
     to_stderr = mode == "stderr"  # `run --json`: stdout carries only the envelope
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the command's group
@@ -187,8 +189,9 @@ def main(argv: list[str]) -> int:
         sel.register(terminal.master, selectors.EVENT_READ, 1)
         if terminal.raw_input():
             sel.register(0, selectors.EVENT_READ, 0)
+    orphaned = Orphaned(supervisor, child.pid, grace_s, log)
     try:
-        _pump(sel, child.pid, log, tee, to_stderr, terminal)
+        _pump(sel, child.pid, log, tee, to_stderr, terminal, orphaned)
     finally:
         if terminal is not None:
             terminal.restore()
@@ -211,8 +214,41 @@ def main(argv: list[str]) -> int:
     return code
 
 
+class Orphaned:
+    """Stops the command once its supervisor has died (we are then another's child)."""
+
+    def __init__(self, supervisor: int, pgid: int, grace_s: float, log: Any) -> None:
+        self.supervisor, self.pgid, self.grace_s, self.log = supervisor, pgid, grace_s, log
+        self.kill_at: float | None = None
+
+    def check(self) -> None:
+        if self.kill_at is None:
+            if os.getppid() == self.supervisor:
+                return
+            message = b"brat: the supervisor of this session died; stopping the command\n"
+            _write_all(2, message)
+            self.log.write(message)
+            self._signal(signal.SIGTERM)
+            self.kill_at = time.monotonic() + self.grace_s
+        elif time.monotonic() > self.kill_at:
+            self._signal(signal.SIGKILL)
+            self.kill_at = float("inf")
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _pump(
-    sel: selectors.BaseSelector, pid: int, log: Any, tee: bool, to_stderr: bool, terminal: Pty | None
+    sel: selectors.BaseSelector,
+    pid: int,
+    log: Any,
+    tee: bool,
+    to_stderr: bool,
+    terminal: Pty | None,
+    orphaned: Orphaned,
 ) -> None:
     """Copy output to the log (and our stdout/stderr) until the command ends, then drain
     what is already waiting for at most DRAIN_MAX_S: a background descendant that keeps the
@@ -244,6 +280,8 @@ def _pump(
                 os.close(key.fd)
         if drain_until is None and _exited(pid):
             drain_until = time.monotonic() + DRAIN_MAX_S
+        elif drain_until is None:
+            orphaned.check()
         elif drain_until is not None and (not ready or time.monotonic() > drain_until):
             break
 
