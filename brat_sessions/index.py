@@ -52,9 +52,28 @@ def _warn(message: str) -> None:
     print(f"brat: {safe(message)}", file=sys.stderr)
 
 
-def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
-    """A lock held too long is not damage: never rebuild under another writer. Nor is a
-    connection used wrongly (from another thread, or closed): that error stands."""
+# what the machine, not the index, is at fault for (sqlite3 errors' sqlite_errorname):
+# writing fails (a full disk is SQLITE_FULL, or SQLITE_IOERR_WRITE past a file size
+# limit). A read that fails (SQLITE_IOERR_SHORT_READ: an index deleted without its -wal
+# file) is damage: the index is rebuilt.
+_MACHINE_ERRORS = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR_WRITE",
+    "SQLITE_IOERR_FSYNC",
+    "SQLITE_IOERR_DIR_FSYNC",
+    "SQLITE_IOERR_TRUNCATE",
+    "SQLITE_IOERR_NOMEM",
+    "SQLITE_CANTOPEN",
+    "SQLITE_READONLY",
+    "SQLITE_PERM",
+    "SQLITE_NOMEM",
+)
+
+
+def _raise_unless_damage(path: Path, exc: sqlite3.DatabaseError) -> None:
+    """Raise what is not damage to the index, so that it is never deleted for it: a lock
+    held too long (another writer), a full disk, an I/O or permission error (exit 5), a
+    connection used wrongly (from another thread, or closed: that error stands)."""
     if isinstance(exc, sqlite3.ProgrammingError):
         raise exc
     text = str(exc).lower()
@@ -62,6 +81,9 @@ def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
         raise EnvironmentProblem(
             f"index {path} stayed locked by another brat process for {BUSY_TIMEOUT_S} s; try again"
         ) from None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(_MACHINE_ERRORS):
+        raise EnvironmentProblem(f"index {path} cannot be written: {exc}") from None
 
 
 class _Progress:
@@ -155,7 +177,7 @@ class Index:
                 db = self._connect()
             return self._create(db)
         except sqlite3.DatabaseError as exc:
-            _raise_if_busy(self.path, exc)
+            _raise_unless_damage(self.path, exc)
             _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
             self._remove()
             return self._create(self._connect())
@@ -194,35 +216,58 @@ class Index:
 
     def refresh(self, head: str | None = None) -> Index:
         """Bring the index to `head` (default: the current WAL head)."""
-        target = head if head is not None else self.wal.head()
-        try:
-            if self.indexed_head() == target and not self._gap_filled():
-                return self  # (a log marked for a rebuild has moved: never at the indexed head)
-            self.db.execute("BEGIN IMMEDIATE")
+        for attempt in range(2):
             try:
-                if head is not None and self._stale(target):
-                    self.db.execute("COMMIT")
-                    return self  # (the caller's compare-and-swap against it fails, and retries)
-                if self._rebuild_due(target):  # (folded events the log no longer holds)
-                    for table in ("meta", "issues", "members", "blocks", "sessions", "problems"):
-                        self.db.execute(f"DELETE FROM {table}")
-                current = self.indexed_head()
-                if self._gap_filled():
-                    current = None  # the missing history arrived: replay all (idempotent)
-                if current != target:
-                    self._replay(current, target)
+                return self._refresh(head)
+            except sqlite3.DatabaseError as exc:
+                _raise_unless_damage(self.path, exc)
+                if attempt:  # (damaged again at once: no loop of rebuilds)
+                    raise EnvironmentProblem(f"index {self.path} cannot be rebuilt: {exc}") from None
+                _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
+                self.db.close()
+                self._remove()
+                self.db = self._create(self._connect())
+        return self  # (not reached)
+
+    def _refresh(self, head: str | None) -> Index:
+        target = head if head is not None else self.wal.head()
+        if self.indexed_head() == target and not self._gap_filled():
+            return self  # (a log marked for a rebuild has moved: never at the indexed head)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if head is None:  # as of now: a sync may have moved the log while we waited
+                target = self.wal.head()
+            elif self._stale(target):
                 self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            _raise_if_busy(self.path, exc)
-            _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
-            self.db.close()
-            self._remove()
-            self.db = self._create(self._connect())
-            return self.refresh(head)
+                return self  # (the caller's compare-and-swap against it fails, and retries)
+            if self._rebuild_due(target) or self._rewound(target):
+                for table in ("meta", "issues", "members", "blocks", "sessions", "problems"):
+                    self.db.execute(f"DELETE FROM {table}")
+            current = self.indexed_head()
+            if self._gap_filled():
+                current = None  # the missing history arrived: replay all (idempotent)
+            if current != target:
+                self._replay(current, target)
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # (SQLite has rolled back by itself on a full disk)
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # (the error that brought us here is the one to report)
+            raise
         return self
+
+    def _rewound(self, target: str | None) -> bool:
+        """The log was set back (to an older commit of its chain, or deleted), or the
+        indexed head is gone: the index may hold events of commits the log no longer has,
+        and is built anew (with its head gone, all is replayed anyway)."""
+        current = self.indexed_head()
+        if current is None or current == target:
+            return False
+        if target is None or self._since(current) is None:
+            return True
+        return self.wal.chain_base(current, target) == target
 
     def mark_for_rebuild(self, marks: int = 1) -> None:
         """A sync is about to move the log to a chain that leaves out events of commits this
@@ -376,7 +421,7 @@ class Index:
             return False
         try:
             self.wal.commit_ids(row[0])
-        except EnvironmentProblem:  # still damaged
+        except (EnvironmentProblem, KeyError, ValueError):  # still damaged, or gone
             return False
         return self.wal.root_gap is None
 

@@ -1,3 +1,4 @@
+import json
 import sqlite3
 import subprocess
 import sys
@@ -6,7 +7,7 @@ from brat_sessions.index import FORMAT_VERSION, Index
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.storage.wal import Wal
 
-from .helpers import T0, append_raw, block_text, brat, brat_json
+from .helpers import T0, WORKTREE_ENV, append_raw, block_text, brat, brat_json
 from .sessions.test_projection import comment, created
 
 
@@ -157,3 +158,149 @@ def test_a_long_cold_build_shows_progress_on_a_terminal_only(repo):
     index.unlink()
     piped = brat("sessions", "list", "--json", cwd=repo, env={"BRAT_PROGRESS_AFTER": "0"})
     assert piped.returncode == 0 and "reading the log" not in piped.stderr
+
+
+def _blocks(first: int, count: int) -> list:
+    return [
+        comment(block_text(session_id=f"s-{n:04d}", host="h" * 200), T0 + n)
+        for n in range(first, first + count)
+    ]
+
+
+def test_a_full_disk_is_exit_5_and_leaves_the_index_as_it_was(repo):
+    """A refresh that cannot write (a file size limit stands in for a full disk): SQLite
+    rolls back by itself; the index was deleted and rebuilt in a loop until Python's
+    recursion limit, and was lost."""
+    import os
+    import resource
+
+    append_raw(repo, [created()])
+    for k in range(6):
+        append_raw(repo, _blocks(100 * k, 100))
+    assert len(brat_json("sessions", "list", cwd=repo)["sessions"]) == 600
+    path = repo / ".git" / "brat_sessions" / "index.sqlite"
+    inode = path.stat().st_ino
+    for k in range(6, 12):
+        append_raw(repo, _blocks(100 * k, 100))
+    limit = 700 * 1024
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "brat_sessions.cli", "sessions", "list", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WORKTREE_ENV},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        timeout=60,
+    )
+    assert out.returncode == 5, out.stderr[-2000:]
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and "index" in lines[0] and "damaged" not in lines[0], lines[:3]
+    assert path.stat().st_ino == inode  # the index is the one it was
+    assert len(brat_json("sessions", "list", cwd=repo)["sessions"]) == 1200
+
+
+def test_a_log_set_back_or_deleted_leaves_nothing_of_the_commits_it_lost(repo):
+    from .helpers import git
+
+    append_raw(repo, [created()])
+    kept = append_raw(repo, _blocks(0, 1))
+    append_raw(repo, _blocks(1, 1))
+    assert [s["session_id"] for s in brat_json("sessions", "list", cwd=repo)["sessions"]] == [
+        "s-0000",
+        "s-0001",
+    ]
+    git(repo, "update-ref", "refs/grite/wal", kept)  # a reset, by hand or by another tool
+    assert [s["session_id"] for s in brat_json("sessions", "list", cwd=repo)["sessions"]] == ["s-0000"]
+    git(repo, "update-ref", "-d", "refs/grite/wal")
+    assert brat_json("sessions", "list", "--all", cwd=repo)["sessions"] == []
+    assert brat_json("task", "list", cwd=repo)["tasks"] == []
+
+
+def test_a_reader_that_waited_for_the_lock_folds_the_log_as_it_is_then(repo):
+    """A reader reads the head, waits for the index's lock; meanwhile the log moves to a
+    chain without that head (a sync dropped an exit). The reader must not fold the head
+    it read before: it reads the head again once it holds the lock."""
+    import threading
+    import time
+
+    from .helpers import git
+
+    append_raw(repo, [created()])
+    running = append_raw(repo, [comment(block_text(session_id="s-1", state="running"), T0 + 1)])
+    Index(open_repo(repo)).refresh()
+    append_raw(repo, [comment(block_text(session_id="s-1", state="exit", exit_code=0), T0 + 2)])
+    holder = Index(open_repo(repo))
+    holder.db.execute("BEGIN IMMEDIATE")
+    thread = threading.Thread(target=lambda: Index(open_repo(repo)).refresh())  # reads the head
+    # with the exit, then waits for the lock
+    thread.start()
+    time.sleep(0.5)  # (for the reader to reach the lock; were it late, it would read the new head)
+    other = append_raw(repo, [comment(block_text(session_id="s-2"), T0 + 3)])  # on the exit
+    git(repo, "update-ref", "refs/grite/wal", running)
+    chain = append_raw(repo, [comment(block_text(session_id="s-2"), T0 + 3)])  # without it
+    assert chain != other
+    holder.db.execute("COMMIT")
+    thread.join()
+    statuses = {
+        s["session_id"]: s["status"] for s in brat_json("sessions", "list", "--all", cwd=repo)["sessions"]
+    }
+    assert statuses == {"s-1": "running", "s-2": "running"}
+
+
+def test_an_extra_exit_problem_goes_when_a_later_block_moves_the_session(repo):
+    from .sessions.test_projection import OTHER
+
+    append_raw(repo, [created(), created(issue=OTHER, task="t-20250114-0002")])
+    for ts in (T0 + 20, T0 + 30):
+        append_raw(repo, [comment(block_text(state="exit", exit_code=0, exit_reason="completed"), ts)])
+
+    def kinds():
+        return sorted(p["kind"] for p in brat_json("sessions", "doctor", cwd=repo)["problems"])
+
+    assert kinds() == ["extra_exit"]
+    # a block that sorts first, on the other issue: the session is that issue's now, and
+    # its two exits are conflicts (as a build from nothing says)
+    append_raw(repo, [comment(block_text(state="running"), T0 + 10, issue=OTHER)])
+    incremental = kinds()
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
+    assert incremental == kinds() == ["conflict", "conflict"]
+
+
+def test_an_issue_created_at_time_zero_keeps_the_earliest_creation_in_any_fold_order(repo):
+    from brat_sessions.storage import events as ev
+    from brat_sessions.storage.events import make_event
+
+    from .sessions.test_projection import ISSUE, A, B
+
+    labels = ["type:task", "task:t-20250114-0001"]
+    append_raw(repo, [make_event(ISSUE, A, 0, ev.ISSUE_CREATED, ["T", "", labels])])
+    append_raw(repo, [make_event(ISSUE, B, 5, ev.ISSUE_CREATED, ["T2", "", labels])])
+    for stream_from in ("100000", "1"):  # libgit2, oldest first; git's plumbing, newest first
+        (repo / ".git" / "brat_sessions").mkdir(exist_ok=True)
+        for f in (repo / ".git" / "brat_sessions").glob("index.sqlite*"):
+            f.unlink()
+        env = {"BRAT_STREAM_FROM": stream_from}
+        out = brat("task", "show", "t-20250114-0001", "--json", cwd=repo, env=env)
+        assert json.loads(out.stdout)["data"]["task"]["created_ts"] == 0, out.stderr
+
+
+def test_a_symbolic_log_ref_and_a_gap_commit_gone_are_clear_answers(repo):
+    import os
+
+    from .helpers import git
+
+    append_raw(repo, [created()])
+    middle = append_raw(repo, [comment(block_text(session_id="s-1"), T0 + 1)])
+    append_raw(repo, [comment(block_text(session_id="s-2"), T0 + 2)])
+    loose = repo / ".git" / "objects" / middle[:2] / middle[2:]
+    os.chmod(loose, 0o644)
+    loose.write_bytes(loose.read_bytes()[:40])  # a damaged commit: the log is cut there
+    assert brat("sessions", "list", cwd=repo).returncode == 0
+    loose.unlink()  # the damaged file removed (the commit is gone)
+    out = brat("sessions", "list", "--all", "--json", cwd=repo)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-800:]
+    head = git(repo, "rev-parse", "refs/grite/wal").strip()
+    git(repo, "update-ref", "refs/grite/real", head)
+    git(repo, "symbolic-ref", "refs/grite/wal", "refs/grite/real")
+    out = brat("sessions", "list", cwd=repo)
+    assert out.returncode == 5 and out.stderr.count("\n") == 1 and "symbolic" in out.stderr, out.stderr

@@ -176,7 +176,8 @@ class IssueFold:
             row["updated_ts"] = ev.ts_unix_ms
         if kind == ev_kinds.ISSUE_CREATED:
             row["created"] = 1
-            row["created_ts"] = min(row["created_ts"] or ev.ts_unix_ms, ev.ts_unix_ms)
+            known = row["created_ts"]
+            row["created_ts"] = ev.ts_unix_ms if known is None else min(known, ev.ts_unix_ms)
             self._lww(row, "title", p[0], key)
             self._lww(row, "body", p[1], key)
             self._lww(row, "state", "open", key)

@@ -241,6 +241,9 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
     """Re-derive the stored summary of each session from all its blocks (written in
     batches: memory does not grow with the number of sessions)."""
     rows: list[Row] = []
+    # sessions said to have several exits: the blocks now counted may say otherwise (a
+    # block that came later moved the session to another issue)
+    extra = {sid for (sid,) in db.execute("SELECT session_id FROM problems WHERE kind='extra_exit'")}
     for blocks in _blocks_of(db, session_ids):
         if not blocks:
             continue
@@ -252,6 +255,8 @@ def recompute(db: sqlite3.Connection, session_ids: set[str]) -> None:
         exits = [b for b in blocks if b.fields["state"] == "exit" and b.issue_id == session.grite_issue_id]
         if len(exits) > 1:
             _store_extra_exits(db, sid, exits)
+        elif sid in extra:
+            db.execute("DELETE FROM problems WHERE problem_id=?", (f"exits:{sid}",))
         if len(rows) >= RECOMPUTE_BATCH:
             db.executemany(INSERT_SESSIONS, rows)
             rows.clear()

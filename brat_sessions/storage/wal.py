@@ -80,6 +80,10 @@ class Wal:
 
     def head(self) -> str | None:
         ref = self.repo.references.get(WAL_REF)
+        if ref is not None and isinstance(ref.target, str):  # (a symbolic ref names a ref)
+            raise EnvironmentProblem(
+                f"{WAL_REF} is a symbolic ref (to {ref.target}); grite's log must name a commit"
+            )
         return str(ref.target) if ref is not None else None
 
     # reading -----------------------------------------------------------
