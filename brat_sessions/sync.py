@@ -409,9 +409,19 @@ class Syncer:
                 specs.append(f":{LEASE_PREFIX}{sid}")
         remote_outputs = self._under(refs, self.prefix + "sessions/outputs/")
         for name, oid in self._under(refs, OUTPUT_PREFIX).items():
-            if name not in remote_outputs:
-                specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
-                self.report.outputs_pushed += 1
+            theirs = remote_outputs.get(name)
+            if theirs == oid:
+                continue
+            # an output's name is its content's hash: another object under it there is
+            # not that output (pushed first to squat the name), and ours, checked, replaces it
+            if theirs is not None and not verified_output(self.repo, name, oid):
+                continue
+            specs.append(f"+{oid}:{OUTPUT_PREFIX}{name}")
+            self.report.outputs_pushed += 1
+            if theirs is not None:
+                self.report.warnings.append(
+                    f"remote output {name[:80]!r} was not that output; replaced with this clone's"
+                )
         # the log alone first: no lease is dropped on the remote for a log it refused, and
         # a remote that refuses leases (a hook) still takes the log; then batches of the
         # rest (a command line has a limit)

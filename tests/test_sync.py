@@ -506,3 +506,35 @@ def test_two_syncs_at_once_in_one_clone_both_succeed(tmp_path):
             _out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err  # a ref lock lost to the other is a race: retried
     assert len(brat_json("task", "list", cwd=a)["tasks"]) == 3
+
+
+def test_an_output_name_squatted_on_the_remote_is_replaced_by_the_real_output(remote, tmp_path):
+    """A second clone pushes junk under the name an output will have (its sha256: an
+    empty log's is well known) before the output exists: the clone that holds the real
+    output replaces it, and a third clone reads the session's log."""
+    import hashlib
+
+    a = clone(remote, tmp_path / "a")
+    attacker = clone(remote, tmp_path / "attacker")
+    c = clone(remote, tmp_path / "c")
+    name = hashlib.sha256(b"made-on-a\n").hexdigest()
+    junk = (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"],
+            cwd=attacker,
+            input=b"junk\n",
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    git(attacker, "push", "-q", "origin", f"{junk}:refs/brat/sessions/outputs/{name}")
+    task = brat_json("task", "create", "Shared", cwd=a)["task_id"]
+    assert brat("sessions", "run", "--task", task, "--", "sh", "-c", "echo made-on-a", cwd=a).returncode == 0
+    out = brat("sync", "--json", cwd=a)
+    assert out.returncode == 0 and "replaced" in out.stderr, out.stderr
+    assert json.loads(out.stdout)["data"]["outputs_pushed"] == 1
+    brat_json("sync", cwd=c)
+    sid = sessions_of(c)[0]["session_id"]
+    assert brat("sessions", "log", sid, cwd=c).stdout == "made-on-a\n"
