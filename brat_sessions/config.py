@@ -92,6 +92,8 @@ def read_settings(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to be settings") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of keys to values")
     return data

@@ -33,8 +33,12 @@ def safe(value: object) -> str:
 
 
 def age(ms: int | None) -> str:
+    """How long ago, for people: 45s, 12m, 3h, 2d; "future" for a time still to come (a
+    skewed clock, or a forged time)."""
     if ms is None:
         return "-"
+    if ms < 0:
+        return "future"
     s = ms // 1000
     if s < 120:
         return f"{s}s"
@@ -43,6 +47,11 @@ def age(ms: int | None) -> str:
     if s < 172800:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+
+
+def ago(ms: int | None) -> str:
+    """`age` as a phrase: "12m ago", or "in the future"."""
+    return "in the future" if ms is not None and ms < 0 else f"{age(ms)} ago"
 
 
 def when(ts: int | None) -> str:
@@ -141,7 +150,7 @@ def state_of(s: Session, now: int, stale_after_ms: int | None = None) -> tuple[s
     else:
         text = words.get(s.exit_reason or "", s.exit_reason or "exit")
     ok = s.exit_reason == "completed" and code == 0
-    return f"{text} {age(now - s.updated_ts)} ago" if s.updated_ts else text, "dim" if ok else "red"
+    return f"{text} {ago(now - s.updated_ts)}" if s.updated_ts else text, "dim" if ok else "red"
 
 
 def progress_of(s: Session) -> str:
@@ -292,7 +301,7 @@ def _fields(pairs: Sequence[tuple[str, object]]) -> list[str]:
 
 def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
     beat = (
-        f"{when(s.last_heartbeat_ts)} ({age(s.heartbeat_age_ms(now))} ago)"
+        f"{when(s.last_heartbeat_ts)} ({ago(s.heartbeat_age_ms(now))})"
         if s.last_heartbeat_ts is not None
         else "never"
     )
@@ -321,7 +330,7 @@ def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
                     f"{s.exit_reason} (code {s.exit_code})"
                     + (f", cause {s.stop_cause}" if s.stop_cause else ""),
                 ),
-                ("exited", f"{when(s.updated_ts)} ({age(now - s.updated_ts)} ago)"),
+                ("exited", f"{when(s.updated_ts)} ({ago(now - s.updated_ts)})"),
                 ("output", s.last_output_ref),
             ]
         )
@@ -336,7 +345,7 @@ def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
     if s.phase or s.iteration is not None:
         lines += _fields([("phase", progress_of(s))])
     if s.last_activity_ts:
-        lines += _fields([("activity", f"{when(s.last_activity_ts)} ({age(now - s.last_activity_ts)} ago)")])
+        lines += _fields([("activity", f"{when(s.last_activity_ts)} ({ago(now - s.last_activity_ts)})")])
     if s.usage or s.budget_tokens is not None:
         lines += _fields(
             [

@@ -97,9 +97,10 @@ def _tree(lane: list[_Bar]) -> list[_Bar]:
 
 
 def _axis(bars: Sequence[_Bar], now_ms: int) -> tuple[int, int]:
-    t0 = min(b.start for b in bars)
-    t1 = max(now_ms, *(b.end for b in bars))
-    return t0, max(t1, t0 + 1)
+    """From the earliest start to now: a time after now (a skewed clock, or a forged time,
+    which blocks may hold until 2200) stretches nothing; its bar is drawn at the end."""
+    t0 = min(now_ms, *(b.start for b in bars))
+    return t0, max(now_ms, t0 + 1)
 
 
 # ----------------------------------------------------------------------------- text
@@ -314,7 +315,7 @@ def timeline_html(sessions: Iterable[Sess], now_ms: int, title: str = "brat sess
     scale = (PLOT_X1 - PLOT_X0) / (t1 - t0)
 
     def x(t: int) -> float:
-        return PLOT_X0 + (t - t0) * scale
+        return PLOT_X0 + (min(max(t, t0), t1) - t0) * scale
 
     counts = {o: sum(1 for b in bars if b.outcome == o) for o in COLOURS}
     out.append(

@@ -121,3 +121,10 @@ def test_a_warm_list_with_a_settings_file_does_not_import_pyyaml(repo, task, mon
     _write(repo, "heartbeat_interval: 0\n")  # and a change is seen at once
     assert brat("sessions", "list", "--json", cwd=repo).returncode == 2
     assert brat("config", cwd=repo).returncode == 2
+
+
+def test_settings_nested_past_the_recursion_limit_are_bad_input(repo):
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("[" * 5000 + "]" * 5000 + "\n")
+    out = brat("sessions", "list", cwd=repo)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "nested" in out.stderr, out.stderr

@@ -384,9 +384,8 @@ def _any_live(root: Session, kids: dict[str, list[Session]]) -> bool:
 def _dicts(ws: Workspace, found: list[Session], at: int, ledgers: bool = False) -> list[dict[str, Any]]:
     """Sessions as the report and timeline read them: JSON, with the task's convoy and, when
     asked, the ledger (the lease's while live, the stored one once exited)."""
-    import json as jsonlib
-
     from ..sessions.outputs import read_output
+    from ..sessions.usage import stored_ledger
 
     convoys: dict[str, str | None] = {}
     out = []
@@ -397,10 +396,10 @@ def _dicts(ws: Workspace, found: list[Session], at: int, ledgers: bool = False) 
             convoys[s.grite_issue_id] = issue.label_value("convoy") if issue else None
         data["convoy_id"] = convoys[s.grite_issue_id]
         if ledgers and data.get("ledger") is None and s.usage_ref:
-            try:
-                data["ledger"] = jsonlib.loads(read_output(ws.repo, s.usage_ref)).get("ledger")
-            except (BratError, ValueError, AttributeError):
-                data["ledger"] = None  # not in this clone, or not a ledger: counted as "-"
+            try:  # (not in this clone, or not a ledger: counted as "-")
+                data["ledger"] = stored_ledger(read_output(ws.repo, s.usage_ref))
+            except BratError:
+                data["ledger"] = None
         out.append(data)
     return out
 

@@ -63,6 +63,20 @@ def decode_ledger(raw: Any) -> list[LedgerEntry]:
     return entries
 
 
+def stored_ledger(raw: bytes) -> list[dict[str, Any]] | None:
+    """The valid entries of a ledger stored at exit (`{"session_id", "ledger"}`), as JSON;
+    None when the blob is not such a document (it came from another clone: untrusted)."""
+    import json
+
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("ledger"), list):
+        return None
+    return [e.to_json() for e in decode_ledger(data["ledger"])]
+
+
 def add_usage(ledger: list[LedgerEntry], entry: LedgerEntry) -> list[LedgerEntry]:
     """The ledger with `entry` added to its (source, model) line."""
     merged = [LedgerEntry(**asdict(e)) for e in ledger]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 from brat_sessions import Tracker
@@ -76,3 +77,49 @@ def test_a_session_whose_blocks_cannot_be_read_is_a_bare_row(repo, task):
     shown = brat_json("sessions", "show", "bad0", cwd=repo)["session"]
     assert shown["status"] == "unreadable"
     assert brat("sessions", "show", "s-20260101-bad0", cwd=repo).returncode == 0
+
+
+def test_a_hostile_stored_ledger_counts_as_no_ledger(repo, task):
+    """Ledgers are blobs from other clones: one nested past Python's recursion limit, or
+    not a ledger at all, counts under "-" and never fails the report."""
+    from brat_sessions.sessions.outputs import store_output
+    from brat_sessions.storage.repo import open_repo
+
+    t = Tracker(repo)
+    r = open_repo(repo).repo
+    for raw in (b"[" * 100_000 + b"]" * 100_000, b'{"ledger": [{"model": 5}]}', b'"x"'):
+        s = t.start(task.task_id)
+        ref = store_output(r, raw)
+        t.ws.append(lambda index, s=s, ref=ref: _exit_block(t, index, s.session_id, ref))
+    assert all(s.usage_ref for s in t.sessions(include_exited=True))
+    rows = brat_json("sessions", "report", "--by", "model", cwd=repo)["rows"]
+    assert [(row["key"], row["sessions"]) for row in rows] == [("-", 3)]
+
+
+def _exit_block(t, index, sid, ledger_ref):
+    from brat_sessions.sessions.writer import block_events
+
+    s = t.ws.with_lease(index.session(sid))
+    fields = {**s.block_fields(), "state": "exit", "exit_code": 0, "exit_reason": "completed"}
+    fields["usage_ref"] = ledger_ref
+    return block_events(index, t.ws.actor, s, fields, s.updated_ts + 1)
+
+
+def test_a_start_in_the_future_reads_as_future_and_stretches_no_axis(repo, task):
+    """A block may hold a start up to 2200 (another clone's clock, or a forged one)."""
+    import time
+
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    from ..helpers import append_raw, block_text
+
+    t = Tracker(repo)
+    t.start(task.task_id, state="running")
+    later = int(time.time() * 1000) + 10**11  # about three years on
+    text = block_text(session_id="s-future", started_ts=later, state="running")
+    append_raw(repo, [make_event(bytes.fromhex(task.issue_id), b"\xaa" * 16, later, COMMENT_ADDED, [text])])
+    listing = brat("sessions", "list", "--wide", cwd=repo).stdout
+    assert "future" in listing and not re.search(r" -\d", listing), listing
+    year = time.gmtime(later / 1000).tm_year
+    timeline = brat("sessions", "timeline", cwd=repo).stdout
+    assert "s-future" in timeline and str(year) not in timeline, timeline
