@@ -8,8 +8,9 @@ from ..errors import BadInput
 
 def check_session_id(session_id: str) -> str:
     """BadInput (exit code 2) unless `session_id` follows the id rule."""
-    if not rules.valid_id(session_id):
-        raise BadInput(f"not a valid session id: {session_id[:80]!r} ({rules.ID_RULE})")
+    if not isinstance(session_id, str) or not rules.valid_id(session_id):
+        shown = session_id[:80] if isinstance(session_id, str) else session_id
+        raise BadInput(f"not a valid session id: {shown!r} ({rules.ID_RULE})")
     return session_id
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ..errors import BratError, Fenced
+from ..errors import BadInput, BratError, Fenced
 from ..kinds import ExitReason, Role, SessionType, State
 from ..sessions.model import Session
 from .heartbeat import HeartbeatKeeper
@@ -93,6 +93,12 @@ def session_scope(
 ) -> Iterator[SessionHandle]:
     """The implementation of `Tracker.session_scope` (documented there)."""
     interval = heartbeat_interval if heartbeat_interval is not None else tracker.ws.config.heartbeat_interval
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not 0 < interval < float("inf")
+    ):
+        raise BadInput(f"a heartbeat interval must be a number of seconds over 0, not {interval!r}")
     session = tracker.start(
         task,
         role=role,

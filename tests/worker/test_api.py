@@ -219,3 +219,21 @@ def _call_catching(call, caught):
         call()
     except Exception as exc:
         caught.append(exc)
+
+
+@pytest.mark.parametrize("interval", [0, -5, float("nan"), float("inf"), "30", True])
+def test_a_scope_refuses_a_heartbeat_interval_that_is_not_a_positive_number(tracker, task, interval):
+    from brat_sessions.errors import BadInput
+
+    with pytest.raises(BadInput, match="heartbeat interval"):
+        with tracker.session_scope(task.task_id, heartbeat_interval=interval):
+            pass
+    assert tracker.sessions() == []  # refused before anything was written
+
+
+@pytest.mark.parametrize("bad", [123, None, b"s-1", "s 1"])
+def test_a_session_id_that_is_not_text_is_bad_input(tracker, bad):
+    from brat_sessions.errors import BadInput
+
+    with pytest.raises(BadInput, match="not a valid session id"):
+        tracker.session(bad)
