@@ -93,11 +93,8 @@ def session_scope(
 ) -> Iterator[SessionHandle]:
     """The implementation of `Tracker.session_scope` (documented there)."""
     interval = heartbeat_interval if heartbeat_interval is not None else tracker.ws.config.heartbeat_interval
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, (int, float))
-        or not 0 < interval < float("inf")
-    ):
+    number = isinstance(interval, (int, float)) and not isinstance(interval, bool)
+    if not number or not 0 < interval < float("inf"):
         raise BadInput(f"a heartbeat interval must be a number of seconds over 0, not {interval!r}")
     session = tracker.start(
         task,

@@ -225,9 +225,11 @@ def _call_catching(call, caught):
 def test_a_scope_refuses_a_heartbeat_interval_that_is_not_a_positive_number(tracker, task, interval):
     from brat_sessions.errors import BadInput
 
-    with pytest.raises(BadInput, match="heartbeat interval"):
-        with tracker.session_scope(task.task_id, heartbeat_interval=interval):
-            pass
+    with (
+        pytest.raises(BadInput, match="heartbeat interval"),
+        tracker.session_scope(task.task_id, heartbeat_interval=interval),
+    ):
+        pass
     assert tracker.sessions() == []  # refused before anything was written
 
 
