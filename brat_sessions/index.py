@@ -248,6 +248,7 @@ class Index:
                 current = None  # the missing history arrived: replay all (idempotent)
             if current != target:
                 self._replay(current, target)
+                self._recheck_corrupt(target)
             self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:  # (SQLite has rolled back by itself on a full disk)
@@ -257,6 +258,57 @@ class Index:
                     pass  # (the error that brought us here is the one to report)
             raise
         return self
+
+    def recheck_corrupt(self) -> None:
+        """Read again the commits skipped as corrupt (doctor: an object may have been
+        repaired since, with the log where it was)."""
+        if self.db.execute("SELECT 1 FROM problems WHERE kind='corrupt_commit' LIMIT 1").fetchone() is None:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._recheck_corrupt(self.indexed_head())
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _recheck_corrupt(self, target: str | None) -> None:
+        """Commits once skipped as corrupt, after the log moved: one no longer on its chain
+        (the log moved to another) is no longer reported; one readable now (its damaged
+        or missing object repaired or fetched since) is folded, in any order, like all."""
+        from .sessions import projection as session_proj
+        from .storage.events import COMMENT_ADDED
+
+        skipped = self.db.execute("SELECT problem_id, commit_id FROM problems WHERE kind='corrupt_commit'")
+        issues = blocks = None
+        for problem_id, commit in skipped.fetchall():
+            if target is not None and commit and self._on_log(target, commit):
+                try:
+                    wal_commit = self.wal.read_commit(commit)
+                except CorruptCommit:
+                    continue  # still so
+                if issues is None or blocks is None:
+                    from .issues.projection import IssueFold
+
+                    issues, blocks = IssueFold(self.db), session_proj.BlockFold(self.db)
+                parsed = session_proj.prepare_commit(wal_commit)
+                for ev in wal_commit.events:
+                    if self._apply_event(issues, ev, commit) and ev.kind == COMMENT_ADDED:
+                        blocks.add(parsed[ev.event_id])
+            self.db.execute("DELETE FROM problems WHERE problem_id=?", (problem_id,))
+        if issues is not None and blocks is not None:
+            issues.flush()
+            blocks.finish()
+
+    def _on_log(self, target: str, commit: str) -> bool:
+        """Whether `commit` is in the history of the log at `target` (True when that cannot
+        be told: a damaged history keeps what it reported)."""
+        import pygit2
+
+        try:
+            return commit == target or bool(self.ctx.repo.descendant_of(target, commit))
+        except (KeyError, ValueError, pygit2.GitError):
+            return True
 
     def _rewound(self, target: str | None) -> bool:
         """The log was set back (to an older commit of its chain, or deleted), or the

@@ -101,6 +101,7 @@ class Workspace:
         """Everything doctor reports: what the index found in the log, an incomplete log,
         and times in the future (no sign of life: the reaper ignores them)."""
         index = self.fresh_index()
+        index.recheck_corrupt()
         found = index.problems()
         if index.incomplete:
             found.insert(0, _problem("incomplete_log", index.incomplete))

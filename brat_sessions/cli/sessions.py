@@ -282,7 +282,7 @@ def sessions_doctor(exit_code: bool) -> None:
     invalid fields, conflicts, times in the future, an incomplete (shallow) log."""
     from ..render import table
 
-    problems = read_workspace().problems()
+    problems = workspace().problems()  # (not the warm path's: it may read commits again)
     emit(
         {"problems": problems, "total": len(problems)},
         lambda: (

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from brat_sessions.issues.tasks import create_task
+from brat_sessions.storage.events import COMMENT_ADDED, make_event
 from brat_sessions.storage.repo import open_repo
 from brat_sessions.worker.api import Tracker
 from brat_sessions.workspace import Workspace
 
-from ..helpers import brat, git, make_repo
+from ..helpers import T0, append_raw, brat, brat_json, git, make_repo
 
 COMMANDS = (
     ("sessions", "list", "--all"),
@@ -86,3 +87,33 @@ def test_a_damaged_loose_copy_defers_to_a_good_packed_one(tmp_path):
     path.write_bytes(good[: len(good) // 2])
     ctx = open_repo(repo)
     assert len(ctx.repo[chunk].data) > 0
+
+
+def test_a_commit_skipped_for_a_damaged_object_is_folded_once_the_object_is_repaired(tmp_path):
+    repo, middle = _world(tmp_path)
+    chunk = _objects_of_a_commit(repo, middle)["chunk"]
+    path = repo / ".git" / "objects" / chunk[:2] / chunk[2:]
+    good = path.read_bytes()
+    _truncate(repo, chunk)
+    (repo / ".git" / "brat_sessions" / "index.sqlite").unlink()
+    assert len(brat_json("sessions", "list", cwd=repo)["sessions"]) == 1  # the other is skipped
+    path.write_bytes(good)  # repaired (a good copy fetched, or restored)
+    kinds = [p["kind"] for p in brat_json("sessions", "doctor", cwd=repo)["problems"]]
+    assert "corrupt_commit" not in kinds
+    assert len(brat_json("sessions", "list", cwd=repo)["sessions"]) == 2
+
+
+def test_a_corrupt_commit_the_log_moved_away_from_is_no_longer_reported(tmp_path):
+    repo, middle = _world(tmp_path)
+    empty_tree = git(repo, "hash-object", "-t", "tree", "-w", "/dev/null")
+    corrupt = git(repo, "commit-tree", empty_tree, "-p", git(repo, "rev-parse", "refs/grite/wal"), "-m", "x")
+    git(repo, "update-ref", "refs/grite/wal", corrupt)  # (another tool's commit: no meta.json)
+    out = brat("sessions", "list", cwd=repo)
+    assert corrupt in out.stderr
+    # the log moves to another chain (not back to an older commit: that is built anew)
+    issue = bytes.fromhex(Tracker(repo).sessions()[0].grite_issue_id)
+    git(repo, "update-ref", "refs/grite/wal", middle)
+    append_raw(repo, [make_event(issue, b"\x01" * 16, T0, COMMENT_ADDED, ["no block"])])
+    out = brat("sessions", "list", cwd=repo)
+    assert out.returncode == 0 and corrupt not in out.stderr, out.stderr
+    assert corrupt not in brat("sessions", "doctor", cwd=repo).stdout
