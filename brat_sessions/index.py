@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 
 from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFound
@@ -123,6 +124,7 @@ class _Progress:
             sys.stderr.flush()
 
 
+LEFT_BEHIND = 10_000  # commits of a chain the log left whose corrupt_commit problems go
 REBUILD_WITHIN = 1000  # commits below the head where a marked index looks for its own head
 
 
@@ -240,15 +242,19 @@ class Index:
             elif self._stale(target):
                 self.db.execute("COMMIT")
                 return self  # (the caller's compare-and-swap against it fails, and retries)
-            if self._rebuild_due(target) or self._rewound(target):
+            left = self._left_behind(target)  # (None: the log was set back, or deleted)
+            if left is None or self._rebuild_due(target):
                 for table in ("meta", "issues", "members", "blocks", "sessions", "problems"):
                     self.db.execute(f"DELETE FROM {table}")
+            elif left:  # commits of another chain: their corruption is no longer the log's
+                self.db.executemany(
+                    "DELETE FROM problems WHERE kind='corrupt_commit' AND commit_id=?", [(c,) for c in left]
+                )
             current = self.indexed_head()
             if self._gap_filled():
                 current = None  # the missing history arrived: replay all (idempotent)
             if current != target:
                 self._replay(current, target)
-                self._recheck_corrupt(target)
             self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:  # (SQLite has rolled back by itself on a full disk)
@@ -260,45 +266,39 @@ class Index:
         return self
 
     def recheck_corrupt(self) -> None:
-        """Read again the commits skipped as corrupt (doctor: an object may have been
-        repaired since, with the log where it was)."""
-        if self.db.execute("SELECT 1 FROM problems WHERE kind='corrupt_commit' LIMIT 1").fetchone() is None:
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self._recheck_corrupt(self.indexed_head())
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-
-    def _recheck_corrupt(self, target: str | None) -> None:
-        """Commits once skipped as corrupt, after the log moved: one no longer on its chain
-        (the log moved to another) is no longer reported; one readable now (its damaged
+        """Read again the commits skipped as corrupt (doctor): one readable now (a damaged
         or missing object repaired or fetched since) is folded, in any order, like all."""
         from .sessions import projection as session_proj
         from .storage.events import COMMENT_ADDED
 
         skipped = self.db.execute("SELECT problem_id, commit_id FROM problems WHERE kind='corrupt_commit'")
-        issues = blocks = None
+        readable = []
         for problem_id, commit in skipped.fetchall():
-            if target is not None and commit and self._on_log(target, commit):
-                try:
-                    wal_commit = self.wal.read_commit(commit)
-                except CorruptCommit:
-                    continue  # still so
-                if issues is None or blocks is None:
-                    from .issues.projection import IssueFold
+            try:
+                readable.append((problem_id, self.wal.read_commit(commit)))
+            except (CorruptCommit, TypeError):
+                continue  # still so
+        head = self.indexed_head()
+        readable = [(p, c) for p, c in readable if head is not None and self._on_log(head, c.oid)]
+        if not readable:
+            return
+        from .issues.projection import IssueFold
 
-                    issues, blocks = IssueFold(self.db), session_proj.BlockFold(self.db)
-                parsed = session_proj.prepare_commit(wal_commit)
-                for ev in wal_commit.events:
-                    if self._apply_event(issues, ev, commit) and ev.kind == COMMENT_ADDED:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            issues, blocks = IssueFold(self.db), session_proj.BlockFold(self.db)
+            for problem_id, commit in readable:
+                parsed = session_proj.prepare_commit(commit)
+                for ev in commit.events:
+                    if self._apply_event(issues, ev, commit.oid) and ev.kind == COMMENT_ADDED:
                         blocks.add(parsed[ev.event_id])
-            self.db.execute("DELETE FROM problems WHERE problem_id=?", (problem_id,))
-        if issues is not None and blocks is not None:
+                self.db.execute("DELETE FROM problems WHERE problem_id=?", (problem_id,))
             issues.flush()
             blocks.finish()
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def _on_log(self, target: str, commit: str) -> bool:
         """Whether `commit` is in the history of the log at `target` (True when that cannot
@@ -310,16 +310,27 @@ class Index:
         except (KeyError, ValueError, pygit2.GitError):
             return True
 
-    def _rewound(self, target: str | None) -> bool:
-        """The log was set back (to an older commit of its chain, or deleted), or the
-        indexed head is gone: the index may hold events of commits the log no longer has,
-        and is built anew (with its head gone, all is replayed anyway)."""
+    def _left_behind(self, target: str | None) -> list[str] | None:
+        """The commits of the indexed head's chain that the log at `target` left behind
+        (those after where the chains meet: a sync re-appended them, or the log moved to
+        another chain), at most LEFT_BEHIND of them; [] when it only moved on. None when the
+        log was set back (to an older commit of its chain, or deleted) or the indexed head
+        is gone: the index may hold events of commits the log no longer has, and is built
+        anew (with its head gone, all is replayed anyway)."""
         current = self.indexed_head()
         if current is None or current == target:
-            return False
+            return []
         if target is None or self._since(current) is None:
-            return True
-        return self.wal.chain_base(current, target) == target
+            return None
+        base = self.wal.chain_base(current, target)
+        if base == target:
+            return None
+        left = []
+        for oid in islice(self.wal.first_parents(current), LEFT_BEHIND):
+            if oid == base:
+                break
+            left.append(oid)
+        return left
 
     def mark_for_rebuild(self, marks: int = 1) -> None:
         """A sync is about to move the log to a chain that leaves out events of commits this
