@@ -243,12 +243,19 @@ def sessions_log(session_ref: str, tail: int | None, follow: bool) -> None:
         view = wait_for_log(t, sid) if follow else read_log(t, sid)
         data = view.data if tail is None else _last_lines(view.data, tail)
         if json_wanted():
+            try:
+                text, exact = data.decode("utf-8"), None
+            except UnicodeDecodeError:  # (JSON holds text: the bytes themselves go as base64)
+                import base64
+
+                text, exact = data.decode("utf-8", "replace"), base64.b64encode(data).decode("ascii")
             emit(
                 {
                     "session_id": sid,
                     "source": view.source,
                     "output_ref": view.output_ref,
-                    "text": data.decode("utf-8", "replace"),
+                    "text": text,
+                    "base64": exact,
                 },
                 "",
             )

@@ -309,3 +309,18 @@ def test_forwarded_signals_reach_the_commands_grandchildren(repo, tracker, task,
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert wait_for(lambda: _gone(grandchild), timeout=10)
+
+
+def test_log_json_gives_the_exact_bytes_of_an_output_that_is_not_utf8(repo, tracker, task):
+    import base64
+
+    raw = b"caf\xe9 \xff\n"
+    out = brat("sessions", "run", "--task", task.task_id, "--", "printf", "caf\\351 \\377\\n", cwd=repo)
+    assert out.returncode == 0
+    (s,) = session_of(tracker, task)
+    data = brat_json("sessions", "log", s.session_id, cwd=repo)
+    assert base64.b64decode(data["base64"]) == raw and data["text"] == raw.decode("utf-8", "replace")
+    out = brat("sessions", "run", "--task", task.task_id, "--", "echo", "plain", cwd=repo)
+    sid = [x for x in tracker.sessions(include_exited=True) if x.session_id != s.session_id][0].session_id
+    plain = brat_json("sessions", "log", sid, cwd=repo)
+    assert (plain["text"], plain["base64"]) == ("plain\n", None)
