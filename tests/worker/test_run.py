@@ -321,6 +321,6 @@ def test_log_json_gives_the_exact_bytes_of_an_output_that_is_not_utf8(repo, trac
     data = brat_json("sessions", "log", s.session_id, cwd=repo)
     assert base64.b64decode(data["base64"]) == raw and data["text"] == raw.decode("utf-8", "replace")
     out = brat("sessions", "run", "--task", task.task_id, "--", "echo", "plain", cwd=repo)
-    sid = [x for x in tracker.sessions(include_exited=True) if x.session_id != s.session_id][0].session_id
+    sid = next(x for x in tracker.sessions(include_exited=True) if x.session_id != s.session_id).session_id
     plain = brat_json("sessions", "log", sid, cwd=repo)
     assert (plain["text"], plain["base64"]) == ("plain\n", None)
