@@ -322,6 +322,7 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
     through each subtree."""
     from ..render import session_tree, walk_trees
     from ..report import subtree_totals
+    from ..sessions.usage import usage_json
     from ..worker.lineage import children_of
 
     ws = read_workspace()
@@ -354,7 +355,7 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
         for s, parent, _last in walk_trees(roots, kids):
             node: dict[str, Any] = {
                 "session": s.to_json(at),
-                "usage_total": rollups.get(s.session_id),
+                "usage_total": usage_json(rollups[s.session_id]) if rollups.get(s.session_id) else None,
                 "children": [],
             }
             (found if parent is None else nodes[parent.session_id]["children"]).append(node)

@@ -123,6 +123,8 @@ def test_usage_rolls_up_and_stop_recursive_stops_the_tree(repo, task):
     t.usage(root.session_id, model="m", input_tokens=1, output_tokens=0)
     trees = brat_json("sessions", "tree", root.session_id, cwd=repo)["trees"]
     assert trees[0]["usage_total"]["input_tokens"] == 1001
+    # shaped as list's and show's `usage` (the cost in USD)
+    assert trees[0]["usage_total"].keys() == trees[0]["session"]["usage"].keys()
     assert trees[0]["children"][0]["children"][0]["session"]["spawn_depth"] == 2
     out = brat_json("sessions", "stop", root.session_id, "--recursive", cwd=repo)
     assert [r["session_id"] for r in out["stopped"]] == [
