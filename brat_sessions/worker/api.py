@@ -551,14 +551,15 @@ class Tracker:
         If the session is ended elsewhere (reaped, stopped), the next heartbeat learns it
         and `Fenced` (exit code 4) is raised out of the block (in the main thread, at
         once, even from a blocking call), so the worker can stop; its output stays in
-        its `.grite/logs` file. `parent` defaults to $BRAT_SESSION_ID when it names a
-        session of this repository (`brat sessions run` sets it for its command), as for
-        `brat sessions start`.
+        its `.grite/logs` file. `parent` defaults to the session of the enclosing
+        `session_scope` of this repository in the same thread (or asyncio task), else to
+        $BRAT_SESSION_ID when it names a session of this repository (`brat sessions run`
+        sets it for its command), as for `brat sessions start`.
         """
-        from .scope import session_scope
+        from .scope import enclosing_scope, session_scope
 
         if parent is None:
-            parent = self._parent_from_environment()
+            parent = enclosing_scope(self.ws.ctx.common_dir) or self._parent_from_environment()
         return session_scope(
             self,
             task,

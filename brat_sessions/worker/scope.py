@@ -8,6 +8,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from ..errors import BadInput, BratError, Fenced
@@ -79,6 +80,17 @@ class SessionHandle:
             keeper.stop()
 
 
+# the innermost session_scope of this thread (or asyncio task): (repository, session id)
+_ENCLOSING: ContextVar[tuple[str, str] | None] = ContextVar("brat_sessions_scope", default=None)
+
+
+def enclosing_scope(common_dir: object) -> str | None:
+    """The session of the innermost `session_scope` around this code in the same
+    repository (this thread's or task's), or None."""
+    found = _ENCLOSING.get()
+    return found[1] if found is not None and found[0] == str(common_dir) else None
+
+
 @contextmanager
 def session_scope(
     tracker: Tracker,
@@ -109,9 +121,11 @@ def session_scope(
     handle = SessionHandle(tracker, session)
     keeper = HeartbeatKeeper(tracker.ws.ctx.common_dir, session.session_id, interval, handle._on_fenced)
     keeper.start()
+    enclosing = _ENCLOSING.set((str(tracker.ws.ctx.common_dir), session.session_id))
     try:
         yield handle
     except BaseException as exc:
+        _ENCLOSING.reset(enclosing)
         handle._end(keeper)
         if isinstance(exc, Fenced) and (handle.fenced is not None or _has_ended(handle)):
             raise  # this session was ended elsewhere (or by the block itself)
@@ -125,6 +139,7 @@ def session_scope(
             _finish(handle, 1, "completed")
         raise
     else:
+        _ENCLOSING.reset(enclosing)
         handle._end(keeper)
         handle.raise_if_fenced()
         _finish(handle, 0, "completed")

@@ -332,3 +332,28 @@ def test_a_task_id_the_command_sets_itself_wins_over_runs_issue_id(repo, task):
     assert out.returncode == 0, out.stderr
     child = json.loads(out.stderr.strip().splitlines()[-1])["data"]["session"]
     assert child["grite_issue_id"] == other.issue_id
+
+
+def test_a_scope_inside_a_scope_is_its_child_in_the_same_thread_only(repo, task):
+    import threading
+
+    t = Tracker(repo)
+    seen = {}
+    with t.session_scope(task.task_id, heartbeat_interval=60) as outer:
+        with t.session_scope(task.task_id, heartbeat_interval=60) as inner:
+            seen["inner"] = t.session(inner.session_id)
+
+        def elsewhere():
+            with t.session_scope(task.task_id, heartbeat_interval=60) as other:
+                seen["thread"] = t.session(other.session_id)
+
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        with t.session_scope(task.task_id, heartbeat_interval=60) as after:
+            seen["after"] = t.session(after.session_id)
+    with t.session_scope(task.task_id, heartbeat_interval=60) as alone:
+        seen["alone"] = t.session(alone.session_id)
+    assert (seen["inner"].parent_session_id, seen["inner"].spawn_depth) == (outer.session_id, 1)
+    assert seen["after"].parent_session_id == outer.session_id  # (the inner one had ended)
+    assert seen["thread"].parent_session_id is None and seen["alone"].parent_session_id is None
