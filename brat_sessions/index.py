@@ -64,6 +64,10 @@ _MACHINE_ERRORS = (
     "SQLITE_IOERR_DIR_FSYNC",
     "SQLITE_IOERR_TRUNCATE",
     "SQLITE_IOERR_NOMEM",
+    "SQLITE_IOERR_SHMSIZE",  # (each process's -shm file: 32 KiB to write)
+    "SQLITE_IOERR_SHMOPEN",
+    "SQLITE_IOERR_SHMMAP",
+    "SQLITE_IOERR_SHMLOCK",
     "SQLITE_CANTOPEN",
     "SQLITE_READONLY",
     "SQLITE_PERM",
@@ -182,7 +186,15 @@ class Index:
             _raise_unless_damage(self.path, exc)
             _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
             self._remove()
+            return self._new()
+
+    def _new(self) -> sqlite3.Connection:
+        """A new, empty index in place of a damaged one; exit 5 when not even that works."""
+        try:
             return self._create(self._connect())
+        except sqlite3.DatabaseError as exc:
+            _raise_unless_damage(self.path, exc)
+            raise EnvironmentProblem(f"index {self.path} cannot be made: {exc}") from None
 
     def _remove(self) -> None:
         for suffix in ("", "-wal", "-shm"):
@@ -228,7 +240,7 @@ class Index:
                 _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
                 self.db.close()
                 self._remove()
-                self.db = self._create(self._connect())
+                self.db = self._new()
         return self  # (not reached)
 
     def _refresh(self, head: str | None) -> Index:

@@ -304,3 +304,28 @@ def test_a_symbolic_log_ref_and_a_gap_commit_gone_are_clear_answers(repo):
     git(repo, "symbolic-ref", "refs/grite/wal", "refs/grite/real")
     out = brat("sessions", "list", cwd=repo)
     assert out.returncode == 5 and out.stderr.count("\n") == 1 and "symbolic" in out.stderr, out.stderr
+
+
+def test_no_room_for_the_shared_memory_file_is_exit_5_and_keeps_the_index(repo):
+    """Each process of the index makes a 32 KiB -shm file first: on a disk without that
+    room, even a command with nothing to fold stops with exit 5, the index kept."""
+    import os
+    import resource
+
+    append_raw(repo, [created()])
+    append_raw(repo, _blocks(0, 50))
+    brat_json("sessions", "list", cwd=repo)
+    path = repo / ".git" / "brat_sessions" / "index.sqlite"
+    size = path.stat().st_size
+    (repo / ".git" / "brat_sessions" / "index.sqlite-shm").unlink(missing_ok=True)
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "brat_sessions.cli", "task", "list"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WORKTREE_ENV},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)),
+        timeout=60,
+    )
+    assert out.returncode == 5 and out.stderr.count("\n") == 1, out.stderr[-2000:]
+    assert path.stat().st_size == size
