@@ -195,6 +195,9 @@ def main(argv: list[str]) -> int:
     finally:
         if terminal is not None:
             terminal.restore()
+    while not _exited(child.pid):  # (it closed or redirected its output: still watched)
+        orphaned.check()
+        time.sleep(0.2)
     # Learn how it ended without reaping it, record that, then reap: the pid stays
     # visible (a zombie) until the status file exists, so a reaper never sees a gap.
     info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)

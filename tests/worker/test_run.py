@@ -203,11 +203,15 @@ def test_stop_of_a_run_session_records_user_stop_with_the_status(repo, tracker, 
     assert len([b for b in tracker.history(s.session_id) if b.fields["state"] == "exit"]) == 1
 
 
-def test_a_dead_supervisor_stops_its_command_and_the_reaper_learns_the_real_end(repo, tracker, task):
+@pytest.mark.parametrize("redirect", ["", "exec >/dev/null 2>&1; "])
+def test_a_dead_supervisor_stops_its_command_and_the_reaper_learns_the_real_end(
+    repo, tracker, task, redirect
+):
     """`brat sessions run` itself killed: nothing heartbeats the session any more, so its
     shim stops the command's group (SIGTERM) instead of leaving it to run unsupervised,
-    and keeps how it ended for the next reap on this machine."""
-    command = "trap 'exit 7' TERM; while true; do sleep 0.05; done"
+    and keeps how it ended for the next reap on this machine. Also when the command sent
+    its output elsewhere (nothing left for the shim to read)."""
+    command = redirect + "trap 'exit 7' TERM; while true; do sleep 0.05; done"
     proc = _start_run(repo, task, "sh", "-c", command)
     s = wait_for(lambda: _running(tracker, task))
     proc.send_signal(signal.SIGKILL)  # the supervisor dies
