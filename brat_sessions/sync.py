@@ -160,6 +160,9 @@ class Syncer:
                 # another sync in this clone fetched at the same moment (or a stale lock)
                 raise _LostRace(_first_line(result.stderr))
             raise EnvironmentProblem(f"git fetch {self.remote} failed: {_first_line(result.stderr)}")
+        if deepen:  # (libgit2 read the shallow boundary at open: read the history anew)
+            self.ws.reopen()
+            self.repo, self.wal = self.ws.repo, self.ws.wal
 
     def _ref(self, name: str) -> str | None:
         ref = self.repo.references.get(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -114,3 +115,29 @@ def test_the_documented_snapshot_check_deletes_a_forged_snapshot_from_the_remote
     assert out.returncode == 0, out.stderr
     left = git(remote, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/").split()
     assert len(left) == 1 and left[0] != bad_ref
+
+
+def test_a_reaper_in_a_clone_with_a_shallow_log_reaps_at_its_first_run(tmp_path):
+    """`reap --remote` syncs first, which makes the log whole: the pass after it must see
+    that (libgit2 kept the shallow boundary it read when the repository was opened)."""
+    from .helpers import brat
+
+    worker = make_repo(tmp_path / "worker")
+    task = create_task(Workspace(worker), "T")
+    with freeze_time("2026-01-01 00:00:00"):
+        t = Tracker(worker, host="far-away")
+        stale = t.start(task.task_id, state="running").session_id
+    for n in range(3):  # (a log of several commits: the shallow fetch leaves out the older)
+        create_task(Workspace(worker), f"T{n}")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(worker), str(remote))
+    git(worker, "remote", "add", "origin", str(remote))
+    brat_json("sync", cwd=worker)
+    ci = tmp_path / "ci"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{remote}", str(ci))
+    git(ci, "fetch", "-q", "--depth", "1", "origin", "+refs/grite/*:refs/grite/*")
+    env = {"BRAT_ACTOR": REAPER}
+    out = brat("sessions", "reap", "--remote", "origin", "--json", cwd=ci, env=env)
+    assert out.returncode == 0, out.stderr
+    assert [v["session_id"] for v in json.loads(out.stdout)["data"]["reaped"]] == [stale]
+    assert "incomplete" not in out.stderr

@@ -77,7 +77,7 @@ class Tracker:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str | None = None) -> None:
         ws = Workspace(path)
-        self._root = ws.ctx.worktree or ws.ctx.common_dir  # (absolute: the cwd may change)
+        self._root = ws._path  # (absolute: the cwd may change)
         self._local = threading.local()
         self._local.ws = ws
         self.host = host or this_host()

@@ -239,3 +239,24 @@ def test_a_session_id_that_is_not_text_is_bad_input(tracker, bad):
 
     with pytest.raises(BadInput, match="not a valid session id"):
         tracker.session(bad)
+
+
+def test_another_thread_opens_the_same_repository_as_the_tracker(tmp_path):
+    """A work tree whose git dir lies elsewhere (`git init --separate-git-dir`), inside
+    another repository's work tree: each thread opens what the Tracker was given."""
+    import threading
+
+    from brat_sessions.issues.tasks import create_task
+    from brat_sessions.workspace import Workspace
+
+    outer = tmp_path / "outer"
+    git(tmp_path, "init", "-q", str(outer))  # (the repository the git dir lies in)
+    work = tmp_path / "work"
+    git(tmp_path, "init", "-q", "--separate-git-dir", str(outer / "store.git"), str(work))
+    task = create_task(Workspace(work), "T")
+    t = Tracker(work)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append([x.task_id for x in t.tasks()]))
+    thread.start()
+    thread.join()
+    assert seen == [[task.task_id]]
