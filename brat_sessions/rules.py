@@ -52,7 +52,19 @@ def valid_exit_code(value: Any) -> bool:
 
 
 def valid_text(value: Any, limit: int = MAX_TEXT) -> bool:
-    return isinstance(value, str) and len(value) <= limit and "\x00" not in value
+    """A string of at most `limit` characters, without NUL, that UTF-8 can hold (Python
+    keeps undecodable bytes of arguments and paths as lone surrogates: not text)."""
+    return isinstance(value, str) and len(value) <= limit and "\x00" not in value and _utf8(value)
+
+
+def _utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def valid_int(value: Any) -> bool:

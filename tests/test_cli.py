@@ -84,3 +84,36 @@ def test_demo_runs_on_a_builtin_default(tmp_path):
     reasons = sorted((s["exit_reason"] or s["status"]) for s in data["sessions"])
     assert reasons == ["completed", "crash", "ready", "running"]
     assert brat_json("sessions", "list", cwd=tmp_path / "demo")["total"] == 2
+
+
+def test_arguments_variables_and_paths_that_are_not_utf8(repo, tmp_path):
+    """Bytes that are not UTF-8 in an argument or a BRAT_* variable are bad input (exit
+    2, named); a worktree at such a path works, its path recorded with them escaped."""
+    import os
+    import subprocess
+    import sys
+
+    from .helpers import WORKTREE_ENV, git
+
+    task = brat_json("task", "create", "T", cwd=repo)["task_id"]
+    command = [sys.executable, "-P", "-m", "brat_sessions.cli"]
+    env = {**os.environ, **WORKTREE_ENV}
+    for extra, more_env in (
+        ([b"sessions", b"start", b"--task", task.encode(), b"--engine", b"e\xff"], {}),
+        ([b"task", b"create", b"title\xfe"], {}),
+        ([b"sessions", b"start", b"--task", task.encode()], {b"BRAT_HOST": b"h\xff"}),
+    ):
+        out = subprocess.run(
+            [c.encode() for c in command] + extra,
+            cwd=repo,
+            capture_output=True,
+            env={**{k.encode(): v.encode() for k, v in env.items()}, **more_env},
+        )
+        assert out.returncode == 2 and b"not valid UTF-8" in out.stderr, out.stderr
+    assert brat_json("sessions", "list", "--all", cwd=repo)["sessions"] == []  # nothing written
+    linked = os.fsdecode(os.fsencode(str(tmp_path)) + b"/wt\xff")
+    git(repo, "worktree", "add", "-q", linked)
+    out = brat("sessions", "run", "--task", task, "--", "echo", "hi", cwd=linked)
+    assert out.returncode == 0, out.stderr
+    (s,) = brat_json("sessions", "list", "--all", cwd=linked)["sessions"]
+    assert s["worktree"].endswith("wt\\xff")

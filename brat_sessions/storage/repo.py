@@ -46,7 +46,7 @@ def open_repo(path: str | os.PathLike[str] | None = None) -> RepoContext:
     gitdir_path = Path(gitdir)
     common_file = gitdir_path / "commondir"
     if common_file.is_file():
-        common = (gitdir_path / common_file.read_text().strip()).resolve()
+        common = (gitdir_path / os.fsdecode(common_file.read_bytes()).strip()).resolve()
     else:
         common = gitdir_path.resolve()
     _limit_libgit2_memory()
@@ -59,5 +59,5 @@ def open_repo(path: str | os.PathLike[str] | None = None) -> RepoContext:
     worktree = main
     linked = gitdir_path / "gitdir"  # a linked worktree records its `.git` file here
     if linked.is_file():
-        worktree = Path(linked.read_text().strip()).parent.resolve()
+        worktree = Path(os.fsdecode(linked.read_bytes()).strip()).parent.resolve()  # (any bytes)
     return RepoContext(repo=repo, common_dir=common, main_worktree=main, worktree=worktree)

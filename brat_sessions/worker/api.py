@@ -242,8 +242,12 @@ class Tracker:
         if ctx.worktree is None or ctx.worktree == ctx.main_worktree:
             return ""
         if ctx.main_worktree is not None and ctx.worktree.is_relative_to(ctx.main_worktree):
-            return str(ctx.worktree.relative_to(ctx.main_worktree))
-        return str(ctx.worktree)
+            path = str(ctx.worktree.relative_to(ctx.main_worktree))
+        else:
+            path = str(ctx.worktree)
+        # (a path of bytes that are not UTF-8 is recorded with them escaped: it is shown,
+        # never opened)
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
     def heartbeat(self, session_id: str) -> int:
         """Renew the lease (no WAL commit); returns its time. Fenced (exit code 4) once the

@@ -21,7 +21,7 @@ def check_choice(what: str, value: object, allowed: tuple[str, ...]) -> None:
 
 def check_text(what: str, value: object, limit: int) -> None:
     if not rules.valid_text(value, limit):
-        raise BadInput(f"{what} must be text of at most {limit} characters without NUL")
+        raise BadInput(f"{what} must be UTF-8 text of at most {limit} characters without NUL")
 
 
 def check_name(what: str, value: object, limit: int) -> None:
