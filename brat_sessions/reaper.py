@@ -18,6 +18,7 @@ remote that another reaper reached first, by the record of what each pass wrote
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .sessions.model import Session
 from .sessions.outputs import store_stream
 from .sessions.writer import block_events
 from .storage.events import Event
+from .worker import procs
 from .worker import proof as proofs
 from .worker.files import SessionFiles
 from .worker.lineage import store_ledger
@@ -104,6 +106,8 @@ class ReapReport:
     raced: list[str] = field(default_factory=list)
     # sessions judged over whose exit block could not be made (session id -> why)
     unwritable: dict[str, str] = field(default_factory=dict)
+    # reaped sessions whose command, started here by `run`, was still running: stopped
+    stopped: list[str] = field(default_factory=list)
 
     def drop_raced(self, session_ids: list[str]) -> None:
         """Take out the verdicts whose exits a sync dropped (another reaper's came first)."""
@@ -119,6 +123,7 @@ class ReapReport:
             "dry_run": self.dry_run,
             "raced": self.raced,
             "unwritable": [{"session_id": k, "reason": v} for k, v in self.unwritable.items()],
+            "stopped": self.stopped,
         }
 
 
@@ -273,8 +278,25 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
 
     ws.append(build)
     ReaperRecord(data).add(made)
+    stopped = _stop_orphans([p for v in written if (p := proofs.load(data, v.session_id)) is not None])
     for v in written:
         drop_lease(ws.repo, v.session_id)
         proofs.drop(data, v.session_id)
     alive = len(candidates) - len(written) - len(unwritable)
-    return ReapReport(written, alive, len(candidates), False, unwritable=dict(unwritable))
+    return ReapReport(written, alive, len(candidates), False, unwritable=dict(unwritable), stopped=stopped)
+
+
+STOP_GRACE_S = 10.0  # as `brat sessions stop` and `run` give
+
+
+def _stop_orphans(held: list[ProcessProof]) -> list[str]:
+    """Stop the commands that `run` started here and that still run although their
+    sessions are now over (`run` and its shim were killed: nothing else would ever stop
+    them): SIGTERM to each group, SIGKILL after STOP_GRACE_S to what is left. Only groups
+    this machine's proof covers; an adopted process (`start --pid`) is never signalled."""
+    sent = [p for p in held if p.group and p.send(signal.SIGTERM)]
+    if sent:
+        procs.wait_until(lambda: not any(p.live_members() for p in sent), STOP_GRACE_S)
+        for p in sent:
+            p.send(signal.SIGKILL)  # (nothing, when nothing of it is left)
+    return sorted(p.session_id for p in sent)

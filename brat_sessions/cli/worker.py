@@ -460,6 +460,7 @@ def sessions_reap(
             f"{'would reap' if dry_run else 'reaped'} {len(report.reaped)} of "
             f"{report.checked} sessions; {report.alive} alive"
             + (f"; {len(report.raced)} reaped first by another reaper" if report.raced else "")
+            + (f"; stopped {len(report.stopped)} command(s) run started here" if report.stopped else "")
         )
         if not report.reaped:
             return head

@@ -63,7 +63,7 @@ def test_command_not_found(repo, tracker, task):
     assert (s.exit_reason, s.exit_code) == ("completed", 127)
 
 
-def _start_run(repo, task, *command, interval="30"):
+def _start_run(repo, task, *command, interval="30", new_session=False):
     return subprocess.Popen(
         [
             sys.executable,
@@ -82,6 +82,7 @@ def _start_run(repo, task, *command, interval="30"):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 
@@ -328,3 +329,20 @@ def test_log_json_gives_the_exact_bytes_of_an_output_that_is_not_utf8(repo, trac
     sid = next(x for x in tracker.sessions(include_exited=True) if x.session_id != s.session_id).session_id
     plain = brat_json("sessions", "log", sid, cwd=repo)
     assert (plain["text"], plain["base64"]) == ("plain\n", None)
+
+
+def test_the_reaper_here_stops_a_command_whose_run_and_shim_were_both_killed(repo, tracker, task):
+    """`kill -9` of run's whole process group (a shell's `kill -9 %1`): the command has a
+    group of its own and runs on, with nothing to heartbeat or stop it. The reaper on this
+    machine, which holds the proof that run started it, stops it when it records the exit."""
+    from brat_sessions.worker import procs
+
+    proc = _start_run(repo, task, "sleep", "60", new_session=True)
+    s = wait_for(lambda: _running(tracker, task))
+    os.killpg(proc.pid, signal.SIGKILL)  # run and its shim (the command is in its own group)
+    proc.wait()
+    assert procs.alive(s.pid)
+    report = reap(tracker.ws, Config(), now=s.started_ts + 3_600_000)
+    assert [(v.session_id, v.exit_reason) for v in report.reaped] == [(s.session_id, "timeout")]
+    assert report.stopped == [s.session_id]
+    assert wait_for(lambda: not procs.alive(s.pid), timeout=30)
