@@ -125,6 +125,8 @@ def _parts(s: Sess, by: str) -> list[tuple[str, dict[str, Any]]]:
     """The (key, usage) pairs a session adds to: one, except by model (one per model used)."""
     if by == "day":
         return [(_day(s), usage_of(s))]
+    if by == "all":
+        return [("TOTAL", usage_of(s))]
     if by != "model":
         return [(key_text(s.get(_FIELD[by])), usage_of(s))]
     per_model: dict[str, dict[str, Any]] = {}
@@ -146,9 +148,10 @@ def aggregate(
     By model, rows come from each session's `ledger`: a session counts once in every model
     row it used, with that model's tokens and cost and its *whole* wall time (so wall times
     and session counts add up to more than the sessions' own when sessions mix models).
-    Sessions with no ledger go under "-" with their `usage`.
+    Sessions with no ledger go under "-" with their `usage`. `by="all"` gives one row,
+    "TOTAL", that counts each session once (`totals`).
     """
-    if by not in GROUPINGS:
+    if by not in (*GROUPINGS, "all"):
         raise ValueError(f"cannot group by {by!r}; one of: {', '.join(GROUPINGS)}")
     rows: dict[str, dict[str, Any]] = {}
     for s in sessions:
@@ -217,8 +220,18 @@ def _line(key: str, row: Mapping[str, Any]) -> list[object]:
     ]
 
 
+def totals(sessions: Iterable[Sess], now_ms: int, since_ms: int | None = None) -> dict[str, Any]:
+    """The TOTAL line: every session once (by model, the rows count a session that used
+    two models in both), its usage its own totals."""
+    rows = aggregate(sessions, "all", now_ms, since_ms)
+    total = rows[0] if rows else {"key": "TOTAL", **total_row([])}
+    total.pop("key")
+    return total
+
+
 def total_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The sum of `aggregate` rows (by model, a session that used two models counts twice)."""
+    """The sum of `aggregate` rows (by model, a session that used two models counts twice:
+    `totals` counts it once)."""
     total: dict[str, Any] = {
         "sessions": 0,
         "wall_ms": 0,
@@ -233,15 +246,18 @@ def total_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def report_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> str:
-    """`aggregate` rows as a table with a last TOTAL line (the sum of the rows: by model, a
-    session that used two models is in two rows, so it counts twice). Every key is printed
+def report_table(
+    rows: Sequence[Mapping[str, Any]], width: int | None = None, total: Mapping[str, Any] | None = None
+) -> str:
+    """`aggregate` rows as a table with a last TOTAL line (`total`, from `totals`: each
+    session once; without it, the sum of the rows, where by model a session that used two
+    models is in two rows and so counts twice). Every key is printed
     with control characters made visible. To fit `width`, keys are cut (to no fewer than 6
     characters), then shorter headers are used (SESS, FAIL, STOP, T/O, IN, OUT); numbers
     are never cut, so very large ones can still make a line wider."""
     if not rows:
         return "no sessions"
-    lines = [_line(str(row["key"]), row) for row in rows] + [_line("TOTAL", total_row(rows))]
+    lines = [_line(str(row["key"]), row) for row in rows] + [_line("TOTAL", total or total_row(rows))]
     text = table(REPORT_HEADERS, lines, width=width, flex=(0,))
     if width is not None and max(len(line) for line in text.splitlines()) > width:
         text = table(SHORT_HEADERS, lines, width=width, flex=(0,))

@@ -451,14 +451,14 @@ def _since(value: str | None, at: int) -> int | None:
 @click.option("--since", help="Only sessions started since: a duration (90m, 12h, 7d) or a date.")
 def sessions_report(by: str, since: str | None) -> None:
     """Sessions, wall time, outcomes, tokens and cost, grouped."""
-    from ..report import aggregate, report_table, total_row
+    from ..report import aggregate, report_table, totals
 
     ws = workspace() if by == "model" else read_workspace()  # ledgers are stored objects
     at = now()
-    rows = aggregate(
-        _dicts(ws, ws.sessions(include_exited=True), at, ledgers=by == "model"), by, at, _since(since, at)
-    )
-    emit({"by": by, "rows": rows, "total": total_row(rows)}, lambda: report_table(rows, width=width()))
+    found = _dicts(ws, ws.sessions(include_exited=True), at, ledgers=by == "model")
+    rows = aggregate(found, by, at, _since(since, at))
+    total = totals(found, at, _since(since, at))
+    emit({"by": by, "rows": rows, "total": total}, lambda: report_table(rows, width=width(), total=total))
 
 
 @sessions.command(

@@ -123,3 +123,19 @@ def test_a_start_in_the_future_reads_as_future_and_stretches_no_axis(repo, task)
     year = time.gmtime(later / 1000).tm_year
     timeline = brat("sessions", "timeline", cwd=repo).stdout
     assert "s-future" in timeline and str(year) not in timeline, timeline
+
+
+def test_the_total_counts_a_session_that_used_two_models_once(repo, task):
+    t = Tracker(repo)
+    s = t.start(task.task_id, state="running")
+    t.usage(s.session_id, model="m1", input_tokens=10, output_tokens=1, cost_usd=0.25)
+    t.usage(s.session_id, model="m2", input_tokens=5, output_tokens=2, cost_usd=0.5)
+    t.exit(s.session_id, 0)
+    by_model = brat_json("sessions", "report", "--by", "model", cwd=repo)
+    by_task = brat_json("sessions", "report", "--by", "task", cwd=repo)
+    assert [r["sessions"] for r in by_model["rows"]] == [1, 1]
+    assert by_model["total"] == by_task["total"]
+    assert (by_model["total"]["sessions"], by_model["total"]["input_tokens"]) == (1, 15)
+    assert by_model["total"]["cost_usd"] == 0.75
+    text = brat("sessions", "report", "--by", "model", cwd=repo).stdout
+    assert text.splitlines()[-1].split()[:2] == ["TOTAL", "1"]
