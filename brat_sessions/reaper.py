@@ -90,7 +90,8 @@ def judge(
     age = now - last
     if age > limit_s * 1000 + skew_ms:
         what = "started" if never_beat else "last heartbeat"
-        return verdict("timeout", -1, f"{what} {age // 1000}s ago (limit {limit_s:g}s)")
+        skew = f" + {config.clock_skew:g}s clock skew" if skew_ms else ""
+        return verdict("timeout", -1, f"{what} {age // 1000}s ago (limit {limit_s:g}s{skew})")
     return None
 
 

@@ -517,7 +517,7 @@ class Syncer:
         for attempt in range(MAX_ATTEMPTS):
             self.report.attempts = attempt + 1
             self.report.pushed_commits = self.report.leases_pushed = self.report.outputs_pushed = 0
-            self.report.snapshots_pushed = 0
+            self.report.snapshots_pushed = self.report.reappended_commits = 0  # (this attempt's)
             _, record = self.reaper_record.read()  # (what the push below will have settled)
             try:
                 self.fetch()
