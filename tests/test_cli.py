@@ -87,8 +87,9 @@ def test_demo_runs_on_a_builtin_default(tmp_path):
 
 
 def test_arguments_variables_and_paths_that_are_not_utf8(repo, tmp_path):
-    """Bytes that are not UTF-8 in an argument or a BRAT_* variable are bad input (exit
-    2, named); a worktree at such a path works, its path recorded with them escaped."""
+    """Bytes that are not UTF-8 in text to record (an engine, a title, BRAT_HOST) are bad
+    input (exit 2, one line); a worktree at such a path works, its path recorded with them
+    escaped, and so does a command of `run` whose arguments are such bytes."""
     import os
     import subprocess
     import sys
@@ -109,11 +110,16 @@ def test_arguments_variables_and_paths_that_are_not_utf8(repo, tmp_path):
             capture_output=True,
             env={**{k.encode(): v.encode() for k, v in env.items()}, **more_env},
         )
-        assert out.returncode == 2 and b"not valid UTF-8" in out.stderr, out.stderr
+        assert out.returncode == 2 and b"UTF-8" in out.stderr and out.stderr.count(b"\n") == 1, out.stderr
     assert brat_json("sessions", "list", "--all", cwd=repo)["sessions"] == []  # nothing written
+    # what is never recorded may be any bytes: run's command and its arguments, -C's path
+    (repo / os.fsdecode(b"f\xe9.txt")).write_text("hello\n")
+    run = [b"sessions", b"run", b"--task", task.encode(), b"--", b"cat", b"f\xe9.txt"]
+    out = subprocess.run([c.encode() for c in command] + run, cwd=repo, capture_output=True, env=env)
+    assert (out.returncode, out.stdout) == (0, b"hello\n"), out.stderr
     linked = os.fsdecode(os.fsencode(str(tmp_path)) + b"/wt\xff")
     git(repo, "worktree", "add", "-q", linked)
     out = brat("sessions", "run", "--task", task, "--", "echo", "hi", cwd=linked)
     assert out.returncode == 0, out.stderr
-    (s,) = brat_json("sessions", "list", "--all", cwd=linked)["sessions"]
-    assert s["worktree"].endswith("wt\\xff")
+    found = brat_json("sessions", "list", "--all", cwd=linked)["sessions"]
+    assert [s["worktree"][-6:] for s in found if s["worktree"]] == ["wt\\xff"], found

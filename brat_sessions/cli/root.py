@@ -164,7 +164,6 @@ _register()
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: every failure becomes one line on stderr and a documented exit code."""
     try:
-        _refuse_undecodable(sys.argv[1:] if argv is None else argv)
         cli.main(args=argv, prog_name="brat", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -172,19 +171,6 @@ def main(argv: list[str] | None = None) -> Any:
         report_failure(exc)
     except KeyboardInterrupt as exc:
         report_failure(exc)
-
-
-def _refuse_undecodable(argv: list[str]) -> None:
-    """Arguments and BRAT_* variables are text for the log: bytes that are not UTF-8
-    (which Python keeps as lone surrogates) are bad input, named, before anything runs."""
-    named = [(f"argument {n}", arg) for n, arg in enumerate(argv, 1)]
-    named += [(k, v) for k, v in os.environ.items() if k.startswith("BRAT_")]
-    for what, text in named:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
-            raise BadInput(f"{what} is not valid UTF-8: {shown[:80]}") from None
 
 
 def report_failure(exc: BaseException) -> NoReturn:
@@ -205,6 +191,13 @@ def report_failure(exc: BaseException) -> NoReturn:
         fail(exc.code, exc.message, exc.exit_code)
     if isinstance(exc, BrokenPipeError):
         os._exit(0)
+    if isinstance(exc, UnicodeEncodeError):  # (bytes of an argument, variable or path that
+        # are not UTF-8 reach text the log or git must hold: the checks refuse most first)
+        fail(
+            "bad_arguments",
+            "text that is not UTF-8 cannot be recorded (an argument or a variable?)",
+            EXIT_BAD_ARGS,
+        )
     pygit2 = sys.modules.get("pygit2")
     if pygit2 is not None and isinstance(exc, pygit2.GitError):  # e.g. a damaged packed-refs file
         fail("environment", f"git cannot read this repository: {exc}", EXIT_ENVIRONMENT)

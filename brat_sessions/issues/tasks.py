@@ -26,7 +26,9 @@ def create_task(
     if not isinstance(title, str) or not title.strip():
         raise BadInput("a task needs a title")
     if not valid_text(title, MAX_TEXT) or not valid_text(body, 1_000_000):
-        raise BadInput("a task's title (4096) or body (1,000,000 characters) is too long or holds NUL")
+        raise BadInput(
+            "a task's title (4096) or body (1,000,000 characters) is too long, holds NUL or is not UTF-8"
+        )
     if convoy is not None and not valid_id(convoy):
         raise BadInput(f"not a valid convoy id: {str(convoy)[:80]!r} ({ID_RULE})")
     if status not in TASK_STATUSES:

@@ -85,7 +85,9 @@ class Tracker:
         self._pusher: Any = None  # a LeasePusher, in a heartbeat thread (`push_in_background`)
         self._background = False
         if not rules.valid_text(self.host, 255) or not self.host:
-            raise BadInput("the host name (BRAT_HOST or the hostname) must be 1-255 characters, no NUL")
+            raise BadInput(
+                "the host name (BRAT_HOST or the hostname) must be 1-255 characters of UTF-8, no NUL"
+            )
 
     @property
     def ws(self) -> Workspace:
