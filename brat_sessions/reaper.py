@@ -287,17 +287,22 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     return ReapReport(written, alive, len(candidates), False, unwritable=dict(unwritable), stopped=stopped)
 
 
-STOP_GRACE_S = 10.0  # as `brat sessions stop` and `run` give
+STOP_GRACE_S = 10.0  # as `brat sessions stop` and `run` give, for a proof without its own
 
 
 def _stop_orphans(held: list[ProcessProof]) -> list[str]:
-    """Stop the commands that `run` started here and that still run although their
-    sessions are now over (`run` and its shim were killed: nothing else would ever stop
-    them): SIGTERM to each group, SIGKILL after STOP_GRACE_S to what is left. Only groups
-    this machine's proof covers; an adopted process (`start --pid`) is never signalled."""
-    sent = [p for p in held if p.group and p.send(signal.SIGTERM)]
+    """Stop the commands that `run` started here and that still run, unsupervised, although
+    their sessions are now over (`run` and its shim were killed together: nothing else would
+    ever stop them): SIGTERM to each group, SIGKILL after the grace `run` was given to what
+    is left. Only a command that is itself still the very process recorded (a group whose
+    leader is gone may be another program's by now), whose shim is gone (a live `run`
+    stops its command itself, with its grace, once it learns the session is over); never
+    an adopted process (`start --pid`)."""
+    orphans = [p for p in held if p.group and p.supervisor is not None and p.matches() and not p.supervised()]
+    sent = [p for p in orphans if p.send(signal.SIGTERM)]
     if sent:
-        procs.wait_until(lambda: not any(p.live_members() for p in sent), STOP_GRACE_S)
+        grace = max(p.grace_s if p.grace_s is not None else STOP_GRACE_S for p in sent)
+        procs.wait_until(lambda: not any(p.live_members() for p in sent), grace)
         for p in sent:
             p.send(signal.SIGKILL)  # (nothing, when nothing of it is left)
     return sorted(p.session_id for p in sent)

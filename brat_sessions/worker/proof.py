@@ -29,6 +29,10 @@ class ProcessProof:
     start_ticks: int | None
     boot_id: str | None
     group: bool  # the process leads its own process group (`run`): signal the whole group
+    # `run`'s shim, the command's supervisor (pid and start ticks), and `run --grace`
+    supervisor: int | None = None
+    supervisor_ticks: int | None = None
+    grace_s: float | None = None
 
     def _unchanged(self) -> bool:
         """The pid still names the very process recorded (same boot, same start)."""
@@ -41,6 +45,15 @@ class ProcessProof:
     def matches(self) -> bool:
         """True while the recorded process itself is alive (not a zombie) and unchanged."""
         return procs.alive(self.pid) and self._unchanged()
+
+    def supervised(self) -> bool:
+        """True while the recorded supervisor (`run`'s shim) still runs, unchanged."""
+        return (
+            self.supervisor is not None
+            and self.boot_id == procs.boot_id()
+            and procs.alive(self.supervisor)  # (a zombie supervises nothing)
+            and procs.start_ticks(self.supervisor) == self.supervisor_ticks
+        )
 
     def leader_exists(self) -> bool:
         """True while the recorded process exists here, a zombie not yet waited for included."""
@@ -90,13 +103,24 @@ def _path(data_dir: Path, session_id: str) -> Path:
     return data_dir / "procs" / f"{session_id}.json"
 
 
-def record(data_dir: Path, session_id: str, pid: int, group: bool = False) -> ProcessProof | None:
-    """Remember that this session's process is `pid` (it must live here); None if it does not."""
+def record(
+    data_dir: Path,
+    session_id: str,
+    pid: int,
+    group: bool = False,
+    supervisor: int | None = None,
+    grace_s: float | None = None,
+) -> ProcessProof | None:
+    """Remember that this session's process is `pid` (it must live here), and for `run`
+    its supervisor and grace; None if it does not live here."""
     # never init (pid 1): signalling it would take the machine down
     ticks = procs.start_ticks(pid) if valid_pid(pid) and pid > 1 else None
     if ticks is None:
         return None
-    proof = ProcessProof(session_id, pid, ticks, procs.boot_id(), group)
+    supervisor_ticks = procs.start_ticks(supervisor) if supervisor is not None else None
+    proof = ProcessProof(
+        session_id, pid, ticks, procs.boot_id(), group, supervisor, supervisor_ticks, grace_s
+    )
     path = _path(data_dir, session_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -112,6 +136,13 @@ def load(data_dir: Path, session_id: str) -> ProcessProof | None:
     except (OSError, ValueError, TypeError):
         return None
     if proof.session_id != session_id or not valid_pid(proof.pid):
+        return None
+    if proof.supervisor is not None and not (valid_pid(proof.supervisor) and proof.supervisor > 1):
+        return None
+    grace = proof.grace_s
+    if grace is not None and (
+        isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 3600
+    ):
         return None
     return proof
 

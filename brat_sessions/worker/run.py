@@ -87,7 +87,13 @@ def run_command(
     child_pid = int(raw) if raw.strip() else None
     # The command leads its own process group; this machine now holds the proof that
     # brat started it, so `brat sessions stop` may signal that group (and only it).
-    proof = proofs.record(tracker.ws.ctx.data_dir, sid, child_pid, group=True) if child_pid else None
+    proof = (
+        proofs.record(
+            tracker.ws.ctx.data_dir, sid, child_pid, group=True, supervisor=shim.pid, grace_s=grace_s
+        )
+        if child_pid
+        else None
+    )
 
     def forward(signum: int, _frame: Any) -> None:
         # A Ctrl-C typed at the terminal goes to the command's group (the foreground

@@ -346,3 +346,45 @@ def test_the_reaper_here_stops_a_command_whose_run_and_shim_were_both_killed(rep
     assert [(v.session_id, v.exit_reason) for v in report.reaped] == [(s.session_id, "timeout")]
     assert report.stopped == [s.session_id]
     assert wait_for(lambda: not procs.alive(s.pid), timeout=30)
+
+
+def test_the_reaper_leaves_a_live_run_to_stop_its_command_with_its_own_grace(repo, tracker, task):
+    proc = _start_run(repo, task, "sleep", "60", interval="1")
+    s = wait_for(lambda: _running(tracker, task))
+    report = reap(tracker.ws, Config(), now=s.started_ts + 3_600_000)
+    assert [v.session_id for v in report.reaped] == [s.session_id] and report.stopped == []
+    assert proc.wait(timeout=60) == 4  # run learnt it at its next heartbeat, and stopped it
+
+
+def test_the_reaper_never_signals_a_group_whose_recorded_leader_is_gone(repo, tracker, task):
+    """A proof's group whose leader has ended may be another program's by now (the pid
+    reused, a daemon's double fork leaving a child in a group of that id): no signal."""
+    import json
+
+    from brat_sessions.worker import procs
+
+    leader = subprocess.Popen(
+        ["sh", "-c", "sleep 1000 >/dev/null & echo $!"], stdout=subprocess.PIPE, start_new_session=True
+    )
+    canary = int(leader.stdout.readline())  # in the leader's group, which the leader has left
+    leader.wait()
+    try:
+        s = tracker.start(task.task_id, state="running")
+        proof = {
+            "session_id": s.session_id,
+            "pid": leader.pid,
+            "start_ticks": procs.start_ticks(canary) - 1,  # (a process before the canary)
+            "boot_id": procs.boot_id(),
+            "group": True,
+            "supervisor": leader.pid,
+            "supervisor_ticks": 1,
+            "grace_s": 1,
+        }
+        path = tracker.ws.ctx.data_dir / "procs" / f"{s.session_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(proof))
+        report = reap(tracker.ws, Config(), now=s.started_ts + 3_600_000)
+        assert [v.session_id for v in report.reaped] == [s.session_id] and report.stopped == []
+        assert procs.alive(canary)
+    finally:
+        os.kill(canary, signal.SIGKILL)
