@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +36,6 @@ from .sessions.model import Session
 from .sessions.outputs import store_stream
 from .sessions.writer import block_events
 from .storage.events import Event
-from .worker import procs
 from .worker import proof as proofs
 from .worker.files import SessionFiles
 from .worker.lineage import store_ledger
@@ -224,6 +224,8 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     if index.incomplete and not dry_run:
         raise EnvironmentProblem(f"{index.incomplete}; refusing to reap on a partial view")
     logs, data = ws.ctx.logs_dir, ws.ctx.data_dir
+    if not dry_run:
+        _stop_left_behind(index, data)
     candidates = [ws.with_lease(s, now) for s in index.sessions()]
     verdicts = {}
     for s in candidates:
@@ -279,9 +281,12 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
 
     ws.append(build)
     ReaperRecord(data).add(made)
-    stopped = _stop_orphans([p for v in written if (p := proofs.load(data, v.session_id)) is not None])
     for v in written:
         drop_lease(ws.repo, v.session_id)
+    # (a proof is dropped only once its command is stopped: a pass interrupted meanwhile
+    # leaves it for the next, which stops what is left first)
+    stopped = _stop_orphans([p for v in written if (p := proofs.load(data, v.session_id)) is not None])
+    for v in written:
         proofs.drop(data, v.session_id)
     alive = len(candidates) - len(written) - len(unwritable)
     return ReapReport(written, alive, len(candidates), False, unwritable=dict(unwritable), stopped=stopped)
@@ -300,9 +305,35 @@ def _stop_orphans(held: list[ProcessProof]) -> list[str]:
     an adopted process (`start --pid`)."""
     orphans = [p for p in held if p.group and p.supervisor is not None and p.matches() and not p.supervised()]
     sent = [p for p in orphans if p.send(signal.SIGTERM)]
-    if sent:
-        grace = max(p.grace_s if p.grace_s is not None else STOP_GRACE_S for p in sent)
-        procs.wait_until(lambda: not any(p.live_members() for p in sent), grace)
-        for p in sent:
-            p.send(signal.SIGKILL)  # (nothing, when nothing of it is left)
+    began = time.monotonic()
+    waiting = list(sent)
+    while waiting:  # each gets its own grace
+        waiting = [p for p in waiting if p.live_members()]
+        for p in [p for p in waiting if time.monotonic() - began >= _grace(p)]:
+            p.send(signal.SIGKILL)
+            waiting.remove(p)
+        if waiting:
+            time.sleep(0.05)
     return sorted(p.session_id for p in sent)
+
+
+def _stop_left_behind(index: Index, data: Path) -> None:
+    """Commands an earlier pass reaped and began to stop, but was interrupted (Ctrl-C, a CI
+    time limit) before it saw them end: their proofs are still here, their sessions over."""
+    held = []
+    for sid in proofs.session_ids(data):
+        try:
+            over = index.session(sid).exited
+        except NotFound:
+            continue
+        proof = proofs.load(data, sid) if over else None
+        if proof is not None:
+            held.append(proof)
+    _stop_orphans(held)
+    for proof in held:
+        if not proof.live_members():
+            proofs.drop(data, proof.session_id)
+
+
+def _grace(proof: ProcessProof) -> float:
+    return proof.grace_s if proof.grace_s is not None else STOP_GRACE_S

@@ -27,7 +27,7 @@ from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFo
 from .index import Index
 from .issues.projection import check_event
 from .reaper import ReaperRecord
-from .rules import valid_id
+from .rules import valid_id, valid_text
 from .sessions.block import has_block, parse_blocks
 from .sessions.lease import LEASE_PREFIX, decode_lease
 from .sessions.model import Session
@@ -135,6 +135,7 @@ class Syncer:
                 ["git", "--git-dir", str(self.ws.ctx.common_dir), *args],
                 capture_output=True,
                 text=True,
+                errors="replace",  # (a remote's path or message need not be UTF-8)
                 stdin=subprocess.DEVNULL,
                 check=False,
             )
@@ -614,8 +615,8 @@ def _last_line(text: str) -> str:
 def _start_push(ws: Workspace, remote: str, session_id: str) -> subprocess.Popen[str] | str:
     """`git push` of one session's lease, started in its own session (no terminal for ssh
     or git to prompt on, and one process group to stop); why not, when it cannot start."""
-    if remote.startswith("-"):
-        return "not a remote name or URL"
+    if remote.startswith("-") or not valid_text(remote, 4096):
+        return "not a remote name or URL (UTF-8 text, not starting with -)"
     ref = ws.repo.references.get(LEASE_PREFIX + session_id)
     if ref is None:
         return "no lease here"
@@ -627,6 +628,7 @@ def _start_push(ws: Workspace, remote: str, session_id: str) -> subprocess.Popen
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            errors="replace",
             start_new_session=True,
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
         )

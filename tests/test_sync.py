@@ -191,7 +191,8 @@ def test_a_heartbeat_push_to_a_remote_that_hangs_gives_up_and_leaves_nothing_run
         time.sleep(0.05)
     else:
         raise AssertionError("the hung ssh outlived the heartbeat's push")
-    assert sync_module.push_lease(Workspace(a), "--mirror", sid) == "not a remote name or URL"
+    for bad in ("--mirror", "origin\udcff"):  # (an option; bytes that are not UTF-8)
+        assert sync_module.push_lease(Workspace(a), bad, sid).startswith("not a remote name or URL")
 
 
 def test_a_slow_remote_never_holds_up_a_workers_heartbeats_nor_outlives_it(remote, tmp_path, monkeypatch):

@@ -195,7 +195,7 @@ def report_failure(exc: BaseException) -> NoReturn:
         # are not UTF-8 reach text the log or git must hold: the checks refuse most first)
         fail(
             "bad_arguments",
-            "text that is not UTF-8 cannot be recorded (an argument or a variable?)",
+            "text that is not UTF-8 cannot be used here (an argument or a variable?)",
             EXIT_BAD_ARGS,
         )
     pygit2 = sys.modules.get("pygit2")

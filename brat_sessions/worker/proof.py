@@ -140,11 +140,18 @@ def load(data_dir: Path, session_id: str) -> ProcessProof | None:
     if proof.supervisor is not None and not (valid_pid(proof.supervisor) and proof.supervisor > 1):
         return None
     grace = proof.grace_s
-    if grace is not None and (
-        isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 3600
-    ):
-        return None
+    if grace is not None and (type(grace) not in (int, float) or not 0 <= grace < float("inf")):
+        return None  # (any grace `run --grace` takes)
     return proof
+
+
+def session_ids(data_dir: Path) -> list[str]:
+    """The sessions that have a proof here."""
+    try:
+        names = os.listdir(data_dir / "procs")
+    except OSError:
+        return []
+    return [n[: -len(".json")] for n in names if n.endswith(".json") and valid_id(n[: -len(".json")])]
 
 
 def drop(data_dir: Path, session_id: str) -> None:

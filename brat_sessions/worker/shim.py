@@ -161,7 +161,8 @@ def main(argv: list[str]) -> int:
     try:
         child = _spawn(command, terminal)
     except OSError as exc:
-        message = f"brat: cannot run {command[0] if command else '(nothing)'}: {exc.strerror}\n".encode()
+        name = command[0] if command else "(nothing)"
+        message = f"brat: cannot run {name}: {exc.strerror}\n".encode("utf-8", "surrogateescape")
         _write_all(2, message)
         log.write(message)
         os.close(pid_fd)

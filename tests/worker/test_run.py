@@ -388,3 +388,65 @@ def test_the_reaper_never_signals_a_group_whose_recorded_leader_is_gone(repo, tr
         assert procs.alive(canary)
     finally:
         os.kill(canary, signal.SIGKILL)
+
+
+def test_a_reap_interrupted_while_it_waited_for_an_orphan_leaves_it_to_the_next(repo, tracker, task):
+    """The reap that recorded the exit is killed (a CI time limit) during the grace it gives
+    an orphaned command that ignores SIGTERM: the next pass stops what is left."""
+    from brat_sessions.worker import procs
+
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("clock_skew: 0\n")
+    command = ["sh", "-c", "trap '' TERM; while true; do sleep 0.05; done"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "brat_sessions.cli", "sessions", "run", "--task", task.task_id]
+        + ["--grace", "3", "--heartbeat-interval", "30", "--", *command],
+        cwd=repo,
+        start_new_session=True,
+    )
+    s = wait_for(lambda: _running(tracker, task))
+    os.killpg(proc.pid, signal.SIGKILL)  # run and its shim
+    proc.wait()
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "brat_sessions.cli",
+            "sessions",
+            "reap",
+            "--timeout",
+            "0",
+            "--spawn-timeout",
+            "0",
+        ],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: tracker.session(s.session_id).exited)
+    finally:
+        first.kill()  # (while it waits out the grace)
+        first.wait()
+    reap(tracker.ws, Config(timeout=0, spawn_timeout=0, clock_skew=0))
+    assert wait_for(lambda: not procs.alive(s.pid), timeout=30)
+
+
+def test_a_command_that_cannot_start_under_a_name_that_is_not_utf8_is_127(repo, tracker, task):
+    name = os.fsdecode(b"nope\xff")
+    out = brat("sessions", "run", "--task", task.task_id, "--", name, cwd=repo)
+    assert out.returncode == 127 and "Traceback" not in out.stderr, out.stderr
+    (s,) = session_of(tracker, task)
+    assert (s.exit_reason, s.exit_code) == ("completed", 127)
+
+
+def test_a_proof_keeps_any_grace_run_takes(tmp_path):
+    from brat_sessions.worker import proof as proofs
+
+    canary = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        made = proofs.record(tmp_path, "s-1", canary.pid, group=True, supervisor=os.getpid(), grace_s=7200.0)
+        assert made is not None and proofs.load(tmp_path, "s-1") == made
+    finally:
+        canary.kill()
+        canary.wait()
