@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .sessions.projection import BlockFold, BlockRecord
     from .storage.context import RepoContext
     from .storage.events import Event
-    from .storage.wal import Wal
+    from .storage.wal import Wal, WalCommit
 
 FORMAT_VERSION = 13
 PAGE_SIZE = 16384  # fewer half-empty pages than SQLite's 4 KiB
@@ -243,16 +243,30 @@ class Index:
                 self.db = self._new()
         return self  # (not reached)
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE): committed at the end,
+        rolled back on any error (unless SQLite already did, as on a full disk)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # (the error that brought us here is the one to report)
+            raise
+
     def _refresh(self, head: str | None) -> Index:
         target = head if head is not None else self.wal.head()
         if self.indexed_head() == target and not self._gap_filled():
             return self  # (a log marked for a rebuild has moved: never at the indexed head)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing():
             if head is None:  # as of now: a sync may have moved the log while we waited
                 target = self.wal.head()
             elif self._stale(target):
-                self.db.execute("COMMIT")
                 return self  # (the caller's compare-and-swap against it fails, and retries)
             left = self._left_behind(target)  # (None: the log was set back, or deleted)
             if left is None or self._rebuild_due(target):
@@ -267,21 +281,12 @@ class Index:
                 current = None  # the missing history arrived: replay all (idempotent)
             if current != target:
                 self._replay(current, target)
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:  # (SQLite has rolled back by itself on a full disk)
-                try:
-                    self.db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # (the error that brought us here is the one to report)
-            raise
         return self
 
     def recheck_corrupt(self) -> None:
         """Read again the commits skipped as corrupt (doctor): one readable now (a damaged
         or missing object repaired or fetched since) is folded, in any order, like all."""
         from .sessions import projection as session_proj
-        from .storage.events import COMMENT_ADDED
 
         skipped = self.db.execute("SELECT problem_id, commit_id FROM problems WHERE kind='corrupt_commit'")
         readable = []
@@ -296,21 +301,13 @@ class Index:
             return
         from .issues.projection import IssueFold
 
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing():
             issues, blocks = IssueFold(self.db), session_proj.BlockFold(self.db)
             for problem_id, commit in readable:
-                parsed = session_proj.prepare_commit(commit)
-                for ev in commit.events:
-                    if self._apply_event(issues, ev, commit.oid) and ev.kind == COMMENT_ADDED:
-                        blocks.add(parsed[ev.event_id])
+                self._fold_commit(issues, blocks, commit, session_proj.prepare_commit(commit))
                 self.db.execute("DELETE FROM problems WHERE problem_id=?", (problem_id,))
             issues.flush()
             blocks.finish()
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def _on_log(self, target: str, commit: str) -> bool:
         """Whether `commit` is in the history of the log at `target` (True when that cannot
@@ -394,7 +391,6 @@ class Index:
     def _replay(self, current: str | None, target: str | None) -> None:
         from .issues import projection as issue_proj
         from .sessions import projection as session_proj
-        from .storage.events import COMMENT_ADDED
 
         db = self.db
         db.execute("PRAGMA cache_size=-16384")  # 16 MiB while folding
@@ -417,9 +413,7 @@ class Index:
                     db, f"commit:{item.commit}", "corrupt_commit", item.message, commit_id=item.commit
                 )
                 continue
-            for ev in item.events:
-                if self._apply_event(issues, ev, item.oid) and ev.kind == COMMENT_ADDED:
-                    blocks.add(parsed[ev.event_id])
+            self._fold_commit(issues, blocks, item, parsed)
             pending += 1
             if pending >= FLUSH_EVERY:  # (issues stay in memory: they are written once, at the end)
                 blocks.flush()
@@ -499,6 +493,15 @@ class Index:
         except (EnvironmentProblem, KeyError, ValueError):  # still damaged, or gone
             return False
         return self.wal.root_gap is None
+
+    def _fold_commit(
+        self, issues: IssueFold, blocks: BlockFold, commit: WalCommit, parsed: dict[bytes, Any]
+    ) -> None:
+        """Fold a commit's events: each into its issue, and a comment's blocks (`parsed`,
+        from `prepare_commit`: keyed by the comments' event ids) unless its event is bad."""
+        for ev in commit.events:
+            if self._apply_event(issues, ev, commit.oid) and ev.event_id in parsed:
+                blocks.add(parsed[ev.event_id])
 
     def _apply_event(
         self, issues: IssueFold, ev: Event, commit_id: str | None, origin: str | None = None

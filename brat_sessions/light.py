@@ -42,7 +42,6 @@ class LightWorkspace(Workspace):
 
     def __init__(self, path: str | os.PathLike[str] | None = None, report: bool = True) -> None:
         """`report=False` leaves naming corrupt commits to the caller (`index.report_corrupt_commits`)."""
-        self._path = os.path.abspath(path if path is not None else os.curdir)
         dirs = plain_git.find(path)
         self.ctx = RepoContext(
             repo=None,  # type: ignore[arg-type]  # (never used on this path)

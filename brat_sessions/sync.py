@@ -114,8 +114,6 @@ def _tracking_prefix(remote: str) -> str:
 class Syncer:
     def __init__(self, ws: Workspace, remote: str | None = None) -> None:
         self.ws = ws
-        self.repo = ws.repo
-        self.wal: Wal = ws.wal
         self.remote = remote or default_remote(ws)
         self.shared = self.remote == _default_or_none(ws)  # the remote reapers meet on
         self.prefix = _tracking_prefix(self.remote)
@@ -127,6 +125,14 @@ class Syncer:
         self.pushed = NameLog(ws.ctx.data_dir / f"snapshots_pushed.{remote_key}")
         self.refused = NameLog(ws.ctx.data_dir / f"snapshots_refused.{remote_key}")
         self.reaper_record = ReaperRecord(ws.ctx.data_dir)
+
+    @property
+    def repo(self) -> pygit2.Repository:
+        return self.ws.repo  # (the workspace's: `fetch` may open the repository anew)
+
+    @property
+    def wal(self) -> Wal:
+        return self.ws.wal
 
     # git transport -----------------------------------------------------
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -163,7 +169,6 @@ class Syncer:
             raise EnvironmentProblem(f"git fetch {self.remote} failed: {_first_line(result.stderr)}")
         if deepen:  # (libgit2 read the shallow boundary at open: read the history anew)
             self.ws.reopen()
-            self.repo, self.wal = self.ws.repo, self.ws.wal
 
     def _ref(self, name: str) -> str | None:
         ref = self.repo.references.get(name)

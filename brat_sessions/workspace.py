@@ -30,29 +30,27 @@ def this_host() -> str:
 
 class Workspace:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = os.path.abspath(path if path is not None else os.curdir)  # (the cwd may change)
+        self._index: Index | None = None
+        self._open()
+        self._actor: str | None = None
+        self._config: Config | None = None
+
+    def _open(self) -> None:
         from .storage.repo import open_repo
         from .storage.wal import Wal
 
-        self._path = os.path.abspath(path if path is not None else os.curdir)  # (for reopen)
-        self.ctx: RepoContext = open_repo(path)
+        self.ctx: RepoContext = open_repo(self.path)
         self.repo = self.ctx.repo
         self.wal: Wal = Wal(self.ctx)
-        self._index: Index | None = None
-        self._actor: str | None = None
-        self._config: Config | None = None
 
     def reopen(self) -> None:
         """Open the repository anew: libgit2 keeps what it read at open (a shallow clone's
         boundary), which a fetch that made the clone whole has changed."""
-        from .storage.repo import open_repo
-        from .storage.wal import Wal
-
         if self._index is not None:
             self._index.close()
             self._index = None
-        self.ctx = open_repo(self._path)
-        self.repo = self.ctx.repo
-        self.wal = Wal(self.ctx)
+        self._open()
 
     @property
     def actor(self) -> str:

@@ -77,7 +77,7 @@ class Tracker:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, host: str | None = None) -> None:
         ws = Workspace(path)
-        self._root = ws._path  # (absolute: the cwd may change)
+        self._root = ws.path
         self._local = threading.local()
         self._local.ws = ws
         self.host = host or this_host()

@@ -36,11 +36,11 @@ class ProcessProof:
 
     def _unchanged(self) -> bool:
         """The pid still names the very process recorded (same boot, same start)."""
-        return (
-            self.boot_id == procs.boot_id()
-            and self.start_ticks is not None
-            and procs.start_ticks(self.pid) == self.start_ticks
-        )
+        return self._same(self.pid, self.start_ticks)
+
+    def _same(self, pid: int, ticks: int | None) -> bool:
+        """`pid` names the process that started at `ticks`, in the boot recorded."""
+        return self.boot_id == procs.boot_id() and ticks is not None and procs.start_ticks(pid) == ticks
 
     def matches(self) -> bool:
         """True while the recorded process itself is alive (not a zombie) and unchanged."""
@@ -50,9 +50,8 @@ class ProcessProof:
         """True while the recorded supervisor (`run`'s shim) still runs, unchanged."""
         return (
             self.supervisor is not None
-            and self.boot_id == procs.boot_id()
             and procs.alive(self.supervisor)  # (a zombie supervises nothing)
-            and procs.start_ticks(self.supervisor) == self.supervisor_ticks
+            and self._same(self.supervisor, self.supervisor_ticks)
         )
 
     def leader_exists(self) -> bool:
@@ -151,7 +150,8 @@ def session_ids(data_dir: Path) -> list[str]:
         names = os.listdir(data_dir / "procs")
     except OSError:
         return []
-    return [n[: -len(".json")] for n in names if n.endswith(".json") and valid_id(n[: -len(".json")])]
+    found = [n.removesuffix(".json") for n in names if n.endswith(".json")]
+    return [sid for sid in found if valid_id(sid)]
 
 
 def drop(data_dir: Path, session_id: str) -> None:

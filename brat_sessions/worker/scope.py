@@ -125,7 +125,6 @@ def session_scope(
     try:
         yield handle
     except BaseException as exc:
-        _ENCLOSING.reset(enclosing)
         handle._end(keeper)
         if isinstance(exc, Fenced) and (handle.fenced is not None or _has_ended(handle)):
             raise  # this session was ended elsewhere (or by the block itself)
@@ -139,10 +138,11 @@ def session_scope(
             _finish(handle, 1, "completed")
         raise
     else:
-        _ENCLOSING.reset(enclosing)
         handle._end(keeper)
         handle.raise_if_fenced()
         _finish(handle, 0, "completed")
+    finally:
+        _ENCLOSING.reset(enclosing)
 
 
 def exit_status(code: object) -> int:
