@@ -354,10 +354,11 @@ class Syncer:
 
     def merge_snapshots(self, head: str | None) -> None:
         """Take the remote's newest snapshots, when newer than the newest here on this log's
-        chain (refs are never rewritten): at most FETCH_SNAPSHOTS, none named after a future
-        time. One taken from this remote earlier that it no longer has (deleted there, as
-        the CI check deletes a bad one) is deleted here too. Snapshots are checked only when
-        used, like any snapshot."""
+        chain that passes the checks short of reading its chunks (refs are never rewritten):
+        at most FETCH_SNAPSHOTS, none named after a future time, none taken before (one
+        deleted here since, as gc deletes junk, is not taken again). One taken from this
+        remote earlier that it no longer has (deleted there, as the CI check deletes a bad
+        one) is deleted here too. Snapshots are checked in full only when used."""
         refs = self._refs()
         remote = self._snapshots(refs, self.prefix + "grite/snapshots/")
         made = made_snapshots(self.ws.ctx.data_dir).names()
@@ -370,7 +371,12 @@ class Syncer:
         ours = latest_on_chain(self.wal, head) if head is not None else None
         newest_here = ours.created_ts if ours is not None else -1
         newer = sorted(((int(name), name, oid) for name, oid in remote.items()), reverse=True)
-        taken = [(name, oid) for n, name, oid in newer if newest_here < n and not from_the_future(n)]
+        before = self.fetched.entries()  # (one taken before and deleted here since, by gc, stays deleted)
+        taken = [
+            (name, oid)
+            for n, name, oid in newer
+            if newest_here < n and not from_the_future(n) and before.get(name) != oid
+        ]
         for name, oid in taken[:FETCH_SNAPSHOTS]:
             if SNAPSHOT_PREFIX + name not in self.repo.references:
                 self.repo.references.create(SNAPSHOT_PREFIX + name, oid)

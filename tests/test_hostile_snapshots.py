@@ -18,6 +18,7 @@ import cbor2
 import pytest
 
 from brat_sessions.storage.chunk import encode_chunk
+from brat_sessions.storage.events import make_event
 from brat_sessions.storage.snapshot import SNAPSHOT_PREFIX
 
 from .grite_writer import CODEC, MAGIC, GriteWriter, now_ms
@@ -84,7 +85,10 @@ def test_an_event_holding_a_cbor_cycle_is_a_named_corrupt_commit(world):
 
 def test_a_snapshot_holding_a_cbor_cycle_is_skipped(world):
     head = git(world.attacker, "rev-parse", "refs/grite/wal")
-    push_snapshot(world.attacker, 1_700_000_000_000, [_cyclic_chunk(bytes(16), bytes(16), 1)], [1], head)
+    # (with as many events as the log's last commits hold, or it is skipped unread)
+    padding = encode_chunk([make_event(bytes(16), bytes(16), n + 1, 3, ["x"]) for n in range(8)])
+    chunks = [_cyclic_chunk(bytes(16), bytes(16), 1), padding]
+    push_snapshot(world.attacker, 1_700_000_000_000, chunks, [1, 8], head)
     assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 1
     _cold(world.victim)
     assert _listed(world.victim) == world.sessions
@@ -520,3 +524,50 @@ def test_a_refused_remote_output_is_not_read_again_at_every_sync(world):
     other = git_blob(world.attacker, b"\1" * 4096)  # the ref moved: judged anew
     git(world.attacker, "push", "-q", "-f", "origin", f"{other}:refs/brat/sessions/outputs/{'a' * 64}")
     assert any("ignored" in w for w in brat_json("sync", cwd=world.victim)["warnings"])
+
+
+def _padding(events: int = 40) -> bytes:
+    """A chunk of well-formed comments that no log commit holds."""
+    return encode_chunk([make_event(bytes(16), bytes(16), n + 1, 3, ["x"]) for n in range(events)])
+
+
+def test_a_snapshot_naming_one_chunk_file_twice_is_skipped_before_any_is_read(world):
+    # (git's deltas make a push of a few KB name gigabytes this way: sizes are summed first)
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    push_snapshot(world.attacker, 1_700_000_000_002, [_padding()] * 2, [40, 40], head)
+    brat_json("sync", cwd=world.victim)
+    _cold(world.victim)
+    assert _listed(world.victim) == world.sessions
+    (skipped,) = _problems(world.victim, "bad_snapshot")
+    assert "events/0000.bin and events/0001.bin are the same file" in skipped["message"]
+
+
+def test_refs_named_after_the_future_hide_no_snapshot_from_sync_or_create(world):
+    (world.victim / ".brat").mkdir(exist_ok=True)
+    (world.victim / ".brat" / "sessions.yaml").write_text("snapshot_events: 2\n")
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
+    junk = git_blob(world.victim, b"junk")  # (as a CI job's fetch of refs/grite/* brings them)
+    for n in range(40):
+        git(world.victim, "update-ref", f"{SNAPSHOT_PREFIX}{9_999_999_999_999_999_900 + n}", junk)
+    again = brat_json("snapshot", "create", cwd=world.victim)
+    assert not again["created"] and again["snapshot"]["ref"] == made["ref"]
+    for _ in range(2):  # the log has not moved since the one made here: no new one
+        assert brat_json("sync", cwd=world.victim)["snapshot_created"] is None
+
+
+def test_newer_junk_snapshots_are_listed_as_bad_skipped_by_sync_and_deleted_by_gc(world):
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
+    brat_json("sync", cwd=world.victim)
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    soon = now_ms() + 1_800_000  # (newer than any honest one, not far enough to be set aside)
+    push_snapshot(world.attacker, soon, [], [], head)  # fails without being read
+    push_snapshot(world.attacker, soon + 1, [_padding()], [40], head)  # fails when read
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 2
+    listed = {s["ref"]: s for s in brat_json("snapshot", "list", cwd=world.victim)["snapshots"]}
+    assert "does not hold the log it names" in listed[f"{SNAPSHOT_PREFIX}{soon}"]["problem"]
+    assert listed[made["ref"]]["problem"] is None
+    gc = brat_json("snapshot", "gc", "--keep", "1", cwd=world.victim)
+    assert sorted(gc["deleted"]) == [f"{SNAPSHOT_PREFIX}{soon}", f"{SNAPSHOT_PREFIX}{soon + 1}"]
+    assert gc["kept"] == 1
+    assert git(world.victim, "rev-parse", made["ref"]) == made["commit_oid"]
+    assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 0  # not taken again

@@ -53,9 +53,9 @@ def snapshot_create(force: bool) -> None:
 def snapshot_list() -> None:
     """List the snapshots, newest first (the one a cold build would try first on top)."""
     from ..render import table, when
-    from ..storage.snapshot import list_snapshots
+    from ..storage.snapshot import checked_list
 
-    found = list_snapshots(workspace().repo)
+    found = checked_list(workspace().wal)
     rows = [
         [s.ref.rsplit("/", 1)[1], when(s.created_ts), s.event_count, (s.wal_head or "")[:12], s.problem or ""]
         for s in found
@@ -82,13 +82,14 @@ def snapshot_list() -> None:
     help="How many of the newest snapshots to keep.",
 )
 def snapshot_gc(keep: int) -> None:
-    """Delete all but the N newest snapshot refs, and any named after a future time (here;
-    a sync does not delete remote ones, nor fetch back older ones than those kept)."""
+    """Delete all but the N newest snapshot refs that a cold build here could use (each is
+    read and checked in full, newest first), and any named after a future time (here; a
+    sync does not delete remote ones, nor fetch back older ones than those kept)."""
     from ..storage.snapshot import gc_snapshots, list_snapshots
 
-    repo = workspace().repo
-    deleted = gc_snapshots(repo, keep)
-    kept = len(list_snapshots(repo, keep))  # (at most `keep` are left)
+    ws = workspace()
+    deleted = gc_snapshots(ws.wal, keep)
+    kept = len(list_snapshots(ws.repo, keep))  # (at most `keep` are left)
     emit({"deleted": deleted, "kept": kept}, f"deleted {len(deleted)} snapshot(s), kept {kept}")
 
 

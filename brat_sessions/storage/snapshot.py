@@ -34,6 +34,9 @@ CHUNK_EVENTS = 1000  # events per chunk, at most
 MAX_JSON_BYTES = 2 * 1024 * 1024  # snapshot.json (10,000 pretty chunk entries are ~1.6 MB)
 MAX_CHUNKS = 10_000  # chunks per snapshot: 10 million events
 MAX_CHUNK_BYTES = 16 * 1024 * 1024  # one chunk file (decoding may take some 70 times that)
+# all of a snapshot's chunks (the benchmark's 410,000 events are 80 MB): git's deltas let a
+# push of a few KB name gigabytes of near-identical chunks, so the sum is capped too
+MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024
 MAX_CANDIDATES = 32  # newest refs usable_snapshot looks at
 MAX_LOADS = 4  # on-chain snapshots usable_snapshot fully checks
 DAY_MS = 86_400_000
@@ -95,6 +98,11 @@ def _split_future(refs: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], l
     for r in refs:
         (future if from_the_future(r[0], now) else current).append(r)
     return current, future
+
+
+def _current_refs(repo: pygit2.Repository) -> list[tuple[int, str]]:
+    """(number, ref) of the snapshot refs not named after a future time, newest first."""
+    return _split_future(_snapshot_refs(repo))[0]
 
 
 def _snapshot_refs(repo: pygit2.Repository) -> list[tuple[int, str]]:
@@ -226,12 +234,9 @@ def _chunks(repo: pygit2.Repository, snap: Snapshot) -> Iterator[list[Event]]:
     if snap.wal_head is not None and meta["wal_head"].lower() != snap.wal_head:
         raise bad("wal_head differs from the one in snapshot.json")
     files = _chunk_blobs(tree, len(chunks), bad)
+    _check_sizes(repo, files, bad)
     for i, info in enumerate(chunks):
-        oid = files[f"{i:04d}.bin"]
-        _, size = repo.odb.read_header(oid)
-        if size > MAX_CHUNK_BYTES:
-            raise bad(f"{info['path']} is larger than {MAX_CHUNK_BYTES} bytes")
-        blob = repo[oid]
+        blob = repo[files[f"{i:04d}.bin"]]
         data = blob.data if isinstance(blob, pygit2.Blob) else b""
         if chunk_hash(data) != info["chunk_hash"].lower():
             raise bad(f"{info['path']} does not match its chunk_hash")
@@ -245,6 +250,27 @@ def _chunks(repo: pygit2.Repository, snap: Snapshot) -> Iterator[list[Event]]:
         if len(decoded) != info["event_count"]:
             raise bad(f"{info['path']} holds {len(decoded)} events, not {info['event_count']}")
         yield decoded
+
+
+def _check_sizes(
+    repo: pygit2.Repository, files: dict[str, pygit2.Oid], bad: Callable[[str], Exception]
+) -> None:
+    """Before any chunk is read: each is another file (two chunks with the same bytes
+    would hold the same events twice) and the sizes their object headers give stay within
+    MAX_CHUNK_BYTES each and MAX_SNAPSHOT_BYTES in all."""
+    first: dict[pygit2.Oid, str] = {}
+    total = 0
+    for name in sorted(files):
+        oid = files[name]
+        if oid in first:
+            raise bad(f"events/{first[oid]} and events/{name} are the same file")
+        first[oid] = name
+        _, size = repo.odb.read_header(oid)
+        if size > MAX_CHUNK_BYTES:
+            raise bad(f"events/{name} is larger than {MAX_CHUNK_BYTES} bytes")
+        total += size
+        if total > MAX_SNAPSHOT_BYTES:
+            raise bad(f"its chunks add up to more than {MAX_SNAPSHOT_BYTES:,} bytes")
 
 
 def _chunk_blobs(tree: pygit2.Tree, count: int, bad: Callable[[str], Exception]) -> dict[str, pygit2.Oid]:
@@ -453,10 +479,73 @@ def on_chain(wal: Wal, head: str, names: set[str]) -> list[str]:
 
 
 def latest_on_chain(wal: Wal, head: str, limit: int = MAX_CANDIDATES) -> Snapshot | None:
-    """The newest of the `limit` newest snapshots whose wal_head is on the first-parent
-    chain of `head` (not checked further); None when there is none."""
-    chain = _FirstParentChain(wal.repo, head)
-    return next((s for s in list_snapshots(wal.repo, limit) if _holds_chain(wal.repo, s, chain)), None)
+    """The newest of the `limit` newest snapshots not named after a future time that pass
+    the checks short of reading their chunks (`quick_problem`: on the first-parent chain
+    of `head`, not holding fewer events than its last commits); None when there is none."""
+    chain, tails = _FirstParentChain(wal.repo, head), TailCounts(wal)
+    for number, ref in _current_refs(wal.repo)[:limit]:
+        snap = _read_snapshot(wal.repo, number, ref)
+        if quick_problem(wal, snap, head, chain, tails) is None:
+            return snap
+    return None
+
+
+class TailCounts(dict[str, int]):
+    """How many comments and created issues the TAIL_COMMITS log commits up to each
+    wal_head hold (read once per wal_head)."""
+
+    def __init__(self, wal: Wal) -> None:
+        super().__init__()
+        self.wal = wal
+
+    def __missing__(self, wal_head: str) -> int:
+        self[wal_head] = len(_tail_events(self.wal, wal_head))
+        return self[wal_head]
+
+
+def quick_problem(
+    wal: Wal, snap: Snapshot, head: str, chain: _FirstParentChain, tails: TailCounts
+) -> str | None:
+    """What is wrong with a snapshot for the log at `head`, as far as can be seen without
+    reading its chunks: unreadable, a wal_head that is not on the log's first-parent
+    chain, or fewer events than the comments and created issues of the log's last
+    TAIL_COMMITS commits up to its wal_head (which it must hold: an empty or cut one)."""
+    if snap.problem is not None or snap.wal_head is None:
+        return snap.problem or "unreadable"
+    if not _known(wal.repo, snap.wal_head):
+        return f"wal_head {snap.wal_head[:12]} is not in this repository"
+    if snap.wal_head not in chain:
+        return f"wal_head {snap.wal_head[:12]} is not on the first-parent chain of {head[:12]}"
+    needed = tails[snap.wal_head]
+    if (snap.event_count or 0) < needed:
+        return (
+            f"it holds {snap.event_count or 0} event(s), fewer than the {needed} comment(s) and issue(s) "
+            f"of the last {TAIL_COMMITS} log commits up to its wal_head: it does not hold the log it names"
+        )
+    return None
+
+
+def full_problem(wal: Wal, snap: Snapshot) -> tuple[str | None, bool]:
+    """(what the checks of a cold build find wrong with a snapshot, reading all of it, or
+    None; whether the fault is this clone's: an object missing or damaged here)."""
+    try:
+        for _ in stream_snapshot(wal, snap):
+            pass
+    except SnapshotError as exc:
+        return exc.reason, exc.local
+    return None, False
+
+
+def checked_list(wal: Wal) -> list[Snapshot]:
+    """Every snapshot ref, newest first, with `problem` set also for what `quick_problem`
+    finds (what `brat snapshot list` shows)."""
+    found = list_snapshots(wal.repo)
+    head = wal.head()
+    if head is not None:
+        chain, tails = _FirstParentChain(wal.repo, head), TailCounts(wal)
+        for snap in found:
+            snap.problem = quick_problem(wal, snap, head, chain, tails)
+    return found
 
 
 class _FirstParentChain:
@@ -528,21 +617,16 @@ def snapshot_candidates(wal: Wal, head: str | None = None) -> Iterator[Snapshot 
     head = head if head is not None else wal.head()
     if head is None:
         return
-    chain = _FirstParentChain(repo, head)
+    chain, tails = _FirstParentChain(repo, head), TailCounts(wal)
     refs, future = _split_future(_snapshot_refs(repo))
     if future:  # (one report: there may be thousands, all pushed by one hand)
         yield (future[0][1], f"skipped with {len(future) - 1} more: named after a time over an hour from now")
     loads = 0
     for number, ref in refs[:MAX_CANDIDATES]:
         snap = _read_snapshot(repo, number, ref)
-        if snap.problem is not None or snap.wal_head is None:
-            yield (ref, snap.problem or "unreadable")
-            continue
-        if not _known(repo, snap.wal_head):
-            yield (ref, f"wal_head {snap.wal_head[:12]} is not in this repository")
-            continue
-        if snap.wal_head not in chain:
-            yield (ref, f"wal_head {snap.wal_head[:12]} is not on the first-parent chain of {head[:12]}")
+        problem = quick_problem(wal, snap, head, chain, tails)
+        if problem is not None:
+            yield (ref, problem)
             continue
         if loads == MAX_LOADS:
             yield (ref, f"not checked: {MAX_LOADS} newer snapshots were invalid")
@@ -625,13 +709,17 @@ def made_snapshots(data_dir: Path) -> NameLog:
 
 
 def made_here_at_head(wal: Wal) -> Snapshot | None:
-    """The newest snapshot, when this clone made it at the log's current head."""
-    newest = list_snapshots(wal.repo, 1)
+    """The newest snapshot (not named after a future time), when this clone made it at the
+    log's current head."""
+    current = _current_refs(wal.repo)[:1]
     head = wal.head()
-    if not newest or head is None or newest[0].wal_head != head:
+    if not current or head is None:
         return None
-    made = made_snapshots(wal.ctx.data_dir).entries().get(str(newest[0].created_ts))
-    return newest[0] if made == newest[0].commit_oid else None
+    newest = _read_snapshot(wal.repo, *current[0])
+    if newest.wal_head != head:
+        return None
+    made = made_snapshots(wal.ctx.data_dir).entries().get(str(newest.created_ts))
+    return newest if made == newest.commit_oid else None
 
 
 def _chunk_files(events: list[Event]) -> Iterator[tuple[bytes, int]]:
@@ -684,7 +772,14 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
         )
     folder = repo.TreeBuilder()
     chunks: list[dict[str, Any]] = []
+    total = 0
     for data, count in _chunk_files(events):
+        total += len(data)
+        if total > MAX_SNAPSHOT_BYTES:
+            raise EnvironmentProblem(
+                f"the log's events take more than {MAX_SNAPSHOT_BYTES:,} bytes, "
+                "more than one snapshot may hold"
+            )
         name = f"{len(chunks):04d}.bin"
         folder.insert(name, repo.create_blob(data), pygit2.enums.FileMode.BLOB)
         chunks.append({"path": f"events/{name}", "chunk_hash": chunk_hash(data), "event_count": count})
@@ -724,24 +819,44 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
     raise Conflict("no free snapshot ref in 1000 milliseconds")
 
 
-def gc_snapshots(repo: pygit2.Repository, keep: int) -> list[str]:
-    """Delete every snapshot ref but the `keep` newest (by number) whose commit and
-    `snapshot.json` can be read; returns the deleted names.
+def gc_snapshots(wal: Wal, keep: int) -> list[str]:
+    """Delete every snapshot ref but the `keep` newest (by number) that a cold build here
+    could use; returns the deleted names.
 
-    Refs named after a time more than an hour from now are deleted whatever `keep` says
-    (they would otherwise outrank every real snapshot for good), and so are refs whose
-    `snapshot.json` is not one (junk pushed with new names must not push out the good
-    ones); one that only cannot be read here (an object missing in this clone) is kept
-    and counted. Refs whose name is not `<digits>` are not snapshots and are left alone.
+    Each one is checked as a cold build checks it (every chunk read), newest first, until
+    `keep` pass: one that fails is deleted (junk pushed under a newer name must not push
+    out the good ones), and so is every ref named after a time more than an hour from now
+    (it would otherwise outrank every real snapshot for good). One that only cannot be
+    read here (an object missing in this clone) is kept and counted. At most
+    MAX_CANDIDATES are read in full per call: the refs below those are left for the next
+    gc. Refs whose name is not `<digits>` are not snapshots and are left alone.
     """
     if keep < 0:
         raise ValueError("keep must be >= 0")
+    repo = wal.repo
     current, future = _split_future(_snapshot_refs(repo))
+    head = wal.head()
+    chain, tails = (_FirstParentChain(repo, head), TailCounts(wal)) if head is not None else (None, None)
     kept: list[str] = []
     doomed = [ref for _, ref in future]
+    read = 0
     for number, ref in current:
+        if len(kept) >= keep:
+            doomed.append(ref)
+            continue
         snap = _read_snapshot(repo, number, ref)
-        if len(kept) < keep and (snap.problem is None or snap.unreadable_here):
+        if snap.unreadable_here:
+            kept.append(ref)
+            continue
+        problem, here = snap.problem, False
+        if problem is None and chain is not None and tails is not None and head is not None:
+            problem = quick_problem(wal, snap, head, chain, tails)
+            if problem is None:
+                if read == MAX_CANDIDATES:
+                    break  # (the rest is left as it is)
+                read += 1
+                problem, here = full_problem(wal, snap)
+        if problem is None or here:
             kept.append(ref)
         else:
             doomed.append(ref)

@@ -32,6 +32,7 @@ from brat_sessions.storage.snapshot import (
     Snapshot,
     SnapshotError,
     create_snapshot,
+    find_snapshot,
     gc_snapshots,
     list_snapshots,
     load_snapshot,
@@ -480,7 +481,7 @@ def test_a_flood_of_bad_snapshots_costs_bounded_work(log):
     good = hand_snapshot(repo, 1, heads[3], records_up_to(wal, heads[3]))
     bad_records = records_up_to(wal, heads[5])
     for n in range(snapmod.MAX_LOADS + 1):
-        hand_snapshot(repo, 10 + n, heads[5], bad_records, _set(["event_count"], 0))
+        hand_snapshot(repo, 10 + n, heads[5], bad_records, _set(["chunks", 0, "chunk_hash"], "0" * 64))
     found, problems = usable_snapshot(wal)
     assert found is None
     assert len(problems) == snapmod.MAX_LOADS + 1 and "not checked" in problems[-1][1]
@@ -504,14 +505,14 @@ def test_gc_keeps_the_n_newest(log):
         for i, ms in [(0, 9), (1, 10), (2, 200), (3, 30), (4, 1000)]
     ]
     git(repo, "update-ref", f"{SNAPSHOT_PREFIX}latest", heads[0])
-    assert gc_snapshots(wal.repo, 2) == [refs[3], refs[1], refs[0]]  # 30, 10, 9
+    assert gc_snapshots(wal, 2) == [refs[3], refs[1], refs[0]]  # 30, 10, 9
     assert [s.ref for s in list_snapshots(wal.repo)] == [refs[4], refs[2]]  # 1000, 200
-    assert gc_snapshots(wal.repo, 5) == []
-    assert gc_snapshots(wal.repo, 0) == [refs[4], refs[2]]
+    assert gc_snapshots(wal, 5) == []
+    assert gc_snapshots(wal, 0) == [refs[4], refs[2]]
     assert list_snapshots(wal.repo) == []
     assert git(repo, "rev-parse", f"{SNAPSHOT_PREFIX}latest") == heads[0]  # not a snapshot: kept
     with pytest.raises(ValueError):
-        gc_snapshots(wal.repo, -1)
+        gc_snapshots(wal, -1)
 
 
 DAY = 86_400_000
@@ -647,3 +648,15 @@ def test_a_snapshot_found_bad_halfway_through_the_fold_leaves_nothing_behind(log
     assert folded.pop("problems") == [("bad_snapshot", f"snapshot:{newer}")]
     replayed.pop("problems")
     assert folded == replayed
+
+
+def test_a_snapshot_over_the_byte_cap_is_neither_read_nor_made(log, monkeypatch):
+    repo, wal, _events, heads = log
+    ref = hand_snapshot(repo, T0, heads[-1], records_up_to(wal, heads[-1]))
+    snap = find_snapshot(wal.repo, ref)
+    assert len(load_snapshot(wal, snap)) == snap.event_count  # (under the real cap)
+    monkeypatch.setattr(snapmod, "MAX_SNAPSHOT_BYTES", 1000)  # (sizes come from object headers)
+    with pytest.raises(SnapshotError, match="chunks add up to more than 1,000 bytes"):
+        load_snapshot(wal, snap)
+    with pytest.raises(EnvironmentProblem, match="more than one snapshot may hold"):
+        create_snapshot(wal, now_ms=T0 + 1)
