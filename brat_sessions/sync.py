@@ -29,9 +29,9 @@ from .issues.projection import check_event
 from .reaper import ReaperRecord
 from .rules import valid_id, valid_text
 from .sessions.block import has_block, parse_blocks
-from .sessions.lease import LEASE_PREFIX, decode_lease
+from .sessions.lease import LEASE_PREFIX, decode_lease, drop_lease
 from .sessions.model import Session
-from .sessions.outputs import OUTPUT_PREFIX, verified_output
+from .sessions.outputs import OUTPUT_PREFIX, put_output_ref, verified_output
 from .storage.chunk import encode_chunk
 from .storage.events import COMMENT_ADDED, Event
 from .storage.snapshot import (
@@ -308,18 +308,33 @@ class Syncer:
                 self.report.warnings.append(f"remote lease of {sid} ignored: its time is in the future")
                 continue
             newer = mine is None or theirs > self._lease_ts(sid, mine)
-            if newer and not session.exited:
-                self.repo.references.create(LEASE_PREFIX + sid, oid, force=True)
+            if newer and not session.exited and self._take_lease(sid, oid, mine):
                 local_leases[sid] = oid
                 self.report.leases_fetched += 1
         if unknown:
             self.report.warnings.append(f"{unknown} remote lease(s) of sessions not in the log ignored")
         for sid in local_leases:
-            if _exited(index, sid):
-                ref = self.repo.references.get(LEASE_PREFIX + sid)
-                if ref is not None:
-                    ref.delete()
-                    self.report.leases_dropped += 1
+            if _exited(index, sid) and self.repo.references.get(LEASE_PREFIX + sid) is not None:
+                drop_lease(self.repo, sid)  # (tried again while a heartbeat holds its lock)
+                self.report.leases_dropped += 1
+
+    def _take_lease(self, sid: str, oid: str, mine: str | None) -> bool:
+        """Move the lease here to the remote's `oid` by compare-and-swap against `mine`, the
+        one it was compared with: a heartbeat here meanwhile (or one holding the ref's lock)
+        wins, and the next sync compares again."""
+        ref = self.repo.references.get(LEASE_PREFIX + sid)
+        try:
+            if ref is None:
+                if mine is not None:
+                    return False
+                self.repo.references.create(LEASE_PREFIX + sid, oid)  # (fails if one appeared)
+            elif str(ref.target) != mine:
+                return False
+            else:
+                ref.set_target(pygit2.Oid(hex=oid), "brat sync")
+            return True
+        except (ValueError, pygit2.GitError, OSError):  # (AlreadyExistsError is a ValueError)
+            return False
 
     def _lease_ts(self, session_id: str, oid: str) -> int:
         return decode_lease(self.repo, session_id, pygit2.Oid(hex=oid)).ts or 0
@@ -345,7 +360,7 @@ class Syncer:
                     if verdict is False and refused.valid_name(name):
                         refused.add(name, oid)
                     continue
-                self.repo.references.create(OUTPUT_PREFIX + name, oid, force=True)
+                put_output_ref(self.repo, name, oid)
                 self.report.outputs_fetched += 1
 
     # snapshots ---------------------------------------------------------

@@ -539,3 +539,33 @@ def test_an_output_name_squatted_on_the_remote_is_replaced_by_the_real_output(re
     brat_json("sync", cwd=c)
     sid = sessions_of(c)[0]["session_id"]
     assert brat("sessions", "log", sid, cwd=c).stdout == "made-on-a\n"
+
+
+def test_syncs_taking_the_same_leases_at_once_all_succeed(remote, tmp_path):
+    # (each holds a lease ref's lock for a moment: libgit2 raised OSError to the others)
+    from brat_sessions import Tracker
+
+    src = clone(remote, tmp_path / "src")
+    t = Tracker(src)
+    task = t.create_task("Busy").task_id
+    for _ in range(60):
+        t.start(task=task)
+    brat_json("sync", cwd=src)
+    dst = clone(remote, tmp_path / "dst")
+    for _ in range(3):
+        leases = git(dst, "for-each-ref", "--format=delete %(refname)", "refs/brat/sessions/leases")
+        if leases:
+            subprocess.run(["git", "update-ref", "--stdin"], cwd=dst, input=leases.encode() + b"\n", check=True)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "brat_sessions", "sync", "--json"],
+                cwd=dst,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(3)
+        ]
+        for p in procs:
+            err = p.communicate(timeout=120)[1].decode()
+            assert p.returncode in (0, 4) and "internal error" not in err, err
+    assert len(git(dst, "for-each-ref", "refs/brat/sessions/leases").splitlines()) == 60

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import pygit2
 
-from ..errors import BratError, NotFound
+from ..errors import BratError, Conflict, NotFound
 
 OUTPUT_PREFIX = "refs/brat/sessions/outputs/"
 MAX_FETCHED_OUTPUT = 256 * 2**20  # an output from another clone larger than this is not taken
@@ -29,8 +29,30 @@ def output_ref(data: bytes) -> str:
 def store_output(repo: pygit2.Repository, data: bytes) -> str:
     """Store the bytes and return their `sha256:<hex>` reference."""
     ref = output_ref(data)
-    repo.references.create(OUTPUT_PREFIX + ref[7:], repo.create_blob(data), force=True)
+    put_output_ref(repo, ref[7:], repo.create_blob(data))
     return ref
+
+
+MAX_TRIES = 40
+
+
+def put_output_ref(repo: pygit2.Repository, name: str, oid: pygit2.Oid | str) -> None:
+    """Point `refs/brat/sessions/outputs/<name>` at `oid`, the blob whose SHA-256 is `name`.
+    Another process writing the same output at once (the same bytes: the same blob) holds
+    the ref's lock for a moment: done once the ref holds `oid`, else tried again."""
+    from ..clock import pause_after_lost_race
+
+    full = OUTPUT_PREFIX + name
+    for attempt in range(MAX_TRIES):
+        try:
+            repo.references.create(full, oid, force=True)
+            return
+        except (pygit2.GitError, OSError):
+            ref = repo.references.get(full)
+            if ref is not None and str(ref.target) == str(oid):
+                return
+            pause_after_lost_race(attempt)
+    raise Conflict(f"output ref {full} stayed locked; try again")
 
 
 def store_file(repo: pygit2.Repository, path: Path) -> str | None:
@@ -48,7 +70,7 @@ def store_stream(repo: pygit2.Repository, fh: BinaryIO) -> str:
     reader = _Hashing(fh, os.fstat(fh.fileno()).st_size)
     oid = repo.create_blob_fromiobase(reader)
     digest = reader.sha.hexdigest()
-    repo.references.create(OUTPUT_PREFIX + digest, oid, force=True)
+    put_output_ref(repo, digest, oid)
     return "sha256:" + digest
 
 

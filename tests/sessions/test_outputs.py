@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from brat_sessions.sessions import outputs
 from brat_sessions.sessions.outputs import verified_output
@@ -45,3 +49,22 @@ def test_a_log_is_stored_as_a_stream_and_named_by_exactly_the_bytes_stored(tmp_p
             reader.read() == b"line\n" * 2
             and reader.sha.hexdigest() == hashlib.sha256(b"line\n" * 2).hexdigest()
         )
+
+
+def test_processes_storing_the_same_output_at_once_all_succeed(tmp_path):
+    # (each holds the ref's lock for a moment: libgit2 raised OSError to the others)
+    repo = make_repo(tmp_path / "r")
+    code = (
+        "import sys, pygit2\n"
+        "from brat_sessions.sessions.outputs import store_output\n"
+        "r = pygit2.Repository(sys.argv[1])\n"
+        "for n in range(150):\n"
+        "    store_output(r, b'the same bytes %d\\n' % (n % 3))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(outputs.__file__).parents[2])}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(repo)], stderr=subprocess.PIPE, env=env)
+        for _ in range(4)
+    ]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
