@@ -259,10 +259,17 @@ class Tracker:
         now = now_ms()
         try:
             ts = renew_lease(self.ws.repo, session_id, now).ts or now
-            self._share_lease(session_id)
-            return ts
         except Fenced:
             pass
+        else:
+            # a lease outlives its session's exit when whatever wrote the exit stopped before
+            # it dropped the lease (killed, a full disk): the exit block ends a session
+            ended = self._exited_session(session_id)
+            if ended is not None:
+                drop_lease(self.ws.repo, session_id)
+                raise Fenced(_fenced_message(ended))
+            self._share_lease(session_id)
+            return ts
         session = self.ws.fresh_index().session(session_id)  # NotFound if unknown
         if session.exited:
             raise Fenced(_fenced_message(session))
@@ -275,6 +282,14 @@ class Tracker:
             raise Fenced(_fenced_message(session))
         self._share_lease(session_id)
         return now
+
+    def _exited_session(self, session_id: str) -> Session | None:
+        """The session when the log says it has exited (None too for one it does not hold)."""
+        try:
+            session = self.ws.fresh_index().session(session_id)
+        except NotFound:
+            return None
+        return session if session.exited else None
 
     def push_in_background(self, on: bool) -> None:
         """With BRAT_HEARTBEAT_REMOTE, push leases without waiting for the remote (a

@@ -82,6 +82,18 @@ def test_exited_session_fences_heartbeat_and_transition(repo, tracker, task):
         tracker.heartbeat(s.session_id)
 
 
+def test_a_lease_left_behind_by_an_exit_does_not_keep_the_session_alive(repo, tracker, task):
+    # (whatever wrote the exit stopped before it dropped the lease: killed, a full disk)
+    s = tracker.start(task.task_id)
+    tracker.heartbeat(s.session_id)
+    lease = git(repo, "rev-parse", f"refs/brat/sessions/leases/{s.session_id}")
+    Tracker(repo).exit(s.session_id, -1, "timeout")
+    git(repo, "update-ref", f"refs/brat/sessions/leases/{s.session_id}", lease)
+    out = brat("sessions", "heartbeat", s.session_id, cwd=repo)
+    assert out.returncode == 4 and "already exited" in out.stderr
+    assert read_lease(tracker.ws.repo, s.session_id) is None  # (dropped on the way)
+
+
 def test_output_is_stored_in_git_and_readable_by_ref(repo, tracker, task, tmp_path):
     s = tracker.start(task.task_id)
     out_file = tmp_path / "out.log"
