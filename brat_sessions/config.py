@@ -94,6 +94,8 @@ def read_settings(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path}: not UTF-8 text") from None
     except RecursionError:
         raise BadInput(f"{path}: nested too deeply to be settings") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: a directory, not a settings file") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of keys to values")
     return data

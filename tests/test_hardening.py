@@ -118,3 +118,33 @@ def test_a_hex_prefix_is_not_matched_against_the_date(repo, task):
     assert out.returncode in (2, 3) or (out.returncode == 0 and date[:2][:1] in hexes)
     for sid in ids:
         assert brat_json("sessions", "show", sid.rsplit("-", 1)[1], cwd=repo)["session"]["session_id"] == sid
+
+
+def test_what_the_system_refuses_is_one_line_and_a_documented_exit_code(repo, task, tmp_path):
+    import errno
+
+    from brat_sessions.cli.root import _system_problem
+
+    s = brat_json("sessions", "start", "--task", task.task_id, cwd=repo)["session"]["session_id"]
+    (repo / ".grite" / "logs" / f"{s}.log").mkdir(parents=True)  # a folder where its log goes
+    out = brat("sessions", "log", s, cwd=repo)
+    assert out.returncode == 1 and out.stderr.strip().endswith("is not a file; brat reads only files there")
+    (repo / ".brat").mkdir(exist_ok=True)
+    (repo / ".brat" / "sessions.yaml").mkdir()
+    out = brat("sessions", "list", cwd=repo)
+    assert out.returncode == 2 and "a directory, not a settings file" in out.stderr
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    out = subprocess.run(
+        f"cd {gone} && rmdir {gone} && {sys.executable} -m brat_sessions sessions list",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert (out.returncode, out.stderr) == (5, "brat: the current directory no longer exists\n")
+    full = OSError(errno.ENOSPC, "No space left on device", str(repo / "x"))
+    assert _system_problem(full)[1:] == (f"the system refused: No space left on device: '{repo / 'x'}'", 5)
+    locked = OSError("failed to lock file '/r/.git/refs/x.lock' for writing")  # (as libgit2 says it)
+    assert _system_problem(locked)[0] == "conflict" and _system_problem(locked)[2] == 4
+    assert "internal" not in out.stderr

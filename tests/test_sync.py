@@ -555,7 +555,9 @@ def test_syncs_taking_the_same_leases_at_once_all_succeed(remote, tmp_path):
     for _ in range(3):
         leases = git(dst, "for-each-ref", "--format=delete %(refname)", "refs/brat/sessions/leases")
         if leases:
-            subprocess.run(["git", "update-ref", "--stdin"], cwd=dst, input=leases.encode() + b"\n", check=True)
+            subprocess.run(
+                ["git", "update-ref", "--stdin"], cwd=dst, input=leases.encode() + b"\n", check=True
+            )
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "brat_sessions", "sync", "--json"],

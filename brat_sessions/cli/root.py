@@ -9,7 +9,7 @@ from typing import Any, ClassVar, NoReturn
 
 import click
 
-from ..errors import EXIT_BAD_ARGS, EXIT_ENVIRONMENT, EXIT_FAILURE, BadInput, BratError
+from ..errors import EXIT_BAD_ARGS, EXIT_CONFLICT, EXIT_ENVIRONMENT, EXIT_FAILURE, BadInput, BratError
 from .output import common, emit, examples, fail, json_wanted, warn, workspace
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -173,6 +173,24 @@ def main(argv: list[str] | None = None) -> Any:
         report_failure(exc)
 
 
+def _system_problem(exc: OSError) -> tuple[str, str, int]:
+    """(code, message, exit code) for an error the system gave that no check foresaw: a
+    full disk, a read-only file system, a working directory deleted under the command; a
+    lock another git process held (libgit2 names the lock file) is a conflict."""
+    text = str(exc)
+    if exc.errno is None and "lock" in text:
+        return "conflict", f"another process held a lock: {text}; try again", EXIT_CONFLICT
+    try:
+        os.getcwd()
+    except OSError:
+        return "environment", "the current directory no longer exists", EXIT_ENVIRONMENT
+    if exc.strerror and isinstance(exc.filename, str | bytes):
+        text = f"{exc.strerror}: {os.fsdecode(exc.filename)!r}"
+    elif exc.strerror:
+        text = exc.strerror
+    return "environment", f"the system refused: {text}", EXIT_ENVIRONMENT
+
+
 def report_failure(exc: BaseException) -> NoReturn:
     """The one line (or JSON error) and the exit code for a failure; never a traceback."""
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # `brat sessions` alone: its help
@@ -201,6 +219,8 @@ def report_failure(exc: BaseException) -> NoReturn:
     pygit2 = sys.modules.get("pygit2")
     if pygit2 is not None and isinstance(exc, pygit2.GitError):  # e.g. a damaged packed-refs file
         fail("environment", f"git cannot read this repository: {exc}", EXIT_ENVIRONMENT)
+    if isinstance(exc, OSError) and not os.environ.get("BRAT_DEBUG"):
+        fail(*_system_problem(exc))
     if os.environ.get("BRAT_DEBUG"):
         raise exc
     fail("internal", f"internal error: {type(exc).__name__}: {exc} (BRAT_DEBUG=1 shows more)", EXIT_FAILURE)

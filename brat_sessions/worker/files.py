@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -129,6 +130,9 @@ def open_own(path: Path) -> BinaryIO | None:
         if exc.errno == errno.ELOOP:
             raise BratError(f"{path} is a symbolic link; brat does not follow it") from None
         raise BratError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # (a folder opens, then fails to read)
+        os.close(fd)
+        raise BratError(f"{path} is not a file; brat reads only files there")
     return os.fdopen(fd, "rb")
 
 
