@@ -327,7 +327,7 @@ def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
             [
                 (
                     "exit",
-                    f"{s.exit_reason} (code {s.exit_code})"
+                    f"{s.exit_reason or 'no reason'} (code {'-' if s.exit_code is None else s.exit_code})"
                     + (f", cause {s.stop_cause}" if s.stop_cause else ""),
                 ),
                 ("exited", f"{when(s.updated_ts)} ({ago(now - s.updated_ts)})"),
@@ -351,8 +351,8 @@ def session_detail(s: Session, history: list[BlockRecord], now: int) -> str:
             [
                 (
                     "usage",
-                    f"{tokens_text(s.usage) or 'none'} in {(s.usage or {}).get('calls', 0)} "
-                    f"calls" + (f" (budget {s.budget_tokens} tok)" if s.budget_tokens else ""),
+                    f"{tokens_text(s.usage) or 'none'} in {counted((s.usage or {}).get('calls', 0), 'call')}"
+                    + (f" (budget {s.budget_tokens} tok)" if s.budget_tokens else ""),
                 )
             ]
         )

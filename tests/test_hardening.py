@@ -148,3 +148,9 @@ def test_what_the_system_refuses_is_one_line_and_a_documented_exit_code(repo, ta
     locked = OSError("failed to lock file '/r/.git/refs/x.lock' for writing")  # (as libgit2 says it)
     assert _system_problem(locked)[0] == "conflict" and _system_problem(locked)[2] == 4
     assert "internal" not in out.stderr
+
+
+def test_phase_shows_its_name_as_every_command_shows_text(repo, task):
+    s = brat_json("sessions", "start", "--task", task.task_id, cwd=repo)["session"]["session_id"]
+    out = brat("sessions", "phase", s, "ph\x1b[33mY", "--of", "2", cwd=repo)
+    assert out.returncode == 0 and out.stdout == f"{s} ph\\x1b[33mY ?/2\n"

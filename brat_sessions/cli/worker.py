@@ -259,11 +259,11 @@ def sessions_phase(session_ref: str, name: str, iteration: int | None, of: int |
     """Record the session's current phase (in its lease: no commit in the log)."""
     t = tracker()
     s = t.phase(resolve(t.ws, session_ref), name, iteration=iteration, of=of)
-    emit(
-        {"session": s.to_json()},
-        f"{s.session_id} {s.phase}"
-        + (f" {s.iteration}/{s.iterations or '?'}" if s.iteration is not None else ""),
-    )
+    from ..render import safe
+
+    done = "?" if iteration is None else iteration
+    steps = "" if iteration is None and of is None else f" {done}/{of or '?'}"
+    emit({"session": s.to_json()}, f"{s.session_id} {safe(s.phase)}{steps}")
 
 
 @sessions.command(
