@@ -1,6 +1,8 @@
 import json
 import os
 
+import pytest
+
 from .helpers import brat, brat_json
 
 
@@ -123,3 +125,30 @@ def test_arguments_variables_and_paths_that_are_not_utf8(repo, tmp_path):
     assert out.returncode == 0, out.stderr
     found = brat_json("sessions", "list", "--all", cwd=linked)["sessions"]
     assert [s["worktree"][-6:] for s in found if s["worktree"]] == ["wt\\xff"], found
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sessions", "list", "--task", ""],
+        ["sessions", "list", "--parent", ""],
+        ["sessions", "list", "--root", ""],
+        ["sessions", "tree", "--task", ""],
+        ["sessions", "timeline", "--task", ""],
+        ["sessions", "timeline", "--convoy", ""],
+        ["sessions", "reap", "--remote", ""],
+        ["sync", "--remote", ""],
+        ["demo", "--dir", ""],
+    ],
+)
+def test_an_empty_filter_or_option_is_refused_not_ignored(repo, args):
+    out = brat(*args, cwd=repo)
+    assert out.returncode == 2 and "must not be empty" in out.stderr
+
+
+def test_filters_that_match_nothing_known_say_so(repo, task):
+    s = brat_json("sessions", "start", "--task", task.task_id, cwd=repo)["session"]["session_id"]
+    out = brat("sessions", "timeline", "--convoy", "c-20200101-0000", cwd=repo)
+    assert out.returncode == 3 and "no task in convoy" in out.stderr
+    out = brat("sessions", "tree", s, "--task", task.task_id, cwd=repo)
+    assert out.returncode == 2 and "not both" in out.stderr

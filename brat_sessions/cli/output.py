@@ -204,6 +204,15 @@ def examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def _refuse_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value == "":
+        raise click.BadParameter("must not be empty (leave the option out instead)", ctx, param)
+    return value
+
+
+NON_EMPTY: dict[str, Any] = {"callback": _refuse_empty}  # (an empty value would turn a filter off)
+
+
 def seconds(minimum: float = 0.0, above: bool = False) -> dict[str, Any]:
     """click.option's `type` and `callback` for a finite number of seconds, at least
     `minimum` (more than it with `above`): FloatRange lets NaN and infinity through, and

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, NoReturn
 import click
 
 from ..errors import EXIT_BAD_ARGS, EXIT_CONFLICT, EXIT_ENVIRONMENT, EXIT_FAILURE, BadInput, BratError
-from .output import common, emit, examples, fail, json_wanted, warn, workspace
+from .output import NON_EMPTY, common, emit, examples, fail, json_wanted, warn, workspace
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -76,6 +76,7 @@ def init() -> None:
     "target",
     type=click.Path(file_okay=False),
     help="Where to make the demo repository (a new or empty directory).",
+    **NON_EMPTY,
 )
 def demo(target: str | None) -> None:
     """Make a throwaway repository with tasks and sessions, reap it, and list it."""
@@ -87,7 +88,7 @@ def demo(target: str | None) -> None:
 
 @cli.command("sync", epilog=examples("brat sync", "brat sync --remote upstream"))
 @common
-@click.option("--remote", help="Remote name or URL (default: origin, or the only remote).")
+@click.option("--remote", help="Remote name or URL (default: origin, or the only remote).", **NON_EMPTY)
 def sync_cmd(remote: str | None) -> None:
     """Fetch, merge and push the log, heartbeat leases and stored outputs."""
     from ..render import counted

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EXIT_FAILURE, BadInput, BratError, EnvironmentProblem
+from ..errors import EXIT_FAILURE, BadInput, BratError, EnvironmentProblem, NotFound
 from ..kinds import ROLES, SESSION_TYPES, STATES
 from ..sessions.model import Session
 from .complete import complete_sessions, complete_tasks
 from .output import (
+    NON_EMPTY,
     colour,
     common,
     emit,
@@ -83,18 +84,24 @@ def _sorted(found: list[Session], key: str) -> list[Session]:
     "task_ref",
     shell_complete=complete_tasks,
     help="Only this task (task id, grite issue id, or a unique prefix).",
+    **NON_EMPTY,
 )
 @click.option("--status", type=click.Choice(STATES))
 @click.option("--role", type=click.Choice(ROLES))
 @click.option("--type", "session_type", type=click.Choice(SESSION_TYPES))
 @click.option(
-    "--parent", "parent_ref", shell_complete=complete_sessions, help="Only the children of this session."
+    "--parent",
+    "parent_ref",
+    shell_complete=complete_sessions,
+    help="Only the children of this session.",
+    **NON_EMPTY,
 )
 @click.option(
     "--root",
     "root_ref",
     shell_complete=complete_sessions,
     help="Only the sessions of this session's tree (the root itself included).",
+    **NON_EMPTY,
 )
 @click.option("--sort", "sort_key", type=click.Choice(SORT_KEYS), default="started", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="At most N sessions (the last N by --sort).")
@@ -315,7 +322,13 @@ def sessions_doctor(exit_code: bool) -> None:
 @common
 @terminal_options
 @click.argument("session_ref", metavar="[SESSION]", required=False, shell_complete=complete_sessions)
-@click.option("--task", "task_ref", shell_complete=complete_tasks, help="The trees of this task's sessions.")
+@click.option(
+    "--task",
+    "task_ref",
+    shell_complete=complete_tasks,
+    help="The trees of this task's sessions.",
+    **NON_EMPTY,
+)
 @click.option("--all", "include_all", is_flag=True, help="Also trees whose sessions all exited.")
 def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bool) -> None:
     """Who spawned whom: sessions as trees, with state, duration and usage rolled up
@@ -332,6 +345,8 @@ def sessions_tree(session_ref: str | None, task_ref: str | None, include_all: bo
     for group in kids.values():
         group.sort(key=lambda s: (s.started_ts, s.session_id))
     if session_ref:
+        if task_ref:
+            raise BadInput("give a SESSION or --task, not both")
         roots = [by_id[resolve(ws, session_ref)]]
     else:
         issue_id = ws.index.resolve_task(task_ref).issue_id if task_ref else None
@@ -469,8 +484,10 @@ def sessions_report(by: str, since: str | None) -> None:
 )
 @common
 @terminal_options
-@click.option("--task", "task_ref", shell_complete=complete_tasks, help="Only this task's sessions.")
-@click.option("--convoy", help="Only the sessions of this convoy's tasks.")
+@click.option(
+    "--task", "task_ref", shell_complete=complete_tasks, help="Only this task's sessions.", **NON_EMPTY
+)
+@click.option("--convoy", help="Only the sessions of this convoy's tasks.", **NON_EMPTY)
 @click.option("--since", help="Only sessions started since: a duration (90m, 12h, 7d) or a date.")
 @click.option(
     "--html",
@@ -496,6 +513,8 @@ def sessions_timeline(
     ]
     data = _dicts(ws, found, at)
     if convoy is not None:
+        if not any(t.label_value("convoy") == convoy for t in ws.index.task_issues()):
+            raise NotFound(f"no task in convoy {convoy!r}")  # (as an unknown --task)
         data = [d for d in data if d.get("convoy_id") == convoy]
     if html_file:
         from pathlib import Path

@@ -13,6 +13,7 @@ from ..errors import EXIT_FAILURE, BadInput, NotFound
 from ..kinds import EXIT_REASONS, ROLES, SESSION_TYPES, STOP_REASONS
 from .complete import complete_sessions, complete_tasks
 from .output import (
+    NON_EMPTY,
     common,
     emit,
     examples,
@@ -430,7 +431,7 @@ def sessions_run(
 @click.option("--timeout", **seconds(0), help="Seconds without a sign of life before a session is stale.")
 @click.option("--spawn-timeout", **seconds(0), help="The same, for sessions that never heartbeated.")
 @click.option("--dry-run", is_flag=True, help="Report, write nothing.")
-@click.option("--remote", help="Sync with this remote before and after the pass.")
+@click.option("--remote", help="Sync with this remote before and after the pass.", **NON_EMPTY)
 @click.option(
     "--exit-code", is_flag=True, help="Exit 1 when a session was reaped (or would be, with --dry-run)."
 )
