@@ -401,7 +401,14 @@ def tasks_table(
 
 
 def task_detail(
-    t: Issue, sessions: list[Session], now: int, *, width: int | None = None, colour: bool = False
+    t: Issue,
+    sessions: list[Session],
+    now: int,
+    *,
+    width: int | None = None,
+    colour: bool = False,
+    stale_after_ms: int | None = None,
+    bare: Sequence[dict[str, Any]] = (),
 ) -> str:
     lines = _fields(
         [
@@ -415,5 +422,6 @@ def task_detail(
     )
     if t.body:
         lines += [""] + [safe(line) for line in t.body.split("\n")]
-    lines += ["", sessions_table(sessions, now, width=width, colour=colour)]
+    stale = stale_after_ms
+    lines += ["", sessions_table(sessions, now, width=width, colour=colour, stale_after_ms=stale, bare=bare)]
     return "\n".join(lines)

@@ -152,3 +152,21 @@ def test_filters_that_match_nothing_known_say_so(repo, task):
     assert out.returncode == 3 and "no task in convoy" in out.stderr
     out = brat("sessions", "tree", s, "--task", task.task_id, cwd=repo)
     assert out.returncode == 2 and "not both" in out.stderr
+
+
+def test_task_show_lists_sessions_as_list_all_does(repo, task):
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    from .helpers import T0, append_raw, block_text
+
+    s = brat_json("sessions", "start", "--task", task.task_id, cwd=repo)["session"]["session_id"]
+    (repo / ".brat").mkdir()
+    (repo / ".brat" / "sessions.yaml").write_text("spawn_timeout: 0.001\ntimeout: 0.001\nclock_skew: 0\n")
+    bad = block_text(session_id="s-20250114-0bad").replace('role = "witness"\n', "")  # (no role)
+    append_raw(repo, [make_event(bytes.fromhex(task.issue_id), bytes(16), T0, COMMENT_ADDED, [bad])])
+    shown = brat("task", "show", task.task_id, cwd=repo).stdout
+    assert f"{s}" in shown and "(stale)" in shown and "s-20250114-0bad" in shown and "unreadable" in shown
+    data = brat_json("task", "show", task.task_id, cwd=repo)
+    assert [b["session_id"] for b in data["unreadable"]] == ["s-20250114-0bad"]
+    listed = brat_json("sessions", "list", "--all", cwd=repo)
+    assert listed["unreadable"] == data["unreadable"]

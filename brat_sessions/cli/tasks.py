@@ -88,8 +88,12 @@ def task_show(task_ref: str) -> None:
     ws = read_workspace()
     issue = ws.index.resolve_task(task_ref)
     sessions = [ws.with_lease(s) for s in ws.index.sessions(True, issue.issue_id)]
+    bare = ws.index.unreadable(issue.issue_id)  # (never hidden: as in `sessions list --all`)
     at = now()
+    stale = int((ws.config.effective_timeout + ws.config.clock_skew) * 1000)  # (as `sessions list`)
     emit(
-        {"task": issue.to_json(), "sessions": [s.to_json(at) for s in sessions]},
-        lambda: task_detail(issue, sessions, at, width=width(), colour=colour()),
+        {"task": issue.to_json(), "sessions": [s.to_json(at) for s in sessions], "unreadable": bare},
+        lambda: task_detail(
+            issue, sessions, at, width=width(), colour=colour(), stale_after_ms=stale, bare=bare
+        ),
     )
