@@ -247,20 +247,25 @@ def total_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def report_table(
-    rows: Sequence[Mapping[str, Any]], width: int | None = None, total: Mapping[str, Any] | None = None
+    rows: Sequence[Mapping[str, Any]],
+    width: int | None = None,
+    total: Mapping[str, Any] | None = None,
+    ids: bool = False,
 ) -> str:
     """`aggregate` rows as a table with a last TOTAL line (`total`, from `totals`: each
     session once; without it, the sum of the rows, where by model a session that used two
     models is in two rows and so counts twice). Every key is printed
     with control characters made visible. To fit `width`, keys are cut (to no fewer than 6
-    characters), then shorter headers are used (SESS, FAIL, STOP, T/O, IN, OUT); numbers
+    characters; keys that are ids, with `ids`, keep their end, which tells them apart),
+    then shorter headers are used (SESS, FAIL, STOP, T/O, IN, OUT); numbers
     are never cut, so very large ones can still make a line wider."""
     if not rows:
         return "no sessions"
     lines = [_line(str(row["key"]), row) for row in rows] + [_line("TOTAL", total or total_row(rows))]
-    text = table(REPORT_HEADERS, lines, width=width, flex=(0,))
+    keep = (0,) if ids else ()
+    text = table(REPORT_HEADERS, lines, width=width, flex=(0,), ids=keep)
     if width is not None and max(len(line) for line in text.splitlines()) > width:
-        text = table(SHORT_HEADERS, lines, width=width, flex=(0,))
+        text = table(SHORT_HEADERS, lines, width=width, flex=(0,), ids=keep)
     return text
 
 

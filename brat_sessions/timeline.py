@@ -105,6 +105,7 @@ def _axis(bars: Sequence[_Bar], now_ms: int) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- text
 
+MIN_BAR = 10  # columns a bar keeps before labels are cut
 _TEXT_COLOUR = {"live": "green", "ok": "dim", "failed": "red", "timeout": "red", "crash": "red"}
 _TEXT_COLOUR["stopped"] = "yellow"
 
@@ -155,10 +156,16 @@ def timeline_text(sessions: Iterable[Sess], now_ms: int, width: int = 100, colou
         return _fit(text, width).rstrip()
     t0, t1 = _axis(bars, now_ms)
     state_w = 7 if width >= 40 else 0
-    label_w = max(1, min(40, (width - state_w) // 3))
-    bar_w = width - label_w - 1 - (state_w + 1 if state_w else 0)
+    room = width - (state_w + 1 if state_w else 0)  # for the label and the bar
+    # ids are not cut: the labels get their room first (a bar keeps MIN_BAR columns),
+    # without the task when even that is too little
+    sid_w = max(len("SESSION"), *(len(safe(b.sid)) + 2 * min(b.depth, 8) for b in bars))
+    with_task = sid_w + 2 + max(len("TASK"), *(len(safe(b.task)) for b in bars))
+    show_task = with_task <= room - 1 - MIN_BAR or sid_w > room - 1 - MIN_BAR
+    label_w = max(1, min(with_task if show_task else sid_w, room - 1 - MIN_BAR))
+    bar_w = room - label_w - 1
     if bar_w < 4:  # too narrow for a bar: labels and outcomes only
-        bar_w, label_w = 0, max(1, width - (state_w + 1 if state_w else 0))
+        bar_w, label_w = 0, max(1, room)
 
     def line(label: str, middle: str, state: str, hue: str | None = None) -> str:
         parts = [_fit(label, label_w)]
@@ -168,8 +175,7 @@ def timeline_text(sessions: Iterable[Sess], now_ms: int, width: int = 100, colou
             parts.append(paint(_fit(state, state_w), hue) if hue else _fit(state, state_w))
         return " ".join(parts).rstrip()
 
-    sid_w = max(len(safe(b.sid)) + 2 * min(b.depth, 8) for b in bars)
-    header = "SESSION".ljust(sid_w) + "  TASK"
+    header = "SESSION".ljust(sid_w) + "  TASK" if show_task else "SESSION"
     lines = []
     if bar_w:
         for fmt in (when, _short):
@@ -183,7 +189,8 @@ def timeline_text(sessions: Iterable[Sess], now_ms: int, width: int = 100, colou
         lines.append(line(header, "", "STATE"))
     scale = bar_w / (t1 - t0)
     for b in bars:
-        label = "  " * min(b.depth, 8) + f"{safe(b.sid)}  {safe(b.task)}"
+        label = "  " * min(b.depth, 8) + safe(b.sid)
+        label = f"{label.ljust(sid_w)}  {safe(b.task)}" if show_task else label
         middle = ""
         if bar_w:
             c0 = min(bar_w - 1, int((b.start - t0) * scale))

@@ -389,3 +389,16 @@ def test_values_of_any_type_never_raise(sessions):
     for by in ("task", "convoy", "engine", "model", "day"):
         report_table(aggregate(sessions, by, NOW))
     rollup(sessions)
+
+
+def test_ids_are_not_cut_in_the_text_timeline_nor_in_a_report_by_task():
+    ids = [(f"s-20261126-{n:04x}", f"t-20261126-7a{n:02x}") for n in range(3)]
+    found = [sess(sid, task_id=task, start=T0 + n * MIN) for n, (sid, task) in enumerate(ids)]
+    lines = timeline_text(found, NOW, width=100).splitlines()
+    assert all(f"{sid}  {task}" in line for (sid, task), line in zip(ids, lines[1:], strict=True))
+    narrow = timeline_text(found, NOW, width=40).splitlines()  # no room for both: the session
+    assert lines[0].startswith("SESSION") and all(columns(line) <= 40 for line in narrow)
+    assert all(line.startswith(sid) for (sid, _), line in zip(ids, narrow[1:], strict=True))
+    rows = aggregate(found, "task", NOW)
+    keys = [line.split()[0] for line in report_table(rows, width=40, ids=True).splitlines()[1:-1]]
+    assert len(set(keys)) == 3 and all(k.startswith("…") for k in keys)  # each keeps its end

@@ -473,7 +473,10 @@ def sessions_report(by: str, since: str | None) -> None:
     found = _dicts(ws, ws.sessions(include_exited=True), at, ledgers=by == "model")
     rows = aggregate(found, by, at, _since(since, at))
     total = totals(found, at, _since(since, at))
-    emit({"by": by, "rows": rows, "total": total}, lambda: report_table(rows, width=width(), total=total))
+    emit(
+        {"by": by, "rows": rows, "total": total},
+        lambda: report_table(rows, width=width(), total=total, ids=by in ("task", "convoy")),
+    )
 
 
 @sessions.command(
