@@ -212,7 +212,7 @@ def describe(ws: Workspace) -> list[dict[str, Any]]:
         env(
             "BRAT_PAGER",
             os.environ.get("BRAT_PAGER") or os.environ.get("PAGER") or "less -FRX",
-            "PAGER or default",
+            "environment PAGER" if os.environ.get("PAGER") else "default",
         ),
         env("NO_COLOR", bool(os.environ.get("NO_COLOR")), "default"),
         {"name": "repository", "value": str(ws.ctx.common_dir), "source": "git"},

@@ -18,6 +18,7 @@ from .output import (
     emit,
     examples,
     json_wanted,
+    now,
     seconds,
     terminal_options,
     tracker,
@@ -144,7 +145,7 @@ def sessions_start(pid: int | None, state: str, **opts: Any) -> None:
     if pid is not None and not t.adopted(s.session_id):
         why = "pid 1 (init) is never adopted" if pid == 1 else f"no process {pid} runs on this machine"
         warn(f"warning: {why}: recorded, not adopted; `brat sessions stop` will not signal it")
-    emit({"session_id": s.session_id, "session": s.to_json()}, s.session_id)
+    emit({"session_id": s.session_id, "session": s.to_json(now())}, s.session_id)
 
 
 @sessions.command("heartbeat", epilog=examples("brat sessions heartbeat $S || exit  # 4: ended elsewhere"))
@@ -171,7 +172,7 @@ def sessions_transition(session_ref: str, state: str, force: bool) -> None:
     """Move a session along spawned -> ready -> running -> handoff (exit: `brat sessions exit`)."""
     t = tracker()
     s = t.transition(resolve(t.ws, session_ref), state, force=force)  # type: ignore[arg-type]
-    emit({"session": s.to_json()}, f"{s.session_id} {s.status}")
+    emit({"session": s.to_json(now())}, f"{s.session_id} {s.status}")
 
 
 @sessions.command(
@@ -195,7 +196,7 @@ def sessions_exit(session_ref: str, code: int, reason: str, output: str | None) 
     t = tracker()
     s = t.exit(resolve(t.ws, session_ref), code, reason, output)  # type: ignore[arg-type]
     emit(
-        {"session": s.to_json()},
+        {"session": s.to_json(now())},
         f"{s.session_id} exit {s.exit_reason} {s.exit_code} {s.last_output_ref or ''}".rstrip(),
     )
 
@@ -230,7 +231,7 @@ def sessions_stop(session_ref: str, reason: str, grace: float, recursive: bool) 
         if report.note and not json_wanted():
             warn(f"{report.session.session_id}: {report.note}")
     s = reports[-1].session
-    data: dict[str, Any] = {"session": s.to_json(), "signalled": reports[-1].signalled}
+    data: dict[str, Any] = {"session": s.to_json(now()), "signalled": reports[-1].signalled}
     if recursive:
         data["stopped"] = [
             {"session_id": r.session.session_id, "signalled": r.signalled}
@@ -264,7 +265,7 @@ def sessions_phase(session_ref: str, name: str, iteration: int | None, of: int |
 
     done = "?" if iteration is None else iteration
     steps = "" if iteration is None and of is None else f" {done}/{of or '?'}"
-    emit({"session": s.to_json()}, f"{s.session_id} {safe(s.phase)}{steps}")
+    emit({"session": s.to_json(now())}, f"{s.session_id} {safe(s.phase)}{steps}")
 
 
 @sessions.command(
@@ -343,7 +344,7 @@ def sessions_resume(session_ref: str, heartbeat_interval: float | None, command:
         s, warning = t.resume(sid)
         if warning:
             warn(f"warning: {warning}")
-        emit({"session_id": s.session_id, "session": s.to_json(), "warning": warning}, s.session_id)
+        emit({"session_id": s.session_id, "session": s.to_json(now()), "warning": warning}, s.session_id)
         return
     from ..worker.run import run_command
 
@@ -361,7 +362,12 @@ def sessions_resume(session_ref: str, heartbeat_interval: float | None, command:
     )
     if json_wanted():
         emit(
-            {"session_id": new, "exit_code": code, "session": t.session(new).to_json(), "warning": warning},
+            {
+                "session_id": new,
+                "exit_code": code,
+                "session": t.session(new).to_json(now()),
+                "warning": warning,
+            },
             "",
         )
     sys.exit(code if 0 <= code <= 255 else EXIT_FAILURE)
@@ -418,7 +424,7 @@ def sessions_run(
         **kwargs,
     )
     if json_wanted():
-        emit({"session_id": sid, "exit_code": code, "session": t.session(sid).to_json()}, "")
+        emit({"session_id": sid, "exit_code": code, "session": t.session(sid).to_json(now())}, "")
     sys.exit(code if 0 <= code <= 255 else EXIT_FAILURE)
 
 

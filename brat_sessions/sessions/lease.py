@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from ..clock import pause_after_lost_race
-from ..errors import BadInput, Conflict, Fenced
+from ..errors import BadInput, Conflict, EnvironmentProblem, Fenced
 from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
 
@@ -145,11 +145,17 @@ def _races() -> tuple[type[Exception], ...]:
 
 def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lease], Lease]) -> Lease:
     """Replace the lease with `change(current)` by compare-and-swap; Fenced when it is gone."""
+    import pygit2
+
     name = lease_ref(session_id)
     for attempt in range(MAX_TRIES):
         ref = repo.references.get(name)
         if ref is None:
             raise Fenced(f"session {session_id} has exited (its lease is gone): stop working")
+        if not isinstance(ref.target, pygit2.Oid):  # (git's transport never makes one)
+            raise EnvironmentProblem(
+                f"{name} is a symbolic ref, not a lease: delete it (git update-ref -d --no-deref {name})"
+            )
         new = change(decode_lease(repo, session_id, ref.target))
         try:
             ref.set_target(_blob(repo, new), "heartbeat")

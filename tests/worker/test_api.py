@@ -272,3 +272,10 @@ def test_another_thread_opens_the_same_repository_as_the_tracker(tmp_path):
     thread.start()
     thread.join()
     assert seen == [[task.task_id]]
+
+
+def test_a_symbolic_lease_ref_is_named_not_an_internal_error(repo, tracker, task):
+    s = tracker.start(task.task_id)
+    git(repo, "symbolic-ref", f"refs/brat/sessions/leases/{s.session_id}", "refs/heads/elsewhere")
+    out = brat("sessions", "heartbeat", s.session_id, cwd=repo)
+    assert out.returncode == 5 and "is a symbolic ref, not a lease" in out.stderr
