@@ -75,6 +75,11 @@ _MACHINE_ERRORS = (
 )
 
 
+class IndexUnwritable(EnvironmentProblem):
+    """The index file cannot be written here (a full disk, a read-only file system, no
+    permission): the index then works from a copy in memory for this process."""
+
+
 def _raise_unless_damage(path: Path, exc: sqlite3.DatabaseError) -> None:
     """Raise what is not damage to the index, so that it is never deleted for it: a lock
     held too long (another writer), a full disk, an I/O or permission error (exit 5), a
@@ -88,7 +93,7 @@ def _raise_unless_damage(path: Path, exc: sqlite3.DatabaseError) -> None:
         ) from None
     name = getattr(exc, "sqlite_errorname", "") or ""
     if name.startswith(_MACHINE_ERRORS):
-        raise EnvironmentProblem(f"index {path} cannot be written: {exc}") from None
+        raise IndexUnwritable(f"index {path} cannot be written: {exc}") from None
 
 
 class _Progress:
@@ -146,12 +151,44 @@ class Index:
         self.wal = wal
         self.snapshots = snapshots  # a cold build may start from a grite snapshot
         self.path: Path = ctx.data_dir / "index.sqlite"
-        self.db = self._open()
+        self.in_memory = False  # a copy in memory: the file cannot be written here
         self._reported: set[str] = set()
+        try:
+            self.db = self._open()
+        except IndexUnwritable as exc:
+            self.db = self._memory_copy(exc.message)
+
+    def _memory_copy(self, why: str) -> sqlite3.Connection:
+        """The index as this process can read it, copied into memory (empty when even that
+        fails: it is then built from the log), for an index file that cannot be written
+        here; one warning. The log is what counts: the copy is brought to its head and
+        thrown away at the end."""
+        _warn(f"{why}; working from a copy in memory for this command (slower; the log is not affected)")
+        self.in_memory = True
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        for mode in ("ro", "ro&immutable=1"):  # (immutable: no -shm to make, a read-only folder)
+            try:
+                src = sqlite3.connect(f"{self.path.as_uri()}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S)
+                try:
+                    if src.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION:
+                        src.backup(mem)
+                        break
+                finally:
+                    src.close()
+            except sqlite3.Error:
+                continue
+        copied = mem.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
+        return mem if copied else self._fresh_memory()
+
+    def _fresh_memory(self) -> sqlite3.Connection:
+        return self._create(sqlite3.connect(":memory:", isolation_level=None))
 
     # opening -----------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexUnwritable(f"index {self.path} cannot be made: {exc.strerror}") from None
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # (a new file only: before WAL mode)
         # SQLite answers "locked" at once, without waiting, while another process closes
@@ -229,19 +266,37 @@ class Index:
         return row[0] if row else None
 
     def refresh(self, head: str | None = None) -> Index:
-        """Bring the index to `head` (default: the current WAL head)."""
-        for attempt in range(2):
+        """Bring the index to `head` (default: the current WAL head). An index file that
+        cannot be written here (a full disk, a read-only file system) is replaced by a copy
+        in memory for this process, so that a command still answers, and one that has
+        written to the log still finishes (its commit is there whatever the index says)."""
+        for attempt in range(3):
             try:
-                return self._refresh(head)
-            except sqlite3.DatabaseError as exc:
-                _raise_unless_damage(self.path, exc)
-                if attempt:  # (damaged again at once: no loop of rebuilds)
-                    raise EnvironmentProblem(f"index {self.path} cannot be rebuilt: {exc}") from None
-                _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
+                return self._refresh_naming(head)
+            except IndexUnwritable as exc:
+                if self.in_memory or attempt == 2:
+                    raise
                 self.db.close()
+                self.db = self._memory_copy(exc.message)
+            except sqlite3.DatabaseError as exc:  # (damage: the rest was raised as named)
+                if attempt == 2 or (attempt and not self.in_memory):  # (no loop of rebuilds)
+                    raise EnvironmentProblem(f"index {self.path} cannot be rebuilt: {exc}") from None
+                self.db.close()
+                if self.in_memory:  # (a copy read while it changed: built anew, in memory)
+                    self.db = self._fresh_memory()
+                    continue
+                _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
                 self._remove()
                 self.db = self._new()
         return self  # (not reached)
+
+    def _refresh_naming(self, head: str | None) -> Index:
+        """`_refresh`, with what is not damage raised as what it is (`_raise_unless_damage`)."""
+        try:
+            return self._refresh(head)
+        except sqlite3.DatabaseError as exc:
+            _raise_unless_damage(self.path, exc)
+            raise
 
     @contextmanager
     def _writing(self) -> Iterator[None]:

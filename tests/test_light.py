@@ -182,8 +182,8 @@ def test_the_hot_path_fails_like_the_full_command(repo, task):
             text=True,
             env={**os.environ, **WORKTREE_ENV},
         )
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert json.loads(done.stderr.splitlines()[-1])["error"]["code"] == "internal", done.stderr
+    assert done.returncode == 5 and "Traceback" not in done.stderr  # (what the system refuses)
+    assert json.loads(done.stderr.splitlines()[-1])["error"]["code"] == "environment", done.stderr
 
 
 def test_a_closed_pipe_and_a_missing_folder_end_the_same_on_both_paths(repo, task, tmp_path):
