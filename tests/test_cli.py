@@ -170,3 +170,12 @@ def test_task_show_lists_sessions_as_list_all_does(repo, task):
     assert [b["session_id"] for b in data["unreadable"]] == ["s-20250114-0bad"]
     listed = brat_json("sessions", "list", "--all", cwd=repo)
     assert listed["unreadable"] == data["unreadable"]
+
+
+def test_list_all_always_says_what_it_could_not_read_and_verify_refuses_what_is_no_ref(repo, task):
+    brat_json("sessions", "start", "--task", task.task_id, cwd=repo)
+    assert brat_json("sessions", "list", "--all", cwd=repo)["unreadable"] == []
+    assert brat_json("sessions", "list", "--all", "--sort", "id", cwd=repo)["unreadable"] == []
+    for ref in ("", "refs/heads/main", "\udcff"):
+        out = brat("snapshot", "verify", ref, cwd=repo)
+        assert out.returncode == 2 and "not a snapshot" in out.stderr, out.stderr

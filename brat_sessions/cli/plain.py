@@ -54,7 +54,7 @@ def all_list_json(ws: Workspace, issue_id: str | None = None, limit: int | None 
     rows.sort()
     if limit:
         rows = rows[-limit:]
-    tail = f', "unreadable": {json.dumps(bare)}' if bare else ""
+    tail = f', "unreadable": {json.dumps(bare)}'
     return _enveloped(exited_texts(rows, tasks, at), len(rows), tail)
 
 

@@ -170,7 +170,7 @@ def sessions_list(
         return
     found, at = look()
     data: dict[str, Any] = {"sessions": [s.to_json(at) for s in found], "total": len(found)}
-    if bare:
+    if include_all and plain:  # (always there with --all: [] when none)
         data["unreadable"] = bare
     emit(data, lambda: text(found, at))
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EnvironmentProblem, NotFound
+from ..errors import BadInput, EnvironmentProblem, NotFound
 from .output import common, emit, examples, terminal_options, width, workspace
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ def snapshot_verify(ref: str | None) -> None:
     from ..storage.snapshot import (
         SNAPSHOT_PREFIX,
         find_snapshot,
+        is_snapshot_name,
         list_snapshots,
         snapshot_candidates,
         verify_snapshot,
@@ -123,6 +124,8 @@ def snapshot_verify(ref: str | None) -> None:
                 raise EnvironmentProblem(f"snapshot {unread.ref}: {unread.problem}: verify in a whole clone")
             raise NotFound("no snapshot on this log's chain (`brat snapshot list` shows them all)")
     else:
+        if not is_snapshot_name(ref.removeprefix(SNAPSHOT_PREFIX)):
+            raise BadInput(f"not a snapshot: {ref[:80]!r} (its number, or refs/grite/snapshots/<number>)")
         chosen = find_snapshot(wal.repo, ref)
         if chosen is None:
             raise NotFound(f"no snapshot {SNAPSHOT_PREFIX}{ref.removeprefix(SNAPSHOT_PREFIX)}")
