@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -70,14 +71,35 @@ MIN_CUT = 6  # a cut column keeps at least this many characters
 _COLOURS = {"green": "32", "yellow": "33", "red": "31", "dim": "2"}
 
 
+def char_columns(ch: str) -> int:
+    """Terminal columns one character takes: two for a wide one (CJK, most emoji), none
+    for a combining one."""
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+
+
+def columns(text: str) -> int:
+    """Terminal columns `text` takes."""
+    return len(text) if text.isascii() else sum(char_columns(c) for c in text)
+
+
 def cut(text: str, limit: int, keep_end: bool = False) -> str:
-    """`text` in at most `limit` characters, `…` marking what was cut (at the start with
-    `keep_end`: ids differ at their end, `…1124-0c26`)."""
-    if len(text) <= limit:
+    """`text` in at most `limit` terminal columns, `…` marking what was cut (at the start
+    with `keep_end`: ids differ at their end, `…1124-0c26`)."""
+    if columns(text) <= limit:
         return text
-    if keep_end:
-        return ELLIPSIS + text[len(text) - max(0, limit - 1) :] if limit > 1 else ELLIPSIS
-    return text[: max(0, limit - 1)] + ELLIPSIS
+    room, used, n = max(0, limit - 1), 0, 0
+    chars = text[::-1] if keep_end else text
+    while n < len(chars) and used + char_columns(chars[n]) <= room:
+        used += char_columns(chars[n])
+        n += 1
+    return ELLIPSIS + text[len(text) - n :] if keep_end else text[:n] + ELLIPSIS
+
+
+def pad(text: str, width: int) -> str:
+    """`text` padded with spaces to `width` terminal columns."""
+    return text + " " * max(0, width - columns(text))
 
 
 def paint(text: str, colour: str | None) -> str:
@@ -100,7 +122,9 @@ def table(
     that order) are left out until it fits; `colours` paints column `colour_col` of each
     row (after padding)."""
     cells = [[safe(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(columns(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     if width is not None:
 
         def excess() -> int:
@@ -122,9 +146,9 @@ def table(
             cells = [[r[i] for i in kept] for r in cells]
             ids = [kept.index(i) for i in ids if i in kept]
             colour_col = kept.index(colour_col) if colour_col in kept else None
-    lines = ["  ".join(cut(h, w).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines = ["  ".join(pad(cut(h, w), w) for h, w in zip(headers, widths)).rstrip()]
     for n, r in enumerate(cells):
-        parts = [cut(c, w, i in ids).ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        parts = [pad(cut(c, w, i in ids), w) for i, (c, w) in enumerate(zip(r, widths))]
         if colour_col is not None and n < len(colours) and colours[n]:
             parts[colour_col] = paint(parts[colour_col], colours[n])
         lines.append("  ".join(parts).rstrip())

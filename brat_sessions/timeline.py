@@ -14,12 +14,11 @@ from __future__ import annotations
 import html
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .render import ELLIPSIS, counted, money, paint, safe, when
+from .render import ELLIPSIS, char_columns, counted, money, paint, safe, when
 from .report import Sess, as_ts, duration, exited, key_text, outcome, span, usage_of
 
 
@@ -110,18 +109,12 @@ _TEXT_COLOUR = {"live": "green", "ok": "dim", "failed": "red", "timeout": "red",
 _TEXT_COLOUR["stopped"] = "yellow"
 
 
-def _cols(ch: str) -> int:
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-
-
 def _cut(text: str, limit: int) -> tuple[str, int]:
     """`text` in at most `limit` terminal columns (wide characters take two, combining
     ones none), `…` marking a cut; and the columns it takes."""
     if limit <= 0:
         return "", 0
-    widths = [_cols(c) for c in text]
+    widths = [char_columns(c) for c in text]
     if sum(widths) <= limit:
         return text, sum(widths)
     used, n = 0, 0

@@ -402,3 +402,15 @@ def test_ids_are_not_cut_in_the_text_timeline_nor_in_a_report_by_task():
     rows = aggregate(found, "task", NOW)
     keys = [line.split()[0] for line in report_table(rows, width=40, ids=True).splitlines()[1:-1]]
     assert len(set(keys)) == 3 and all(k.startswith("…") for k in keys)  # each keeps its end
+
+
+def test_tables_count_wide_characters_as_the_terminal_does():
+    from brat_sessions.render import cut, table
+
+    rows = [["t-1", "修复解析器的错误并添加测试用例以及文档", "ok"], ["t-2", "Fix 🐛 in the parser", "ok"]]
+    text = table(["TASK", "TITLE", "STATE"], rows, width=30, flex=(1,))
+    lines = text.splitlines()
+    assert all(columns(line) <= 30 for line in lines), lines
+    ends = {columns(line[: line.rindex("ok") + 2]) for line in lines[1:]}
+    assert len(ends) == 1  # the STATE column lines up
+    assert columns(cut("修复解析器", 5)) <= 5 and cut("t-20261126-7afe", 6, keep_end=True) == "…-7afe"
