@@ -336,6 +336,29 @@ class Syncer:
         except (ValueError, pygit2.GitError, OSError):  # (AlreadyExistsError is a ValueError)
             return False
 
+    def _named_after(self, head: str | None) -> set[str]:
+        """The sessions named in blocks of commits appended here after `head` (another
+        process of this clone, meanwhile): the index may hold them, the log pushed does
+        not, and their leases would reach other clones before their start."""
+        from .sessions.block import parse_blocks
+        from .storage.events import COMMENT_ADDED
+
+        now = self.wal.head()
+        if head is None or now is None or now == head:
+            return set()
+        named: set[str] = set()
+        for oid in self.wal.commit_ids(now, head):
+            try:
+                events = self.wal.read_commit(oid).events
+            except CorruptCommit:
+                continue
+            for ev in events:
+                body = ev.payload[0] if ev.kind == COMMENT_ADDED and ev.payload else None
+                if isinstance(body, str):
+                    blocks = parse_blocks(body)
+                    named.update(b.fields.get("session_id") or b.session_hint or "" for b in blocks)
+        return named
+
     def _lease_ts(self, session_id: str, oid: str) -> int:
         return decode_lease(self.repo, session_id, pygit2.Oid(hex=oid)).ts or 0
 
@@ -428,10 +451,11 @@ class Syncer:
         remote_leases = self._under(refs, self.prefix + "sessions/leases/")
         local_leases = self._under(refs, LEASE_PREFIX)
         index = self.ws.index  # refreshed by run() after merge_log
+        later = self._named_after(local_head)
         for sid, oid in local_leases.items():
             # (merge_leases left ours at least as new; a lease of a session the log does not
-            # hold is nobody's to share)
-            if remote_leases.get(sid) != oid and _session(index, sid) is not None:
+            # hold is nobody's to share, nor one whose block the pushed log does not hold yet)
+            if remote_leases.get(sid) != oid and sid not in later and _session(index, sid) is not None:
                 specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
                 self.report.leases_pushed += 1
         for sid in remote_leases:

@@ -571,3 +571,21 @@ def test_syncs_taking_the_same_leases_at_once_all_succeed(remote, tmp_path):
             err = p.communicate(timeout=120)[1].decode()
             assert p.returncode in (0, 4) and "internal error" not in err, err
     assert len(git(dst, "for-each-ref", "refs/brat/sessions/leases").splitlines()) == 60
+
+
+def test_a_session_started_here_during_a_sync_has_its_lease_pushed_with_its_start(remote, tmp_path):
+    # (its lease reached other clones before its start, each of which warned about it)
+    from brat_sessions.sync import Syncer
+    from brat_sessions.workspace import Workspace
+
+    a = clone(remote, tmp_path / "a")
+    task = brat_json("task", "create", "Busy", cwd=a)["task_id"]
+    syncer = Syncer(Workspace(a))
+    syncer.fetch()
+    head = syncer.merge_log()
+    sid = brat_json("sessions", "start", "--task", task, cwd=a)["session_id"]  # meanwhile
+    syncer.ws.fresh_index()
+    syncer.push(head)
+    assert git(remote, "for-each-ref", f"refs/brat/sessions/leases/{sid}") == ""
+    assert brat_json("sync", cwd=a)["leases_pushed"] == 1  # (with its start, at the next sync)
+    assert git(remote, "for-each-ref", f"refs/brat/sessions/leases/{sid}") != ""
