@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 
 TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
@@ -49,9 +50,8 @@ def all_list_json(ws: Workspace, issue_id: str | None = None, limit: int | None 
         live = index.sessions(False, issue_id)
     live = [ws.with_lease(s, at) for s in live]
     rows += [(s.started_ts, s.session_id, json.dumps(s.to_json(at))) for s in live]
-    # by start, then session id: each row begins with both, and a session id is in one row
-    # only, so tuples are never compared past them (no key: 2-3x faster at 50,000 rows)
-    rows.sort()
+    rows.sort(key=itemgetter(0, 1))  # by start, then session id (never past them: a hand-edited
+    # index can make two rows equal there, and their next items None and a number)
     if limit:
         rows = rows[-limit:]
     tail = f', "unreadable": {json.dumps(bare)}'
