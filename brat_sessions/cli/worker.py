@@ -327,8 +327,26 @@ def sessions_usage(
 @click.option(
     "--heartbeat-interval", **seconds(0, above=True), help="With a command: seconds between heartbeats."
 )
+@click.option(
+    "--grace",
+    **seconds(0),
+    default=10.0,
+    show_default=True,
+    help="With a command: seconds between SIGTERM and SIGKILL when the session is ended elsewhere.",
+)
+@click.option(
+    "--tty/--no-tty",
+    default=None,
+    help="With a command: run it in a pseudo-terminal (default: when stdin and stdout are terminals).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def sessions_resume(session_ref: str, heartbeat_interval: float | None, command: tuple[str, ...]) -> None:
+def sessions_resume(
+    session_ref: str,
+    heartbeat_interval: float | None,
+    grace: float,
+    tty: bool | None,
+    command: tuple[str, ...],
+) -> None:
     """Start a new session for the same task, linked by `resumed_from` (exit 4 while the
     original is live); with `-- CMD`, run CMD in it like `brat sessions run`."""
     if command[:1] == ("--",):  # `resume SESSION -- CMD`: the `--` only ends brat's options
@@ -352,12 +370,16 @@ def sessions_resume(session_ref: str, heartbeat_interval: float | None, command:
     if warning:
         warn(f"warning: {warning}")
     config = t.ws.config.override(heartbeat_interval=heartbeat_interval)
+    if tty is None:
+        tty = sys.stdin.isatty() and sys.stdout.isatty() and not json_wanted()
     code, new = run_command(
         t,
         task,
         list(command),
         heartbeat_interval=config.heartbeat_interval,
+        grace_s=grace,
         tee="stderr" if json_wanted() else "tee",
+        tty=tty,
         **options,
     )
     if json_wanted():

@@ -219,6 +219,10 @@ def test_resume_links_refuses_a_live_original_and_warns_of_a_moved_head(repo, ta
     misplaced = brat("sessions", "resume", resumed["session_id"], "--json", "--", "true", cwd=repo)
     assert misplaced.returncode == 2 and "before SESSION" in misplaced.stderr  # no command `--json`
     assert len(t.sessions(include_exited=True)) == before
+    # run's --grace and --tty go with a resumed command too
+    last = max(t.sessions(include_exited=True), key=lambda x: x.started_ts).session_id
+    ran = brat("sessions", "resume", "--grace", "1", "--no-tty", last, "--", "true", cwd=repo)
+    assert ran.returncode == 0, ran.stderr
 
 
 def test_a_log_written_only_by_brat_reads_as_before(repo, task):
