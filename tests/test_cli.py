@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -179,3 +180,26 @@ def test_list_all_always_says_what_it_could_not_read_and_verify_refuses_what_is_
     for ref in ("", "refs/heads/main", "\udcff"):
         out = brat("snapshot", "verify", ref, cwd=repo)
         assert out.returncode == 2 and "not a snapshot" in out.stderr, out.stderr
+
+
+def test_an_argument_that_is_not_utf8_is_named(repo):
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable.encode(),
+            b"-P",
+            b"-m",
+            b"brat_sessions.cli",
+            b"sessions",
+            b"list",
+            b"--task",
+            b"t\xff",
+        ],
+        cwd=repo,
+        capture_output=True,
+    )
+    assert (
+        out.returncode == 2
+        and out.stderr == b"brat: text that is not UTF-8 cannot be used here: argument b't\\xff'\n"
+    )
