@@ -36,6 +36,27 @@ if TYPE_CHECKING:
 SESSION_ARG = click.argument("session_ref", metavar="SESSION", shell_complete=complete_sessions)
 
 
+def _command_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a supervised command (`run`, and `resume` with a command)."""
+    tty = click.option(
+        "--tty/--no-tty",
+        default=None,
+        help="Run the command in a pseudo-terminal (default: only when stdin and stdout are terminals).",
+    )
+    grace = click.option(
+        "--grace",
+        **seconds(0),
+        default=10.0,
+        show_default=True,
+        help="Seconds between SIGTERM and SIGKILL when the session is ended elsewhere.",
+    )
+    return grace(tty(fn))
+
+
+def _tty_wanted(tty: bool | None) -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty() and not json_wanted() if tty is None else tty
+
+
 def _start_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
@@ -327,18 +348,7 @@ def sessions_usage(
 @click.option(
     "--heartbeat-interval", **seconds(0, above=True), help="With a command: seconds between heartbeats."
 )
-@click.option(
-    "--grace",
-    **seconds(0),
-    default=10.0,
-    show_default=True,
-    help="With a command: seconds between SIGTERM and SIGKILL when the session is ended elsewhere.",
-)
-@click.option(
-    "--tty/--no-tty",
-    default=None,
-    help="With a command: run it in a pseudo-terminal (default: when stdin and stdout are terminals).",
-)
+@_command_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def sessions_resume(
     session_ref: str,
@@ -370,8 +380,7 @@ def sessions_resume(
     if warning:
         warn(f"warning: {warning}")
     config = t.ws.config.override(heartbeat_interval=heartbeat_interval)
-    if tty is None:
-        tty = sys.stdin.isatty() and sys.stdout.isatty() and not json_wanted()
+    tty = _tty_wanted(tty)
     code, new = run_command(
         t,
         task,
@@ -410,18 +419,7 @@ def sessions_resume(
 @click.option(
     "--heartbeat-interval", **seconds(0, above=True), help="Seconds (default: .brat/sessions.yaml, 30)."
 )
-@click.option(
-    "--grace",
-    **seconds(0),
-    default=10.0,
-    show_default=True,
-    help="Seconds between SIGTERM and SIGKILL when the session is ended elsewhere.",
-)
-@click.option(
-    "--tty/--no-tty",
-    default=None,
-    help="Run the command in a pseudo-terminal (default: only when stdin and stdout are terminals).",
-)
+@_command_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def sessions_run(
     heartbeat_interval: float | None, grace: float, tty: bool | None, command: tuple[str, ...], **opts: Any
@@ -432,8 +430,7 @@ def sessions_run(
     t = tracker()
     task, kwargs = _start_kwargs(t, opts)
     config = t.ws.config.override(heartbeat_interval=heartbeat_interval)
-    if tty is None:
-        tty = sys.stdin.isatty() and sys.stdout.isatty() and not json_wanted()
+    tty = _tty_wanted(tty)
     code, sid = run_command(
         t,
         task,
