@@ -458,8 +458,8 @@ class Syncer:
             if remote_leases.get(sid) != oid and sid not in later and _session(index, sid) is not None:
                 specs.append(f"+{oid}:{LEASE_PREFIX}{sid}")
                 self.report.leases_pushed += 1
-        for sid in remote_leases:
-            if sid not in local_leases and _exited(index, sid):
+        for sid in remote_leases:  # (nor for an exit the pushed log does not hold yet)
+            if sid not in local_leases and sid not in later and _exited(index, sid):
                 specs.append(f":{LEASE_PREFIX}{sid}")
         remote_outputs = self._under(refs, self.prefix + "sessions/outputs/")
         for name, oid in self._under(refs, OUTPUT_PREFIX).items():

@@ -589,3 +589,25 @@ def test_a_session_started_here_during_a_sync_has_its_lease_pushed_with_its_star
     assert git(remote, "for-each-ref", f"refs/brat/sessions/leases/{sid}") == ""
     assert brat_json("sync", cwd=a)["leases_pushed"] == 1  # (with its start, at the next sync)
     assert git(remote, "for-each-ref", f"refs/brat/sessions/leases/{sid}") != ""
+
+
+def test_a_session_ended_here_during_a_sync_keeps_its_remote_lease_until_its_exit_is_pushed(remote, tmp_path):
+    # (the remote lease went while the remote log still had the session live: a reaper
+    # elsewhere could then record a timeout for a session that completed)
+    from brat_sessions.sync import Syncer
+    from brat_sessions.workspace import Workspace
+
+    a = clone(remote, tmp_path / "a")
+    task = brat_json("task", "create", "Busy", cwd=a)["task_id"]
+    sid = brat_json("sessions", "start", "--task", task, cwd=a)["session_id"]
+    brat_json("sessions", "heartbeat", sid, cwd=a)
+    brat_json("sync", cwd=a)
+    syncer = Syncer(Workspace(a))
+    syncer.fetch()
+    head = syncer.merge_log()
+    brat_json("sessions", "exit", sid, "--code", "0", cwd=a)  # meanwhile
+    syncer.ws.fresh_index()
+    syncer.push(head)
+    assert git(remote, "for-each-ref", f"refs/brat/sessions/leases/{sid}") != ""
+    brat_json("sync", cwd=a)  # with the exit
+    assert git(remote, "for-each-ref", f"refs/brat/sessions/leases/{sid}") == ""
