@@ -60,3 +60,41 @@ class CorruptCommit(BratError):
         # read it), not content that every clone rejects alike
         self.unreadable = unreadable
         self.oversize = oversize  # larger than this reader reads: grite may still read it
+
+
+# what libgit2 and the system say when trying again cannot help (libgit2 gives them as an
+# OSError with no errno, the reason in its text)
+_REFUSALS = (
+    "operation not permitted",
+    "permission denied",
+    "read-only file system",
+    "no space left on device",
+    "file too large",
+    "disk quota exceeded",
+)
+
+
+def system_refusal(exc: BaseException) -> str | None:
+    """The reason, when an error writing a file or a ref is the system refusing it (a full
+    disk, a read-only file system, no permission) rather than another process holding a
+    lock for a moment; None otherwise."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.EPERM,
+        errno.EACCES,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EFBIG,
+        errno.EDQUOT,
+    ):
+        return exc.strerror or str(exc)
+    text = str(exc).lower()
+    return next((reason for reason in _REFUSALS if reason in text), None)
+
+
+def refused(exc: BaseException, what: str) -> None:
+    """Raise EnvironmentProblem (exit 5) when writing `what` failed because the system
+    refused it: such an error is not a lost race, and waiting does not help."""
+    if system_refusal(exc) is not None:
+        raise EnvironmentProblem(f"cannot write {what}: {exc}") from None

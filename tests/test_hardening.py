@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from brat_sessions.clock import now_ms
 from brat_sessions.issues.tasks import create_task
 from brat_sessions.storage.events import COMMENT_ADDED, make_event
@@ -145,8 +147,10 @@ def test_what_the_system_refuses_is_one_line_and_a_documented_exit_code(repo, ta
     assert (out.returncode, out.stderr) == (5, "brat: the current directory no longer exists\n")
     full = OSError(errno.ENOSPC, "No space left on device", str(repo / "x"))
     assert _system_problem(full)[1:] == (f"the system refused: No space left on device: '{repo / 'x'}'", 5)
-    locked = OSError("failed to lock file '/r/.git/refs/x.lock' for writing")  # (as libgit2 says it)
+    locked = OSError("failed to lock file '/r/.git/refs/x.lock' for writing: ")  # (as libgit2 says it)
     assert _system_problem(locked)[0] == "conflict" and _system_problem(locked)[2] == 4
+    denied = OSError("failed to create locked file '/r/.git/refs/x.lock': Operation not permitted")
+    assert _system_problem(denied)[0] == "environment" and _system_problem(denied)[2] == 5
     assert "internal" not in out.stderr
 
 
@@ -154,3 +158,24 @@ def test_phase_shows_its_name_as_every_command_shows_text(repo, task):
     s = brat_json("sessions", "start", "--task", task.task_id, cwd=repo)["session"]["session_id"]
     out = brat("sessions", "phase", s, "ph\x1b[33mY", "--of", "2", cwd=repo)
     assert out.returncode == 0 and out.stdout == f"{s} ph\\x1b[33mY ?/2\n"
+
+
+def test_refs_the_system_will_not_let_us_write_are_exit_5_at_once_not_a_lost_race(repo, task, tmp_path):
+    # (libgit2 names the .lock file when the folder is read-only: retried for a second and
+    # then called a conflict, exit 4, which a worker reads as "ended elsewhere")
+    s = brat_json("sessions", "start", "--task", task.task_id, cwd=repo)["session"]["session_id"]
+    out_file = tmp_path / "out.log"
+    out_file.write_text("done\n")
+    refs = repo / ".git" / "refs" / "brat" / "sessions"
+    (refs / "outputs").mkdir(parents=True, exist_ok=True)
+    for folder, args in (
+        (refs / "leases", ["sessions", "heartbeat", s]),
+        (refs / "outputs", ["sessions", "exit", s, "--code", "0", "--output", str(out_file)]),
+    ):
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("chattr is not available here")
+        try:
+            out = brat(*args, cwd=repo)
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        assert out.returncode == 5 and "Operation not permitted" in out.stderr, out.stderr

@@ -9,7 +9,15 @@ from typing import Any, ClassVar, NoReturn
 
 import click
 
-from ..errors import EXIT_BAD_ARGS, EXIT_CONFLICT, EXIT_ENVIRONMENT, EXIT_FAILURE, BadInput, BratError
+from ..errors import (
+    EXIT_BAD_ARGS,
+    EXIT_CONFLICT,
+    EXIT_ENVIRONMENT,
+    EXIT_FAILURE,
+    BadInput,
+    BratError,
+    system_refusal,
+)
 from .output import NON_EMPTY, common, emit, examples, fail, json_wanted, warn, workspace
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -187,7 +195,8 @@ def _system_problem(exc: OSError) -> tuple[str, str, int]:
     full disk, a read-only file system, a working directory deleted under the command; a
     lock another git process held (libgit2 names the lock file) is a conflict."""
     text = str(exc)
-    if exc.errno is None and "lock" in text:
+    held = ".lock" in text and ("file exists" in text.lower() or text.rstrip().endswith("for writing:"))
+    if exc.errno is None and system_refusal(exc) is None and held:
         return "conflict", f"another process held a lock: {text}; try again", EXIT_CONFLICT
     try:
         os.getcwd()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from ..clock import pause_after_lost_race
-from ..errors import BadInput, Conflict, EnvironmentProblem, Fenced
+from ..errors import BadInput, Conflict, EnvironmentProblem, Fenced, refused
 from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
 
@@ -111,7 +111,8 @@ def create_lease(repo: pygit2.Repository, session_id: str, host: str | None, ts:
         try:
             repo.references.create(lease_ref(session_id), _blob(repo, lease), force=True)
             return lease
-        except _races():
+        except _races() as exc:
+            refused(exc, lease_ref(session_id))
             pause_after_lost_race(attempt)
     raise Conflict(f"session {session_id}: its lease ref stayed locked; try again")
 
@@ -160,7 +161,8 @@ def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lea
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
             return new
-        except _races():
+        except _races() as exc:
+            refused(exc, name)
             pause_after_lost_race(attempt)  # another heartbeat or a delete raced us: look again
     raise Conflict(f"session {session_id}: its lease kept changing or stayed locked; try again")
 
@@ -185,5 +187,6 @@ def drop_lease(repo: pygit2.Repository, session_id: str) -> None:
         try:
             ref.delete()
             return
-        except _races():
+        except _races() as exc:
+            refused(exc, lease_ref(session_id))
             pause_after_lost_race(attempt)  # held by a heartbeat: the next look finds it gone or free

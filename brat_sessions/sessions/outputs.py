@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import pygit2
 
-from ..errors import BratError, Conflict, NotFound
+from ..errors import BratError, Conflict, NotFound, refused
 
 OUTPUT_PREFIX = "refs/brat/sessions/outputs/"
 MAX_FETCHED_OUTPUT = 256 * 2**20  # an output from another clone larger than this is not taken
@@ -47,7 +47,8 @@ def put_output_ref(repo: pygit2.Repository, name: str, oid: pygit2.Oid | str) ->
         try:
             repo.references.create(full, oid, force=True)
             return
-        except (pygit2.GitError, OSError):
+        except (pygit2.GitError, OSError) as exc:
+            refused(exc, full)
             ref = repo.references.get(full)
             if ref is not None and str(ref.target) == str(oid):
                 return

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pygit2
 
 from ..clock import pause_after_lost_race
-from ..errors import Conflict, CorruptCommit, EnvironmentProblem
+from ..errors import Conflict, CorruptCommit, EnvironmentProblem, refused
 from .context import WAL_REF as WAL_REF  # (re-exported: the log's name is used everywhere)
 from .context import RepoContext, create_ref_if_absent
 
@@ -408,6 +408,7 @@ class Wal:
         except pygit2.AlreadyExistsError:
             return False
         except (pygit2.GitError, OSError) as exc:  # libgit2 reports a held lock as OSError
+            refused(exc, WAL_REF)
             text = str(exc).lower()
             if "lock" in text or "does not match" in text or "exists" in text:
                 return False
