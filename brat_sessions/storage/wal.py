@@ -98,6 +98,19 @@ class Wal:
         except pygit2.GitError as exc:
             raise CorruptCommit(oid, str(exc), unreadable=True) from None
 
+    def chunk_holds(self, oid: str, needle: bytes) -> bool:
+        """Whether the commit's chunk holds these bytes, undecoded (a cheap look before
+        `read_commit`: a text such as a session id is in a chunk as its UTF-8 bytes);
+        False for a commit that cannot be read that way (`read_commit` names it)."""
+        try:
+            commit: Any = self.repo.get(oid)
+            if not isinstance(commit, pygit2.Commit):
+                return False
+            blob = _find_chunk(commit.tree, oid)
+            return not self._larger(blob, MAX_WAL_CHUNK_BYTES) and needle in blob.data
+        except (KeyError, ValueError, pygit2.GitError, CorruptCommit):
+            return False
+
     def _decode_commit(self, commit_or_id: pygit2.Commit | str) -> WalCommit:
         commit = self.repo[commit_or_id] if isinstance(commit_or_id, str) else commit_or_id
         oid = str(commit.id)

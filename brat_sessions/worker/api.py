@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import rules
 from ..clock import now_ms
-from ..errors import BadInput, Conflict, Fenced, NotFound
+from ..errors import BadInput, Conflict, CorruptCommit, Fenced, NotFound
 from ..index import Index
 from ..issues.ids import new_id
 from ..issues.projection import Issue
@@ -68,6 +68,30 @@ def _fenced_message(s: Session, advice: str = "stop working") -> str:
         f"session {s.session_id} has already exited ({s.exit_reason or 'unknown'}, "
         f"exit code {s.exit_code}): {advice}"
     )
+
+
+EXIT_LOOKBACK = 16  # newest log commits a heartbeat searches for its session's exit
+
+
+def _has_exit_block(wal: Any, oid: str, session_id: str) -> bool:
+    """Does this log commit hold an exit block naming the session (on any issue: the
+    index judges)?"""
+    from ..sessions.block import parse_blocks
+    from ..storage.events import COMMENT_ADDED
+
+    if not wal.chunk_holds(oid, session_id.encode()):  # (most commits: nothing decoded)
+        return False
+    try:
+        events = wal.read_commit(oid).events
+    except CorruptCommit:
+        return False
+    for ev in events:
+        body = ev.payload[0] if ev.kind == COMMENT_ADDED and ev.payload else None
+        if isinstance(body, str) and session_id in body:
+            for block in parse_blocks(body):
+                if block.fields.get("session_id") == session_id and block.fields.get("state") == "exit":
+                    return True
+    return False
 
 
 class Tracker:
@@ -262,12 +286,7 @@ class Tracker:
         except Fenced:
             pass
         else:
-            # a lease outlives its session's exit when whatever wrote the exit stopped before
-            # it dropped the lease (killed, a full disk): the exit block ends a session
-            ended = self._exited_session(session_id)
-            if ended is not None:
-                drop_lease(self.ws.repo, session_id)
-                raise Fenced(_fenced_message(ended))
+            self._fence_if_exited(session_id)
             self._share_lease(session_id)
             return ts
         session = self.ws.fresh_index().session(session_id)  # NotFound if unknown
@@ -283,8 +302,38 @@ class Tracker:
         self._share_lease(session_id)
         return now
 
+    def _fence_if_exited(self, session_id: str) -> None:
+        """Fenced, and the lease dropped, when the log says the session has exited: a lease
+        outlives its session's exit when whatever wrote the exit stopped before it dropped
+        the lease (killed, a full disk); the exit block ends a session."""
+        ended = self._exited_session(session_id)
+        if ended is not None:
+            drop_lease(self.ws.repo, session_id)
+            raise Fenced(_fenced_message(ended))
+
     def _exited_session(self, session_id: str) -> Session | None:
-        """The session when the log says it has exited (None too for one it does not hold)."""
+        """The session when the log says it has exited (None too for one it does not hold).
+
+        A heartbeat must not wait for the index (another process may be rebuilding it):
+        the log's commits since this thread last looked, the newest EXIT_LOOKBACK at most
+        (an exit is looked for right after it is written), are searched for an exit block
+        of the session, and only such a block sends it to the index to confirm."""
+        wal = self.ws.wal
+        head = wal.head()
+        looked: dict[str, str] = self._local.__dict__.setdefault("looked", {})
+        if head is None or looked.get(session_id) == head:
+            return None
+        since = looked.get(session_id)
+        found = False
+        for n, oid in enumerate(wal.first_parents(head)):
+            if oid == since or n == EXIT_LOOKBACK:
+                break
+            if _has_exit_block(wal, oid, session_id):
+                found = True
+                break
+        looked[session_id] = head
+        if not found:
+            return None
         try:
             session = self.ws.fresh_index().session(session_id)
         except NotFound:
@@ -396,10 +445,12 @@ class Tracker:
         """Change the lease; a session with none here gets one first (as a heartbeat does)."""
         check_session_id(session_id)
         try:
-            return update_lease(self.ws.repo, session_id, change)
+            lease = update_lease(self.ws.repo, session_id, change)
         except Fenced:
             self.heartbeat(session_id)  # Fenced if it has exited; else creates the lease
             return update_lease(self.ws.repo, session_id, change)
+        self._fence_if_exited(session_id)  # (a lease left behind by an exit, as for a heartbeat)
+        return lease
 
     def transition(
         self, session_id: str, state: State, *, force: bool = False, pid: int | None = None

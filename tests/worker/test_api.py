@@ -88,10 +88,11 @@ def test_a_lease_left_behind_by_an_exit_does_not_keep_the_session_alive(repo, tr
     tracker.heartbeat(s.session_id)
     lease = git(repo, "rev-parse", f"refs/brat/sessions/leases/{s.session_id}")
     Tracker(repo).exit(s.session_id, -1, "timeout")
-    git(repo, "update-ref", f"refs/brat/sessions/leases/{s.session_id}", lease)
-    out = brat("sessions", "heartbeat", s.session_id, cwd=repo)
-    assert out.returncode == 4 and "already exited" in out.stderr
-    assert read_lease(tracker.ws.repo, s.session_id) is None  # (dropped on the way)
+    for args in (["phase", s.session_id, "coding"], ["heartbeat", s.session_id]):
+        git(repo, "update-ref", f"refs/brat/sessions/leases/{s.session_id}", lease)
+        out = brat("sessions", *args, cwd=repo)
+        assert out.returncode == 4 and "already exited" in out.stderr, out.stderr
+        assert read_lease(tracker.ws.repo, s.session_id) is None  # (dropped on the way)
 
 
 def test_output_is_stored_in_git_and_readable_by_ref(repo, tracker, task, tmp_path):
