@@ -85,10 +85,10 @@ def test_an_event_holding_a_cbor_cycle_is_a_named_corrupt_commit(world):
 
 def test_a_snapshot_holding_a_cbor_cycle_is_skipped(world):
     head = git(world.attacker, "rev-parse", "refs/grite/wal")
-    # (with as many events as the log's last commits hold, or it is skipped unread)
-    padding = encode_chunk([make_event(bytes(16), bytes(16), n + 1, 3, ["x"]) for n in range(8)])
-    chunks = [_cyclic_chunk(bytes(16), bytes(16), 1), padding]
-    push_snapshot(world.attacker, 1_700_000_000_000, chunks, [1, 8], head)
+    # (ending with the log's own events, or it is skipped before this chunk is read)
+    log = _events(world.attacker)
+    chunks = [_cyclic_chunk(bytes(16), bytes(16), 1), encode_chunk(log)]
+    push_snapshot(world.attacker, 1_700_000_000_000, chunks, [1, len(log)], head)
     assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 1
     _cold(world.victim)
     assert _listed(world.victim) == world.sessions
@@ -526,9 +526,9 @@ def test_a_refused_remote_output_is_not_read_again_at_every_sync(world):
     assert any("ignored" in w for w in brat_json("sync", cwd=world.victim)["warnings"])
 
 
-def _padding(events: int = 40) -> bytes:
+def _padding(events: int = 40, start: int = 1) -> bytes:
     """A chunk of well-formed comments that no log commit holds."""
-    return encode_chunk([make_event(bytes(16), bytes(16), n + 1, 3, ["x"]) for n in range(events)])
+    return encode_chunk([make_event(bytes(16), bytes(16), start + n, 3, ["x"]) for n in range(events)])
 
 
 def test_a_snapshot_naming_one_chunk_file_twice_is_skipped_before_any_is_read(world):
@@ -571,3 +571,16 @@ def test_newer_junk_snapshots_are_listed_as_bad_skipped_by_sync_and_deleted_by_g
     assert gc["kept"] == 1
     assert git(world.victim, "rev-parse", made["ref"]) == made["commit_oid"]
     assert brat_json("sync", cwd=world.victim)["snapshots_fetched"] == 0  # not taken again
+
+
+def test_a_snapshot_is_checked_from_its_end_first(world):
+    # (a snapshot is in log order: one that does not end with the log's last commits is
+    # refused before its other chunks are read, however many gigabytes they name)
+    head = git(world.attacker, "rev-parse", "refs/grite/wal")
+    chunks = [_padding(40, start=1 + 40 * k) for k in range(3)]
+    push_snapshot(world.attacker, 1_700_000_000_003, chunks, [40] * 3, head)
+    brat_json("sync", cwd=world.victim)
+    _cold(world.victim)
+    assert _listed(world.victim) == world.sessions
+    (skipped,) = _problems(world.victim, "bad_snapshot")
+    assert "its last events lack" in skipped["message"]

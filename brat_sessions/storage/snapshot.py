@@ -196,9 +196,10 @@ def list_snapshots(repo: pygit2.Repository, limit: int | None = None) -> list[Sn
 
 
 # loading ---------------------------------------------------------------------
-def _chunks(repo: pygit2.Repository, snap: Snapshot) -> Iterator[list[Event]]:
+def _chunks(repo: pygit2.Repository, snap: Snapshot, tail: Tail | None = None) -> Iterator[list[Event]]:
     """Each chunk's events, checked as the spec says; SnapshotError naming the ref at the
-    first mismatch (snapshot.json and the layout are checked before the first chunk)."""
+    first mismatch (snapshot.json, the layout, the sizes and, with `tail`, the end of the
+    snapshot are checked before the first chunk)."""
 
     def bad(reason: str) -> SnapshotError:
         return SnapshotError(snap.ref, reason)
@@ -235,7 +236,9 @@ def _chunks(repo: pygit2.Repository, snap: Snapshot) -> Iterator[list[Event]]:
         raise bad("wal_head differs from the one in snapshot.json")
     files = _chunk_blobs(tree, len(chunks), bad)
     _check_sizes(repo, files, bad)
-    for i, info in enumerate(chunks):
+
+    def read(i: int) -> list[Event]:
+        info = chunks[i]
         blob = repo[files[f"{i:04d}.bin"]]
         data = blob.data if isinstance(blob, pygit2.Blob) else b""
         if chunk_hash(data) != info["chunk_hash"].lower():
@@ -249,7 +252,23 @@ def _chunks(repo: pygit2.Repository, snap: Snapshot) -> Iterator[list[Event]]:
             raise bad(f"{info['path']}: {exc}") from None
         if len(decoded) != info["event_count"]:
             raise bad(f"{info['path']} holds {len(decoded)} events, not {info['event_count']}")
-        yield decoded
+        return decoded
+
+    if tail is not None:  # its end first: a snapshot of the log ends with the log's last commits
+        missing, seen = set(tail.wanted), 0
+        for i in reversed(range(len(chunks))):
+            if not missing or seen >= tail.events:
+                break
+            events = read(i)
+            missing.difference_update(e.event_id for e in events)
+            seen += len(events)
+        if missing:
+            raise bad(
+                f"its last events lack {len(missing)} comment(s) or issue(s) of the last {TAIL_COMMITS} log "
+                f"commits up to its wal_head (event {min(missing).hex()}): it does not hold the log it names"
+            )
+    for i in range(len(chunks)):
+        yield read(i)
 
 
 def _check_sizes(
@@ -321,8 +340,9 @@ def stream_snapshot(wal: Wal, snap: Snapshot) -> Iterator[list[Event]]:
     one chunk at a time, but a SnapshotError may come after chunks were handed out (a
     caller folding them must be able to undo that)."""
     try:
-        wanted = _tail_events(wal, snap.wal_head) if snap.wal_head else set()
-        for events in _chunks(wal.repo, snap):
+        tail = _tail(wal, snap.wal_head) if snap.wal_head else None
+        wanted = set(tail.wanted) if tail else set()
+        for events in _chunks(wal.repo, snap, tail):
             if wanted:
                 wanted.difference_update(e.event_id for e in events)
             yield events
@@ -336,19 +356,30 @@ def stream_snapshot(wal: Wal, snap: Snapshot) -> Iterator[list[Event]]:
         )
 
 
-def _tail_events(wal: Wal, wal_head: str) -> set[bytes]:
-    """The ids of the comments and created issues in the TAIL_COMMITS commits up to
-    `wal_head`: events a snapshot may never drop (a cheap check that it holds the log it
-    names, whatever its hashes say: an empty or cut snapshot fails it)."""
+@dataclass
+class Tail:
+    """The log's TAIL_COMMITS commits up to a wal_head, as a snapshot of it must end."""
+
+    wanted: frozenset[bytes]  # their comments and created issues: a snapshot never drops one
+    events: int  # all their events: a snapshot's last this many events hold `wanted`
+
+
+def _tail(wal: Wal, wal_head: str) -> Tail:
+    """The TAIL_COMMITS commits up to `wal_head`: what a snapshot of the log must hold
+    (a cheap check that it holds the log it names, whatever its hashes say: an empty or
+    cut snapshot fails it), and where (at its end: a snapshot is in log order, and what
+    compaction drops only shortens that end)."""
     wanted: set[bytes] = set()
+    count = 0
     commits = _FirstParentChain._commits(wal.repo, wal_head)  # (ends at a commit it cannot read)
     for _, oid in zip(range(TAIL_COMMITS), commits, strict=False):
         try:
             events = wal.read_commit(oid).events
         except CorruptCommit:
             events = []  # skipped by every replay here: the snapshot need not hold its events
+        count += len(events)
         wanted.update(e.event_id for e in events if e.kind in (COMMENT_ADDED, ISSUE_CREATED))
-    return wanted
+    return Tail(frozenset(wanted), count)
 
 
 # verifying -------------------------------------------------------------------
@@ -499,7 +530,7 @@ class TailCounts(dict[str, int]):
         self.wal = wal
 
     def __missing__(self, wal_head: str) -> int:
-        self[wal_head] = len(_tail_events(self.wal, wal_head))
+        self[wal_head] = len(_tail(self.wal, wal_head).wanted)
         return self[wal_head]
 
 
