@@ -529,6 +529,9 @@ class Index:
             add_problem(self.db, f"snapshot:{ref}", "bad_snapshot", f"snapshot {ref} skipped: {reason}")
         if found is None:
             return None
+        from .storage.snapshot import SNAPSHOT_PREFIX, checked_snapshots
+
+        checked_snapshots(self.ctx.data_dir).add(found.ref[len(SNAPSHOT_PREFIX) :], found.commit_oid or "")
         self.from_snapshot = found.ref
         return found.wal_head
 

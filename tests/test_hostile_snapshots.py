@@ -584,3 +584,19 @@ def test_a_snapshot_is_checked_from_its_end_first(world):
     assert _listed(world.victim) == world.sessions
     (skipped,) = _problems(world.victim, "bad_snapshot")
     assert "its last events lack" in skipped["message"]
+
+
+def test_junk_that_passes_the_quick_checks_is_not_the_newest_snapshot_here(world):
+    # (named after now + 50 min, at an older wal_head, claiming enough events: sync counted
+    # from its wal_head, and made and pushed a snapshot of an unchanged log on every run)
+    (world.victim / ".brat").mkdir(exist_ok=True)
+    (world.victim / ".brat" / "sessions.yaml").write_text("snapshot_events: 3\n")
+    brat_json("snapshot", "create", cwd=world.victim)
+    brat_json("sync", cwd=world.victim)
+    root = git(world.attacker, "rev-list", "--max-parents=0", "refs/grite/wal")
+    push_snapshot(world.attacker, now_ms() + 3_000_000, [_padding(40)], [40], root)
+    taken = brat_json("sync", cwd=world.victim)
+    assert taken["snapshots_fetched"] == 1 and taken["snapshot_created"] is None
+    assert brat_json("sync", cwd=world.victim)["snapshot_created"] is None
+    again = brat_json("snapshot", "create", cwd=world.victim)
+    assert not again["created"]

@@ -510,13 +510,19 @@ def on_chain(wal: Wal, head: str, names: set[str]) -> list[str]:
 
 
 def latest_on_chain(wal: Wal, head: str, limit: int = MAX_CANDIDATES) -> Snapshot | None:
-    """The newest of the `limit` newest snapshots not named after a future time that pass
-    the checks short of reading their chunks (`quick_problem`: on the first-parent chain
-    of `head`, not holding fewer events than its last commits); None when there is none."""
+    """The newest snapshot on the first-parent chain of `head` that this clone trusts: one
+    it made, or one a full check here passed (a cold build started from it, a gc kept it),
+    among the `limit` newest not named after a future time; None when there is none.
+    (Junk that passes every check short of a full read must not count as the newest here:
+    sync would take no newer snapshot, and make one of the same log on every run.)"""
+    data_dir = wal.ctx.data_dir
+    made, checked = made_snapshots(data_dir).entries(), checked_snapshots(data_dir).entries()
     chain, tails = _FirstParentChain(wal.repo, head), TailCounts(wal)
     for number, ref in _current_refs(wal.repo)[:limit]:
         snap = _read_snapshot(wal.repo, number, ref)
-        if quick_problem(wal, snap, head, chain, tails) is None:
+        name = ref[len(SNAPSHOT_PREFIX) :]
+        trusted = snap.commit_oid is not None and snap.commit_oid in (made.get(name), checked.get(name))
+        if trusted and quick_problem(wal, snap, head, chain, tails) is None:
             return snap
     return None
 
@@ -653,12 +659,16 @@ def snapshot_candidates(wal: Wal, head: str | None = None) -> Iterator[Snapshot 
     if future:  # (one report: there may be thousands, all pushed by one hand)
         yield (future[0][1], f"skipped with {len(future) - 1} more: named after a time over an hour from now")
     loads = 0
+    handed: dict[str, str] = {}  # commit -> the ref it was handed out under
     for number, ref in refs[:MAX_CANDIDATES]:
         snap = _read_snapshot(repo, number, ref)
         problem = quick_problem(wal, snap, head, chain, tails)
+        if problem is None and snap.commit_oid in handed:  # (one commit under many names)
+            problem = f"the same snapshot commit as {handed[snap.commit_oid]}, which was not usable"
         if problem is not None:
             yield (ref, problem)
             continue
+        handed[snap.commit_oid or ""] = ref
         if loads == MAX_LOADS:
             yield (ref, f"not checked: {MAX_LOADS} newer snapshots were invalid")
             return
@@ -739,18 +749,24 @@ def made_snapshots(data_dir: Path) -> NameLog:
     return NameLog(data_dir / "snapshots_made")
 
 
+def checked_snapshots(data_dir: Path) -> NameLog:
+    """The snapshots a full check here passed (a cold build started from one, gc kept one):
+    with those made here, the ones sync may count as the newest here."""
+    return NameLog(data_dir / "snapshots_checked")
+
+
 def made_here_at_head(wal: Wal) -> Snapshot | None:
-    """The newest snapshot (not named after a future time), when this clone made it at the
-    log's current head."""
-    current = _current_refs(wal.repo)[:1]
+    """The newest snapshot this clone made (not named after a future time), when it is of
+    the log's current head (newer ones from elsewhere do not count: they may be junk)."""
     head = wal.head()
-    if not current or head is None:
-        return None
-    newest = _read_snapshot(wal.repo, *current[0])
-    if newest.wal_head != head:
-        return None
-    made = made_snapshots(wal.ctx.data_dir).entries().get(str(newest.created_ts))
-    return newest if made == newest.commit_oid else None
+    made = made_snapshots(wal.ctx.data_dir).entries()
+    for number, ref in _current_refs(wal.repo):
+        name = ref[len(SNAPSHOT_PREFIX) :]
+        if name in made:
+            snap = _read_snapshot(wal.repo, number, ref)
+            if snap.commit_oid == made[name]:
+                return snap if head is not None and snap.wal_head == head else None
+    return None
 
 
 def _chunk_files(events: list[Event]) -> Iterator[tuple[bytes, int]]:
@@ -871,6 +887,8 @@ def gc_snapshots(wal: Wal, keep: int) -> list[str]:
     kept: list[str] = []
     doomed = [ref for _, ref in future]
     read = 0
+    verdicts: dict[str, tuple[str | None, bool]] = {}  # commit -> full check (one per commit)
+    checked = checked_snapshots(wal.ctx.data_dir)
     for number, ref in current:
         if len(kept) >= keep:
             doomed.append(ref)
@@ -882,11 +900,15 @@ def gc_snapshots(wal: Wal, keep: int) -> list[str]:
         problem, here = snap.problem, False
         if problem is None and chain is not None and tails is not None and head is not None:
             problem = quick_problem(wal, snap, head, chain, tails)
-            if problem is None:
+            if problem is None and snap.commit_oid not in verdicts:
                 if read == MAX_CANDIDATES:
                     break  # (the rest is left as it is)
                 read += 1
-                problem, here = full_problem(wal, snap)
+                verdicts[snap.commit_oid or ""] = full_problem(wal, snap)
+                if verdicts[snap.commit_oid or ""][0] is None:
+                    checked.add(ref[len(SNAPSHOT_PREFIX) :], snap.commit_oid or "")
+            if problem is None:
+                problem, here = verdicts[snap.commit_oid or ""]
         if problem is None or here:
             kept.append(ref)
         else:

@@ -660,3 +660,16 @@ def test_a_snapshot_over_the_byte_cap_is_neither_read_nor_made(log, monkeypatch)
         load_snapshot(wal, snap)
     with pytest.raises(EnvironmentProblem, match="more than one snapshot may hold"):
         create_snapshot(wal, now_ms=T0 + 1)
+
+
+def test_one_snapshot_commit_under_many_names_is_read_once(log):
+    repo, wal, _events, heads = log
+    bad = hand_snapshot(
+        repo, 10, heads[5], records_up_to(wal, heads[5]), _set(["chunks", 0, "chunk_hash"], "0" * 64)
+    )
+    for n in range(11, 14):
+        git(repo, "update-ref", f"{SNAPSHOT_PREFIX}{n}", git(repo, "rev-parse", bad))
+    found, problems = usable_snapshot(wal)
+    assert found is None and len(problems) == 4
+    assert sum("does not match its chunk_hash" in why for _, why in problems) == 1  # read once
+    assert sum("the same snapshot commit as" in why for _, why in problems) == 3
