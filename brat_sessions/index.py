@@ -75,6 +75,9 @@ _MACHINE_ERRORS = (
 )
 
 
+_WARNED_IN_MEMORY = False  # (the warning of `Index._memory_copy`, once a process)
+
+
 class IndexUnwritable(EnvironmentProblem):
     """The index file cannot be written here (a full disk, a read-only file system, no
     permission): the index then works from a copy in memory for this process."""
@@ -158,15 +161,19 @@ class Index:
         except IndexUnwritable as exc:
             self.db = self._memory_copy(exc.message)
 
-    def _memory_copy(self, why: str) -> sqlite3.Connection:
+    def _memory_copy(self, why: str, copy: bool = True) -> sqlite3.Connection:
         """The index as this process can read it, copied into memory (empty when even that
         fails: it is then built from the log), for an index file that cannot be written
         here; one warning. The log is what counts: the copy is brought to its head and
         thrown away at the end."""
-        _warn(f"{why}; working from a copy in memory for this command (slower; the log is not affected)")
+        global _WARNED_IN_MEMORY
+        if not _WARNED_IN_MEMORY:  # (once a process: the light path and the full one both look)
+            _WARNED_IN_MEMORY = True
+            _warn(f"{why}; working from a copy in memory for this command (slower; the log is not affected)")
         self.in_memory = True
         mem = sqlite3.connect(":memory:", isolation_level=None)
-        for mode in ("ro", "ro&immutable=1"):  # (immutable: no -shm to make, a read-only folder)
+        # (immutable: no -shm file to make, for a read-only folder)
+        for mode in ("ro", "ro&immutable=1") if copy else ():
             try:
                 src = sqlite3.connect(f"{self.path.as_uri()}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S)
                 try:
@@ -177,8 +184,14 @@ class Index:
                     src.close()
             except sqlite3.Error:
                 continue
-        copied = mem.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
-        return mem if copied else self._fresh_memory()
+        try:  # (a damaged file copies as it is: checked in memory, else built anew there)
+            usable = (
+                mem.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
+                and mem.execute("PRAGMA quick_check(1)").fetchone()[0] == "ok"
+            )
+        except sqlite3.DatabaseError:
+            usable = False
+        return mem if usable else self._fresh_memory()
 
     def _fresh_memory(self) -> sqlite3.Connection:
         return self._create(sqlite3.connect(":memory:", isolation_level=None))
@@ -239,6 +252,8 @@ class Index:
                 os.unlink(str(self.path) + suffix)
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # (a read-only folder: the command goes on in memory)
+                raise IndexUnwritable(f"index {self.path} cannot be replaced: {exc.strerror}") from None
 
     def _create(self, db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("BEGIN IMMEDIATE")
@@ -286,8 +301,11 @@ class Index:
                     self.db = self._fresh_memory()
                     continue
                 _warn(f"index {self.path} is damaged ({exc}); rebuilding it")
-                self._remove()
-                self.db = self._new()
+                try:
+                    self._remove()
+                    self.db = self._new()
+                except IndexUnwritable as unwritable:  # (damaged, and cannot be replaced here)
+                    self.db = self._memory_copy(unwritable.message, copy=False)
         return self  # (not reached)
 
     def _refresh_naming(self, head: str | None) -> Index:
