@@ -73,8 +73,9 @@ _COLOURS = {"green": "32", "yellow": "33", "red": "31", "dim": "2"}
 
 def char_columns(ch: str) -> int:
     """Terminal columns one character takes: two for a wide one (CJK, most emoji), none
-    for a combining one."""
-    if unicodedata.combining(ch):
+    for a mark, a format character or a Hangul vowel or final consonant that joins the one
+    before (as wcwidth counts them)."""
+    if unicodedata.category(ch) in ("Mn", "Me", "Cf") or "\u1160" <= ch <= "\u11ff":
         return 0
     return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
 

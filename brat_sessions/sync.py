@@ -315,8 +315,8 @@ class Syncer:
             self.report.warnings.append(f"{unknown} remote lease(s) of sessions not in the log ignored")
         for sid in local_leases:
             if _exited(index, sid) and self.repo.references.get(LEASE_PREFIX + sid) is not None:
-                drop_lease(self.repo, sid)  # (tried again while a heartbeat holds its lock)
-                self.report.leases_dropped += 1
+                # (tried again while a heartbeat holds its lock; counted once it is gone)
+                self.report.leases_dropped += drop_lease(self.repo, sid)
 
     def _take_lease(self, sid: str, oid: str, mine: str | None) -> bool:
         """Move the lease here to the remote's `oid` by compare-and-swap against `mine`, the

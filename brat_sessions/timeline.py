@@ -154,8 +154,9 @@ def timeline_text(sessions: Iterable[Sess], now_ms: int, width: int = 100, colou
     # without the task when even that is too little
     sid_w = max(len("SESSION"), *(len(safe(b.sid)) + 2 * min(b.depth, 8) for b in bars))
     with_task = sid_w + 2 + max(len("TASK"), *(len(safe(b.task)) for b in bars))
-    show_task = with_task <= room - 1 - MIN_BAR or sid_w > room - 1 - MIN_BAR
-    label_w = max(1, min(with_task if show_task else sid_w, room - 1 - MIN_BAR))
+    free = room - 1 - MIN_BAR
+    show_task = with_task <= free or sid_w > free  # (too narrow for whole ids: cut, as before)
+    label_w = with_task if with_task <= free else sid_w if sid_w <= free else max(1, min(40, room // 3))
     bar_w = room - label_w - 1
     if bar_w < 4:  # too narrow for a bar: labels and outcomes only
         bar_w, label_w = 0, max(1, room)

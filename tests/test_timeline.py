@@ -20,9 +20,15 @@ ANSI = re.compile("\x1b\\[[0-9;]*m")
 
 
 def columns(line: str) -> int:
+    """Terminal columns, as wcwidth counts them (marks and format characters take none)."""
     line = ANSI.sub("", line)
     return sum(
-        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line
+        0
+        if unicodedata.category(c) in ("Mn", "Me", "Cf") or "\u1160" <= c <= "\u11ff"
+        else 2
+        if unicodedata.east_asian_width(c) in "WF"
+        else 1
+        for c in line
     )
 
 
@@ -414,3 +420,14 @@ def test_tables_count_wide_characters_as_the_terminal_does():
     ends = {columns(line[: line.rindex("ok") + 2]) for line in lines[1:]}
     assert len(ends) == 1  # the STATE column lines up
     assert columns(cut("修复解析器", 5)) <= 5 and cut("t-20261126-7afe", 6, keep_end=True) == "…-7afe"
+
+
+def test_zero_width_characters_and_very_narrow_timelines():
+    from brat_sessions.render import char_columns
+
+    assert [char_columns(c) for c in "\u0e34\u1161\u00ad\ufe0f\u0301a\u4e2d"] == [0, 0, 0, 0, 0, 1, 2]
+    found = [
+        sess(f"s-20261126-{n:04x}", task_id=f"t-20261126-7a{n:02x}", start=T0 + n * MIN) for n in range(2)
+    ]
+    lines = timeline_text(found, NOW, width=12).splitlines()
+    assert all(columns(line) <= 12 for line in lines) and lines[1].startswith("s-2")

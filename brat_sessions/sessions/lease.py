@@ -179,14 +179,16 @@ def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
     return update_lease(repo, session_id, renew)
 
 
-def drop_lease(repo: pygit2.Repository, session_id: str) -> None:
+def drop_lease(repo: pygit2.Repository, session_id: str) -> bool:
+    """Delete the lease; False when it stayed locked all along (a later look drops it)."""
     for attempt in range(MAX_TRIES):
         ref = repo.references.get(lease_ref(session_id))
         if ref is None:
-            return
+            return True
         try:
             ref.delete()
-            return
+            return True
         except _races() as exc:
             refused(exc, lease_ref(session_id))
             pause_after_lost_race(attempt)  # held by a heartbeat: the next look finds it gone or free
+    return False
