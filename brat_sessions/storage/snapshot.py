@@ -800,9 +800,16 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
     if head is None:
         return None
     events: list[Event] = []
+    size = 0  # (its chunks hold the same events, encoded the same: about as many bytes)
     for commit in wal.replay(head):
         if isinstance(commit, WalCommit):
             events += commit.events
+            size += len(commit.chunk)
+            if size > MAX_SNAPSHOT_BYTES:  # (before anything is written: sync tries again)
+                raise EnvironmentProblem(
+                    f"the log's events take more than {MAX_SNAPSHOT_BYTES:,} bytes, "
+                    "more than one snapshot may hold"
+                )
         elif commit.unreadable or commit.oversize:
             raise EnvironmentProblem(
                 f"WAL commit {commit.commit} cannot be read here ({commit.reason}); a snapshot would "

@@ -658,8 +658,10 @@ def test_a_snapshot_over_the_byte_cap_is_neither_read_nor_made(log, monkeypatch)
     monkeypatch.setattr(snapmod, "MAX_SNAPSHOT_BYTES", 1000)  # (sizes come from object headers)
     with pytest.raises(SnapshotError, match="chunks add up to more than 1,000 bytes"):
         load_snapshot(wal, snap)
+    loose = git(repo, "count-objects")
     with pytest.raises(EnvironmentProblem, match="more than one snapshot may hold"):
         create_snapshot(wal, now_ms=T0 + 1)
+    assert git(repo, "count-objects") == loose  # (nothing written: a sync tries it every time)
 
 
 def test_one_snapshot_commit_under_many_names_is_read_once(log):
