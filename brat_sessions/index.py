@@ -99,6 +99,26 @@ def _raise_unless_damage(path: Path, exc: sqlite3.DatabaseError) -> None:
         raise IndexUnwritable(f"index {path} cannot be written: {exc}") from None
 
 
+def peek_status(path: Path, session_id: str) -> tuple[str | None, str | None]:
+    """(the session's status, the log head) as the index file at `path` holds them, read as
+    it is: never refreshed, never written, never waiting for a writer (a heartbeat must
+    not wait for another process's rebuild); (None, None) when it cannot be read so."""
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=0.5)
+    except (sqlite3.Error, ValueError):
+        return None, None
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+            return None, None
+        head = db.execute("SELECT value FROM meta WHERE key='head'").fetchone()
+        row = db.execute("SELECT status FROM sessions WHERE session_id=?", (session_id,)).fetchone()
+        return (row[0] if row else None), (head[0] if head else None)
+    except sqlite3.Error:
+        return None, None
+    finally:
+        db.close()
+
+
 class _Progress:
     """`brat: reading the log: 12,000/159,900 commits` on stderr, only when it is a terminal
     and a build takes longer than a second (BRAT_PROGRESS_AFTER seconds); erased at the end."""

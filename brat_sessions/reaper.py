@@ -28,10 +28,10 @@ from typing import Any
 
 from .clock import now_ms
 from .config import Config
-from .errors import BratError, EnvironmentProblem, NotFound
+from .errors import BadInput, BratError, EnvironmentProblem, NotFound
 from .index import Index
 from .rules import valid_id
-from .sessions.lease import drop_lease
+from .sessions.lease import LEASE_PREFIX, drop_lease
 from .sessions.model import Session
 from .sessions.outputs import store_stream
 from .sessions.writer import block_events
@@ -215,6 +215,19 @@ def _stored_log(ws: Workspace, files: SessionFiles) -> str | None:
         return store_stream(ws.repo, log)
 
 
+def _drop_leases_of_exited(ws: Workspace, index: Index) -> None:
+    """Drop the leases of sessions the log says have exited (whatever wrote an exit was
+    killed before it dropped the lease): a lease must not keep a session alive."""
+    for name in list(ws.repo.references):
+        if name.startswith(LEASE_PREFIX):
+            try:
+                session = index.session(name[len(LEASE_PREFIX) :])
+            except (NotFound, BadInput):
+                continue
+            if session.exited:
+                drop_lease(ws.repo, session.session_id)
+
+
 def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:
     """Judge every live session and record one exit for each that is over (one commit)."""
     now = now if now is not None else now_ms()
@@ -226,6 +239,7 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     logs, data = ws.ctx.logs_dir, ws.ctx.data_dir
     if not dry_run:
         _stop_left_behind(index, data)
+        _drop_leases_of_exited(ws, index)
     candidates = [ws.with_lease(s, now) for s in index.sessions()]
     verdicts = {}
     for s in candidates:

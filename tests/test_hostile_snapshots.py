@@ -600,3 +600,16 @@ def test_junk_that_passes_the_quick_checks_is_not_the_newest_snapshot_here(world
     assert brat_json("sync", cwd=world.victim)["snapshot_created"] is None
     again = brat_json("snapshot", "create", cwd=world.victim)
     assert not again["created"]
+
+
+def test_many_names_for_a_good_snapshot_do_not_hide_it_from_sync(world):
+    # (36 names, under an hour ahead, for this clone's own snapshot: the one it made fell
+    # out of the 32 newest looked at, and every sync made a snapshot of an unchanged log)
+    (world.victim / ".brat").mkdir(exist_ok=True)
+    (world.victim / ".brat" / "sessions.yaml").write_text("snapshot_events: 3\n")
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
+    soon = now_ms() + 1_800_000
+    for n in range(36):
+        git(world.victim, "update-ref", f"{SNAPSHOT_PREFIX}{soon + n * 1000}", made["commit_oid"])
+    for _ in range(2):
+        assert brat_json("sync", cwd=world.victim)["snapshot_created"] is None

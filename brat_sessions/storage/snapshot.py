@@ -254,7 +254,8 @@ def _chunks(repo: pygit2.Repository, snap: Snapshot, tail: Tail | None = None) -
             raise bad(f"{info['path']} holds {len(decoded)} events, not {info['event_count']}")
         return decoded
 
-    if tail is not None:  # its end first: a snapshot of the log ends with the log's last commits
+    if tail is not None and tail.whole:  # its end first: a snapshot of the log ends with the log's
+        # last commits (when one of them cannot be read here, grite may have put its events after)
         missing, seen = set(tail.wanted), 0
         for i in reversed(range(len(chunks))):
             if not missing or seen >= tail.events:
@@ -362,6 +363,7 @@ class Tail:
 
     wanted: frozenset[bytes]  # their comments and created issues: a snapshot never drops one
     events: int  # all their events: a snapshot's last this many events hold `wanted`
+    whole: bool  # every one of them read here (else another reader may hold more of them)
 
 
 def _tail(wal: Wal, wal_head: str) -> Tail:
@@ -370,16 +372,16 @@ def _tail(wal: Wal, wal_head: str) -> Tail:
     cut snapshot fails it), and where (at its end: a snapshot is in log order, and what
     compaction drops only shortens that end)."""
     wanted: set[bytes] = set()
-    count = 0
+    count, whole = 0, True
     commits = _FirstParentChain._commits(wal.repo, wal_head)  # (ends at a commit it cannot read)
     for _, oid in zip(range(TAIL_COMMITS), commits, strict=False):
         try:
             events = wal.read_commit(oid).events
         except CorruptCommit:
-            events = []  # skipped by every replay here: the snapshot need not hold its events
+            events, whole = [], False  # skipped by every replay here: the snapshot need not hold them
         count += len(events)
         wanted.update(e.event_id for e in events if e.kind in (COMMENT_ADDED, ISSUE_CREATED))
-    return Tail(frozenset(wanted), count)
+    return Tail(frozenset(wanted), count, whole)
 
 
 # verifying -------------------------------------------------------------------
@@ -509,20 +511,23 @@ def on_chain(wal: Wal, head: str, names: set[str]) -> list[str]:
     return [snap.ref[len(SNAPSHOT_PREFIX) :] for snap in snaps if _holds_chain(wal.repo, snap, chain)]
 
 
-def latest_on_chain(wal: Wal, head: str, limit: int = MAX_CANDIDATES) -> Snapshot | None:
-    """The newest snapshot on the first-parent chain of `head` that this clone trusts: one
-    it made, or one a full check here passed (a cold build started from it, a gc kept it),
-    among the `limit` newest not named after a future time; None when there is none.
-    (Junk that passes every check short of a full read must not count as the newest here:
-    sync would take no newer snapshot, and make one of the same log on every run.)"""
+def latest_on_chain(wal: Wal, head: str) -> Snapshot | None:
+    """The newest snapshot on the first-parent chain of `head` whose commit this clone
+    trusts: one it made, or one a full check here passed (a cold build started from it, a
+    gc kept it), under whatever name, not named after a future time; None when there is
+    none. (Junk that passes every check short of a full read must not count as the newest
+    here: sync would take no newer snapshot, and make one of the same log on every run.)"""
     data_dir = wal.ctx.data_dir
-    made, checked = made_snapshots(data_dir).entries(), checked_snapshots(data_dir).entries()
+    trusted = {*made_snapshots(data_dir).entries().values(), *checked_snapshots(data_dir).entries().values()}
     chain, tails = _FirstParentChain(wal.repo, head), TailCounts(wal)
-    for number, ref in _current_refs(wal.repo)[:limit]:
+    for number, ref in _current_refs(wal.repo):
+        try:
+            if str(wal.repo.references[ref].target) not in trusted:
+                continue  # (its commit, before anything is read)
+        except (KeyError, ValueError, pygit2.GitError):
+            continue
         snap = _read_snapshot(wal.repo, number, ref)
-        name = ref[len(SNAPSHOT_PREFIX) :]
-        trusted = snap.commit_oid is not None and snap.commit_oid in (made.get(name), checked.get(name))
-        if trusted and quick_problem(wal, snap, head, chain, tails) is None:
+        if snap.commit_oid in trusted and quick_problem(wal, snap, head, chain, tails) is None:
             return snap
     return None
 

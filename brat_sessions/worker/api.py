@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import rules
 from ..clock import now_ms
-from ..errors import BadInput, Conflict, CorruptCommit, Fenced, NotFound
+from ..errors import BadInput, Conflict, Fenced, NotFound
 from ..index import Index
 from ..issues.ids import new_id
 from ..issues.projection import Issue
@@ -70,28 +70,7 @@ def _fenced_message(s: Session, advice: str = "stop working") -> str:
     )
 
 
-EXIT_LOOKBACK = 16  # newest log commits a heartbeat searches for its session's exit
-
-
-def _has_exit_block(wal: Any, oid: str, session_id: str) -> bool:
-    """Does this log commit hold an exit block naming the session (on any issue: the
-    index judges)?"""
-    from ..sessions.block import parse_blocks
-    from ..storage.events import COMMENT_ADDED
-
-    if not wal.chunk_holds(oid, session_id.encode()):  # (most commits: nothing decoded)
-        return False
-    try:
-        events = wal.read_commit(oid).events
-    except CorruptCommit:
-        return False
-    for ev in events:
-        body = ev.payload[0] if ev.kind == COMMENT_ADDED and ev.payload else None
-        if isinstance(body, str) and session_id in body:
-            for block in parse_blocks(body):
-                if block.fields.get("session_id") == session_id and block.fields.get("state") == "exit":
-                    return True
-    return False
+EXIT_LOOKBACK = 64  # log commits above the index's head a heartbeat looks at for an exit
 
 
 class Tracker:
@@ -314,31 +293,34 @@ class Tracker:
     def _exited_session(self, session_id: str) -> Session | None:
         """The session when the log says it has exited (None too for one it does not hold).
 
-        A heartbeat must not wait for the index (another process may be rebuilding it):
-        the log's commits since this thread last looked, the newest EXIT_LOOKBACK at most
-        (an exit is looked for right after it is written), are searched for an exit block
-        of the session, and only such a block sends it to the index to confirm."""
+        A heartbeat must not wait for the index (another process may be rebuilding it), so
+        the index is read as it is (`peek_status`): an exit it holds is one; the log's
+        commits above its head (and since this thread last looked; EXIT_LOOKBACK at most)
+        are looked at undecoded, and one whose chunk names the session brings the index up
+        to date (folding each such commit once, for every later look) to judge it."""
+        from ..index import peek_status
+
         wal = self.ws.wal
         head = wal.head()
         looked: dict[str, str] = self._local.__dict__.setdefault("looked", {})
         if head is None or looked.get(session_id) == head:
             return None
-        since = looked.get(session_id)
-        found = False
+        status, indexed = peek_status(self.ws.ctx.data_dir / "index.sqlite", session_id)
+        named = status == "exit"
+        stops = {looked.get(session_id), indexed}
         for n, oid in enumerate(wal.first_parents(head)):
-            if oid == since or n == EXIT_LOOKBACK:
+            if named or oid in stops or n == EXIT_LOOKBACK:
                 break
-            if _has_exit_block(wal, oid, session_id):
-                found = True
-                break
-        looked[session_id] = head
-        if not found:
-            return None
-        try:
-            session = self.ws.fresh_index().session(session_id)
-        except NotFound:
-            return None
-        return session if session.exited else None
+            named = wal.chunk_holds(oid, session_id.encode())
+        if named:
+            try:
+                session = self.ws.fresh_index().session(session_id)
+            except NotFound:
+                session = None
+            if session is not None and session.exited:
+                return session
+        looked[session_id] = head  # (only once judged: a failed look is made again)
+        return None
 
     def push_in_background(self, on: bool) -> None:
         """With BRAT_HEARTBEAT_REMOTE, push leases without waiting for the remote (a

@@ -280,3 +280,40 @@ def test_a_symbolic_lease_ref_is_named_not_an_internal_error(repo, tracker, task
     git(repo, "symbolic-ref", f"refs/brat/sessions/leases/{s.session_id}", "refs/heads/elsewhere")
     out = brat("sessions", "heartbeat", s.session_id, cwd=repo)
     assert out.returncode == 5 and "is a symbolic ref, not a lease" in out.stderr
+
+
+def test_an_exit_the_heartbeat_could_not_judge_is_judged_at_the_next_one(repo, tracker, task, monkeypatch):
+    s = tracker.start(task.task_id)
+    tracker.heartbeat(s.session_id)
+    lease = git(repo, "rev-parse", f"refs/brat/sessions/leases/{s.session_id}")
+    Tracker(repo).exit(s.session_id, 0)
+    git(repo, "update-ref", f"refs/brat/sessions/leases/{s.session_id}", lease)  # (left behind)
+    real = tracker.ws.fresh_index
+    calls = []
+
+    def busy_once():  # (another process rebuilding the index, once)
+        calls.append(1)
+        if len(calls) == 1:
+            raise Conflict("index busy")
+        return real()
+
+    monkeypatch.setattr(tracker.ws, "fresh_index", busy_once)
+    with pytest.raises(Conflict):
+        tracker.heartbeat(s.session_id)
+    with pytest.raises(Fenced):
+        tracker.heartbeat(s.session_id)
+
+
+def test_a_lease_left_behind_long_ago_is_fenced_and_dropped_by_reap(repo, tracker, task):
+    s = tracker.start(task.task_id)
+    tracker.heartbeat(s.session_id)
+    lease = git(repo, "rev-parse", f"refs/brat/sessions/leases/{s.session_id}")
+    Tracker(repo).exit(s.session_id, 0)
+    for n in range(70):  # (far more commits than a heartbeat looks through)
+        tracker.create_task(f"later {n}")
+    ref = f"refs/brat/sessions/leases/{s.session_id}"
+    git(repo, "update-ref", ref, lease)
+    assert brat("sessions", "heartbeat", s.session_id, cwd=repo).returncode == 4
+    git(repo, "update-ref", ref, lease)
+    assert brat("sessions", "reap", cwd=repo).returncode == 0
+    assert read_lease(tracker.ws.repo, s.session_id) is None
