@@ -82,14 +82,23 @@ def test_exited_session_fences_heartbeat_and_transition(repo, tracker, task):
         tracker.heartbeat(s.session_id)
 
 
-def test_a_lease_left_behind_by_an_exit_does_not_keep_the_session_alive(repo, tracker, task):
-    # (whatever wrote the exit stopped before it dropped the lease: killed, a full disk)
+def _ended_keeping_a_lease(repo, tracker, task) -> tuple[str, str, str]:
+    """A session whose exit is written but whose lease was not dropped (whatever wrote the
+    exit stopped first: killed, a full disk): (its id, its lease ref, the lease's blob)."""
     s = tracker.start(task.task_id)
     tracker.heartbeat(s.session_id)
-    lease = git(repo, "rev-parse", f"refs/brat/sessions/leases/{s.session_id}")
+    ref = f"refs/brat/sessions/leases/{s.session_id}"
+    lease = git(repo, "rev-parse", ref)
     Tracker(repo).exit(s.session_id, -1, "timeout")
+    git(repo, "update-ref", ref, lease)
+    return s.session_id, ref, lease
+
+
+def test_a_lease_left_behind_by_an_exit_does_not_keep_the_session_alive(repo, tracker, task):
+    sid, ref, lease = _ended_keeping_a_lease(repo, tracker, task)
+    s = tracker.session(sid)
     for args in (["phase", s.session_id, "coding"], ["heartbeat", s.session_id]):
-        git(repo, "update-ref", f"refs/brat/sessions/leases/{s.session_id}", lease)
+        git(repo, "update-ref", ref, lease)
         out = brat("sessions", *args, cwd=repo)
         assert out.returncode == 4 and "already exited" in out.stderr, out.stderr
         assert read_lease(tracker.ws.repo, s.session_id) is None  # (dropped on the way)
@@ -283,11 +292,8 @@ def test_a_symbolic_lease_ref_is_named_not_an_internal_error(repo, tracker, task
 
 
 def test_an_exit_the_heartbeat_could_not_judge_is_judged_at_the_next_one(repo, tracker, task, monkeypatch):
-    s = tracker.start(task.task_id)
-    tracker.heartbeat(s.session_id)
-    lease = git(repo, "rev-parse", f"refs/brat/sessions/leases/{s.session_id}")
-    Tracker(repo).exit(s.session_id, 0)
-    git(repo, "update-ref", f"refs/brat/sessions/leases/{s.session_id}", lease)  # (left behind)
+    sid, _, _ = _ended_keeping_a_lease(repo, tracker, task)
+    s = tracker.session(sid)
     real = tracker.ws.fresh_index
     calls = []
 
@@ -305,14 +311,10 @@ def test_an_exit_the_heartbeat_could_not_judge_is_judged_at_the_next_one(repo, t
 
 
 def test_a_lease_left_behind_long_ago_is_fenced_and_dropped_by_reap(repo, tracker, task):
-    s = tracker.start(task.task_id)
-    tracker.heartbeat(s.session_id)
-    lease = git(repo, "rev-parse", f"refs/brat/sessions/leases/{s.session_id}")
-    Tracker(repo).exit(s.session_id, 0)
+    sid, ref, lease = _ended_keeping_a_lease(repo, tracker, task)
+    s = tracker.session(sid)
     for n in range(70):  # (far more commits than a heartbeat looks through)
         tracker.create_task(f"later {n}")
-    ref = f"refs/brat/sessions/leases/{s.session_id}"
-    git(repo, "update-ref", ref, lease)
     assert brat("sessions", "heartbeat", s.session_id, cwd=repo).returncode == 4
     git(repo, "update-ref", ref, lease)
     assert brat("sessions", "reap", cwd=repo).returncode == 0
