@@ -224,8 +224,8 @@ def _drop_leases_of_exited(ws: Workspace, index: Index) -> None:
                 session = index.session(name[len(LEASE_PREFIX) :])
             except (NotFound, BadInput):
                 continue
-            if session.exited:
-                drop_lease(ws.repo, session.session_id)
+            if session.exited:  # (once: a lock left by a killed process is not waited on)
+                drop_lease(ws.repo, session.session_id, tries=1)
 
 
 def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:

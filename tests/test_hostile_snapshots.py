@@ -613,3 +613,13 @@ def test_many_names_for_a_good_snapshot_do_not_hide_it_from_sync(world):
         git(world.victim, "update-ref", f"{SNAPSHOT_PREFIX}{soon + n * 1000}", made["commit_oid"])
     for _ in range(2):
         assert brat_json("sync", cwd=world.victim)["snapshot_created"] is None
+
+
+def test_a_new_name_for_a_trusted_snapshot_does_not_make_it_newer(world):
+    from brat_sessions.storage.snapshot import latest_on_chain
+    from brat_sessions.workspace import Workspace
+
+    made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
+    git(world.victim, "update-ref", f"{SNAPSHOT_PREFIX}{now_ms() + 3_000_000}", made["commit_oid"])
+    ws = Workspace(world.victim)
+    assert latest_on_chain(ws.wal, ws.wal.head()).created_ts == made["created_ts"]

@@ -179,9 +179,9 @@ def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
     return update_lease(repo, session_id, renew)
 
 
-def drop_lease(repo: pygit2.Repository, session_id: str) -> bool:
+def drop_lease(repo: pygit2.Repository, session_id: str, tries: int = MAX_TRIES) -> bool:
     """Delete the lease; False when it stayed locked all along (a later look drops it)."""
-    for attempt in range(MAX_TRIES):
+    for attempt in range(tries):
         ref = repo.references.get(lease_ref(session_id))
         if ref is None:
             return True

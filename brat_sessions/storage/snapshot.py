@@ -518,18 +518,25 @@ def latest_on_chain(wal: Wal, head: str) -> Snapshot | None:
     none. (Junk that passes every check short of a full read must not count as the newest
     here: sync would take no newer snapshot, and make one of the same log on every run.)"""
     data_dir = wal.ctx.data_dir
-    trusted = {*made_snapshots(data_dir).entries().values(), *checked_snapshots(data_dir).entries().values()}
+    named: dict[str, int] = {}  # trusted commit -> the time of the first name it was trusted under
+    for log in (made_snapshots(data_dir), checked_snapshots(data_dir)):
+        for name, oid in log.entries().items():
+            named[oid] = min(int(name), named.get(oid, int(name)))
     chain, tails = _FirstParentChain(wal.repo, head), TailCounts(wal)
+    found: Snapshot | None = None
     for number, ref in _current_refs(wal.repo):
         try:
-            if str(wal.repo.references[ref].target) not in trusted:
+            if str(wal.repo.references[ref].target) not in named:
                 continue  # (its commit, before anything is read)
         except (KeyError, ValueError, pygit2.GitError):
             continue
         snap = _read_snapshot(wal.repo, number, ref)
-        if snap.commit_oid in trusted and quick_problem(wal, snap, head, chain, tails) is None:
-            return snap
-    return None
+        if snap.commit_oid in named and quick_problem(wal, snap, head, chain, tails) is None:
+            # its time is the one it was trusted under (a newer name for it proves nothing)
+            snap.created_ts = named[snap.commit_oid]
+            if found is None or snap.created_ts > found.created_ts:
+                found = snap
+    return found
 
 
 class TailCounts(dict[str, int]):

@@ -309,9 +309,10 @@ class Tracker:
         named = status == "exit"
         stops = {looked.get(session_id), indexed}
         for n, oid in enumerate(wal.first_parents(head)):
-            if named or oid in stops or n == EXIT_LOOKBACK:
+            if named or oid in stops:
                 break
-            named = wal.chunk_holds(oid, session_id.encode())
+            # (an index this far behind is brought up to date: the exit may lie below)
+            named = n == EXIT_LOOKBACK or wal.chunk_holds(oid, session_id.encode())
         if named:
             try:
                 session = self.ws.fresh_index().session(session_id)

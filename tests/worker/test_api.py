@@ -319,3 +319,22 @@ def test_a_lease_left_behind_long_ago_is_fenced_and_dropped_by_reap(repo, tracke
     git(repo, "update-ref", ref, lease)
     assert brat("sessions", "reap", cwd=repo).returncode == 0
     assert read_lease(tracker.ws.repo, s.session_id) is None
+
+
+def test_a_heartbeat_finds_an_exit_far_below_a_log_its_index_has_not_read(repo, tracker, task):
+    # (the log moved by more than a heartbeat looks through, with no brat command to fold it
+    # in: grite's own sync, say; the look recorded itself as judged and never fenced)
+    from brat_sessions.storage.events import COMMENT_ADDED, make_event
+
+    from ..helpers import append_raw, block_text
+
+    s = tracker.start(task.task_id)
+    tracker.heartbeat(s.session_id)
+    issue = bytes.fromhex(task.issue_id)
+    ended = block_text(session_id=s.session_id, state="exit", started_ts=s.started_ts, exit_code=0)
+    ended = ended.replace("exit_reason = null", 'exit_reason = "completed"')
+    append_raw(repo, [make_event(issue, bytes(16), s.started_ts + 1, COMMENT_ADDED, [ended])])
+    for n in range(70):
+        append_raw(repo, [make_event(issue, bytes(16), s.started_ts + 2 + n, COMMENT_ADDED, ["later"])])
+    with pytest.raises(Fenced):
+        tracker.heartbeat(s.session_id)
