@@ -298,7 +298,7 @@ class Index:
     # refreshing --------------------------------------------------------
     def indexed_head(self) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key='head'").fetchone()
-        return row[0] if row else None
+        return row[0] if row and isinstance(row[0], str) else None  # (else: replayed whole)
 
     def refresh(self, head: str | None = None) -> Index:
         """Bring the index to `head` (default: the current WAL head). An index file that

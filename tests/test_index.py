@@ -377,3 +377,15 @@ def test_a_damaged_index_that_cannot_be_replaced_is_built_in_memory(repo):
         )
     finally:
         subprocess.run(["chattr", "-i", *locked], check=True)
+
+
+def test_an_index_head_that_is_not_text_is_replayed_over(repo):
+    append_raw(repo, [created()])
+    append_raw(repo, _blocks(0, 3))
+    brat_json("sessions", "list", cwd=repo)
+    db = sqlite3.connect(repo / ".git" / "brat_sessions" / "index.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value = x'00ff' WHERE key = 'head'")  # (a hand-edited file)
+    db.close()
+    out = brat("sessions", "list", "--json", cwd=repo)
+    assert out.returncode == 0 and len(json.loads(out.stdout)["data"]["sessions"]) == 3, out.stderr
