@@ -447,6 +447,8 @@ def task_detail(
     )
     if t.body:
         lines += [""] + [safe(line) for line in t.body.split("\n")]
-    stale = stale_after_ms
-    lines += ["", sessions_table(sessions, now, width=width, colour=colour, stale_after_ms=stale, bare=bare)]
+    listed = sessions_table(
+        sessions, now, width=width, colour=colour, stale_after_ms=stale_after_ms, bare=bare
+    )
+    lines += ["", listed]
     return "\n".join(lines)

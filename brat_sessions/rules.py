@@ -54,10 +54,11 @@ def valid_exit_code(value: Any) -> bool:
 def valid_text(value: Any, limit: int = MAX_TEXT) -> bool:
     """A string of at most `limit` characters, without NUL, that UTF-8 can hold (Python
     keeps undecodable bytes of arguments and paths as lone surrogates: not text)."""
-    return isinstance(value, str) and len(value) <= limit and "\x00" not in value and _utf8(value)
+    return isinstance(value, str) and len(value) <= limit and "\x00" not in value and is_utf8(value)
 
 
-def _utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether UTF-8 can hold `text` (not when it holds lone surrogates)."""
     if text.isascii():
         return True
     try:

@@ -340,9 +340,6 @@ class Syncer:
         """The sessions named in blocks of commits appended here after `head` (another
         process of this clone, meanwhile): the index may hold them, the log pushed does
         not, and their leases would reach other clones before their start."""
-        from .sessions.block import parse_blocks
-        from .storage.events import COMMENT_ADDED
-
         now = self.wal.head()
         if head is None or now is None or now == head:
             return set()
@@ -354,7 +351,7 @@ class Syncer:
                 continue
             for ev in events:
                 body = ev.payload[0] if ev.kind == COMMENT_ADDED and ev.payload else None
-                if isinstance(body, str):
+                if isinstance(body, str) and has_block(body):
                     blocks = parse_blocks(body)
                     named.update(b.fields.get("session_id") or b.session_hint or "" for b in blocks)
         return named

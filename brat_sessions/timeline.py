@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .render import ELLIPSIS, char_columns, counted, money, paint, safe, when
+from .render import counted, cut, money, pad, paint, safe, when
 from .report import Sess, as_ts, duration, exited, key_text, outcome, span, usage_of
 
 
@@ -109,25 +109,9 @@ _TEXT_COLOUR = {"live": "green", "ok": "dim", "failed": "red", "timeout": "red",
 _TEXT_COLOUR["stopped"] = "yellow"
 
 
-def _cut(text: str, limit: int) -> tuple[str, int]:
-    """`text` in at most `limit` terminal columns (wide characters take two, combining
-    ones none), `…` marking a cut; and the columns it takes."""
-    if limit <= 0:
-        return "", 0
-    widths = [char_columns(c) for c in text]
-    if sum(widths) <= limit:
-        return text, sum(widths)
-    used, n = 0, 0
-    while n < len(text) and used + widths[n] <= limit - 1:
-        used += widths[n]
-        n += 1
-    return text[:n] + ELLIPSIS, used + 1
-
-
 def _fit(text: str, limit: int) -> str:
-    """`text` cut to `limit` columns and padded with spaces to exactly that."""
-    cut, used = _cut(text, limit)
-    return cut + " " * (max(0, limit) - used)
+    """`text` cut to `limit` terminal columns and padded with spaces to exactly that."""
+    return pad(cut(text, limit), limit) if limit > 0 else ""
 
 
 def _short(ts: int, fmt: str = "%m-%d %H:%M") -> str:
@@ -228,7 +212,7 @@ def _text(value: object, limit: int) -> str:
     """A value as escaped HTML text: controls made visible, lone surrogates replaced, cut
     to `limit` columns (a wide character takes two), then `html.escape(..., quote=True)` (safe in text and in
     double- or single-quoted attributes)."""
-    text, _ = _cut(_SURROGATE.sub("\ufffd", safe(value)), limit)
+    text = cut(_SURROGATE.sub("\ufffd", safe(value)), limit)
     return html.escape(text, quote=True)
 
 

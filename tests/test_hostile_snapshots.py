@@ -526,6 +526,21 @@ def test_a_refused_remote_output_is_not_read_again_at_every_sync(world):
     assert any("ignored" in w for w in brat_json("sync", cwd=world.victim)["warnings"])
 
 
+def _skipped_by_a_cold_build(world) -> str:
+    """Sync the victim, build its index anew (the sessions come from the log whole), and
+    the one bad_snapshot problem's message."""
+    brat_json("sync", cwd=world.victim)
+    _cold(world.victim)
+    assert _listed(world.victim) == world.sessions
+    (skipped,) = _problems(world.victim, "bad_snapshot")
+    return skipped["message"]
+
+
+def _snapshot_often(repo: Path, events: int) -> None:
+    (repo / ".brat").mkdir(exist_ok=True)
+    (repo / ".brat" / "sessions.yaml").write_text(f"snapshot_events: {events}\n")
+
+
 def _padding(events: int = 40, start: int = 1) -> bytes:
     """A chunk of well-formed comments that no log commit holds."""
     return encode_chunk([make_event(bytes(16), bytes(16), start + n, 3, ["x"]) for n in range(events)])
@@ -535,16 +550,11 @@ def test_a_snapshot_naming_one_chunk_file_twice_is_skipped_before_any_is_read(wo
     # (git's deltas make a push of a few KB name gigabytes this way: sizes are summed first)
     head = git(world.attacker, "rev-parse", "refs/grite/wal")
     push_snapshot(world.attacker, 1_700_000_000_002, [_padding()] * 2, [40, 40], head)
-    brat_json("sync", cwd=world.victim)
-    _cold(world.victim)
-    assert _listed(world.victim) == world.sessions
-    (skipped,) = _problems(world.victim, "bad_snapshot")
-    assert "events/0000.bin and events/0001.bin are the same file" in skipped["message"]
+    assert "events/0000.bin and events/0001.bin are the same file" in _skipped_by_a_cold_build(world)
 
 
 def test_refs_named_after_the_future_hide_no_snapshot_from_sync_or_create(world):
-    (world.victim / ".brat").mkdir(exist_ok=True)
-    (world.victim / ".brat" / "sessions.yaml").write_text("snapshot_events: 2\n")
+    _snapshot_often(world.victim, 2)
     made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
     junk = git_blob(world.victim, b"junk")  # (as a CI job's fetch of refs/grite/* brings them)
     for n in range(40):
@@ -579,18 +589,13 @@ def test_a_snapshot_is_checked_from_its_end_first(world):
     head = git(world.attacker, "rev-parse", "refs/grite/wal")
     chunks = [_padding(40, start=1 + 40 * k) for k in range(3)]
     push_snapshot(world.attacker, 1_700_000_000_003, chunks, [40] * 3, head)
-    brat_json("sync", cwd=world.victim)
-    _cold(world.victim)
-    assert _listed(world.victim) == world.sessions
-    (skipped,) = _problems(world.victim, "bad_snapshot")
-    assert "its last events lack" in skipped["message"]
+    assert "its last events lack" in _skipped_by_a_cold_build(world)
 
 
 def test_junk_that_passes_the_quick_checks_is_not_the_newest_snapshot_here(world):
     # (named after now + 50 min, at an older wal_head, claiming enough events: sync counted
     # from its wal_head, and made and pushed a snapshot of an unchanged log on every run)
-    (world.victim / ".brat").mkdir(exist_ok=True)
-    (world.victim / ".brat" / "sessions.yaml").write_text("snapshot_events: 3\n")
+    _snapshot_often(world.victim, 3)
     brat_json("snapshot", "create", cwd=world.victim)
     brat_json("sync", cwd=world.victim)
     root = git(world.attacker, "rev-list", "--max-parents=0", "refs/grite/wal")
@@ -605,8 +610,7 @@ def test_junk_that_passes_the_quick_checks_is_not_the_newest_snapshot_here(world
 def test_many_names_for_a_good_snapshot_do_not_hide_it_from_sync(world):
     # (36 names, under an hour ahead, for this clone's own snapshot: the one it made fell
     # out of the 32 newest looked at, and every sync made a snapshot of an unchanged log)
-    (world.victim / ".brat").mkdir(exist_ok=True)
-    (world.victim / ".brat" / "sessions.yaml").write_text("snapshot_events: 3\n")
+    _snapshot_often(world.victim, 3)
     made = brat_json("snapshot", "create", cwd=world.victim)["snapshot"]
     soon = now_ms() + 1_800_000
     for n in range(36):

@@ -182,14 +182,6 @@ def main(argv: list[str] | None = None) -> Any:
         report_failure(exc)
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # (bytes that are not UTF-8, held as lone surrogates)
-        return False
-
-
 def _system_problem(exc: OSError) -> tuple[str, str, int]:
     """(code, message, exit code) for an error the system gave that no check foresaw: a
     full disk, a read-only file system, a working directory deleted under the command; a
@@ -229,7 +221,9 @@ def report_failure(exc: BaseException) -> NoReturn:
         os._exit(0)
     if isinstance(exc, UnicodeEncodeError):  # (bytes of an argument, variable or path that
         # are not UTF-8 reach text the log or git must hold: the checks refuse most first)
-        named = next((a for a in sys.argv[1:] if not _utf8(a)), None)
+        from ..rules import is_utf8
+
+        named = next((a for a in sys.argv[1:] if not is_utf8(a)), None)
         which = f"argument {os.fsencode(named)!r}" if named is not None else "an argument or a variable"
         fail("bad_arguments", f"text that is not UTF-8 cannot be used here: {which}", EXIT_BAD_ARGS)
     pygit2 = sys.modules.get("pygit2")

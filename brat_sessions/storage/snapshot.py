@@ -818,10 +818,7 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
             events += commit.events
             size += len(commit.chunk)
             if size > MAX_SNAPSHOT_BYTES:  # (before anything is written: sync tries again)
-                raise EnvironmentProblem(
-                    f"the log's events take more than {MAX_SNAPSHOT_BYTES:,} bytes, "
-                    "more than one snapshot may hold"
-                )
+                raise _too_large()
         elif commit.unreadable or commit.oversize:
             raise EnvironmentProblem(
                 f"WAL commit {commit.commit} cannot be read here ({commit.reason}); a snapshot would "
@@ -842,10 +839,7 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
     for data, count in _chunk_files(events):
         total += len(data)
         if total > MAX_SNAPSHOT_BYTES:
-            raise EnvironmentProblem(
-                f"the log's events take more than {MAX_SNAPSHOT_BYTES:,} bytes, "
-                "more than one snapshot may hold"
-            )
+            raise _too_large()
         name = f"{len(chunks):04d}.bin"
         folder.insert(name, repo.create_blob(data), pygit2.enums.FileMode.BLOB)
         chunks.append({"path": f"events/{name}", "chunk_hash": chunk_hash(data), "event_count": count})
@@ -885,6 +879,12 @@ def create_snapshot(wal: Wal, head: str | None = None, now_ms: int | None = None
     raise Conflict("no free snapshot ref in 1000 milliseconds")
 
 
+def _too_large() -> EnvironmentProblem:
+    return EnvironmentProblem(
+        f"the log's events take more than {MAX_SNAPSHOT_BYTES:,} bytes, more than one snapshot may hold"
+    )
+
+
 def gc_snapshots(wal: Wal, keep: int) -> list[str]:
     """Delete every snapshot ref but the `keep` newest (by number) that a cold build here
     could use; returns the deleted names.
@@ -916,18 +916,18 @@ def gc_snapshots(wal: Wal, keep: int) -> list[str]:
         if snap.unreadable_here:
             kept.append(ref)
             continue
-        problem, here = snap.problem, False
+        problem, here, commit = snap.problem, False, snap.commit_oid or ""
         if problem is None and chain is not None and tails is not None and head is not None:
             problem = quick_problem(wal, snap, head, chain, tails)
-            if problem is None and snap.commit_oid not in verdicts:
+            if problem is None and commit not in verdicts:
                 if read == MAX_CANDIDATES:
                     break  # (the rest is left as it is)
                 read += 1
-                verdicts[snap.commit_oid or ""] = full_problem(wal, snap)
-                if verdicts[snap.commit_oid or ""][0] is None:
-                    checked.add(ref[len(SNAPSHOT_PREFIX) :], snap.commit_oid or "")
+                verdicts[commit] = full_problem(wal, snap)
+                if verdicts[commit][0] is None:
+                    checked.add(ref[len(SNAPSHOT_PREFIX) :], commit)
             if problem is None:
-                problem, here = verdicts[snap.commit_oid or ""]
+                problem, here = verdicts[commit]
         if problem is None or here:
             kept.append(ref)
         else:
