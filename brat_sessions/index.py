@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the folds (and pygit2) load only when there is something to
     from .storage.events import Event
     from .storage.wal import Wal, WalCommit
 
-FORMAT_VERSION = 13
+FORMAT_VERSION = 14
 PAGE_SIZE = 16384  # fewer half-empty pages than SQLite's 4 KiB
 BUSY_TIMEOUT_S = 120
 FLUSH_EVERY = 5000  # commits whose blocks are collected in memory before they are written

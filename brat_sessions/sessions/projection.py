@@ -10,12 +10,13 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ..storage.events import COMMENT_ADDED, Event
 from .block import has_block, parse_blocks
 from .model import EXTENSION_KEYS, USAGE_KEYS, Session
-from .rows import INSERT_SESSIONS, fields_from_row, fields_to_row, session_to_row
+from .rows import BLOCK_FIELD_COLUMNS, INSERT_SESSIONS, fields_from_row, fields_to_row, session_to_row
 
 if TYPE_CHECKING:
     from ..storage.wal import WalCommit
@@ -105,7 +106,7 @@ def comment_rows(ev: Event, commit_id: str | None, origin: str | None = None) ->
                 ev.event_id,
                 seq,
                 ev.issue_id,
-                fields_to_row(parsed.fields),
+                *fields_to_row(parsed.fields),
             )
         )
     return blocks, problems
@@ -139,8 +140,8 @@ class BlockFold:
 
     def flush(self) -> None:
         """Store what was collected (sessions are re-derived by `finish`)."""
-        self.blocks.sort()  # inserts in index order touch each B-tree page once
-        self.db.executemany("INSERT OR IGNORE INTO blocks VALUES(?,?,?,?,?,?,?)", self.blocks)
+        self.blocks.sort(key=_BLOCK_KEY)  # inserts in index order touch each B-tree page once
+        self.db.executemany(_INSERT_BLOCKS, self.blocks)
         self.db.executemany("INSERT OR IGNORE INTO problems VALUES(?,?,?,?,?,?,?)", self.problems)
         self.blocks.clear()
         self.problems.clear()
@@ -151,13 +152,17 @@ class BlockFold:
         self.touched.clear()
 
 
-_BLOCK_COLUMNS = "session_id, issue_id, ts, actor, event_id, seq, fields"  # BlockRecord order
+_BLOCK_COLUMNS = f"session_id, issue_id, ts, actor, event_id, seq, {BLOCK_FIELD_COLUMNS}"  # BlockRecord order
+_BLOCK_KEY = itemgetter(0, 1, 2, 3, 4)  # a block row's primary key (session, ts, actor, event, seq)
+_INSERT_BLOCKS = (
+    f"INSERT OR IGNORE INTO blocks VALUES({', '.join('?' * (6 + len(BLOCK_FIELD_COLUMNS.split(','))))})"
+)
 STREAM_FROM = 2000  # sessions; more are re-derived from one ordered pass over all blocks
 RECOMPUTE_BATCH = 5000  # sessions written at a time
 
 
 def _record(r: Row) -> BlockRecord:
-    return BlockRecord(r[0], r[1].hex(), r[2], r[3].hex(), r[4].hex(), r[5], fields_from_row(r[6], r[0]))
+    return BlockRecord(r[0], r[1].hex(), r[2], r[3].hex(), r[4].hex(), r[5], fields_from_row(r[6:], r[0]))
 
 
 def load_blocks(db: sqlite3.Connection, session_id: str) -> list[BlockRecord]:

@@ -16,11 +16,15 @@ if TYPE_CHECKING:
 
 SCHEMA = """
 -- one B-tree, no rowid: a session's blocks in order, and the identity of a block (a
--- replayed comment is ignored), ids as bytes, the fields as a compact JSON array
--- (`fields_to_row`)
+-- replayed comment is ignored), ids as bytes, then brat's fields each in a column of no
+-- type (a value stays the text or integer it was: the worktree at brat's place for the
+-- session is the integer 1) and any other keys as one compact JSON object, or NULL
+-- (`fields_to_row`: nothing to encode or parse for brat's own fields)
 CREATE TABLE IF NOT EXISTS blocks(
   session_id TEXT NOT NULL, ts INTEGER NOT NULL, actor BLOB NOT NULL, event_id BLOB NOT NULL,
-  seq INTEGER NOT NULL, issue_id BLOB NOT NULL, fields TEXT NOT NULL,
+  seq INTEGER NOT NULL, issue_id BLOB NOT NULL,
+  state, role, session_type, engine, worktree, pid, started_ts, last_heartbeat_ts, exit_code,
+  exit_reason, last_output_ref, extra,
   PRIMARY KEY(session_id, ts, actor, event_id, seq)) WITHOUT ROWID;
 -- a session as the projection left it: `body` is its JSON without the fields that depend
 -- on the clock, the task label or the lease (task_id, last_heartbeat_ts, future_ts, usage,
@@ -79,38 +83,38 @@ def session_to_row(s: Session) -> tuple[object, ...]:
 
 # brat's fields stored by position (the session id is the row's own column)
 _POSITIONAL = tuple(k for k in BRAT_FIELDS if k != "session_id")
+BLOCK_FIELD_COLUMNS = ", ".join((*_POSITIONAL, "extra"))  # the columns `fields_to_row` fills
 _BRAT = frozenset(BRAT_FIELDS)
 _WORKTREE = _POSITIONAL.index("worktree")
-_COMPACT = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps would build one per block)
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def fields_to_row(fields: dict[str, object]) -> str:
-    """A block's fields as stored: brat's values in brat's order without the session id,
-    trailing nulls left out, then any other keys (not null) as one object:
-    `["running","witness","polecat","codex",1,4242,1700000000000,{"host":"h1"}]`. A
+def fields_to_row(fields: dict[str, object]) -> tuple[object, ...]:
+    """A block's fields as the blocks table stores them: brat's values in brat's order
+    without the session id, then any other keys (not null) as one JSON object or None. A
     worktree at brat's place for the session (`.grite/worktrees/<session id>`) is stored
-    as 1 (a worktree read from a block is always text)."""
-    row: list[object] = [fields.get(k) for k in _POSITIONAL]
+    as 1 (a worktree read from a block is always text). Every value is text or a bounded
+    integer (`block.py` drops or refuses any other)."""
+    row = list(map(fields.get, _POSITIONAL))
     if row[_WORKTREE] == _worktree_of(fields.get("session_id")):
         row[_WORKTREE] = 1
-    while row and row[-1] is None:
-        row.pop()
-    extra = {k: v for k, v in fields.items() if k not in _BRAT and v is not None}
-    if extra:
-        row.append(extra)
-    return _COMPACT(row)
+    extra = None
+    if not fields.keys() <= _BRAT:  # (most blocks have brat's keys only)
+        others = {k: v for k, v in fields.items() if k not in _BRAT and v is not None}
+        extra = _COMPACT(others) if others else None
+    row.append(extra)
+    return tuple(row)
 
 
-def fields_from_row(data: str, session_id: str) -> dict[str, object]:
-    """The fields `fields_to_row` stored, every brat field present (None when absent)."""
-    values = json.loads(data)
-    extra = values.pop() if values and isinstance(values[-1], dict) else {}
-    if len(values) > _WORKTREE and values[_WORKTREE] == 1:
-        values[_WORKTREE] = _worktree_of(session_id)
-    fields: dict[str, object] = dict.fromkeys(BRAT_FIELDS)
-    fields.update(zip(_POSITIONAL, values))
-    fields["session_id"] = session_id
-    fields.update(extra)
+def fields_from_row(values: tuple[object, ...], session_id: str) -> dict[str, object]:
+    """The fields `fields_to_row` stored (`values`: its columns), every brat field present
+    (None when absent), in brat's order, then the other keys."""
+    fields: dict[str, object] = dict(zip(BRAT_FIELDS, (values[0], session_id, *values[1:-1])))
+    if fields["worktree"] == 1:
+        fields["worktree"] = _worktree_of(session_id)
+    extra = values[-1]
+    if extra is not None:
+        fields.update(json.loads(extra))  # type: ignore[arg-type]
     return fields
 
 

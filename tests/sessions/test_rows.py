@@ -1,12 +1,16 @@
 """How blocks and sessions are stored in the index's rows, and read back unchanged."""
 
+import sqlite3
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from brat_sessions.sessions.fields import BRAT_FIELDS
 from brat_sessions.sessions.model import Session
 from brat_sessions.sessions.rows import (
+    BLOCK_FIELD_COLUMNS,
     EXT_DEFAULT,
+    SCHEMA,
     fields_from_row,
     fields_to_row,
     session_from_row,
@@ -21,17 +25,30 @@ extra = st.dictionaries(
 )
 
 
+def _through_sqlite(fields: dict) -> tuple:
+    """The block's columns as a real blocks table gives them back."""
+    db = sqlite3.connect(":memory:")
+    db.executescript(SCHEMA)
+    db.execute(
+        f"INSERT INTO blocks VALUES(?,?,?,?,?,?,{','.join('?' * len(BLOCK_FIELD_COLUMNS.split(',')))})",
+        (SID, 1, b"a", b"e", 0, b"i", *fields_to_row(fields)),
+    )
+    return db.execute(f"SELECT {BLOCK_FIELD_COLUMNS} FROM blocks").fetchone()
+
+
 @given(known, extra, st.sampled_from(["", f".grite/worktrees/{SID}", ".grite/worktrees/s-other", "1"]))
 def test_block_fields_read_back_as_written(fields, more, worktree):
     fields = {**fields, **more, "session_id": SID, "worktree": worktree}
-    back = fields_from_row(fields_to_row(fields), SID)
+    back = fields_from_row(_through_sqlite(fields), SID)
     assert back == {**dict.fromkeys(BRAT_FIELDS), **{k: v for k, v in fields.items() if v is not None}}
+    assert all(type(back[k]) is type(v) for k, v in fields.items() if v is not None)  # "1" stays text
+    assert list(back)[: len(BRAT_FIELDS)] == list(BRAT_FIELDS)  # brat's order, then the others
 
 
 def test_the_worktree_at_brats_place_is_stored_short():
     fields = {"state": "running", "session_id": SID, "worktree": f".grite/worktrees/{SID}"}
-    assert fields_to_row(fields) == '["running",null,null,null,1]'
-    assert fields_from_row('["running",null,null,null,1]', "s-x")["worktree"] == ".grite/worktrees/s-x"
+    assert fields_to_row(fields) == ("running", None, None, None, 1, *[None] * 7)
+    assert fields_from_row(_through_sqlite(fields), "s-x")["worktree"] == ".grite/worktrees/s-x"
 
 
 def _session(**more):
