@@ -55,6 +55,24 @@ def test_dash_C_json_on_every_level_and_the_session_alias(repo, tmp_path, task):
     assert d == a and e["total"] == 1 and f == {"snapshots": [], "total": 0}
 
 
+def test_dash_C_moves_into_the_directory_as_git_does(repo, tmp_path, task):
+    """The command `run` starts, relative paths and files written all start from PATH."""
+    out = brat("-C", str(repo), "sessions", "run", "--task", task.task_id, "--", "pwd", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == str(repo)
+    (repo / "build.log").write_text("built\n")
+    sid = brat("-C", repo.name, "sessions", "start", "--task", task.task_id, cwd=tmp_path).stdout.strip()
+    done = brat(
+        "-C", repo.name, "sessions", "exit", sid, "--code", "0", "--output", "build.log", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert brat("-C", repo.name, "sessions", "log", sid, cwd=tmp_path).stdout == "built\n"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    refused = brat("-C", str(a_file), "sessions", "list", "--json", cwd=tmp_path)
+    assert refused.returncode == 5
+    assert json.loads(refused.stderr)["error"]["message"] == f"not a directory: {a_file}"
+
+
 def test_empty_repository_lists_nothing(tmp_path):
     from .helpers import git
 

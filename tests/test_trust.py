@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from brat_sessions.clock import now_ms
 from brat_sessions.config import Config
+from brat_sessions.errors import BadInput
 from brat_sessions.reaper import reap
 from brat_sessions.render import safe, session_detail, sessions_table
+from brat_sessions.sessions.block import format_block
 from brat_sessions.sessions.model import Session
 from brat_sessions.storage.events import COMMENT_ADDED, make_event
 from brat_sessions.worker.api import Tracker
@@ -237,3 +239,40 @@ def test_a_committed_symlink_in_the_logs_folder_is_never_followed(repo, task, tm
     blobs = git(repo, "for-each-ref", "--format=%(objectname)", "refs/brat/sessions/outputs/")
     assert all("TOP-SECRET" not in git(repo, "cat-file", "-p", b) for b in blobs.split())
     assert secret.read_text() == "TOP-SECRET-CANARY"
+
+
+def test_a_worktree_too_long_once_escaped_is_refused_before_anything_is_written(repo, task):
+    tracker = Tracker(repo)
+    commits = git(repo, "rev-list", "--count", "refs/grite/wal")
+    with pytest.raises(BadInput, match="too long once escaped"):
+        tracker.start(task.task_id, worktree="\\" * 4096)  # 4,096 characters: 8,192 escaped
+    assert git(repo, "rev-list", "--count", "refs/grite/wal") == commits
+    assert git(repo, "for-each-ref", "refs/brat").strip() == ""  # no lease left behind
+    cli = brat("sessions", "start", "--task", task.task_id, "--worktree", "[" * 2000, cwd=repo)
+    assert cli.returncode == 2 and "too long once escaped" in cli.stderr
+    assert brat_json("sessions", "doctor", cwd=repo)["problems"] == []
+
+
+def test_a_session_whose_worktree_no_block_can_hold_fails_clearly_and_alone(repo, task):
+    raw = "[session]\n" + "\n".join(  # brat writes a value as it is: 4,096 brackets on one line
+        f"{k} = {v}"
+        for k, v in {
+            "state": '"running"',
+            "session_id": '"s-20260101-b1b1"',
+            "role": '"witness"',
+            "session_type": '"polecat"',
+            "engine": '"codex"',
+            "worktree": '"' + "[" * 4096 + '"',
+            "started_ts": str(now_ms()),
+        }.items()
+    )
+    now = now_ms()
+    event = make_event(bytes.fromhex(task.issue_id), b"\x07" * 16, now, COMMENT_ADDED, [raw + "\n[/session]"])
+    append_raw(repo, [event])
+    other = forge(repo, task, state="running", session_id="s-20260101-c2c2")
+    failed = brat("sessions", "exit", "s-20260101-b1b1", "--code", "0", cwd=repo)
+    assert failed.returncode == 1 and "cannot write the [session] block" in failed.stderr
+    assert "Traceback" not in failed.stderr and "internal" not in failed.stderr
+    assert brat("sessions", "exit", other, "--code", "0", cwd=repo).returncode == 0
+    with pytest.raises(ValueError, match="at most 8192"):
+        format_block({**Tracker(repo).session("s-20260101-b1b1").block_fields(), "state": "exit"})

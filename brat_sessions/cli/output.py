@@ -113,10 +113,29 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]
         if value not in (None, False, ()):
             meta = ctx.find_root().meta
             if key == "dir":  # as git's: each -C is relative to the one before
-                value = os.path.join(meta.get("dir", ""), *value)
+                for path in value:
+                    _enter(path)
+                value = os.getcwd()
             meta[key] = value
 
     return callback
+
+
+def _enter(path: str) -> None:
+    """Move into `path` (-C) as git does: the repository, relative paths and the commands
+    that `run` and `resume` start are all found from there (an empty PATH changes nothing)."""
+    from ..errors import EnvironmentProblem
+
+    if not path:
+        return
+    try:
+        os.chdir(path)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"no such directory: {path}") from None
+    except NotADirectoryError:
+        raise EnvironmentProblem(f"not a directory: {path}") from None
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot change to {path}: {exc.strerror}") from None
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:

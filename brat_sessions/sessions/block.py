@@ -72,7 +72,19 @@ def format_block(fields: dict[str, Any]) -> str:
                 raise ValueError(f"invalid block key {key!r}")
             lines.append(f"{key} = {_encode_value(value)}")
     lines.append(CLOSE)
+    for line in lines:
+        if len(line) > rules.MAX_LINE_CHARS:  # (escapes make a value up to 6 times longer)
+            key = line.partition(" = ")[0]
+            raise BlockError(
+                f"field {key} is {len(line)} characters once written "
+                f"(a block's line holds at most {rules.MAX_LINE_CHARS})"
+            )
     return "\n".join(lines)
+
+
+def line_fits(key: str, value: Any) -> bool:
+    """Does `key = value` fit in a block's line once the value is escaped?"""
+    return len(key) + 3 + len(_encode_value(value)) <= rules.MAX_LINE_CHARS
 
 
 def _decode_value(raw: str) -> Any:

@@ -5,7 +5,10 @@
 see usage.py). A heartbeat writes a new blob and moves the ref
 with compare-and-swap: no WAL commit, and the cost does not grow with the
 repository. The lease is created at start and deleted at exit, so a heartbeat
-that finds no lease learns that its session is over (fencing).
+that finds no lease learns that its session is over (fencing). An exit first seals the
+lease (`"sealed": true`, by compare-and-swap): from then on no heartbeat, phase or usage
+call changes it (they are told the session is exiting), so the ledger the exit stores is
+the last one, and nothing a caller was told is recorded is lost.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class Lease:
     host: str | None
     progress: Progress = field(default_factory=Progress)
     ledger: list[LedgerEntry] = field(default_factory=list)
+    sealed: bool = False  # an exit is being recorded: nothing else may change the lease
+
+
+class LeaseSealed(Fenced):
+    """The session's exit is being recorded (its lease is sealed): stop working."""
 
 
 def lease_ref(session_id: str) -> str:
@@ -56,6 +64,8 @@ def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
         data["progress"] = asdict(lease.progress)
     if lease.ledger:
         data["ledger"] = [asdict(e) for e in lease.ledger]
+    if lease.sealed:
+        data["sealed"] = True
     return repo.create_blob(json.dumps(data, sort_keys=True).encode())
 
 
@@ -85,6 +95,7 @@ def lease_from_bytes(session_id: str, raw: bytes) -> Lease:
             host if valid_text(host, 255) else None,
             Progress.decode(data.get("progress")),
             decode_ledger(data.get("ledger")),
+            data.get("sealed") is True,
         )
     except (ValueError, AttributeError, TypeError, RecursionError):
         return Lease(session_id, None, None)  # unreadable: present, but tells no time
@@ -144,8 +155,11 @@ def _races() -> tuple[type[Exception], ...]:
     return (pygit2.GitError, OSError)
 
 
-def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lease], Lease]) -> Lease:
-    """Replace the lease with `change(current)` by compare-and-swap; Fenced when it is gone."""
+def update_lease(
+    repo: pygit2.Repository, session_id: str, change: Callable[[Lease], Lease], *, sealed_ok: bool = False
+) -> Lease:
+    """Replace the lease with `change(current)` by compare-and-swap; Fenced when it is gone,
+    LeaseSealed when an exit sealed it (unless `sealed_ok`: the exit's own changes)."""
     import pygit2
 
     name = lease_ref(session_id)
@@ -157,7 +171,10 @@ def update_lease(repo: pygit2.Repository, session_id: str, change: Callable[[Lea
             raise EnvironmentProblem(
                 f"{name} is a symbolic ref, not a lease: delete it (git update-ref -d --no-deref {name})"
             )
-        new = change(decode_lease(repo, session_id, ref.target))
+        current = decode_lease(repo, session_id, ref.target)
+        if current.sealed and not sealed_ok:
+            raise LeaseSealed(f"session {session_id} is exiting (its exit is being recorded): stop working")
+        new = change(current)
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
             return new
@@ -177,6 +194,22 @@ def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
         return replace(old, ts=old.ts if keep else ts)
 
     return update_lease(repo, session_id, renew)
+
+
+def seal_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
+    """Seal the lease for an exit (see above): the sealed lease, or None when there is none."""
+    try:
+        return update_lease(repo, session_id, lambda old: replace(old, sealed=True), sealed_ok=True)
+    except Fenced:
+        return None
+
+
+def unseal_lease(repo: pygit2.Repository, session_id: str) -> None:
+    """Undo `seal_lease` after an exit that could not be recorded (the worker goes on)."""
+    try:
+        update_lease(repo, session_id, lambda old: replace(old, sealed=False), sealed_ok=True)
+    except (Fenced, Conflict):
+        pass  # gone meanwhile, or busy: a sealed lease only fences, a later exit unseals nothing
 
 
 def drop_lease(repo: pygit2.Repository, session_id: str, tries: int = MAX_TRIES) -> bool:

@@ -37,12 +37,16 @@ from ..kinds import (
     StopReason,
     TaskStatus,
 )
+from ..sessions.block import line_fits
 from ..sessions.lease import (
     Lease,
+    LeaseSealed,
     create_lease,
     create_missing_lease,
     drop_lease,
     renew_lease,
+    seal_lease,
+    unseal_lease,
     update_lease,
 )
 from ..sessions.model import Session, check_transition
@@ -199,6 +203,11 @@ class Tracker:
         check_pid(pid)
         worktree = self._default_worktree() if worktree is None else worktree
         check_text("worktree", worktree, rules.MAX_TEXT)
+        if not line_fits("worktree", worktree):
+            raise BadInput(
+                f"worktree is too long once escaped for a block (a line holds at most {rules.MAX_LINE_CHARS} "
+                "characters; quotes, backslashes, brackets and control characters take 2 to 6)"
+            )
         if budget_tokens is not None and not rules.valid_count(budget_tokens):
             raise BadInput(f"a token budget must be an integer in 0..2^53, not {budget_tokens!r}")
         lineage = child_fields(self.session(parent)) if parent is not None else {}
@@ -262,6 +271,8 @@ class Tracker:
         now = now_ms()
         try:
             ts = renew_lease(self.ws.repo, session_id, now).ts or now
+        except LeaseSealed:
+            raise  # its exit is being recorded
         except Fenced:
             pass
         else:
@@ -429,6 +440,8 @@ class Tracker:
         check_session_id(session_id)
         try:
             lease = update_lease(self.ws.repo, session_id, change)
+        except LeaseSealed:
+            raise  # its exit is being recorded: what it was told to add would be lost
         except Fenced:
             self.heartbeat(session_id)  # Fenced if it has exited; else creates the lease
             return update_lease(self.ws.repo, session_id, change)
@@ -492,6 +505,9 @@ class Tracker:
             check_text("stop cause", stop_cause, 64)
         if not rules.valid_exit_code(code):
             raise BadInput(f"exit code must be a 32-bit integer, not {code!r}")
+        known = self.ws.fresh_index().session(session_id)  # NotFound before anything is stored
+        if known.exited:
+            raise Fenced(_fenced_message(known, "its first exit is kept"))
         output_ref = self._store_output(session_id, output)
 
         def update(s: Session) -> dict[str, Any]:
@@ -508,7 +524,25 @@ class Tracker:
             )
             return fields
 
-        session = self._write(session_id, update)
+        # sealed first: a usage, phase or heartbeat call from now on is told the session is
+        # exiting, so the ledger stored is the last one (none is told "recorded" and lost)
+        from .scope import ENDING_HERE, LIVE_SCOPES
+
+        scope = LIVE_SCOPES.get(session_id)
+        if scope is not None and scope.tracker is self:  # the block ends its own session: the
+            ENDING_HERE.add(session_id)  # scope is not interrupted by it (see session_scope)
+        sealed = seal_lease(self.ws.repo, session_id)
+        try:
+            session = self._write(session_id, update)
+        except Fenced:
+            ENDING_HERE.discard(session_id)
+            drop_lease(self.ws.repo, session_id)  # it had exited meanwhile: its lease is over too
+            raise
+        except BaseException:
+            ENDING_HERE.discard(session_id)
+            if sealed is not None:
+                unseal_lease(self.ws.repo, session_id)  # not recorded: the worker goes on
+            raise
         drop_lease(self.ws.repo, session_id)
         proofs.drop(self.ws.ctx.data_dir, session_id)
         self.files(session_id).forget_stop_request()

@@ -34,3 +34,10 @@ def check_name(what: str, value: object, limit: int) -> None:
 def check_pid(pid: int | None) -> None:
     if pid is not None and not rules.valid_pid(pid):
         raise BadInput(f"pid must be in {rules.PID_MIN}..{rules.PID_MAX}, not {pid!r}")
+
+
+def check_grace(grace_s: object) -> None:
+    """Seconds between SIGTERM and SIGKILL: a finite number, 0 or more."""
+    number = isinstance(grace_s, (int, float)) and not isinstance(grace_s, bool)
+    if not number or not 0 <= grace_s < float("inf"):  # type: ignore[operator]
+        raise BadInput(f"a grace period must be a finite number of seconds, 0 or more, not {grace_s!r}")

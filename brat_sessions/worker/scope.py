@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from .api import Tracker
 
 
+# the live scopes' sessions whose exit their own tracker is recording or has recorded
+# (`Tracker.exit` adds them before it seals the lease): a scope whose block ended its own
+# session is not interrupted by it
+ENDING_HERE: set[str] = set()
+# the live scopes of this process, by session id (to tell a fenced enclosing scope's
+# interrupt from a Ctrl-C)
+LIVE_SCOPES: dict[str, SessionHandle] = {}
+
+
 class SessionHandle:
     """What a `with tracker.session_scope(...)` block gets: its session, its log, and a
     way to move it along. Every call raises `Fenced` once the session was ended elsewhere."""
@@ -34,6 +43,12 @@ class SessionHandle:
         self._thread = threading.current_thread()
         self._lock = threading.Lock()
         self._ending = False
+        self.above: str | None = None  # the enclosing scope's session, if any
+
+    @property
+    def ended_by_block(self) -> bool:
+        """Did the block record its session's end itself (`tracker.exit(s.session_id, ...)`)?"""
+        return self.session_id in ENDING_HERE
 
     def log(self, text: str | bytes) -> None:
         """Append to the session's output log (stored in git at exit)."""
@@ -57,6 +72,9 @@ class SessionHandle:
 
     def _on_fenced(self, exc: Fenced) -> None:
         with self._lock:
+            if self.ended_by_block:
+                self.fenced = Fenced(f"session {self.session_id} has exited: this block recorded its end")
+                return  # (never interrupted by its own exit)
             self.fenced = Fenced(
                 f"{exc.message}; this block's own end is not recorded, its output stays in {self.files.log}"
             )
@@ -119,17 +137,27 @@ def session_scope(
         parent=parent,
     )
     handle = SessionHandle(tracker, session)
+    handle.above = enclosing_scope(tracker.ws.ctx.common_dir)
     keeper = HeartbeatKeeper(tracker.ws.ctx.common_dir, session.session_id, interval, handle._on_fenced)
     keeper.start()
     enclosing = _ENCLOSING.set((str(tracker.ws.ctx.common_dir), session.session_id))
+    owner = os.getpid()
+    LIVE_SCOPES[session.session_id] = handle
     try:
         yield handle
     except BaseException as exc:
+        if os.getpid() != owner:
+            raise  # a process forked inside the block: the session is its parent's to end
         handle._end(keeper)
+        if handle.ended_by_block:
+            raise  # its end is recorded already
         if isinstance(exc, Fenced) and (handle.fenced is not None or _has_ended(handle)):
             raise  # this session was ended elsewhere (or by the block itself)
         handle.raise_if_fenced()
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, KeyboardInterrupt) and _fenced_above(handle):
+            # the interrupt of an enclosing scope ended elsewhere: this one is stopped with it
+            _finish(handle, 128 + signal.SIGINT, "user-stop", "parent-ended")
+        elif isinstance(exc, KeyboardInterrupt):
             _finish(handle, 128 + signal.SIGINT, "signal")
         elif isinstance(exc, SystemExit):
             _finish(handle, exit_status(exc.code), "completed")
@@ -138,11 +166,30 @@ def session_scope(
             _finish(handle, 1, "completed")
         raise
     else:
+        if os.getpid() != owner:
+            return  # (as above)
         handle._end(keeper)
+        if handle.ended_by_block:
+            return
         handle.raise_if_fenced()
         _finish(handle, 0, "completed")
     finally:
         _ENCLOSING.reset(enclosing)
+        if os.getpid() == owner:
+            LIVE_SCOPES.pop(session.session_id, None)
+            ENDING_HERE.discard(session.session_id)
+
+
+def _fenced_above(handle: SessionHandle) -> bool:
+    """Was a scope enclosing this one (in this process) ended elsewhere?"""
+    seen = set()
+    above = LIVE_SCOPES.get(handle.above) if handle.above else None
+    while above is not None and above.session_id not in seen:
+        if above.fenced is not None and not above.ended_by_block:
+            return True
+        seen.add(above.session_id)
+        above = LIVE_SCOPES.get(above.above) if above.above else None
+    return False
 
 
 def exit_status(code: object) -> int:
@@ -162,11 +209,11 @@ def _has_ended(handle: SessionHandle) -> bool:
         return True  # (it cannot be read: nothing more can be recorded either)
 
 
-def _finish(handle: SessionHandle, code: int, reason: ExitReason) -> None:
+def _finish(handle: SessionHandle, code: int, reason: ExitReason, stop_cause: str | None = None) -> None:
     """Record the block's end (`user-stop` when `brat sessions stop` asked for it); Fenced
     (never swallowed) if the session ended elsewhere first."""
     try:
-        handle.tracker.exit(handle.session_id, code, handle.files.reason_for(reason))
+        handle.tracker.exit(handle.session_id, code, handle.files.reason_for(reason), stop_cause=stop_cause)
     except Fenced as exc:
         raise Fenced(
             f"{exc.message}; this block's own end (code {code}) is not recorded, its "

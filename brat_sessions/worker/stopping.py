@@ -12,7 +12,7 @@ from ..errors import EnvironmentProblem, Fenced
 from ..kinds import STOP_REASONS, StopReason
 from ..sessions.model import Session
 from . import proof as proofs
-from .checks import check_choice
+from .checks import check_choice, check_grace
 from .lineage import descendants
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def stop_report(
     proof the exit is recorded and the report says that no signal was sent.
     """
     check_choice("stop reason", reason, STOP_REASONS)
+    check_grace(grace_s)
     session = tracker.session(session_id)
     if session.exited:
         raise Fenced(f"session {session_id} has already exited ({session.exit_reason})")
@@ -73,6 +74,8 @@ def stop_report(
     try:
         return StopReport(tracker.exit(session_id, code, reason), signalled, note)
     except Fenced:
+        if not signalled:
+            raise  # another process recorded an exit meanwhile: this stop did nothing
         return StopReport(tracker.session(session_id), signalled, note)  # its supervisor was first
 
 
@@ -82,6 +85,7 @@ def stop_tree(
     """Stop a session and its live descendants, deepest first (so no child outlives
     its parent's stop); one report each. A session that has already exited is reported
     as it is (its live descendants are still stopped); Fenced only when nothing was live."""
+    check_grace(grace_s)
     tracker.session(session_id)  # NotFound for an unknown id
     below = [s for s in descendants(session_id, tracker.sessions(include_exited=True)) if not s.exited]
     reports = []

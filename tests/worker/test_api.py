@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from brat_sessions.errors import Conflict, Fenced
+from brat_sessions.errors import BadInput, Conflict, Fenced, NotFound
 from brat_sessions.sessions.lease import read_lease
 from brat_sessions.worker.api import Tracker
 
@@ -338,3 +338,142 @@ def test_a_heartbeat_finds_an_exit_far_below_a_log_its_index_has_not_read(repo, 
         append_raw(repo, [make_event(issue, bytes(16), s.started_ts + 2 + n, COMMENT_ADDED, ["later"])])
     with pytest.raises(Fenced):
         tracker.heartbeat(s.session_id)
+
+
+def test_usage_reported_while_the_session_exits_is_recorded_or_refused(repo, task):
+    """A usage call racing the exit: either it is in the stored totals, or it raised."""
+    import threading
+
+    for _ in range(3):
+        tracker = Tracker(repo)
+        sid = tracker.start(task.task_id, state="running").session_id
+        told_recorded = []
+
+        def report(sid=sid, told_recorded=told_recorded):
+            reporter = Tracker(repo)  # (its own repository and index, as another thread's would be)
+            while True:
+                try:
+                    reporter.usage(sid, model="m", input_tokens=1, output_tokens=1)
+                except Fenced:
+                    return
+                told_recorded.append(1)
+
+        thread = threading.Thread(target=report)
+        thread.start()
+        wait_for(lambda told_recorded=told_recorded: len(told_recorded) >= 5)
+        tracker.exit(sid, 0)
+        thread.join(timeout=60)
+        assert tracker.session(sid).usage["calls"] == len(told_recorded)
+
+
+def test_a_sealed_lease_refuses_usage_phase_and_heartbeats_until_unsealed(repo, tracker, task):
+    from brat_sessions.sessions.lease import seal_lease, unseal_lease
+
+    sid = tracker.start(task.task_id, state="running").session_id
+    tracker.usage(sid, model="m", input_tokens=1, output_tokens=1)
+    seal_lease(tracker.ws.repo, sid)  # as an exit does first
+    with pytest.raises(Fenced, match="is exiting"):
+        tracker.usage(sid, model="m", input_tokens=1, output_tokens=1)
+    with pytest.raises(Fenced, match="is exiting"):
+        tracker.phase(sid, "tests")
+    assert brat("sessions", "heartbeat", sid, cwd=repo).returncode == 4
+    unseal_lease(tracker.ws.repo, sid)
+    tracker.heartbeat(sid)
+    # an exit refused after sealing (the session exited elsewhere meanwhile) leaves no lease
+    other = Tracker(repo)
+    other.exit(sid, 0)
+    with pytest.raises(Fenced):
+        tracker.exit(sid, 1)
+    assert read_lease(tracker.ws.repo, sid) is None
+    assert tracker.session(sid).usage["calls"] == 1
+
+
+def test_a_refused_exit_stores_no_output(repo, tracker, task):
+    sid = tracker.start(task.task_id).session_id
+    tracker.exit(sid, 0)
+    before = git(repo, "for-each-ref", "refs/brat/sessions/outputs")
+    with pytest.raises(Fenced):
+        tracker.exit(sid, 1, output=b"never stored")
+    with pytest.raises(NotFound):
+        tracker.exit("s-20250101-dead", 1, output=b"never stored either")
+    assert git(repo, "for-each-ref", "refs/brat/sessions/outputs") == before
+
+
+FORKED_INSIDE_A_SCOPE = """
+import os, sys
+from brat_sessions import Tracker
+t = Tracker(".")
+with t.session_scope(sys.argv[1]) as s:
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # a forked helper ending as command-line code does: through the block
+    os.waitpid(pid, 0)
+    print(s.session_id)
+    print(t.session(s.session_id).status, flush=True)
+"""
+
+
+def test_a_process_forked_inside_a_scope_never_ends_its_parents_session(repo, tracker, task):
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_INSIDE_A_SCOPE, task.task_id], cwd=repo, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    sid, status_after_the_child = out.stdout.split()
+    assert status_after_the_child == "running"
+    ended = tracker.session(sid)
+    assert (ended.exit_reason, ended.exit_code) == ("completed", 0)
+    assert [b.fields["state"] for b in tracker.history(sid)].count("exit") == 1
+
+
+@pytest.mark.parametrize("grace", [None, "x", float("inf"), float("nan"), -1, True])
+def test_stop_refuses_a_grace_period_that_is_not_a_finite_number(tracker, task, grace):
+    sid = tracker.start(task.task_id, state="running").session_id
+    with pytest.raises(BadInput, match="grace period"):
+        tracker.stop(sid, grace_s=grace)
+    with pytest.raises(BadInput, match="grace period"):
+        tracker.stop_tree(sid, grace_s=grace)
+    assert not tracker.session(sid).exited
+
+
+def test_a_stop_that_loses_the_race_to_another_exit_says_so(repo, tracker, task):
+    from brat_sessions.worker.stopping import stop_report
+
+    sid = tracker.start(task.task_id, state="running").session_id
+    real_exit = tracker.exit
+
+    def exit_after_another(session_id, *args, **kwargs):
+        Tracker(repo).exit(session_id, 7)  # another process's exit lands first
+        return real_exit(session_id, *args, **kwargs)
+
+    tracker.exit = exit_after_another
+    with pytest.raises(Fenced):
+        stop_report(tracker, sid)
+    assert tracker.session(sid).exit_code == 7
+
+
+def test_a_block_that_records_its_own_end_is_not_interrupted_and_nothing_more_is_recorded(
+    repo, tracker, task
+):
+    with tracker.session_scope(task.task_id, heartbeat_interval=0.05) as s:
+        tracker.exit(s.session_id, 3, "completed", output=b"its own output")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # cleanup goes on: no interrupt comes (heartbeats do)
+            time.sleep(0.05)
+        with pytest.raises(Fenced, match="recorded its end"):
+            s.log("after the end")
+    ended = tracker.session(s.session_id)
+    assert (ended.exit_code, ended.exit_reason) == (3, "completed")
+    assert [b.fields["state"] for b in tracker.history(s.session_id)].count("exit") == 1
+
+
+def test_a_scope_inside_one_ended_elsewhere_is_recorded_as_stopped_with_it(repo, tracker, task):
+    with (
+        pytest.raises(Fenced),
+        tracker.session_scope(task.task_id, heartbeat_interval=0.05) as outer,
+        tracker.session_scope(task.task_id, heartbeat_interval=60) as inner,
+    ):
+        Tracker(repo).exit(outer.session_id, -1, "timeout")  # as another process would
+        time.sleep(30)  # the outer scope's heartbeat interrupts this
+    assert tracker.session(outer.session_id).exit_reason == "timeout"
+    stopped = tracker.session(inner.session_id)
+    assert (stopped.exit_reason, stopped.exit_code, stopped.stop_cause) == ("user-stop", 130, "parent-ended")
