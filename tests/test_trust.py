@@ -124,6 +124,14 @@ def test_a_shallow_log_is_detected_and_repaired_by_sync(tmp_path, snapshot):
         (ref,) = git(ci, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/").split()
         unjudged = brat("snapshot", "verify", ref, cwd=ci)
         assert unjudged.returncode == 5 and "incomplete" in unjudged.stderr
+        newest = brat("snapshot", "verify", cwd=ci)  # (none is on a cut chain: not "there is none")
+        assert newest.returncode == 5 and "incomplete" in newest.stderr
+        kept = brat("snapshot", "gc", "--keep", "0", cwd=ci)  # (over the count: deleted anyway)
+        assert kept.returncode == 0
+        git(ci, "update-ref", ref, git(remote, "rev-parse", ref).strip())
+        refused_gc = brat("snapshot", "gc", "--keep", "5", cwd=ci)
+        assert refused_gc.returncode == 5 and "none deleted" in refused_gc.stderr
+        assert git(ci, "for-each-ref", "--format=%(refname)", "refs/grite/snapshots/").split() == [ref]
     assert brat("sessions", "reap", "--dry-run", cwd=ci).returncode == 0
     assert brat("sync", cwd=ci).returncode == 0
     out = brat("sessions", "list", "--json", cwd=ci)

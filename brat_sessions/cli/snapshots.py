@@ -111,6 +111,7 @@ def snapshot_verify(ref: str | None) -> None:
         find_snapshot,
         is_snapshot_name,
         list_snapshots,
+        log_gap,
         snapshot_candidates,
         verify_snapshot,
     )
@@ -122,6 +123,9 @@ def snapshot_verify(ref: str | None) -> None:
             unread = next((s for s in list_snapshots(wal.repo, 32) if s.unreadable_here), None)
             if unread is not None:  # (a partial clone, a damaged object)
                 raise EnvironmentProblem(f"snapshot {unread.ref}: {unread.problem}: verify in a whole clone")
+            gap = log_gap(wal, wal.head())
+            if gap is not None and list_snapshots(wal.repo, 1):  # (a shallow clone: none is on its chain)
+                raise EnvironmentProblem(f"{gap}: snapshots cannot be judged here")
             raise NotFound("no snapshot on this log's chain (`brat snapshot list` shows them all)")
     else:
         if not is_snapshot_name(ref.removeprefix(SNAPSHOT_PREFIX)):

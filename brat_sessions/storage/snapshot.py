@@ -885,6 +885,22 @@ def _too_large() -> EnvironmentProblem:
     )
 
 
+def log_gap(wal: Wal, head: str | None) -> str | None:
+    """Why the log here does not reach its root (a shallow clone), or None."""
+    if head is None:
+        return None
+    wal.commit_ids(head)  # (sets root_gap)
+    return wal.root_gap
+
+
+def _judge_only_a_whole_log(wal: Wal, head: str | None) -> None:
+    """EnvironmentProblem when the log here is cut short: a snapshot whose wal_head this
+    clone lacks may be perfectly good, and nothing is deleted on such a view."""
+    gap = log_gap(wal, head)
+    if gap is not None:
+        raise EnvironmentProblem(f"{gap}: snapshots cannot be judged here, none deleted")
+
+
 def gc_snapshots(wal: Wal, keep: int) -> list[str]:
     """Delete every snapshot ref but the `keep` newest (by number) that a cold build here
     could use; returns the deleted names.
@@ -893,7 +909,8 @@ def gc_snapshots(wal: Wal, keep: int) -> list[str]:
     `keep` pass: one that fails is deleted (junk pushed under a newer name must not push
     out the good ones), and so is every ref named after a time more than an hour from now
     (it would otherwise outrank every real snapshot for good). One that only cannot be
-    read here (an object missing in this clone) is kept and counted. At most
+    read here (an object missing in this clone) is kept and counted; on a log cut short
+    here (a shallow clone) none is judged bad, and nothing is deleted (EnvironmentProblem). At most
     MAX_CANDIDATES are read in full per call: the refs below those are left for the next
     gc. Refs whose name is not `<digits>` are not snapshots and are left alone.
     """
@@ -931,6 +948,7 @@ def gc_snapshots(wal: Wal, keep: int) -> list[str]:
         if problem is None or here:
             kept.append(ref)
         else:
+            _judge_only_a_whole_log(wal, head)
             doomed.append(ref)
     deleted = []
     for ref in doomed:
