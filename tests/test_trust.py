@@ -16,6 +16,7 @@ from brat_sessions.errors import BadInput
 from brat_sessions.reaper import reap
 from brat_sessions.render import safe, session_detail, sessions_table
 from brat_sessions.sessions.block import format_block
+from brat_sessions.sessions.outputs import read_output
 from brat_sessions.sessions.model import Session
 from brat_sessions.storage.events import COMMENT_ADDED, make_event
 from brat_sessions.worker.api import Tracker
@@ -284,3 +285,36 @@ def test_a_session_whose_worktree_no_block_can_hold_fails_clearly_and_alone(repo
     assert brat("sessions", "exit", other, "--code", "0", cwd=repo).returncode == 0
     with pytest.raises(ValueError, match="at most 8192"):
         format_block({**Tracker(repo).session("s-20260101-b1b1").block_fields(), "state": "exit"})
+
+
+def test_a_committed_file_under_grite_logs_is_never_a_new_sessions_own(repo, task, monkeypatch, tmp_path):
+    """An attacker commits `.grite/logs/<id>.log` and `.stop` for ids a session may draw:
+    pulled, they must not become its output nor its stop request."""
+    from datetime import UTC, datetime
+
+    from brat_sessions.issues import ids
+
+    day = datetime.now(tz=UTC).strftime("%Y%m%d")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "push", "-q", str(remote), "HEAD:refs/heads/main")
+    attacker = tmp_path / "attacker"
+    git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(attacker))
+    logs = attacker / ".grite" / "logs"
+    logs.mkdir(parents=True)
+    (logs / f"s-{day}-0001.log").write_text("\x1b]0;INJECTED\x07 fake output\n")
+    (logs / f"s-{day}-0001.stop").write_text("")
+    git(attacker, "add", "-f", ".grite/logs")
+    git(attacker, "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "logs")
+    git(attacker, "push", "-q", "origin", "HEAD:refs/heads/main")
+    git(repo, "pull", "-q", str(remote), "main")
+    drawn = iter([b"\x00\x01", b"\x00\x02"])
+    monkeypatch.setattr(ids.os, "urandom", lambda n: next(drawn))
+    tracker = Tracker(repo)
+    s = tracker.start(task.task_id, state="running")
+    assert s.session_id == f"s-{day}-0002"  # the id with planted files is passed over
+    monkeypatch.undo()
+    tracker.files(s.session_id).append_log(b"mine\n")
+    ended = tracker.exit(s.session_id, 0)
+    assert ended.exit_reason == "completed"
+    assert read_output(tracker.ws.repo, ended.last_output_ref) == b"mine\n"

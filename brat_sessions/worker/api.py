@@ -221,7 +221,7 @@ class Tracker:
         def build(index: Index) -> list[Event]:
             issue = index.find_task(task if isinstance(task, str) else task.issue_id)
             ts = now_ms()
-            sid = new_id("s", ts, index.session_id_exists)
+            sid = new_id("s", ts, lambda sid: index.session_id_exists(sid) or self._files_exist(sid))
             session = Session(
                 session_id=sid,
                 task_id=issue.task_id,
@@ -250,6 +250,13 @@ class Tracker:
         if pid is not None:
             proofs.record(self.ws.ctx.data_dir, sid, pid)
         return self.ws.session(sid)
+
+    def _files_exist(self, session_id: str) -> bool:
+        """Does `.grite/logs` hold a file of this id already? A new session's files are its
+        own: one there before it (a committed file, pulled with someone's commit) would
+        otherwise be taken for its log, its stop request or its status."""
+        files = SessionFiles(self.ws.ctx.logs_dir, session_id)
+        return any(os.path.lexists(p) for p in (files.log, files.status, files.stop_request))
 
     def _default_worktree(self) -> str:
         ctx = self.ws.ctx
