@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from .index import Index
+from .rules import valid_id
 from .sessions.lease import LEASE_PREFIX, MAX_LEASE_BYTES, Lease, lease_from_bytes
 from .storage import plain_git
 from .storage.context import WAL_REF, RepoContext
@@ -60,6 +61,7 @@ class LightWorkspace(Workspace):
                 name[len(LEASE_PREFIX) :], plain_git.read_loose_blob(dirs.common_dir, oid, MAX_LEASE_BYTES)
             )
             for name, oid in plain_git.refs_under(dirs.common_dir, LEASE_PREFIX).items()
+            if valid_id(name[len(LEASE_PREFIX) :])  # (another name is no session's lease)
         }
         self._actor = None
         self._config = None

@@ -218,14 +218,20 @@ def _stored_log(ws: Workspace, files: SessionFiles) -> str | None:
 def _drop_leases_of_exited(ws: Workspace, index: Index) -> None:
     """Drop the leases of sessions the log says have exited (whatever wrote an exit was
     killed before it dropped the lease): a lease must not keep a session alive."""
-    for name in list(ws.repo.references):
-        if name.startswith(LEASE_PREFIX):
-            try:
-                session = index.session(name[len(LEASE_PREFIX) :])
-            except (NotFound, BadInput):
-                continue
-            if session.exited:  # (once: a lock left by a killed process is not waited on)
-                drop_lease(ws.repo, session.session_id, tries=1)
+    for sid in _lease_names(ws):
+        try:
+            session = index.session(sid)
+        except (NotFound, BadInput):
+            continue
+        if session.exited:  # (once: a lock left by a killed process is not waited on)
+            drop_lease(ws.repo, session.session_id, tries=1)
+
+
+def _lease_names(ws: Workspace) -> list[str]:
+    """The session ids the leases here are named after; a ref there named otherwise (put
+    there by hand or by a fetch: it may not even be UTF-8) is no session's lease."""
+    names = (name[len(LEASE_PREFIX) :] for name in ws.repo.references if name.startswith(LEASE_PREFIX))
+    return [sid for sid in names if valid_id(sid)]
 
 
 def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool = False) -> ReapReport:

@@ -16,14 +16,23 @@ if TYPE_CHECKING:
 
 
 # C0 and C1 controls, DEL, line and paragraph separators, bidi and zero-width format
-# characters: anything that could move the cursor, end a line or reorder what is shown.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# characters: anything that could move the cursor, end a line or reorder what is shown;
+# and characters that show nothing where a reader expects something: the Arabic letter
+# mark, the Mongolian vowel separator, Hangul fillers, the deprecated format characters
+# (U+206A-206F), interlinear annotation marks and tag characters.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\u3164\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _visible(m: re.Match[str]) -> str:
     ch = m.group(0)
-    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    code = ord(ch)
+    return _NAMED.get(ch) or (
+        f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    )
 
 
 def safe(value: object) -> str:

@@ -32,6 +32,7 @@ MAX_BLOCKS_PER_COMMENT = 100
 MAX_LINE_CHARS = 8192
 
 OUTPUT_REF = re.compile(r"sha256:[0-9a-f]{64}")
+OUTPUT_NAME = re.compile(r"[0-9a-f]{64}")  # an output's ref name: the SHA-256 of its bytes
 
 
 def valid_id(value: Any) -> bool:
@@ -79,3 +80,8 @@ def valid_count(value: Any) -> bool:
 
 def valid_output_ref(value: Any) -> bool:
     return isinstance(value, str) and OUTPUT_REF.fullmatch(value) is not None
+
+
+def valid_output_name(value: Any) -> bool:
+    """The last part of `refs/brat/sessions/outputs/<name>`: 64 lowercase hex digits."""
+    return isinstance(value, str) and OUTPUT_NAME.fullmatch(value) is not None

@@ -27,7 +27,7 @@ from .errors import BadInput, Conflict, CorruptCommit, EnvironmentProblem, NotFo
 from .index import Index
 from .issues.projection import check_event
 from .reaper import ReaperRecord
-from .rules import valid_id, valid_text
+from .rules import valid_id, valid_output_name, valid_text
 from .sessions.block import has_block, parse_blocks
 from .sessions.lease import LEASE_PREFIX, decode_lease, drop_lease
 from .sessions.model import Session
@@ -52,6 +52,8 @@ MAX_ATTEMPTS = 6
 FETCH_SNAPSHOTS = 4  # the remote's newest snapshots taken by one sync, at most
 PUSH_BATCH = 500  # refspecs a `git push` (a command line has a limit)
 REFUSALS = 3  # times a snapshot is offered to a remote that refuses it (a hook): then no more
+NAMED_SKIPS = 10  # refs ignored for their names that a sync's warnings name (then one line for the rest)
+_NOT_HEX = "its name is not 64 lowercase hex digits"
 
 
 LEASE_PUSH_TIMEOUT_S = 20  # a heartbeat's push of its lease (BRAT_HEARTBEAT_REMOTE)
@@ -125,6 +127,15 @@ class Syncer:
         self.pushed = NameLog(ws.ctx.data_dir / f"snapshots_pushed.{remote_key}")
         self.refused = NameLog(ws.ctx.data_dir / f"snapshots_refused.{remote_key}")
         self.reaper_record = ReaperRecord(ws.ctx.data_dir)
+        self.skipped: set[str] = set()  # refs ignored for their names (each warned of once)
+        # the folders whose refs are named after a session or an output: (folder, what, rule)
+        leases, outputs = (valid_id, "not a valid session id"), (valid_output_name, _NOT_HEX)
+        self.folders = (
+            (LEASE_PREFIX, "lease", leases),
+            (self.prefix + "sessions/leases/", "remote lease", leases),
+            (OUTPUT_PREFIX, "output", outputs),
+            (self.prefix + "sessions/outputs/", "remote output", outputs),
+        )
 
     @property
     def repo(self) -> pygit2.Repository:
@@ -176,12 +187,36 @@ class Syncer:
 
     def _refs(self) -> dict[str, str]:
         """Every ref under refs/brat* and of the snapshots, with its target (one pass over the
-        repository's refs)."""
+        repository's refs); not a lease or an output whose name is not a session id or 64
+        hex digits (a remote's, or pushed there by anyone: it may not even be UTF-8)."""
         return {
             name: str(self.repo.references[name].target)
             for name in self.repo.references
-            if name.startswith(("refs/brat", SNAPSHOT_PREFIX))
+            if name.startswith(("refs/brat", SNAPSHOT_PREFIX)) and self._name_fits(name)
         }
+
+    def _name_fits(self, ref: str) -> bool:
+        """Whether the ref's name is what its folder needs; a warning (once) when not."""
+        for prefix, what, (valid, needs) in self.folders:
+            if ref.startswith(prefix):
+                name = ref[len(prefix) :]
+                if valid(name):
+                    return True
+                self._skip(ref, f"{what} {name[:80]!r} ignored: {needs}")
+                return False
+        return True
+
+    def _skip(self, ref: str, warning: str) -> None:
+        """Warn of an ignored ref once a sync: the first NAMED_SKIPS by name, then one line."""
+        if ref in self.skipped:
+            return
+        self.skipped.add(ref)
+        if len(self.skipped) <= NAMED_SKIPS:
+            self.report.warnings.append(warning)
+        elif len(self.skipped) == NAMED_SKIPS + 1:
+            self.report.warnings.append(
+                f"more leases or outputs ignored for their names (the first {NAMED_SKIPS} named)"
+            )
 
     @staticmethod
     def _under(refs: dict[str, str], prefix: str) -> dict[str, str]:
@@ -295,9 +330,6 @@ class Syncer:
         index = self.ws.index  # refreshed by run() after merge_log
         unknown = 0
         for sid, oid in self._under(refs, self.prefix + "sessions/leases/").items():
-            if not valid_id(sid):
-                self.report.warnings.append(f"remote lease {sid[:80]!r} ignored: not a valid session id")
-                continue
             session = _session(index, sid)
             if session is None:  # (its start is in the log before its lease is made)
                 unknown += 1
@@ -363,7 +395,7 @@ class Syncer:
         refs = self._refs()
         local = self._under(refs, OUTPUT_PREFIX)
         # outputs refused once are not read again while their ref is unchanged
-        refused = NameLog(self.ws.ctx.data_dir / "outputs_refused", lambda name: 0 < len(name) <= 200)
+        refused = NameLog(self.ws.ctx.data_dir / "outputs_refused", valid_output_name)
         known_bad = refused.entries()
         for name, oid in self._under(refs, self.prefix + "sessions/outputs/").items():
             if name not in local:
@@ -597,7 +629,10 @@ class _LostRace(Exception):
 
 
 def _session(index: Index, session_id: str) -> Session | None:
-    """The session as the log has it; None when the log does not hold it."""
+    """The session as the log has it; None when the log does not hold it (nor can: a name
+    that is no session id, from a ref)."""
+    if not valid_id(session_id):
+        return None
     try:
         return index.session(session_id)
     except NotFound:

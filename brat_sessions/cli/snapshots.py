@@ -106,6 +106,7 @@ def snapshot_verify(ref: str | None) -> None:
     import sys
     from dataclasses import asdict
 
+    from ..render import safe
     from ..storage.snapshot import (
         SNAPSHOT_PREFIX,
         find_snapshot,
@@ -151,7 +152,7 @@ def snapshot_verify(ref: str | None) -> None:
             f"attachment(s) missing {examples_of.get('dropped', [])[:3]}, {verdict.diverging:,} issue(s) "
             f"shown otherwise {examples_of.get('diverging', [])[:3]}"
         )
-    emit({"verdict": {**asdict(verdict), "ok": verdict.ok}}, text)
+    emit({"verdict": {**asdict(verdict), "ok": verdict.ok}}, safe(text))  # (a pushed tree names the files)
     if not verdict.ok:
         sys.exit(1)
 

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import pygit2
 
 from ..errors import BratError, Conflict, NotFound, refused
+from ..rules import valid_output_name
 
 OUTPUT_PREFIX = "refs/brat/sessions/outputs/"
 MAX_FETCHED_OUTPUT = 256 * 2**20  # an output from another clone larger than this is not taken
@@ -118,7 +119,7 @@ def verified_output(repo: pygit2.Repository, name: str, oid: str) -> bool | None
     lowercase hex)? None when its object cannot be read here (a passing failure, not a
     verdict). For outputs from elsewhere: the size is read before the bytes (a few MB of
     pushed zeros can inflate to GBs)."""
-    if not re.fullmatch(r"[0-9a-f]{64}", name):
+    if not valid_output_name(name):
         return False
     try:
         kind, size = repo.odb.read_header(oid)

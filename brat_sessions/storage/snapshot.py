@@ -45,6 +45,7 @@ TAIL_COMMITS = 16  # commits up to wal_head whose comments a snapshot must hold
 
 _NAME = re.compile(r"[0-9]{1,19}", re.ASCII)  # the ref's last component: unix ms
 _OID = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", re.ASCII)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")  # a tree entry named plainly (shown unquoted)
 _HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
@@ -283,14 +284,20 @@ def _check_sizes(
     for name in sorted(files):
         oid = files[name]
         if oid in first:
-            raise bad(f"events/{first[oid]} and events/{name} are the same file")
+            raise bad(f"events/{_shown(first[oid])} and events/{_shown(name)} are the same file")
         first[oid] = name
         _, size = repo.odb.read_header(oid)
         if size > MAX_CHUNK_BYTES:
-            raise bad(f"events/{name} is larger than {MAX_CHUNK_BYTES} bytes")
+            raise bad(f"events/{_shown(name)} is larger than {MAX_CHUNK_BYTES} bytes")
         total += size
         if total > MAX_SNAPSHOT_BYTES:
             raise bad(f"its chunks add up to more than {MAX_SNAPSHOT_BYTES:,} bytes")
+
+
+def _shown(name: str) -> str:
+    """A tree entry's name for a message: as it is when plain (`0001.bin`), else quoted
+    with its escapes and cut (a name pushed by anyone may hold any byte but NUL and `/`)."""
+    return name if _PLAIN_NAME.fullmatch(name) else repr(name[:80])
 
 
 def _chunk_blobs(tree: pygit2.Tree, count: int, bad: Callable[[str], Exception]) -> dict[str, pygit2.Oid]:
@@ -309,13 +316,13 @@ def _chunk_blobs(tree: pygit2.Tree, count: int, bad: Callable[[str], Exception])
             pygit2.enums.FileMode.BLOB,
             pygit2.enums.FileMode.BLOB_EXECUTABLE,
         ):
-            raise bad(f"events/{entry.name} is not a file")
+            raise bad(f"events/{_shown(entry.name)} is not a file")
         files[str(entry.name)] = entry.id
     wanted = {f"{i:04d}.bin" for i in range(count)}
     if files.keys() - wanted:
         raise bad(
             f"events/ holds files that snapshot.json does not list: "
-            f"{', '.join(sorted(files.keys() - wanted)[:3])}"
+            f"{', '.join(_shown(name) for name in sorted(files.keys() - wanted)[:3])}"
         )
     if wanted - files.keys():
         raise bad(f"events/{min(wanted - files.keys())} is missing")
@@ -748,6 +755,8 @@ class NameLog:
             return 0
 
     def add(self, name: str, oid: str) -> None:
+        if not self.valid_name(name):
+            return  # (a line `entries` would not read back; a name that is not UTF-8 cannot be written)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as fh:
