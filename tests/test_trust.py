@@ -16,8 +16,8 @@ from brat_sessions.errors import BadInput
 from brat_sessions.reaper import reap
 from brat_sessions.render import safe, session_detail, sessions_table
 from brat_sessions.sessions.block import format_block
-from brat_sessions.sessions.outputs import read_output
 from brat_sessions.sessions.model import Session
+from brat_sessions.sessions.outputs import read_output
 from brat_sessions.storage.events import COMMENT_ADDED, make_event
 from brat_sessions.worker.api import Tracker
 from brat_sessions.workspace import this_host

@@ -249,6 +249,8 @@ class Tracker:
         create_lease(self.ws.repo, sid, self.host)
         if pid is not None:
             proofs.record(self.ws.ctx.data_dir, sid, pid)
+        if parent is not None:
+            proofs.record_parent(self.ws.ctx.data_dir, sid, parent)
         return self.ws.session(sid)
 
     def _files_exist(self, session_id: str) -> bool:
@@ -369,7 +371,12 @@ class Tracker:
         else:
             why = push_lease(self.ws, remote, session_id)
         if why is not None and not self._push_failing:
-            print(f"brat: warning: heartbeat of {session_id} not pushed to {remote}: {why}", file=sys.stderr)
+            from ..render import safe  # (git's text, and the remote's own words in it)
+
+            print(
+                f"brat: warning: heartbeat of {session_id} not pushed to {safe(remote)}: {safe(why)}",
+                file=sys.stderr,
+            )
         self._push_failing = why is not None
 
     def phase(

@@ -154,7 +154,29 @@ def session_ids(data_dir: Path) -> list[str]:
     return [sid for sid in found if valid_id(sid)]
 
 
+def record_parent(data_dir: Path, session_id: str, parent: str) -> None:
+    """Remember that this clone started `session_id` as a child of `parent`: the log's
+    lineage can be written by anyone, and only a link recorded here lets a stop of the
+    parent's tree signal the child, or the child's tokens stop the parent's `run`."""
+    path = _path(data_dir, session_id).with_suffix(".parent")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(parent)
+    os.replace(tmp, path)
+
+
+def recorded_parent(data_dir: Path, session_id: str) -> str | None:
+    """The parent `record_parent` recorded for the session here, or None."""
+    try:
+        parent = _path(data_dir, session_id).with_suffix(".parent").read_text()
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return parent if valid_id(parent) else None
+
+
 def drop(data_dir: Path, session_id: str) -> None:
+    """Forget the session's process (its `.parent` stays: a live grandchild's link to the
+    tree goes through it)."""
     try:
         _path(data_dir, session_id).unlink()
     except (FileNotFoundError, ValueError):

@@ -15,17 +15,21 @@ from ..kinds import ExitReason
 from ..sessions.model import Session
 from . import proof as proofs
 from .api import Tracker
-from .lineage import tokens
+from .lineage import local_descendants, tokens
 
 CRASH: ExitReason = "crash"
 
 
 def over_budget(tracker: Tracker, session: Session) -> bool:
-    """Have the session and its descendants used more tokens than its budget?"""
+    """Have the session and its descendants started here used more tokens than its budget?
+    (A descendant's link is taken from this clone's own record, never from the log alone:
+    a block anyone can push must not stop a command here.)"""
     if session.budget_tokens is None:
         return False
     tree = tracker.ws.fresh_index().sessions_in_tree(session.session_id)
-    used = sum(tokens(tracker.ws.with_lease(s)) for s in tree)
+    own = [s for s in tree if s.session_id == session.session_id]
+    counted = own + local_descendants(tracker.ws.ctx.data_dir, session.session_id, tree)
+    used = sum(tokens(tracker.ws.with_lease(s)) for s in counted)
     return used > session.budget_tokens
 
 

@@ -13,7 +13,7 @@ from ..kinds import STOP_REASONS, StopReason
 from ..sessions.model import Session
 from . import proof as proofs
 from .checks import check_choice, check_grace
-from .lineage import descendants
+from .lineage import descendants, local_descendants
 
 if TYPE_CHECKING:
     from .api import Tracker
@@ -30,7 +30,12 @@ class StopReport:
 
 
 def stop_report(
-    tracker: Tracker, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0
+    tracker: Tracker,
+    session_id: str,
+    reason: StopReason = "user-stop",
+    grace_s: float = 10.0,
+    *,
+    may_signal: bool = True,
 ) -> StopReport:
     """Stop a session: signal its process (group) only if this machine holds proof that
     brat started or adopted that very process, then record the exit.
@@ -52,7 +57,7 @@ def stop_report(
     code = -1
     proof = proofs.load(tracker.ws.ctx.data_dir, session_id)
     signalled = False
-    if proof is not None and proof.live_members():
+    if may_signal and proof is not None and proof.live_members():
         files.request_stop(reason)
         signalled = proof.stop(grace_s)
     if signalled:
@@ -67,6 +72,8 @@ def stop_report(
         note = ""
     elif proof is not None and proof.pid == os.getpid():
         note = "no signal sent: the session's process is this one"
+    elif proof is not None and not may_signal:
+        note = "no signal sent: this machine did not start it as a child of the tree stopped"
     else:
         note = (
             "no signal sent: this machine holds no record that brat started or adopted the session's process"
@@ -87,11 +94,14 @@ def stop_tree(
     as it is (its live descendants are still stopped); Fenced only when nothing was live."""
     check_grace(grace_s)
     tracker.session(session_id)  # NotFound for an unknown id
-    below = [s for s in descendants(session_id, tracker.sessions(include_exited=True)) if not s.exited]
+    everyone = tracker.sessions(include_exited=True)
+    below = [s for s in descendants(session_id, everyone) if not s.exited]
+    linked_here = {s.session_id for s in local_descendants(tracker.ws.ctx.data_dir, session_id, everyone)}
     reports = []
     for s in sorted(below, key=lambda s: -s.spawn_depth):
         try:
-            reports.append(tracker.stop_report(s.session_id, reason, grace_s))
+            may_signal = s.session_id in linked_here  # (the log's lineage alone signals nothing)
+            reports.append(stop_report(tracker, s.session_id, reason, grace_s, may_signal=may_signal))
         except Fenced:
             continue  # it ended meanwhile
     try:

@@ -361,3 +361,85 @@ def test_a_scope_inside_a_scope_is_its_child_in_the_same_thread_only(repo, task)
     assert (seen["inner"].parent_session_id, seen["inner"].spawn_depth) == (outer.session_id, 1)
     assert seen["after"].parent_session_id == outer.session_id  # (the inner one had ended)
     assert seen["thread"].parent_session_id is None and seen["alone"].parent_session_id is None
+
+
+def _forge_child(repo, remote, task, sid: str, parent: str, **fields) -> None:
+    """Another clone pushes a block claiming `sid` is a child of `parent`; this one syncs."""
+    from ..grite_writer import GriteWriter, raw_block
+
+    attacker = repo.parent / "attacker"
+    if not attacker.exists():
+        git(repo.parent, "clone", "-q", str(remote), str(attacker))
+    git(attacker, "fetch", "-q", "origin", "+refs/grite/*:refs/grite/*")
+    GriteWriter(attacker).comment(
+        task.issue_id,
+        raw_block(
+            state="running",
+            session_id=sid,
+            worktree="",
+            started_ts=Tracker(repo).session(parent).started_ts,
+            parent_session_id=parent,
+            root_session_id=parent,
+            spawn_depth=1,
+            **fields,
+        ),
+    )
+    git(attacker, "push", "-q", "origin", "refs/grite/wal:refs/grite/wal")
+    assert brat("sync", cwd=repo).returncode == 0
+
+
+def _remote_of(repo):
+    remote = repo.parent / "remote.git"
+    git(repo.parent, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    assert brat("sync", cwd=repo).returncode == 0
+    return remote
+
+
+def test_a_forged_parent_link_never_makes_stop_recursive_signal_an_unrelated_process(repo, task):
+    t = Tracker(repo)
+    remote = _remote_of(repo)
+    canaries = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]
+    try:
+        a = t.start(task.task_id, state="running", pid=canaries[0].pid)
+        b = t.start(task.task_id, state="running", pid=canaries[1].pid)  # unrelated to a
+        assert brat("sync", cwd=repo).returncode == 0
+        _forge_child(repo, remote, task, b.session_id, a.session_id)  # "b is a's child"
+        assert t.session(b.session_id).parent_session_id == a.session_id  # (shown as the log says)
+        out = brat_json("sessions", "stop", a.session_id, "--recursive", "--grace", "1", cwd=repo)
+        assert {r["session_id"]: r["signalled"] for r in out["stopped"]} == {
+            b.session_id: False,
+            a.session_id: True,
+        }
+        assert canaries[0].wait(timeout=30) is not None
+        assert canaries[1].poll() is None  # never signalled: its link came from the log alone
+    finally:
+        for c in canaries:
+            c.kill()
+            c.wait()
+
+
+def test_a_forged_child_with_huge_usage_never_stops_a_budgeted_run(repo, task):
+    remote = _remote_of(repo)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "brat_sessions.cli", "sessions", "run", "--task", task.task_id]
+        + ["--budget-tokens", "1000", "--heartbeat-interval", "0.2", "--", "sleep", "3"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        t = Tracker(repo)
+        from ..helpers import wait_for
+
+        wait_for(lambda: any(not s.exited for s in t.sessions()))
+        (live,) = t.sessions()
+        _forge_child(repo, remote, task, "s-20990101-beef", live.session_id, input_tokens=10**9)
+        _out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    assert "budget" not in err
+    assert t.session(live.session_id).exit_reason == "completed"
