@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from .errors import BadInput, BratError, Conflict, EnvironmentProblem, Fenced, NotFound
     from .issues.projection import Issue
-    from .kinds import ExitReason, Priority, Role, SessionType, State, StopReason, TaskStatus
+    from .kinds import ExitReason, LiveState, Priority, Role, SessionType, State, StopReason, TaskStatus
     from .sessions.model import Session
     from .sessions.projection import BlockRecord
     from .worker.api import Tracker
@@ -37,6 +37,7 @@ __all__ = [
     "ExitReason",
     "Fenced",
     "Issue",
+    "LiveState",
     "NotFound",
     "Priority",
     "Role",
@@ -67,6 +68,7 @@ _WHERE = {
     "Priority": "kinds",
     "Role": "kinds",
     "SessionType": "kinds",
+    "LiveState": "kinds",
     "State": "kinds",
     "StopReason": "kinds",
     "TaskStatus": "kinds",

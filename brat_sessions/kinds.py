@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 State = Literal["spawned", "ready", "running", "handoff", "exit"]
+LiveState = Literal["spawned", "ready", "running", "handoff"]  # what `transition` moves to
 SessionType = Literal["polecat", "crew"]
 Role = Literal["mayor", "witness", "refinery", "deacon", "user"]
 ExitReason = Literal["completed", "signal", "timeout", "crash", "user-stop"]

@@ -30,6 +30,7 @@ from ..kinds import (
     STATES,
     TASK_STATUSES,
     ExitReason,
+    LiveState,
     Priority,
     Role,
     SessionType,
@@ -463,7 +464,7 @@ class Tracker:
         return lease
 
     def transition(
-        self, session_id: str, state: State, *, force: bool = False, pid: int | None = None
+        self, session_id: str, state: LiveState, *, force: bool = False, pid: int | None = None
     ) -> Session:
         """Move the session to `state` along the state machine (any state may go to exit).
 
@@ -471,7 +472,7 @@ class Tracker:
         brat knows. With `pid`, the process (on this machine) is adopted as in `start`.
         """
         check_session_id(session_id)
-        if state == "exit":
+        if str(state) == "exit":  # (an untyped caller's: the type leaves it out)
             raise BadInput("use exit() (brat sessions exit) to end a session")
         check_choice("state", state, tuple(x for x in STATES if x != "exit"))
         check_pid(pid)

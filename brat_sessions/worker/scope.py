@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from ..errors import BadInput, BratError, Fenced
-from ..kinds import ExitReason, Role, SessionType, State
+from ..kinds import ExitReason, LiveState, Role, SessionType
 from ..sessions.model import Session
 from .heartbeat import HeartbeatKeeper
 
@@ -55,7 +55,7 @@ class SessionHandle:
         self.raise_if_fenced()
         self.files.append_log(text.encode() if isinstance(text, str) else text)
 
-    def transition(self, state: State) -> Session:
+    def transition(self, state: LiveState) -> Session:
         """Move the session along the state machine (see `Tracker.transition`)."""
         self.raise_if_fenced()
         return self.tracker.transition(self.session_id, state)
