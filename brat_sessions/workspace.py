@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 from .clock import now_ms
+from .errors import EnvironmentProblem
 from .index import Index
 from .sessions.lease import overlay_lease, read_lease
 from .sessions.model import Session
@@ -30,7 +31,10 @@ def this_host() -> str:
 
 class Workspace:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = os.path.abspath(path if path is not None else os.curdir)  # (the cwd may change)
+        try:
+            self.path = os.path.abspath(path if path is not None else os.curdir)  # (the cwd may change)
+        except FileNotFoundError:  # (a relative path, or none, in a directory deleted meanwhile)
+            raise EnvironmentProblem("the current directory no longer exists") from None
         self._index: Index | None = None
         self._open()
         self._actor: str | None = None

@@ -34,7 +34,10 @@ def _limit_libgit2_memory() -> None:
 
 def open_repo(path: str | os.PathLike[str] | None = None) -> RepoContext:
     """Open the repository containing `path` (default: the current directory)."""
-    start = os.fspath(path) if path is not None else os.getcwd()
+    try:
+        start = os.fspath(path) if path is not None else os.getcwd()
+    except FileNotFoundError:
+        raise EnvironmentProblem("the current directory no longer exists") from None
     if not os.path.isdir(start):
         raise EnvironmentProblem(f"no such directory: {start}")
     try:

@@ -196,6 +196,8 @@ class Tracker:
         and its descendants (`run` enforces it). The worktree's HEAD is recorded as
         `git_head`, for `resume`.
         """
+        if not isinstance(task, str) and not isinstance(getattr(task, "issue_id", None), str):
+            raise BadInput(f"a task is a task id, a grite issue id or an Issue, not {str(task)[:80]!r}")
         check_choice("session type", session_type, SESSION_TYPES)
         check_choice("a new session's state", state, START_STATES)
         role = role or DEFAULT_ROLES[session_type]
@@ -564,8 +566,10 @@ class Tracker:
         return session
 
     def _store_output(self, session_id: str, output: str | os.PathLike[str] | bytes | None) -> str | None:
-        if isinstance(output, bytes):
-            return store_output(self.ws.repo, output)
+        if isinstance(output, (bytes, bytearray, memoryview)):
+            return store_output(self.ws.repo, bytes(output))
+        if output is not None and not isinstance(output, (str, os.PathLike)):
+            raise BadInput(f"an output is a file's path, bytes or None, not {type(output).__name__}")
         if output is not None:
             path = Path(output)
             if not path.is_file():
@@ -580,7 +584,7 @@ class Tracker:
     def adopted(self, session_id: str) -> bool:
         """True when this machine holds proof of the session's process (`run`, or a pid
         given to `start`/`transition` that ran here): only then may `stop` signal it."""
-        return proofs.load(self.ws.ctx.data_dir, session_id) is not None
+        return proofs.load(self.ws.ctx.data_dir, check_session_id(session_id)) is not None
 
     def stop(self, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0) -> Session:
         """Stop a session and record its exit; see `stop_report`."""

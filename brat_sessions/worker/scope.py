@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BadInput, BratError, Fenced
 from ..kinds import ExitReason, LiveState, Role, SessionType
+from ..rules import is_utf8
 from ..sessions.model import Session
 from .heartbeat import HeartbeatKeeper
 
@@ -53,7 +54,13 @@ class SessionHandle:
     def log(self, text: str | bytes) -> None:
         """Append to the session's output log (stored in git at exit)."""
         self.raise_if_fenced()
-        self.files.append_log(text.encode() if isinstance(text, str) else text)
+        if isinstance(text, str):
+            if not is_utf8(text):
+                raise BadInput("a log line must be text that UTF-8 can hold (or bytes)")
+            text = text.encode()
+        elif not isinstance(text, (bytes, bytearray, memoryview)):
+            raise BadInput(f"a log line is text or bytes, not {type(text).__name__}")
+        self.files.append_log(bytes(text))
 
     def transition(self, state: LiveState) -> Session:
         """Move the session along the state machine (see `Tracker.transition`)."""

@@ -477,3 +477,29 @@ def test_a_scope_inside_one_ended_elsewhere_is_recorded_as_stopped_with_it(repo,
     assert tracker.session(outer.session_id).exit_reason == "timeout"
     stopped = tracker.session(inner.session_id)
     assert (stopped.exit_reason, stopped.exit_code, stopped.stop_cause) == ("user-stop", 130, "parent-ended")
+
+
+def test_arguments_of_the_wrong_kind_are_bad_input_not_python_errors(repo, tracker, task, tmp_path):
+    for task_value in (123, None, object()):
+        with pytest.raises(BadInput, match="a task is"):
+            tracker.start(task_value)
+    sid = tracker.start(task.task_id).session_id
+    with pytest.raises(BadInput, match="an output is"):
+        tracker.exit(sid, 0, output=123)
+    with pytest.raises(BadInput, match="not a valid session id"):
+        tracker.adopted("../x")
+    with tracker.session_scope(task.task_id) as s:
+        with pytest.raises(BadInput, match="UTF-8"):
+            s.log("\udcff")
+        with pytest.raises(BadInput, match="text or bytes"):
+            s.log(123)
+        s.log(bytearray(b"bytes-like\n"))
+    ended = tracker.exit(sid, 0, output=memoryview(b"a view"))
+    assert ended.last_output_ref == "sha256:" + hashlib.sha256(b"a view").hexdigest()
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = "import os; os.chdir(os.environ['GONE']); os.rmdir(os.environ['GONE']); from brat_sessions import Tracker; Tracker()"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "GONE": str(gone)}, capture_output=True, text=True
+    )
+    assert "EnvironmentProblem: the current directory no longer exists" in out.stderr
