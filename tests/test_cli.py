@@ -1,6 +1,7 @@
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -221,3 +222,16 @@ def test_an_argument_that_is_not_utf8_is_named(repo):
         out.returncode == 2
         and out.stderr == b"brat: text that is not UTF-8 cannot be used here: argument b't\\xff'\n"
     )
+
+
+def test_a_lock_left_on_the_log_is_named(repo):
+    (repo / ".git" / "refs" / "grite").mkdir(parents=True, exist_ok=True)
+    lock = repo / ".git" / "refs" / "grite" / "wal.lock"
+    lock.write_text("")
+    os.utime(lock, (time.time() - 60, time.time() - 60))  # a minute old: no live writer's
+    out = brat("task", "create", "x", "--json", cwd=repo)
+    assert out.returncode == 5
+    message = json.loads(out.stderr)["error"]["message"]
+    assert str(lock) in message and "delete it if no git process is running" in message
+    lock.unlink()
+    assert brat("task", "create", "x", cwd=repo).returncode == 0

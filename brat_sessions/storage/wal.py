@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # a warm `brat sessions list` never decodes a commit.
 
 MAX_APPEND_ATTEMPTS = 200
+STALE_LOCK_S = 10  # a lock file on the log older than this was left by a dead process
 STREAM_FROM = 500  # commits; a shorter replay reads them with pygit2, one by one
 
 Prepare = Callable[["WalCommit"], Any]
@@ -427,6 +428,20 @@ class Wal:
                 return False
             raise EnvironmentProblem(f"cannot update {WAL_REF}: {exc}") from None
 
+    def _fail_on_a_stale_lock(self) -> None:
+        """EnvironmentProblem when the log's lock file is older than any writer holds it (a
+        writer holds it for milliseconds): a process died holding it, and no retry helps."""
+        lock = self.ctx.common_dir / f"{WAL_REF}.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except OSError:
+            return
+        if age > STALE_LOCK_S:
+            raise EnvironmentProblem(
+                f"{WAL_REF} is locked: {lock} is {age:.0f} s old (left by a git or brat process "
+                "that died?); delete it if no git process is running"
+            )
+
     def append(
         self, actor: str, build: Callable[[str | None], list[Event]]
     ) -> tuple[str | None, list[Event]]:
@@ -444,6 +459,7 @@ class Wal:
             new = self.write_commit(head, actor, events)
             if self.move_head(head, new):
                 return new, events
+            self._fail_on_a_stale_lock()
             pause_after_lost_race(attempt)
         raise Conflict(f"gave up appending to {WAL_REF} after {MAX_APPEND_ATTEMPTS} lost races")
 
