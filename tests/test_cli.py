@@ -235,3 +235,17 @@ def test_a_lock_left_on_the_log_is_named(repo):
     assert str(lock) in message and "delete it if no git process is running" in message
     lock.unlink()
     assert brat("task", "create", "x", cwd=repo).returncode == 0
+
+
+def test_a_worktree_given_as_a_folder_here_is_recorded_as_the_default_is(repo, task, tmp_path):
+    (repo / "wts" / "inner").mkdir(parents=True)
+    sibling = tmp_path / "sibling"
+    sibling.mkdir()
+    given = {".": "", "wts/inner/": "wts/inner", str(sibling): str(sibling), "/not/here": "/not/here"}
+    for typed, recorded in given.items():
+        sid = brat("sessions", "start", "--task", task.task_id, "--worktree", typed, cwd=repo).stdout.strip()
+        assert brat_json("sessions", "show", sid, cwd=repo)["session"]["worktree"] == recorded
+    sid = brat(
+        "sessions", "start", "--task", task.task_id, "--worktree", "../../..", cwd=repo / "wts" / "inner"
+    )
+    assert brat_json("sessions", "show", sid.stdout.strip(), cwd=repo)["session"]["worktree"] == str(tmp_path)

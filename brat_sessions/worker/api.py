@@ -204,8 +204,8 @@ class Tracker:
         check_choice("role", role, ROLES)
         check_name("engine", engine, 128)
         check_pid(pid)
-        worktree = self._default_worktree() if worktree is None else worktree
-        check_text("worktree", worktree, rules.MAX_TEXT)
+        check_text("worktree", "" if worktree is None else worktree, rules.MAX_TEXT)
+        worktree = self._default_worktree() if worktree is None else self._given_worktree(worktree)
         if not line_fits("worktree", worktree):
             raise BadInput(
                 f"worktree is too long once escaped for a block (a line holds at most {rules.MAX_LINE_CHARS} "
@@ -264,13 +264,32 @@ class Tracker:
         return any(os.path.lexists(p) for p in (files.log, files.status, files.stop_request))
 
     def _default_worktree(self) -> str:
-        ctx = self.ws.ctx
-        if ctx.worktree is None or ctx.worktree == ctx.main_worktree:
+        return self._recorded_worktree(self.ws.ctx.worktree)
+
+    def _given_worktree(self, given: str) -> str:
+        """A worktree given as a folder that exists here is recorded as the default is
+        (`.`, `../wt` or `sub/` would mean nothing on another clone); any other text is
+        recorded as given (a worktree on another machine, say)."""
+        if not given:
+            return given
+        try:
+            here = Path(os.path.realpath(given))
+            is_dir = here.is_dir()
+        except (OSError, ValueError):
+            return given
+        return self._recorded_worktree(here) if is_dir else given
+
+    def _recorded_worktree(self, worktree: Path | None) -> str:
+        """`""` for the main worktree, a path relative to it for one inside it, else absolute."""
+        main = self.ws.ctx.main_worktree
+        main = Path(os.path.realpath(main)) if main is not None else None
+        worktree = Path(os.path.realpath(worktree)) if worktree is not None else None
+        if worktree is None or worktree == main:
             return ""
-        if ctx.main_worktree is not None and ctx.worktree.is_relative_to(ctx.main_worktree):
-            path = str(ctx.worktree.relative_to(ctx.main_worktree))
+        if main is not None and worktree.is_relative_to(main):
+            path = str(worktree.relative_to(main))
         else:
-            path = str(ctx.worktree)
+            path = str(worktree)
         # (a path of bytes that are not UTF-8 is recorded with them escaped: it is shown,
         # never opened)
         return os.fsencode(path).decode("utf-8", "backslashreplace")

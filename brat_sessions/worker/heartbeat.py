@@ -10,6 +10,7 @@ from pathlib import Path
 import pygit2
 
 from ..errors import BratError, Fenced
+from ..sessions.lease import LeaseSealed
 
 
 class HeartbeatKeeper(threading.Thread):
@@ -35,6 +36,8 @@ class HeartbeatKeeper(threading.Thread):
             while not self._stop_event.wait(self.interval_s):
                 try:
                     tracker.heartbeat(self.session_id)
+                except LeaseSealed:
+                    continue  # an exit is being recorded: the next beat learns how it went
                 except Fenced as exc:
                     self.on_fenced(exc)
                     return

@@ -12,6 +12,7 @@ from typing import Any
 from .. import python_command
 from ..errors import EXIT_CONFLICT, BratError, Fenced
 from ..kinds import ExitReason
+from ..sessions.lease import LeaseSealed
 from ..sessions.model import Session
 from . import proof as proofs
 from .api import Tracker
@@ -122,6 +123,8 @@ def run_command(
             except subprocess.TimeoutExpired:
                 try:
                     tracker.heartbeat(sid)
+                except LeaseSealed:
+                    continue  # an exit is being recorded elsewhere: the next beat learns how it went
                 except Fenced as exc:
                     fenced = exc
                     continue
