@@ -5,6 +5,9 @@ import time
 
 import pytest
 
+from brat_sessions.errors import BadInput
+from brat_sessions.worker.api import Tracker
+
 from .helpers import brat, brat_json
 
 
@@ -249,3 +252,16 @@ def test_a_worktree_given_as_a_folder_here_is_recorded_as_the_default_is(repo, t
         "sessions", "start", "--task", task.task_id, "--worktree", "../../..", cwd=repo / "wts" / "inner"
     )
     assert brat_json("sessions", "show", sid.stdout.strip(), cwd=repo)["session"]["worktree"] == str(tmp_path)
+
+
+def test_messages_say_which_field_and_what_is_wrong_and_run_exits_as_a_shell(repo, task, tmp_path):
+    long_title = brat("task", "create", "x" * 5000, cwd=repo)
+    assert long_title.returncode == 2 and "title is 5,000 characters (at most 4,096)" in long_title.stderr
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    found = brat("sessions", "run", "--task", task.task_id, "--", str(script), cwd=repo)
+    assert found.returncode == 126
+    missing = brat("sessions", "run", "--task", task.task_id, "--", str(tmp_path / "nowhere"), cwd=repo)
+    assert missing.returncode == 127
+    with pytest.raises(BadInput, match="not blank"):
+        Tracker(repo, host=" ")

@@ -135,8 +135,17 @@ def config_cmd() -> None:
     rows = describe(ws)
     emit(
         {"settings": rows},
-        lambda: table(["SETTING", "VALUE", "FROM"], [[r["name"], r["value"], r["source"]] for r in rows]),
+        lambda: table(
+            ["SETTING", "VALUE", "FROM"], [[r["name"], _shown(r["value"]), r["source"]] for r in rows]
+        ),
     )
+
+
+def _shown(value: object) -> object:
+    """A setting as YAML and JSON write it: true, false, null (not Python's True, None)."""
+    import json
+
+    return json.dumps(value) if value is None or isinstance(value, bool) else value
 
 
 @cli.command(

@@ -72,7 +72,7 @@ def _sorted(found: list[Session], key: str) -> list[Session]:
     epilog=examples(
         "brat sessions list                     # live sessions",
         "brat sessions list --all --limit 20 --sort heartbeat",
-        "brat sessions list --task t-2025 --type crew",
+        "brat sessions list --task t-20250114-3a2c --type crew",
         "brat sessions list --watch             # redraw on every change (Ctrl-C ends)",
     ),
 )
@@ -482,7 +482,8 @@ def sessions_report(by: str, since: str | None) -> None:
 @sessions.command(
     "timeline",
     epilog=examples(
-        "brat sessions timeline --task t-2025", "brat sessions timeline --since 1d --html sessions.html"
+        "brat sessions timeline --task t-20250114-3a2c",
+        "brat sessions timeline --since 1d --html sessions.html",
     ),
 )
 @common

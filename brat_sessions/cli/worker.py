@@ -143,7 +143,7 @@ def _start_kwargs(t: Tracker, opts: dict[str, Any]) -> tuple[str, dict[str, Any]
     "start",
     epilog=examples(
         "S=$(brat sessions start --task t-20250114-3a2c --engine shell --pid $$)",
-        "brat sessions start --task t-2025 --type crew --state running --json",
+        "brat sessions start --task t-20250114-3a2c --type crew --state running --json",
         "brat sessions start --task t-2025 --parent 7b3d --budget-tokens 200000",
     ),
 )

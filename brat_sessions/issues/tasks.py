@@ -25,10 +25,9 @@ def create_task(
     """Append an IssueCreated with brat's task labels; the new task issue."""
     if not isinstance(title, str) or not title.strip():
         raise BadInput("a task needs a title")
-    if not valid_text(title, MAX_TEXT) or not valid_text(body, 1_000_000):
-        raise BadInput(
-            "a task's title (4096) or body (1,000,000 characters) is too long, holds NUL or is not UTF-8"
-        )
+    for what, text, limit in (("title", title, MAX_TEXT), ("body", body, 1_000_000)):
+        if not valid_text(text, limit):
+            raise BadInput(f"a task's {what} {_why_not_text(text, limit)}")
     if convoy is not None and not valid_id(convoy):
         raise BadInput(f"not a valid convoy id: {str(convoy)[:80]!r} ({ID_RULE})")
     if status not in TASK_STATUSES:
@@ -47,3 +46,14 @@ def create_task(
     issue = ws.index.issue(issue_id.hex())
     assert issue is not None
     return issue
+
+
+def _why_not_text(text: object, limit: int) -> str:
+    """What keeps `text` from being stored: its length, a NUL, bytes UTF-8 cannot hold."""
+    if not isinstance(text, str):
+        return "must be text"
+    if len(text) > limit:
+        return f"is {len(text):,} characters (at most {limit:,})"
+    if "\x00" in text:
+        return "holds a NUL character"
+    return "holds bytes that are not UTF-8"

@@ -92,9 +92,10 @@ class Tracker:
         self._push_failing = False  # (BRAT_HEARTBEAT_REMOTE: the last push failed)
         self._pusher: Any = None  # a LeasePusher, in a heartbeat thread (`push_in_background`)
         self._background = False
-        if not rules.valid_text(self.host, 255) or not self.host:
+        if not rules.valid_text(self.host, 255) or not self.host.strip():
             raise BadInput(
-                "the host name (BRAT_HOST or the hostname) must be 1-255 characters of UTF-8, no NUL"
+                "the host name (BRAT_HOST or the hostname) must be 1-255 characters of UTF-8, "
+                "not blank nor NUL"
             )
 
     @property

@@ -17,20 +17,26 @@ class HeartbeatKeeper(threading.Thread):
     """Renews the lease until stopped; calls `on_fenced` once if the session is over."""
 
     def __init__(
-        self, common_dir: Path, session_id: str, interval_s: float, on_fenced: Callable[[Fenced], None]
+        self,
+        common_dir: Path,
+        session_id: str,
+        interval_s: float,
+        on_fenced: Callable[[Fenced], None],
+        host: str | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{session_id}", daemon=True)
         self.common_dir = common_dir
         self.session_id = session_id
         self.interval_s = interval_s
         self.on_fenced = on_fenced
+        self.host = host  # (the scope's tracker's: a lease this thread recreates names it)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         from .api import Tracker
 
         # its own repository and index: pygit2 and sqlite objects stay in their thread
-        tracker = Tracker(self.common_dir)
+        tracker = Tracker(self.common_dir, host=self.host)
         tracker.push_in_background(True)  # (a slow remote never delays the next renewal)
         try:
             while not self._stop_event.wait(self.interval_s):

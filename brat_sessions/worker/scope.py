@@ -145,7 +145,9 @@ def session_scope(
     )
     handle = SessionHandle(tracker, session)
     handle.above = enclosing_scope(tracker.ws.ctx.common_dir)
-    keeper = HeartbeatKeeper(tracker.ws.ctx.common_dir, session.session_id, interval, handle._on_fenced)
+    keeper = HeartbeatKeeper(
+        tracker.ws.ctx.common_dir, session.session_id, interval, handle._on_fenced, tracker.host
+    )
     keeper.start()
     enclosing = _ENCLOSING.set((str(tracker.ws.ctx.common_dir), session.session_id))
     owner = os.getpid()

@@ -166,8 +166,9 @@ def main(argv: list[str]) -> int:
         _write_all(2, message)
         log.write(message)
         os.close(pid_fd)
-        _write_status(status_path, {"returncode": 127, "error": str(exc)})
-        return 127
+        code = 126 if isinstance(exc, PermissionError) else 127  # (found but not runnable: as a shell)
+        _write_status(status_path, {"returncode": code, "error": str(exc)})
+        return code
     own_group = _take_terminal(child.pid) if terminal is None else None
     os.write(pid_fd, str(child.pid).encode())
     os.close(pid_fd)
