@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
+from operator import itemgetter
 
 from .fields import BRAT_FIELDS
 from .model import Session
@@ -53,6 +54,8 @@ _FIRST_EXT = [f.name for f in _FIELDS].index("parent_session_id")
 _BODY_KEYS = tuple(f.name for f in _FIELDS[:_FIRST_EXT] if f.name not in _IN_COLUMNS)
 _EXT_KEYS = tuple(f.name for f in _FIELDS[_FIRST_EXT:])  # the rest, in the model's order
 EXT_DEFAULT = json.dumps({f.name: f.default for f in _FIELDS[_FIRST_EXT:]})
+_EXT_DEFAULTS = tuple(f.default for f in _FIELDS[_FIRST_EXT:])
+_ext_of = itemgetter(*_EXT_KEYS)  # (most sessions hold the defaults: no JSON made for them)
 # session_from_row's arguments
 SESSION_COLUMNS = (
     "s.session_id, s.issue_id, s.status, s.started_ts, s.body, s.ext, s.beats, s.usage, s.top_beat, i.task_id"
@@ -66,7 +69,8 @@ def session_to_row(s: Session) -> tuple[object, ...]:
     values = vars(s)
     usage = json.dumps(s.usage) if s.usage else None
     usage_out = json.dumps(usage_json(s.usage)) if s.usage else None
-    ext = json.dumps({k: values[k] for k in _EXT_KEYS})
+    ext_values = _ext_of(values)
+    ext = None if ext_values == _EXT_DEFAULTS else json.dumps(dict(zip(_EXT_KEYS, ext_values)))
     return (
         s.session_id,
         s.grite_issue_id,
@@ -77,7 +81,7 @@ def session_to_row(s: Session) -> tuple[object, ...]:
         usage,
         usage_out,
         json.dumps({k: values[k] for k in _BODY_KEYS}),
-        None if ext == EXT_DEFAULT else ext,
+        None if ext == EXT_DEFAULT else ext,  # (values equal to the defaults, not identical)
     )
 
 
