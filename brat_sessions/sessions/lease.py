@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-from ..clock import pause_after_lost_race
+from ..clock import now_ms, pause_after_lost_race
 from ..errors import BadInput, Conflict, EnvironmentProblem, Fenced, refused
 from ..rules import valid_id, valid_text, valid_ts
 from .usage import LedgerEntry, Progress, decode_ledger, totals
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 LEASE_PREFIX = "refs/brat/sessions/leases/"
 MAX_LEASE_BYTES = 65536
 FORWARD_SLACK_MS = 60_000
+SEAL_ABANDONED_MS = 60_000  # a seal older than this was left by an exit that died half-way
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Lease:
     host: str | None
     progress: Progress = field(default_factory=Progress)
     ledger: list[LedgerEntry] = field(default_factory=list)
-    sealed: bool = False  # an exit is being recorded: nothing else may change the lease
+    sealed: int | None = None  # when an exit sealed it (ms): nothing else may change the lease
 
 
 class LeaseSealed(Fenced):
@@ -64,8 +65,8 @@ def _blob(repo: pygit2.Repository, lease: Lease) -> pygit2.Oid:
         data["progress"] = asdict(lease.progress)
     if lease.ledger:
         data["ledger"] = [asdict(e) for e in lease.ledger]
-    if lease.sealed:
-        data["sealed"] = True
+    if lease.sealed is not None:
+        data["sealed"] = lease.sealed
     return repo.create_blob(json.dumps(data, sort_keys=True).encode())
 
 
@@ -95,7 +96,7 @@ def lease_from_bytes(session_id: str, raw: bytes) -> Lease:
             host if valid_text(host, 255) else None,
             Progress.decode(data.get("progress")),
             decode_ledger(data.get("ledger")),
-            data.get("sealed") is True,
+            data["sealed"] if valid_ts(data.get("sealed")) else None,
         )
     except (ValueError, AttributeError, TypeError, RecursionError):
         return Lease(session_id, None, None)  # unreadable: present, but tells no time
@@ -172,8 +173,12 @@ def update_lease(
                 f"{name} is a symbolic ref, not a lease: delete it (git update-ref -d --no-deref {name})"
             )
         current = decode_lease(repo, session_id, ref.target)
-        if current.sealed and not sealed_ok:
-            raise LeaseSealed(f"session {session_id} is exiting (its exit is being recorded): stop working")
+        if current.sealed is not None and not sealed_ok:
+            if now_ms() - current.sealed <= SEAL_ABANDONED_MS:
+                raise LeaseSealed(
+                    f"session {session_id} is exiting (its exit is being recorded): stop working"
+                )
+            current = replace(current, sealed=None)  # an exit that died half-way: the worker goes on
         new = change(current)
         try:
             ref.set_target(_blob(repo, new), "heartbeat")
@@ -197,17 +202,19 @@ def renew_lease(repo: pygit2.Repository, session_id: str, ts: int) -> Lease:
 
 
 def seal_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
-    """Seal the lease for an exit (see above): the sealed lease, or None when there is none."""
+    """Seal the lease for an exit (see above): the sealed lease, or None when there is none
+    or it stayed locked (a lock left by a killed heartbeat: the exit is recorded anyway)."""
+    at = now_ms()
     try:
-        return update_lease(repo, session_id, lambda old: replace(old, sealed=True), sealed_ok=True)
-    except Fenced:
+        return update_lease(repo, session_id, lambda old: replace(old, sealed=at), sealed_ok=True)
+    except (Fenced, Conflict):
         return None
 
 
 def unseal_lease(repo: pygit2.Repository, session_id: str) -> None:
     """Undo `seal_lease` after an exit that could not be recorded (the worker goes on)."""
     try:
-        update_lease(repo, session_id, lambda old: replace(old, sealed=False), sealed_ok=True)
+        update_lease(repo, session_id, lambda old: replace(old, sealed=None), sealed_ok=True)
     except (Fenced, Conflict):
         pass  # gone meanwhile, or busy: a sealed lease only fences, a later exit unseals nothing
 

@@ -304,6 +304,7 @@ class Tracker:
         try:
             ts = renew_lease(self.ws.repo, session_id, now).ts or now
         except LeaseSealed:
+            self._fence_if_exited(session_id)  # (an exit killed after its block: its lease stayed)
             raise  # its exit is being recorded
         except Fenced:
             pass
@@ -478,6 +479,7 @@ class Tracker:
         try:
             lease = update_lease(self.ws.repo, session_id, change)
         except LeaseSealed:
+            self._fence_if_exited(session_id)  # (as for a heartbeat)
             raise  # its exit is being recorded: what it was told to add would be lost
         except Fenced:
             self.heartbeat(session_id)  # Fenced if it has exited; else creates the lease
@@ -544,6 +546,7 @@ class Tracker:
             raise BadInput(f"exit code must be a 32-bit integer, not {code!r}")
         known = self.ws.fresh_index().session(session_id)  # NotFound before anything is stored
         if known.exited:
+            drop_lease(self.ws.repo, session_id)  # (one left behind by an exit that was killed)
             raise Fenced(_fenced_message(known, "its first exit is kept"))
         output_ref = self._store_output(session_id, output)
 
@@ -568,8 +571,9 @@ class Tracker:
         scope = LIVE_SCOPES.get(session_id)
         if scope is not None and scope.tracker is self:  # the block ends its own session: the
             ENDING_HERE.add(session_id)  # scope is not interrupted by it (see session_scope)
-        sealed = seal_lease(self.ws.repo, session_id)
+        sealed = None
         try:
+            sealed = seal_lease(self.ws.repo, session_id)
             session = self._write(session_id, update)
         except Fenced:
             ENDING_HERE.discard(session_id)

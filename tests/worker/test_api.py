@@ -503,3 +503,55 @@ def test_arguments_of_the_wrong_kind_are_bad_input_not_python_errors(repo, track
         [sys.executable, "-c", code], env={**os.environ, "GONE": str(gone)}, capture_output=True, text=True
     )
     assert "EnvironmentProblem: the current directory no longer exists" in out.stderr
+
+
+def test_an_exit_is_recorded_though_a_killed_heartbeat_left_the_lease_locked(repo, tracker, task):
+    sid = tracker.start(task.task_id, state="running").session_id
+    lock = repo / ".git" / "refs" / "brat" / "sessions" / "leases" / f"{sid}.lock"
+    lock.write_text("")  # a heartbeat killed half-way through its update
+    try:
+        assert tracker.exit(sid, 0).exit_reason == "completed"
+    finally:
+        lock.unlink()
+    with tracker.session_scope(task.task_id, heartbeat_interval=60) as s:
+        lock = repo / ".git" / "refs" / "brat" / "sessions" / "leases" / f"{s.session_id}.lock"
+        lock.write_text("")
+        try:
+            tracker.exit(s.session_id, 3)
+        finally:
+            lock.unlink()
+    assert (tracker.session(s.session_id).exit_code, tracker.session(s.session_id).status) == (3, "exit")
+
+
+def test_an_exit_killed_after_its_block_leaves_a_sealed_lease_that_fences_the_next_heartbeat(
+    repo, tracker, task, monkeypatch
+):
+    from brat_sessions.worker import api
+
+    sid = tracker.start(task.task_id, state="running").session_id
+    monkeypatch.setattr(api, "drop_lease", lambda *a, **k: True)  # killed before it dropped the lease
+    tracker.exit(sid, 0)
+    monkeypatch.undo()
+    assert read_lease(tracker.ws.repo, sid).sealed is not None
+    with pytest.raises(Fenced, match="already exited"):  # not "is exiting": the exit is in the log
+        Tracker(repo).heartbeat(sid)
+    assert read_lease(tracker.ws.repo, sid) is None
+
+
+def test_a_seal_left_by_an_exit_that_died_before_its_block_lapses(repo, tracker, task):
+    from datetime import UTC, datetime, timedelta
+
+    from freezegun import freeze_time
+
+    from brat_sessions.sessions.lease import SEAL_ABANDONED_MS, seal_lease
+
+    sid = tracker.start(task.task_id, state="running").session_id
+    with freeze_time("2026-11-26 10:00:00"):
+        seal_lease(tracker.ws.repo, sid)  # then killed: no block
+        with pytest.raises(Fenced, match="is exiting"):
+            tracker.heartbeat(sid)
+    with freeze_time(
+        datetime(2026, 11, 26, 10, 0, tzinfo=UTC) + timedelta(milliseconds=SEAL_ABANDONED_MS + 1)
+    ):
+        tracker.heartbeat(sid)  # the seal lapsed: the worker goes on
+    assert read_lease(tracker.ws.repo, sid).sealed is None
