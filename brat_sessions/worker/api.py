@@ -586,6 +586,7 @@ class Tracker:
             raise
         drop_lease(self.ws.repo, session_id)
         proofs.drop(self.ws.ctx.data_dir, session_id)
+        proofs.forget_children(self.ws.ctx.data_dir, session_id, session.parent_session_id)
         self.files(session_id).forget_stop_request()
         return session
 

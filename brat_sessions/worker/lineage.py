@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 
 import pygit2
 
@@ -46,21 +45,6 @@ def descendants(session_id: str, sessions: Iterable[Session]) -> list[Session]:
         seen.add(s.session_id)
         found.append(s)
         stack.extend(reversed(kids.get(s.session_id, [])))
-    return found
-
-
-def local_descendants(data_dir: Path, session_id: str, sessions: Iterable[Session]) -> list[Session]:
-    """The descendants of `session_id` (as `descendants`) whose every link up to it this
-    clone recorded when it started them (`proof.record_parent`): the log's lineage alone
-    never decides what is signalled or enforced here."""
-    from . import proof as proofs
-
-    linked = {session_id}
-    found = []
-    for s in descendants(session_id, sessions):  # (parents before children)
-        if proofs.recorded_parent(data_dir, s.session_id) in linked:
-            linked.add(s.session_id)
-            found.append(s)
     return found
 
 

@@ -155,23 +155,52 @@ def session_ids(data_dir: Path) -> list[str]:
 
 
 def record_parent(data_dir: Path, session_id: str, parent: str) -> None:
-    """Remember that this clone started `session_id` as a child of `parent`: the log's
-    lineage can be written by anyone, and only a link recorded here lets a stop of the
-    parent's tree signal the child, or the child's tokens stop the parent's `run`."""
-    path = _path(data_dir, session_id).with_suffix(".parent")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(parent)
-    os.replace(tmp, path)
+    """Remember that this clone started `session_id` as a child of `parent` (an empty file
+    `procs/children/<parent>/<child>`): the log's lineage can be written by anyone, and only
+    links recorded here let a stop of the parent's tree reach the child, or the child's
+    tokens count against the parent's `run` budget."""
+    if not (valid_id(session_id) and valid_id(parent)):
+        raise ValueError(f"not valid session ids: {session_id!r}, {parent!r}")
+    folder = data_dir / "procs" / "children" / parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / session_id).touch()
 
 
-def recorded_parent(data_dir: Path, session_id: str) -> str | None:
-    """The parent `record_parent` recorded for the session here, or None."""
+def local_tree(data_dir: Path, session_id: str, limit: int = 100_000) -> list[tuple[str, int]]:
+    """The sessions this clone started below `session_id`, by the links recorded here:
+    (session id, depth below it), parents before children."""
+    found: list[tuple[str, int]] = []
+    seen = {session_id}
+    frontier = [(session_id, 0)]
+    while frontier and len(found) < limit:
+        parent, depth = frontier.pop(0)
+        try:
+            names = sorted(os.listdir(data_dir / "procs" / "children" / parent))
+        except OSError:
+            continue
+        for child in names:
+            if valid_id(child) and child not in seen:
+                seen.add(child)
+                found.append((child, depth + 1))
+                frontier.append((child, depth + 1))
+    return found
+
+
+def forget_children(data_dir: Path, session_id: str, parent: str | None) -> None:
+    """Drop an ended session's record under its parent, once no record is below it (a live
+    grandchild's way to the tree goes through it)."""
+    here = data_dir / "procs" / "children"
     try:
-        parent = _path(data_dir, session_id).with_suffix(".parent").read_text()
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return parent if valid_id(parent) else None
+        os.rmdir(here / session_id)  # only when empty
+    except OSError:
+        if (here / session_id).is_dir():
+            return
+    if parent is not None and valid_id(parent):
+        try:
+            (here / parent / session_id).unlink()
+            os.rmdir(here / parent)
+        except OSError:
+            pass
 
 
 def drop(data_dir: Path, session_id: str) -> None:

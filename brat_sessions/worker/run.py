@@ -10,13 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import python_command
-from ..errors import EXIT_CONFLICT, BratError, Fenced
+from ..errors import EXIT_CONFLICT, BratError, Fenced, NotFound
 from ..kinds import ExitReason
 from ..sessions.lease import LeaseSealed
 from ..sessions.model import Session
 from . import proof as proofs
 from .api import Tracker
-from .lineage import local_descendants, tokens
+from .lineage import tokens
 
 CRASH: ExitReason = "crash"
 
@@ -27,10 +27,16 @@ def over_budget(tracker: Tracker, session: Session) -> bool:
     a block anyone can push must not stop a command here.)"""
     if session.budget_tokens is None:
         return False
-    tree = tracker.ws.fresh_index().sessions_in_tree(session.session_id)
-    own = [s for s in tree if s.session_id == session.session_id]
-    counted = own + local_descendants(tracker.ws.ctx.data_dir, session.session_id, tree)
-    used = sum(tokens(tracker.ws.with_lease(s)) for s in counted)
+    index = tracker.ws.fresh_index()
+    counted = [session.session_id] + [
+        sid for sid, _ in proofs.local_tree(tracker.ws.ctx.data_dir, session.session_id)
+    ]
+    used = 0
+    for sid in counted:
+        try:
+            used += tokens(tracker.ws.with_lease(index.session(sid)))
+        except NotFound:
+            continue  # (not in the log here yet)
     return used > session.budget_tokens
 
 

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EnvironmentProblem, Fenced
+from ..errors import EnvironmentProblem, Fenced, NotFound
 from ..kinds import STOP_REASONS, StopReason
 from ..sessions.model import Session
 from . import proof as proofs
 from .checks import check_choice, check_grace
-from .lineage import descendants, local_descendants
 
 if TYPE_CHECKING:
     from .api import Tracker
@@ -30,12 +29,7 @@ class StopReport:
 
 
 def stop_report(
-    tracker: Tracker,
-    session_id: str,
-    reason: StopReason = "user-stop",
-    grace_s: float = 10.0,
-    *,
-    may_signal: bool = True,
+    tracker: Tracker, session_id: str, reason: StopReason = "user-stop", grace_s: float = 10.0
 ) -> StopReport:
     """Stop a session: signal its process (group) only if this machine holds proof that
     brat started or adopted that very process, then record the exit.
@@ -57,7 +51,7 @@ def stop_report(
     code = -1
     proof = proofs.load(tracker.ws.ctx.data_dir, session_id)
     signalled = False
-    if may_signal and proof is not None and proof.live_members():
+    if proof is not None and proof.live_members():
         files.request_stop(reason)
         signalled = proof.stop(grace_s)
     if signalled:
@@ -72,8 +66,6 @@ def stop_report(
         note = ""
     elif proof is not None and proof.pid == os.getpid():
         note = "no signal sent: the session's process is this one"
-    elif proof is not None and not may_signal:
-        note = "no signal sent: this machine did not start it as a child of the tree stopped"
     else:
         note = (
             "no signal sent: this machine holds no record that brat started or adopted the session's process"
@@ -94,14 +86,20 @@ def stop_tree(
     as it is (its live descendants are still stopped); Fenced only when nothing was live."""
     check_grace(grace_s)
     tracker.session(session_id)  # NotFound for an unknown id
-    everyone = tracker.sessions(include_exited=True)
-    below = [s for s in descendants(session_id, everyone) if not s.exited]
-    linked_here = {s.session_id for s in local_descendants(tracker.ws.ctx.data_dir, session_id, everyone)}
-    reports = []
-    for s in sorted(below, key=lambda s: -s.spawn_depth):
+    # the descendants this clone started (their links recorded here): the log's lineage,
+    # which anyone can write, never decides what is stopped or signalled
+    below = []
+    for sid, depth in proofs.local_tree(tracker.ws.ctx.data_dir, session_id):
         try:
-            may_signal = s.session_id in linked_here  # (the log's lineage alone signals nothing)
-            reports.append(stop_report(tracker, s.session_id, reason, grace_s, may_signal=may_signal))
+            child = tracker.session(sid)
+        except NotFound:
+            continue
+        if not child.exited:
+            below.append((depth, child))
+    reports = []
+    for _, s in sorted(below, key=lambda pair: -pair[0]):
+        try:
+            reports.append(stop_report(tracker, s.session_id, reason, grace_s))
         except Fenced:
             continue  # it ended meanwhile
     try:

@@ -407,12 +407,10 @@ def test_a_forged_parent_link_never_makes_stop_recursive_signal_an_unrelated_pro
         _forge_child(repo, remote, task, b.session_id, a.session_id)  # "b is a's child"
         assert t.session(b.session_id).parent_session_id == a.session_id  # (shown as the log says)
         out = brat_json("sessions", "stop", a.session_id, "--recursive", "--grace", "1", cwd=repo)
-        assert {r["session_id"]: r["signalled"] for r in out["stopped"]} == {
-            b.session_id: False,
-            a.session_id: True,
-        }
+        assert out["stopped"] == [{"session_id": a.session_id, "signalled": True}]
         assert canaries[0].wait(timeout=30) is not None
         assert canaries[1].poll() is None  # never signalled: its link came from the log alone
+        assert not t.session(b.session_id).exited  # nor ended (its own run would then stop it)
     finally:
         for c in canaries:
             c.kill()
@@ -443,3 +441,16 @@ def test_a_forged_child_with_huge_usage_never_stops_a_budgeted_run(repo, task):
     assert run.returncode == 0, err
     assert "budget" not in err
     assert t.session(live.session_id).exit_reason == "completed"
+
+
+def test_a_child_started_here_stays_in_its_tree_whatever_the_log_later_says(repo, task):
+    t = Tracker(repo)
+    remote = _remote_of(repo)
+    root = t.start(task.task_id, state="running")
+    child = t.start(task.task_id, parent=root.session_id, state="running")
+    other = t.start(task.task_id, state="running")
+    assert brat("sync", cwd=repo).returncode == 0
+    _forge_child(repo, remote, task, child.session_id, other.session_id)  # "re-parented" by a block
+    out = brat_json("sessions", "stop", root.session_id, "--recursive", cwd=repo)
+    assert [r["session_id"] for r in out["stopped"]] == [child.session_id, root.session_id]
+    assert not t.session(other.session_id).exited
