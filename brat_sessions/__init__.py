@@ -18,7 +18,7 @@ TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
     from typing import Any
 
-    from .errors import BadInput, BratError, Conflict, EnvironmentProblem, Fenced, NotFound
+    from .errors import BadInput, BratError, Conflict, EnvironmentProblem, Fenced, NotFound, UnwritableBlock
     from .issues.projection import Issue
     from .kinds import ExitReason, LiveState, Priority, Role, SessionType, State, StopReason, TaskStatus
     from .sessions.model import Session
@@ -49,6 +49,7 @@ __all__ = [
     "StopReport",
     "TaskStatus",
     "Tracker",
+    "UnwritableBlock",
 ]
 
 _WHERE = {
@@ -63,6 +64,7 @@ _WHERE = {
     "Conflict": "errors",
     "EnvironmentProblem": "errors",
     "Fenced": "errors",
+    "UnwritableBlock": "errors",
     "NotFound": "errors",
     "ExitReason": "kinds",
     "Priority": "kinds",

@@ -47,6 +47,12 @@ class EnvironmentProblem(BratError):
     code = "environment"
 
 
+class UnwritableBlock(BratError):
+    """A session whose fields (as read from the log) no `[session]` block can hold."""
+
+    code = "unwritable_block"
+
+
 class CorruptCommit(BratError):
     """A WAL commit that cannot be read; readers skip it and report it."""
 

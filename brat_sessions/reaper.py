@@ -28,7 +28,7 @@ from typing import Any
 
 from .clock import now_ms
 from .config import Config
-from .errors import BadInput, BratError, EnvironmentProblem, NotFound
+from .errors import BadInput, BratError, EnvironmentProblem, NotFound, UnwritableBlock
 from .index import Index
 from .rules import valid_id
 from .sessions.lease import LEASE_PREFIX, drop_lease
@@ -290,7 +290,7 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
             )
             try:
                 session_events = block_events(index, ws.actor, current, fields, ts)
-            except ValueError as exc:  # (BlockError: one session's data never stops the pass)
+            except UnwritableBlock as exc:  # (one session's data never stops the pass)
                 unwritable[sid] = str(exc)
                 continue
             for ev in session_events:

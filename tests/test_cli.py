@@ -265,3 +265,15 @@ def test_messages_say_which_field_and_what_is_wrong_and_run_exits_as_a_shell(rep
     assert missing.returncode == 127
     with pytest.raises(BadInput, match="not blank"):
         Tracker(repo, host=" ")
+
+
+def test_main_called_in_a_process_leaves_its_working_directory_as_it_was(repo, tmp_path, monkeypatch, capsys):
+    from brat_sessions.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        main(["-C", str(repo), "task", "list"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert "no tasks" in capsys.readouterr().out
+    assert os.getcwd() == str(tmp_path)

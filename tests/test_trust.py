@@ -285,6 +285,10 @@ def test_a_session_whose_worktree_no_block_can_hold_fails_clearly_and_alone(repo
     assert brat("sessions", "exit", other, "--code", "0", cwd=repo).returncode == 0
     with pytest.raises(ValueError, match="at most 8192"):
         format_block({**Tracker(repo).session("s-20260101-b1b1").block_fields(), "state": "exit"})
+    from brat_sessions import UnwritableBlock
+
+    with pytest.raises(UnwritableBlock, match="at most 8192"):  # (a BratError, as api.md promises)
+        Tracker(repo).exit("s-20260101-b1b1", 0)
 
 
 def test_a_committed_file_under_grite_logs_is_never_a_new_sessions_own(repo, task, monkeypatch, tmp_path):

@@ -17,8 +17,19 @@ if TYPE_CHECKING:
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point for a caller in this process: the hot path when it can answer, else
-    the full command line. Returns (or raises SystemExit) like any function."""
-    return _main(argv, end_process=False)
+    the full command line. Returns (or raises SystemExit) like any function; the
+    caller's working directory is left as it was (`-C` moves into PATH meanwhile)."""
+    import os
+
+    try:
+        here = os.open(".", os.O_RDONLY)
+    except OSError:
+        return _main(argv, end_process=False)
+    try:
+        return _main(argv, end_process=False)
+    finally:
+        os.fchdir(here)
+        os.close(here)
 
 
 def run() -> Any:

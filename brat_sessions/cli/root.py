@@ -228,10 +228,6 @@ def report_failure(exc: BaseException) -> NoReturn:
         fail(exc.code, exc.message, exc.exit_code)
     if isinstance(exc, BrokenPipeError):
         os._exit(0)
-    from ..sessions.block import BlockError
-
-    if isinstance(exc, BlockError):  # (a session's data from the log that no block can hold)
-        fail("unwritable_block", f"cannot write the [session] block: {exc}", EXIT_FAILURE)
     if isinstance(exc, UnicodeEncodeError):  # (bytes of an argument, variable or path that
         # are not UTF-8 reach text the log or git must hold: the checks refuse most first)
         from ..rules import is_utf8

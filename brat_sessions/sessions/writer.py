@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import UnwritableBlock
 from ..index import Index
 from ..issues.labels import session_label_changes
 from ..storage.events import COMMENT_ADDED, LABEL_ADDED, LABEL_REMOVED, Event, make_event
-from .block import format_block
+from .block import BlockError, format_block
 from .model import Session
 
 
@@ -19,7 +20,11 @@ def block_events(index: Index, actor: str, session: Session, fields: dict[str, A
     """
     iid = bytes.fromhex(session.grite_issue_id)
     actor_b = bytes.fromhex(actor)
-    events = [make_event(iid, actor_b, ts, COMMENT_ADDED, [format_block(fields)])]
+    try:
+        text = format_block(fields)
+    except BlockError as exc:
+        raise UnwritableBlock(f"cannot write the [session] block of {session.session_id}: {exc}") from None
+    events = [make_event(iid, actor_b, ts, COMMENT_ADDED, [text])]
     newest = index.newest_session_start(session.grite_issue_id, exclude=session.session_id)
     if newest is not None and newest > session.started_ts:
         return events
