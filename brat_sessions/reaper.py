@@ -37,7 +37,7 @@ from .sessions.outputs import store_stream
 from .sessions.writer import block_events
 from .storage.events import Event
 from .worker import proof as proofs
-from .worker.files import SessionFiles
+from .worker.files import CommittedFiles, SessionFiles
 from .worker.lineage import store_ledger
 from .worker.proof import ProcessProof
 from .workspace import Workspace
@@ -243,18 +243,23 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
     if index.incomplete and not dry_run:
         raise EnvironmentProblem(f"{index.incomplete}; refusing to reap on a partial view")
     logs, data = ws.ctx.logs_dir, ws.ctx.data_dir
+    committed = CommittedFiles(ws.ctx.main_worktree, ws.ctx.common_dir)  # (a pulled file is not ours)
+
+    def files_of(sid: str) -> SessionFiles:
+        return SessionFiles(logs, sid, committed)
+
     if not dry_run:
         _stop_left_behind(index, data)
         _drop_leases_of_exited(ws, index)
     candidates = [ws.with_lease(s, now) for s in index.sessions()]
     verdicts = {}
     for s in candidates:
-        v = judge(s, now, config, SessionFiles(logs, s.session_id), proofs.load(data, s.session_id))
+        v = judge(s, now, config, files_of(s.session_id), proofs.load(data, s.session_id))
         if v is not None:
             verdicts[s.session_id] = v
     if dry_run or not verdicts:
         return ReapReport(list(verdicts.values()), len(candidates) - len(verdicts), len(candidates), dry_run)
-    outputs = {sid: _stored_log(ws, SessionFiles(logs, sid)) for sid in verdicts}
+    outputs = {sid: _stored_log(ws, files_of(sid)) for sid in verdicts}
     written: list[Verdict] = []
     made: dict[bytes, set[str]] = {}  # event id -> the sessions it ends
     unwritable: dict[str, str] = {}
@@ -277,7 +282,7 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
                 continue  # another reaper or the worker got there first
             if (
                 v.exit_reason == "timeout"
-                and judge(current, again, config, SessionFiles(logs, sid), proofs.load(data, sid)) is None
+                and judge(current, again, config, files_of(sid), proofs.load(data, sid)) is None
             ):
                 continue  # it heartbeated meanwhile
             fields = current.block_fields()

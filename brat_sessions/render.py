@@ -17,12 +17,13 @@ if TYPE_CHECKING:
 
 # C0 and C1 controls, DEL, line and paragraph separators, bidi and zero-width format
 # characters: anything that could move the cursor, end a line or reorder what is shown;
-# and characters that show nothing where a reader expects something: the Arabic letter
-# mark, the Mongolian vowel separator, Hangul fillers, the deprecated format characters
-# (U+206A-206F), interlinear annotation marks and tag characters.
+# and characters that show nothing where a reader expects something: the soft hyphen,
+# the combining grapheme joiner, the Arabic letter mark, the Khmer inherent vowels, the
+# Mongolian vowel separator, Hangul fillers, the deprecated format characters
+# (U+206A-206F), interlinear annotation marks, musical format characters and tags.
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
-    "\u3164\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f]"
+    "[\x00-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\u3164\ufeff\uffa0\ufff9-\ufffb\U0001d173-\U0001d17a\U000e0000-\U000e007f]"
 )
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 

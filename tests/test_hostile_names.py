@@ -237,7 +237,7 @@ def test_snapshot_verify_shows_hostile_entry_names_escaped(world, kind, expected
 
 # invisible characters --------------------------------------------------------------------
 INVISIBLE = (
-    "\u061c\u115f\u1160\u180e\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
+    "\xad\u034f\u17b4\u17b5\U0001d173\U0001d17a\u061c\u115f\u1160\u180e\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
     "\u2060\u2061\u2064\u2066\u2069\u206a\u206b\u206f\u3164\ufeff\uffa0\ufff9\ufffa\ufffb"
     "\U000e0000\U000e0001\U000e0041\U000e007f"
 )
@@ -246,7 +246,7 @@ INVISIBLE = (
 @pytest.mark.parametrize("ch", list(INVISIBLE), ids=lambda ch: f"U+{ord(ch):04X}")
 def test_every_invisible_character_is_shown_escaped(ch):
     code = ord(ch)
-    escape = f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
     assert safe(f"pay{ch}ee") == f"pay{escape}ee"
 
 

@@ -322,3 +322,31 @@ def test_a_committed_file_under_grite_logs_is_never_a_new_sessions_own(repo, tas
     ended = tracker.exit(s.session_id, 0)
     assert ended.exit_reason == "completed"
     assert read_output(tracker.ws.repo, ended.last_output_ref) == b"mine\n"
+
+
+def test_a_file_committed_over_a_live_sessions_own_is_never_taken_for_it(repo, task, tmp_path):
+    """Session ids are public: someone commits `.grite/logs/<live id>.log` and `.stop`, and
+    the pull writes them over the session's own (git overwrites files it ignores)."""
+    tracker = Tracker(repo)
+    s = tracker.start(task.task_id, state="running")
+    tracker.files(s.session_id).append_log(b"real output\n")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "push", "-q", str(remote), "HEAD:refs/heads/main")
+    attacker = tmp_path / "attacker"
+    git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(attacker))
+    logs = attacker / ".grite" / "logs"
+    logs.mkdir(parents=True)
+    (logs / f"{s.session_id}.log").write_text("ATTACKER OUTPUT\n")
+    (logs / f"{s.session_id}.stop").write_text("user-stop")
+    git(attacker, "add", "-f", ".grite/logs")
+    git(attacker, "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "logs")
+    git(attacker, "push", "-q", "origin", "HEAD:refs/heads/main")
+    git(repo, "pull", "-q", "--no-rebase", str(remote), "main")
+    assert (repo / ".grite" / "logs" / f"{s.session_id}.log").read_text() == "ATTACKER OUTPUT\n"
+    files = tracker.files(s.session_id)
+    assert files.reason_for("completed") == "completed"  # the committed stop request is no request
+    out = brat("sessions", "exit", s.session_id, "--code", "0", cwd=repo)
+    assert out.returncode == 0 and "committed to git" in out.stderr
+    ended = tracker.session(s.session_id)
+    assert (ended.exit_reason, ended.last_output_ref) == ("completed", None)

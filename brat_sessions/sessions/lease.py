@@ -52,6 +52,8 @@ class Lease:
 class LeaseSealed(Fenced):
     """The session's exit is being recorded (its lease is sealed): stop working."""
 
+    code = "session_exiting"
+
 
 def lease_ref(session_id: str) -> str:
     if not valid_id(session_id):

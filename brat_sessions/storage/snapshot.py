@@ -934,6 +934,7 @@ def gc_snapshots(wal: Wal, keep: int) -> list[str]:
     read = 0
     verdicts: dict[str, tuple[str | None, bool]] = {}  # commit -> full check (one per commit)
     checked = checked_snapshots(wal.ctx.data_dir)
+    whole = False  # the log here reaches its root (known once a snapshot would be deleted)
     for number, ref in current:
         if len(kept) >= keep:
             doomed.append(ref)
@@ -957,7 +958,9 @@ def gc_snapshots(wal: Wal, keep: int) -> list[str]:
         if problem is None or here:
             kept.append(ref)
         else:
-            _judge_only_a_whole_log(wal, head)
+            if not whole:
+                _judge_only_a_whole_log(wal, head)  # (once: it walks the whole log)
+                whole = True
             doomed.append(ref)
     deleted = []
     for ref in doomed:

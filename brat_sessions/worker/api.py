@@ -60,7 +60,7 @@ from ..workspace import Workspace, this_host
 from . import proof as proofs
 from . import stopping
 from .checks import check_choice, check_name, check_pid, check_session_id, check_text
-from .files import SessionFiles
+from .files import CommittedFiles, SessionFiles
 from .lineage import child_fields, head_moved_away, store_ledger, worktree_head
 from .stopping import StopReport
 
@@ -123,7 +123,10 @@ class Tracker:
 
     def files(self, session_id: str) -> SessionFiles:
         """The session's local files under `.grite/logs/` (the output log, status, stop)."""
-        return SessionFiles(self.ws.ctx.logs_dir, check_session_id(session_id))
+        ctx = self.ws.ctx
+        return SessionFiles(
+            ctx.logs_dir, check_session_id(session_id), CommittedFiles(ctx.main_worktree, ctx.common_dir)
+        )
 
     # tasks -------------------------------------------------------------
     def create_task(
@@ -600,7 +603,17 @@ class Tracker:
             if not path.is_file():
                 raise BadInput(f"no such output file: {path}")
             return store_file(self.ws.repo, path)
-        log = self.files(session_id).open_log()
+        files = self.files(session_id)
+        if files.committed is not None and files.committed(files.log):
+            from ..render import safe
+
+            print(
+                f"brat: warning: {safe(files.log)} is a file committed to git, not this session's own log: "
+                "the exit is recorded without it",
+                file=sys.stderr,
+            )
+            return None
+        log = files.open_log()
         if log is None:
             return None
         with log:

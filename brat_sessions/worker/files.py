@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +23,11 @@ class SessionFiles:
 
     logs_dir: Path
     session_id: str
+    # is a path there a file git tracks (committed by someone, pulled here)? Not ours then
+    committed: Callable[[Path], bool] | None = None
+
+    def _ours(self, path: Path) -> bool:
+        return self.committed is None or not self.committed(path)
 
     def __post_init__(self) -> None:
         if not valid_id(self.session_id):
@@ -52,9 +58,11 @@ class SessionFiles:
 
     def reason_for(self, reason: ExitReason) -> ExitReason:
         """`user-stop` when `brat sessions stop` asked for the end, else `reason`."""
-        return "user-stop" if self.stop_request.exists() else reason
+        return "user-stop" if self.stop_request.exists() and self._ours(self.stop_request) else reason
 
     def read_status(self) -> dict[str, Any] | None:
+        if not self._ours(self.status):
+            return None
         try:
             raw = read_own(self.status)
             data = json.loads(raw) if raw is not None else None
@@ -64,11 +72,17 @@ class SessionFiles:
 
     def read_log(self) -> bytes | None:
         """The session's output log here, None when there is none (never through a link)."""
+        self._refuse_committed_log()
         return read_own(self.log)
 
     def open_log(self) -> BinaryIO | None:
         """The session's output log opened for reading (`read_log` without reading it)."""
+        self._refuse_committed_log()
         return open_own(self.log)
+
+    def _refuse_committed_log(self) -> None:
+        if not self._ours(self.log):
+            raise BratError(f"{self.log} is a file committed to git, not this session's own log: not stored")
 
     def ensure_dir(self) -> None:
         check_not_linked(self.logs_dir)
@@ -142,3 +156,37 @@ def code_and_reason(status: dict[str, Any]) -> tuple[int, ExitReason]:
         return 128 + status["signal"], "signal"
     code = status.get("returncode")
     return (code if isinstance(code, int) else -1), "completed"
+
+
+class CommittedFiles:
+    """Tells whether a path in the main worktree is tracked in its git index: a file under
+    `.grite/logs/` that someone committed, and a pull wrote over a session's own (git
+    overwrites files it ignores). The index is read again when it changes."""
+
+    def __init__(self, main_worktree: Path | None, common_dir: Path) -> None:
+        self.main_worktree = main_worktree
+        self.index_file = common_dir / "index"
+        self._seen: tuple[int, int] | None = None
+        self._paths: frozenset[str] = frozenset()
+
+    def __call__(self, path: Path) -> bool:
+        if self.main_worktree is None:
+            return False
+        try:
+            relative = path.relative_to(self.main_worktree).as_posix()
+            st = self.index_file.stat()
+        except (ValueError, OSError):
+            return False
+        if self._seen != (st.st_mtime_ns, st.st_size):
+            self._paths = self._read_logs_entries()
+            self._seen = (st.st_mtime_ns, st.st_size)
+        return relative in self._paths
+
+    def _read_logs_entries(self) -> frozenset[str]:
+        import pygit2
+
+        try:
+            index = pygit2.Index(str(self.index_file))
+        except (OSError, ValueError, pygit2.GitError):
+            return frozenset()
+        return frozenset(e.path for e in index if e.path.startswith(".grite/"))
