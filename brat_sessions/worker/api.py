@@ -208,8 +208,11 @@ class Tracker:
         check_choice("role", role, ROLES)
         check_name("engine", engine, 128)
         check_pid(pid)
-        check_text("worktree", "" if worktree is None else worktree, rules.MAX_TEXT)
-        worktree = self._default_worktree() if worktree is None else self._given_worktree(worktree)
+        if worktree is None:
+            worktree = self._default_worktree()
+        elif isinstance(worktree, str):
+            worktree = self._given_worktree(worktree)  # (a folder here: as the default records it)
+        check_text("worktree", worktree, rules.MAX_TEXT)
         if not line_fits("worktree", worktree):
             raise BadInput(
                 f"worktree is too long once escaped for a block (a line holds at most {rules.MAX_LINE_CHARS} "
