@@ -1,15 +1,20 @@
 """`.brat/sessions.yaml`: heartbeat interval, timeouts and clock-skew allowance.
 
-    heartbeat_interval: 30     # seconds between heartbeats (brat's default)
-    timeout: 120               # stale after this long without a sign of life
-    spawn_timeout: 300         # for a session that never heartbeated
-    clock_skew: 5              # allowance for clocks that disagree between machines
+    heartbeat_interval: 30     # seconds between heartbeats (brat's default; 1 to 3600)
+    timeout: 120               # stale after this long without a sign of life (10 to 86400)
+    spawn_timeout: 300         # for a session that never heartbeated (10 to 86400)
+    clock_skew: 5              # allowance for clocks that disagree between machines (0 to 3600)
     read_snapshots: true       # a cold index build may start from a grite snapshot
     snapshot_events: 10000     # `brat sync` makes a snapshot past this many new events (0: never)
-    snapshot_days: 7           # ... or when the newest snapshot is older than this
+    snapshot_days: 7           # ... or when the newest snapshot is older than this (0 to 3650)
 
 Every key is optional. `timeout` defaults to three heartbeat intervals plus a
-grace of 30 seconds. Command-line flags override the file.
+grace of 30 seconds, and is at least two of them. Command-line flags override the file.
+
+The file lies in the working tree, so a pulled commit can write it. It is read only
+from a regular file of at most 64 KiB, never through a symbolic link, and each number
+must lie in its range (`BOUNDS`): a value that would reap every live session at once,
+never reap one, or make heartbeats spin is refused with the key and its range (exit 2).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT, S_IFSOCK, S_ISREG
 
-from .errors import BadInput
+from .errors import BadInput, EnvironmentProblem
 
 TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
@@ -30,6 +36,24 @@ if TYPE_CHECKING:
 
 CONFIG_PATH = Path(".brat") / "sessions.yaml"
 GRACE_S = 30.0
+MAX_FILE_BYTES = 64 * 1024  # a settings file is a few lines: a bigger one is refused unread
+
+# The range of each number in the file (low, high, unit). Flags and the library's
+# arguments are the caller's own and are only checked to be finite and not negative.
+# - heartbeat_interval: a beat renews a lease ref (and may push it), so not more often
+#   than once a second; a session silent for more than an hour is not being watched.
+# - timeout, spawn_timeout: at least 10 s (a heartbeat, a sync or a push can take
+#   seconds), at most a day (a crashed session is reaped the same day).
+# - clock_skew: clocks that disagree by more than an hour are wrong, not skewed.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "heartbeat_interval": (1.0, 3600.0, "seconds"),
+    "timeout": (10.0, 86400.0, "seconds"),
+    "spawn_timeout": (10.0, 86400.0, "seconds"),
+    "clock_skew": (0.0, 3600.0, "seconds"),
+    "snapshot_events": (0.0, 1e9, "events"),
+    "snapshot_days": (0.0, 3650.0, "days"),
+}
+BEATS_PER_TIMEOUT = 2  # a timeout in the file spans at least this many heartbeat intervals
 
 
 @dataclass(frozen=True)
@@ -72,30 +96,108 @@ def load_config(root: Path, cache_dir: Path | None = None) -> Config:
     `cache_dir`, the checked values are kept there (`_kept_values`, `_keep_values`)."""
     path = root / CONFIG_PATH
     try:
-        stat = path.stat()
+        seen = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return Config()
-    values = _kept_values(path, stat, cache_dir)
+    values = _kept_values(path, seen, cache_dir) if _plain_file(path, seen) else None
     if values is None:
-        values = _checked(path, read_settings(path))
-        _keep_values(path, stat, cache_dir, values)
+        text, read = read_text(path)
+        values = _checked(path, parse_settings(path, text))
+        _keep_values(path, read, cache_dir, values)
     return Config(**values)
 
 
 def read_settings(path: Path) -> dict[str, Any]:
     """The settings file's mapping as PyYAML reads it; BadInput when it is not one."""
+    return parse_settings(path, read_text(path)[0])
+
+
+def read_text(path: Path) -> tuple[str, os.stat_result]:
+    """The settings file's text and the status of what was read. Only a regular file of
+    at most MAX_FILE_BYTES is read, never through a symbolic link (a committed one could
+    name /dev/zero, a FIFO or a file outside the repository): else BadInput naming the
+    file and why, and none of its bytes."""
+    fd = _open_without_links(path)
+    try:
+        status = os.fstat(fd)
+        _check_regular(path, status)
+        data = _read_at_most(fd, MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:  # (it grew since the fstat)
+        raise BadInput(f"{path}: {_too_big()}")
+    try:
+        return data.decode("utf-8"), status
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not UTF-8 text") from None
+
+
+def _open_without_links(path: Path) -> int:
+    """The settings file opened for reading without following a symbolic link, neither
+    the file's nor its folder's, and without waiting (a FIFO opens at once, then is refused)."""
+    try:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if os.path.islink(path.parent):
+            raise BadInput(f"{path}: {path.parent.name} is a symbolic link; {_NO_LINKS}") from None
+        raise EnvironmentProblem(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        return os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=folder)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise BadInput(f"{path}: a symbolic link; {_NO_LINKS}") from None
+        raise EnvironmentProblem(f"{path}: cannot read it ({exc.strerror})") from None
+    finally:
+        os.close(folder)
+
+
+_NO_LINKS = "brat reads its settings only from a file in the working tree, never through a link"
+_KINDS = {
+    S_IFDIR: "a directory",
+    S_IFIFO: "a FIFO (named pipe)",
+    S_IFCHR: "a character device",
+    S_IFBLK: "a block device",
+    S_IFSOCK: "a socket",
+}
+
+
+def _check_regular(path: Path, status: os.stat_result) -> None:
+    """BadInput unless `status` is that of a regular file of at most MAX_FILE_BYTES."""
+    if not S_ISREG(status.st_mode):
+        kind = _KINDS.get(S_IFMT(status.st_mode), "not a regular file")
+        raise BadInput(f"{path}: {kind}, not a settings file")
+    if status.st_size > MAX_FILE_BYTES:
+        raise BadInput(f"{path}: {_too_big()}")
+
+
+def _too_big() -> str:
+    return f"larger than {MAX_FILE_BYTES // 1024} KiB, too big to be a settings file; not read"
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes from `fd`, fewer at its end."""
+    chunks: list[bytes] = []
+    while limit > 0:
+        chunk = os.read(fd, limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
+
+
+def parse_settings(path: Path, text: str) -> dict[str, Any]:
+    """The settings text's mapping as PyYAML reads it; BadInput when it is not one."""
     import yaml  # only when there is a file to read, and no checked copy of it
 
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{path}: not UTF-8 text") from None
     except RecursionError:
         raise BadInput(f"{path}: nested too deeply to be settings") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: a directory, not a settings file") from None
+    except ValueError as exc:  # a date past the calendar, an integer of over 4300 digits
+        raise BadInput(f"{path}: a value that cannot be read ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of keys to values")
     return data
@@ -107,18 +209,65 @@ def _checked(path: Path, data: dict[Any, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
-            raise BadInput(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
+            raise BadInput(f"{path}: unknown key {_shown(key)} (known: {', '.join(known)})")
         if value is None and key == "timeout":
             continue
         if key == "read_snapshots":
             if not isinstance(value, bool):
-                raise BadInput(f"{path}: key 'read_snapshots' must be true or false, got {value!r}")
+                raise BadInput(f"{path}: key 'read_snapshots' must be true or false, got {_shown(value)}")
             values[key] = value
             continue
-        values[key] = _check_number(f"{path}: key {key!r}", value, whole=key == "snapshot_events")
-    if values.get("heartbeat_interval") == 0:
-        raise BadInput(f"{path}: key 'heartbeat_interval' must be more than 0")
+        values[key] = _check_setting(path, key, value)
+    _check_timeout_spans_beats(path, values)
     return values
+
+
+def _check_setting(path: Path, key: str, value: Any) -> float:
+    """A number of the file within its range (`BOUNDS`), which the error states."""
+    low, high, unit = BOUNDS[key]
+    whole = key == "snapshot_events"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not low <= value <= high or (whole and value != int(value)):  # (NaN fails too)
+        kind = "a whole number" if whole else "a number"
+        raise BadInput(
+            f"{path}: key {key!r} must be {kind} of {unit} from {_plain(low)} to {_plain(high)}, "
+            f"got {_shown(value)}"
+        )
+    return float(value)
+
+
+def _check_timeout_spans_beats(path: Path, values: dict[str, Any]) -> None:
+    """A timeout shorter than BEATS_PER_TIMEOUT heartbeat intervals is refused: a live
+    session would be reaped between two of its heartbeats."""
+    timeout = values.get("timeout")
+    given = values.get("heartbeat_interval")
+    interval = given if given is not None else Config.heartbeat_interval
+    if timeout is not None and timeout < BEATS_PER_TIMEOUT * interval:
+        whose = "heartbeat_interval" if given is not None else "the default heartbeat_interval"
+        raise BadInput(
+            f"{path}: key 'timeout' must be at least {_plain(BEATS_PER_TIMEOUT * interval)} seconds, "
+            f"{BEATS_PER_TIMEOUT} x {whose} of {_plain(interval)}, got {_plain(timeout)}: a shorter "
+            "one would reap a live session between two of its heartbeats"
+        )
+
+
+def _plain(number: float) -> str:
+    """A number as the settings file would spell it (86400, not 8.64e+04)."""
+    return str(int(number)) if number == int(number) else f"{number:g}"
+
+
+def _shown(value: Any) -> str:
+    """A value for an error: a list, mapping or set by its kind (one built from YAML
+    aliases can hold 10**n items), else its repr cut to 80 characters."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, set)):
+        return f"a {type(value).__name__}"
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of over 4300 digits
+        return "a number too long to show"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # The checked values of the settings file, kept in the data dir: importing PyYAML is
@@ -127,6 +276,10 @@ def _checked(path: Path, data: dict[Any, Any]) -> dict[str, Any]:
 # with, and kept only for a file last changed (its change time: no tool sets that) over
 # 2 s before, since a second edit of the same size within one clock tick would leave the
 # same stamp. A file that does not pass the checks is never kept: it is read each time.
+# The stamp is looked up only for a regular file in a `.brat` folder that is no symbolic
+# link, and kept from the status of the descriptor read (`read_text`), so a link, a
+# FIFO or a device is always read, and refused, however it came to match a stamp; the
+# kept values are checked again (`_checked`: the bounds) each time they are used.
 _CACHE_FILE = "config-cache.json"
 _CACHE_MAX_BYTES = 4096
 _SETTLED_NS = 2_000_000_000
@@ -134,6 +287,11 @@ _SETTLED_NS = 2_000_000_000
 
 def _stamp(path: Path, stat: os.stat_result) -> list[object]:
     return [os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+
+
+def _plain_file(path: Path, seen: os.stat_result) -> bool:
+    """Whether `seen` (the file's lstat) is a regular file's, and its folder no link."""
+    return S_ISREG(seen.st_mode) and not os.path.islink(path.parent)
 
 
 def _kept_values(path: Path, stat: os.stat_result, cache_dir: Path | None) -> dict[str, Any] | None:

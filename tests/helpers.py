@@ -46,8 +46,10 @@ def brat(
     env: dict | None = None,
     input: str | None = None,
     timeout: float = 60,
+    preexec_fn=None,
 ) -> subprocess.CompletedProcess:
-    """Run the real `brat` command in a new process (from this working tree)."""
+    """Run the real `brat` command in a new process (from this working tree); `preexec_fn`
+    runs in the child first (to set a resource limit, say)."""
     return subprocess.run(
         [sys.executable, "-P", "-m", "brat_sessions.cli", *args],
         cwd=cwd,
@@ -57,6 +59,7 @@ def brat(
         env={**os.environ, **WORKTREE_ENV, **(env or {})},
         input=input,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -183,12 +183,13 @@ def test_task_show_lists_sessions_as_list_all_does(repo, task):
     from .helpers import T0, append_raw, block_text
 
     s = brat_json("sessions", "start", "--task", task.task_id, cwd=repo)["session"]["session_id"]
-    (repo / ".brat").mkdir()
-    (repo / ".brat" / "sessions.yaml").write_text("spawn_timeout: 0.001\ntimeout: 0.001\nclock_skew: 0\n")
+    old = block_text(session_id="s-20250114-01d0")  # started at T0 (2023), never heartbeated: stale
     bad = block_text(session_id="s-20250114-0bad").replace('role = "witness"\n', "")  # (no role)
-    append_raw(repo, [make_event(bytes.fromhex(task.issue_id), bytes(16), T0, COMMENT_ADDED, [bad])])
+    issue = bytes.fromhex(task.issue_id)
+    append_raw(repo, [make_event(issue, bytes(16), T0, COMMENT_ADDED, [text]) for text in (old, bad)])
     shown = brat("task", "show", task.task_id, cwd=repo).stdout
-    assert f"{s}" in shown and "(stale)" in shown and "s-20250114-0bad" in shown and "unreadable" in shown
+    assert f"{s}" in shown and "s-20250114-01d0" in shown and "(stale)" in shown
+    assert "s-20250114-0bad" in shown and "unreadable" in shown
     data = brat_json("task", "show", task.task_id, cwd=repo)
     assert [b["session_id"] for b in data["unreadable"]] == ["s-20250114-0bad"]
     listed = brat_json("sessions", "list", "--all", cwd=repo)

@@ -144,10 +144,10 @@ def test_concurrent_reapers_give_each_session_one_exit(repo, task):
     t = other_host(repo)
     ids = [t.start(task.task_id).session_id for _ in range(10)]
     (repo / ".brat").mkdir()
-    (repo / ".brat" / "sessions.yaml").write_text("spawn_timeout: 0\nclock_skew: 0\n")
+    (repo / ".brat" / "sessions.yaml").write_text("clock_skew: 0\n")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "brat_sessions.cli", "sessions", "reap", "--json"],
+            [sys.executable, "-m", "brat_sessions.cli", "sessions", "reap", "--spawn-timeout", "0", "--json"],
             cwd=repo,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -45,7 +45,7 @@ def test_the_documented_worker_type_checks_strictly():
 
 def test_scope_follows_the_repositorys_heartbeat_interval(repo, task):
     (repo / ".brat").mkdir()
-    (repo / ".brat" / "sessions.yaml").write_text("heartbeat_interval: 0.1\ntimeout: 4\n")
+    (repo / ".brat" / "sessions.yaml").write_text("heartbeat_interval: 1\ntimeout: 10\n")
     tracker = Tracker(repo)
     with tracker.session_scope(task.task_id) as s:
         first = wait_for(lambda: read_lease(tracker.ws.repo, s.session_id).ts)
