@@ -215,6 +215,14 @@ def _stored_log(ws: Workspace, files: SessionFiles) -> str | None:
         return store_stream(ws.repo, log)
 
 
+def _has_exited(index: Index, session_id: str) -> bool:
+    """True when the log says so, or does not hold the session (nothing to stop or count)."""
+    try:
+        return index.session(session_id).exited
+    except (NotFound, BadInput):
+        return True
+
+
 def _drop_leases_of_exited(ws: Workspace, index: Index) -> None:
     """Drop the leases of sessions the log says have exited (whatever wrote an exit was
     killed before it dropped the lease): a lease must not keep a session alive."""
@@ -250,6 +258,7 @@ def reap(ws: Workspace, config: Config, *, now: int | None = None, dry_run: bool
 
     if not dry_run:
         _stop_left_behind(index, data)
+        proofs.prune_children(data, lambda sid: _has_exited(index, sid))
         _drop_leases_of_exited(ws, index)
     candidates = [ws.with_lease(s, now) for s in index.sessions()]
     verdicts = {}

@@ -176,7 +176,7 @@ def update_lease(
             )
         current = decode_lease(repo, session_id, ref.target)
         if current.sealed is not None and not sealed_ok:
-            if now_ms() - current.sealed <= SEAL_ABANDONED_MS:
+            if abs(now_ms() - current.sealed) <= SEAL_ABANDONED_MS:  # (a clock stepped either way)
                 raise LeaseSealed(
                     f"session {session_id} is exiting (its exit is being recorded): stop working"
                 )
@@ -213,10 +213,15 @@ def seal_lease(repo: pygit2.Repository, session_id: str) -> Lease | None:
         return None
 
 
-def unseal_lease(repo: pygit2.Repository, session_id: str) -> None:
-    """Undo `seal_lease` after an exit that could not be recorded (the worker goes on)."""
+def unseal_lease(repo: pygit2.Repository, session_id: str, sealed: Lease) -> None:
+    """Undo `seal_lease` (which returned `sealed`) after an exit that could not be recorded
+    (the worker goes on); a seal made since by another exit is left alone."""
+
+    def unseal(old: Lease) -> Lease:
+        return replace(old, sealed=None) if old.sealed == sealed.sealed else old
+
     try:
-        update_lease(repo, session_id, lambda old: replace(old, sealed=None), sealed_ok=True)
+        update_lease(repo, session_id, unseal, sealed_ok=True)
     except (Fenced, Conflict):
         pass  # gone meanwhile, or busy: a sealed lease only fences, a later exit unseals nothing
 

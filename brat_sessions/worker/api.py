@@ -588,11 +588,10 @@ class Tracker:
         except BaseException:
             ENDING_HERE.discard(session_id)
             if sealed is not None:
-                unseal_lease(self.ws.repo, session_id)  # not recorded: the worker goes on
+                unseal_lease(self.ws.repo, session_id, sealed)  # not recorded: the worker goes on
             raise
         drop_lease(self.ws.repo, session_id)
         proofs.drop(self.ws.ctx.data_dir, session_id)
-        proofs.forget_children(self.ws.ctx.data_dir, session_id, session.parent_session_id)
         self.files(session_id).forget_stop_request()
         return session
 

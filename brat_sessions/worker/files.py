@@ -161,11 +161,12 @@ def code_and_reason(status: dict[str, Any]) -> tuple[int, ExitReason]:
 class CommittedFiles:
     """Tells whether a path in the main worktree is tracked in its git index: a file under
     `.grite/logs/` that someone committed, and a pull wrote over a session's own (git
-    overwrites files it ignores). The index is read again when it changes."""
+    overwrites files it ignores). Asked of git (`git ls-files`, which reads any index
+    layout, split or huge, and only lists that folder); asked again when the index changes."""
 
     def __init__(self, main_worktree: Path | None, common_dir: Path) -> None:
         self.main_worktree = main_worktree
-        self.index_file = common_dir / "index"
+        self.common_dir = common_dir
         self._seen: tuple[int, int] | None = None
         self._paths: frozenset[str] = frozenset()
 
@@ -174,19 +175,32 @@ class CommittedFiles:
             return False
         try:
             relative = path.relative_to(self.main_worktree).as_posix()
-            st = self.index_file.stat()
-        except (ValueError, OSError):
+            st = (self.common_dir / "index").stat()
+        except ValueError:
             return False
+        except OSError:
+            return False  # no index: nothing is tracked
         if self._seen != (st.st_mtime_ns, st.st_size):
-            self._paths = self._read_logs_entries()
+            self._paths = self._tracked_under(".grite/")
             self._seen = (st.st_mtime_ns, st.st_size)
         return relative in self._paths
 
-    def _read_logs_entries(self) -> frozenset[str]:
-        import pygit2
+    def _tracked_under(self, folder: str) -> frozenset[str]:
+        import subprocess
 
+        from ..storage.stream import git_env
+
+        assert self.main_worktree is not None
         try:
-            index = pygit2.Index(str(self.index_file))
-        except (OSError, ValueError, pygit2.GitError):
+            out = subprocess.run(
+                ["git", "-C", str(self.main_worktree), "ls-files", "-z", "--", folder],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                env=git_env(),
+                check=False,
+            )
+        except OSError:
             return frozenset()
-        return frozenset(e.path for e in index if e.path.startswith(".grite/"))
+        if out.returncode != 0:
+            return frozenset()
+        return frozenset(os.fsdecode(p) for p in out.stdout.split(b"\0") if p)

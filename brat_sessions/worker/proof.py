@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal as signals
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -186,21 +187,23 @@ def local_tree(data_dir: Path, session_id: str, limit: int = 100_000) -> list[tu
     return found
 
 
-def forget_children(data_dir: Path, session_id: str, parent: str | None) -> None:
-    """Drop an ended session's record under its parent, once no record is below it (a live
-    grandchild's way to the tree goes through it)."""
+def prune_children(data_dir: Path, exited: Callable[[str], bool]) -> int:
+    """Forget the recorded links of trees that have ended: `children/<parent>/` goes once
+    the parent and every session below it have exited (a budget or a recursive stop has
+    nothing left to reach there). Returns the folders removed."""
+    import shutil
+
     here = data_dir / "procs" / "children"
     try:
-        os.rmdir(here / session_id)  # only when empty
+        parents = [p for p in os.listdir(here) if valid_id(p)]
     except OSError:
-        if (here / session_id).is_dir():
-            return
-    if parent is not None and valid_id(parent):
-        try:
-            (here / parent / session_id).unlink()
-            os.rmdir(here / parent)
-        except OSError:
-            pass
+        return 0
+    removed = 0
+    for parent in parents:
+        if exited(parent) and all(exited(sid) for sid, _ in local_tree(data_dir, parent)):
+            shutil.rmtree(here / parent, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def drop(data_dir: Path, session_id: str) -> None:

@@ -555,3 +555,21 @@ def test_a_seal_left_by_an_exit_that_died_before_its_block_lapses(repo, tracker,
     ):
         tracker.heartbeat(sid)  # the seal lapsed: the worker goes on
     assert read_lease(tracker.ws.repo, sid).sealed is None
+
+
+def test_a_seal_from_a_clock_far_ahead_lapses_and_an_exit_unseals_only_its_own_seal(repo, tracker, task):
+    from datetime import UTC, datetime
+
+    from freezegun import freeze_time
+
+    from brat_sessions.sessions.lease import seal_lease, unseal_lease
+
+    sid = tracker.start(task.task_id, state="running").session_id
+    with freeze_time(datetime(2026, 11, 26, 12, 0, tzinfo=UTC)):
+        ours = seal_lease(tracker.ws.repo, sid)
+    with freeze_time(datetime(2026, 11, 26, 11, 0, tzinfo=UTC)):  # the clock stepped back an hour
+        tracker.heartbeat(sid)  # not silenced for an hour and a minute
+    with freeze_time(datetime(2026, 11, 26, 11, 0, 1, tzinfo=UTC)):
+        seal_lease(tracker.ws.repo, sid)  # another exit seals it anew
+        unseal_lease(tracker.ws.repo, sid, ours)  # the first exit, failing, undoes only its own
+        assert read_lease(tracker.ws.repo, sid).sealed is not None

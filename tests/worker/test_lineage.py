@@ -454,3 +454,33 @@ def test_a_child_started_here_stays_in_its_tree_whatever_the_log_later_says(repo
     out = brat_json("sessions", "stop", root.session_id, "--recursive", cwd=repo)
     assert [r["session_id"] for r in out["stopped"]] == [child.session_id, root.session_id]
     assert not t.session(other.session_id).exited
+
+
+def test_the_budget_counts_children_that_already_exited_and_reap_forgets_ended_trees(repo, task):
+    brat_cli = f"{sys.executable} -m brat_sessions.cli"
+    child = f"{brat_cli} sessions usage $BRAT_SESSION_ID --model m --input 400 --output 0"
+    script = f"for i in 1 2 3; do {brat_cli} sessions run -- sh -c '{child}'; done; sleep 30"
+    out = brat(
+        "sessions",
+        "run",
+        "--task",
+        task.task_id,
+        "--budget-tokens",
+        "1000",
+        "--heartbeat-interval",
+        "0.3",
+        "--grace",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        script,
+        cwd=repo,
+        timeout=90,
+    )
+    assert out.returncode == 143, out.stderr  # 3 x 400 tokens, each child gone before the check
+    assert "budget" in out.stderr
+    children = repo / ".git" / "brat_sessions" / "procs" / "children"
+    assert any(children.iterdir())
+    assert brat("sessions", "reap", cwd=repo).returncode == 0
+    assert not any(children.iterdir())  # every session of the tree has exited: its links go
