@@ -291,6 +291,23 @@ def test_a_session_whose_worktree_no_block_can_hold_fails_clearly_and_alone(repo
         Tracker(repo).exit("s-20260101-b1b1", 0)
 
 
+def _pull_logs_committed_by_another_clone(repo, tmp_path, files: dict[str, str]) -> None:
+    """Another clone commits these files under `.grite/logs/` and pushes; `repo` pulls."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "push", "-q", str(remote), "HEAD:refs/heads/main")
+    attacker = tmp_path / "attacker"
+    git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(attacker))
+    logs = attacker / ".grite" / "logs"
+    logs.mkdir(parents=True)
+    for name, text in files.items():
+        (logs / name).write_text(text)
+    git(attacker, "add", "-f", ".grite/logs")
+    git(attacker, "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "logs")
+    git(attacker, "push", "-q", "origin", "HEAD:refs/heads/main")
+    git(repo, "pull", "-q", "--no-rebase", str(remote), "main")
+
+
 def test_a_committed_file_under_grite_logs_is_never_a_new_sessions_own(repo, task, monkeypatch, tmp_path):
     """An attacker commits `.grite/logs/<id>.log` and `.stop` for ids a session may draw:
     pulled, they must not become its output nor its stop request."""
@@ -299,19 +316,8 @@ def test_a_committed_file_under_grite_logs_is_never_a_new_sessions_own(repo, tas
     from brat_sessions.issues import ids
 
     day = datetime.now(tz=UTC).strftime("%Y%m%d")
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(repo, "push", "-q", str(remote), "HEAD:refs/heads/main")
-    attacker = tmp_path / "attacker"
-    git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(attacker))
-    logs = attacker / ".grite" / "logs"
-    logs.mkdir(parents=True)
-    (logs / f"s-{day}-0001.log").write_text("\x1b]0;INJECTED\x07 fake output\n")
-    (logs / f"s-{day}-0001.stop").write_text("")
-    git(attacker, "add", "-f", ".grite/logs")
-    git(attacker, "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "logs")
-    git(attacker, "push", "-q", "origin", "HEAD:refs/heads/main")
-    git(repo, "pull", "-q", str(remote), "main")
+    logs = {f"s-{day}-0001.log": "\x1b]0;INJECTED\x07 fake output\n", f"s-{day}-0001.stop": ""}
+    _pull_logs_committed_by_another_clone(repo, tmp_path, logs)
     drawn = iter([b"\x00\x01", b"\x00\x02"])
     monkeypatch.setattr(ids.os, "urandom", lambda n: next(drawn))
     tracker = Tracker(repo)
@@ -330,19 +336,8 @@ def test_a_file_committed_over_a_live_sessions_own_is_never_taken_for_it(repo, t
     tracker = Tracker(repo)
     s = tracker.start(task.task_id, state="running")
     tracker.files(s.session_id).append_log(b"real output\n")
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(repo, "push", "-q", str(remote), "HEAD:refs/heads/main")
-    attacker = tmp_path / "attacker"
-    git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(attacker))
-    logs = attacker / ".grite" / "logs"
-    logs.mkdir(parents=True)
-    (logs / f"{s.session_id}.log").write_text("ATTACKER OUTPUT\n")
-    (logs / f"{s.session_id}.stop").write_text("user-stop")
-    git(attacker, "add", "-f", ".grite/logs")
-    git(attacker, "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "logs")
-    git(attacker, "push", "-q", "origin", "HEAD:refs/heads/main")
-    git(repo, "pull", "-q", "--no-rebase", str(remote), "main")
+    logs = {f"{s.session_id}.log": "ATTACKER OUTPUT\n", f"{s.session_id}.stop": "user-stop"}
+    _pull_logs_committed_by_another_clone(repo, tmp_path, logs)
     assert (repo / ".grite" / "logs" / f"{s.session_id}.log").read_text() == "ATTACKER OUTPUT\n"
     files = tracker.files(s.session_id)
     assert files.reason_for("completed") == "completed"  # the committed stop request is no request

@@ -148,29 +148,20 @@ def test_stop_recursive_on_an_exited_parent_stops_its_live_children_and_says_so(
     assert text.returncode == 4 and "already exited" in text.stderr  # nothing was live: a conflict
 
 
+def _budgeted_run(repo, task, budget: int, script: str) -> subprocess.CompletedProcess[str]:
+    """`brat sessions run` of a shell script under a token budget, beating every 0.3 s."""
+    options = ["--budget-tokens", str(budget), "--heartbeat-interval", "0.3", "--grace", "1"]
+    return brat(
+        "sessions", "run", "--task", task.task_id, *options, "--", "sh", "-c", script, cwd=repo, timeout=90
+    )
+
+
 def test_run_stops_its_command_past_the_token_budget(repo, task):
     script = (
         f"{sys.executable} -m brat_sessions.cli sessions usage $BRAT_SESSION_ID --model m "
         f"--input 600 --output 0; sleep 30"
     )
-    out = brat(
-        "sessions",
-        "run",
-        "--task",
-        task.task_id,
-        "--budget-tokens",
-        "500",
-        "--heartbeat-interval",
-        "0.3",
-        "--grace",
-        "1",
-        "--",
-        "sh",
-        "-c",
-        script,
-        cwd=repo,
-        timeout=60,
-    )
+    out = _budgeted_run(repo, task, 500, script)
     assert out.returncode == 143, out.stderr
     assert "budget" in out.stderr
     (s,) = brat_json("sessions", "list", "--all", cwd=repo)["sessions"]
@@ -460,24 +451,7 @@ def test_the_budget_counts_children_that_already_exited_and_reap_forgets_ended_t
     brat_cli = f"{sys.executable} -m brat_sessions.cli"
     child = f"{brat_cli} sessions usage $BRAT_SESSION_ID --model m --input 400 --output 0"
     script = f"for i in 1 2 3; do {brat_cli} sessions run -- sh -c '{child}'; done; sleep 30"
-    out = brat(
-        "sessions",
-        "run",
-        "--task",
-        task.task_id,
-        "--budget-tokens",
-        "1000",
-        "--heartbeat-interval",
-        "0.3",
-        "--grace",
-        "1",
-        "--",
-        "sh",
-        "-c",
-        script,
-        cwd=repo,
-        timeout=90,
-    )
+    out = _budgeted_run(repo, task, 1000, script)
     assert out.returncode == 143, out.stderr  # 3 x 400 tokens, each child gone before the check
     assert "budget" in out.stderr
     children = repo / ".git" / "brat_sessions" / "procs" / "children"
