@@ -371,13 +371,13 @@ def test_a_sealed_lease_refuses_usage_phase_and_heartbeats_until_unsealed(repo, 
 
     sid = tracker.start(task.task_id, state="running").session_id
     tracker.usage(sid, model="m", input_tokens=1, output_tokens=1)
-    seal_lease(tracker.ws.repo, sid)  # as an exit does first
+    sealed = seal_lease(tracker.ws.repo, sid)  # as an exit does first
     with pytest.raises(Fenced, match="is exiting"):
         tracker.usage(sid, model="m", input_tokens=1, output_tokens=1)
     with pytest.raises(Fenced, match="is exiting"):
         tracker.phase(sid, "tests")
     assert brat("sessions", "heartbeat", sid, cwd=repo).returncode == 4
-    unseal_lease(tracker.ws.repo, sid)
+    unseal_lease(tracker.ws.repo, sid, sealed)
     tracker.heartbeat(sid)
     # an exit refused after sealing (the session exited elsewhere meanwhile) leaves no lease
     other = Tracker(repo)
