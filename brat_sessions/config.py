@@ -27,6 +27,7 @@ from pathlib import Path
 from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT, S_IFSOCK, S_ISREG
 
 from .errors import BadInput, EnvironmentProblem
+from .rules import valid_seconds
 
 TYPE_CHECKING = False  # (not typing's: the warm path never imports typing)
 if TYPE_CHECKING:
@@ -76,19 +77,11 @@ class Config:
         """The same settings with the given (command-line) values in place; None keeps one."""
         given: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         for key, value in given.items():
-            _check_number(f"--{key.replace('_', '-')}", value)
+            if not valid_seconds(value):  # (the caller's own: only finite and not negative)
+                raise BadInput(f"--{key.replace('_', '-')} must be a finite number (>= 0), got {value!r}")
         if given.get("heartbeat_interval") == 0:
             raise BadInput("--heartbeat-interval must be more than 0")
         return replace(self, **given)
-
-
-def _check_number(name: str, value: Any, whole: bool = False) -> float:
-    """A finite number >= 0 (NaN and infinity would make every comparison false)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise BadInput(f"{name} must be a finite number (>= 0), got {value!r}")
-    if whole and value != int(value):
-        raise BadInput(f"{name} must be a whole number, got {value!r}")
-    return float(value)
 
 
 def load_config(root: Path, cache_dir: Path | None = None) -> Config:

@@ -85,3 +85,9 @@ def valid_output_ref(value: Any) -> bool:
 def valid_output_name(value: Any) -> bool:
     """The last part of `refs/brat/sessions/outputs/<name>`: 64 lowercase hex digits."""
     return isinstance(value, str) and OUTPUT_NAME.fullmatch(value) is not None
+
+
+def valid_seconds(value: Any) -> bool:
+    """A finite number of seconds, 0 or more (NaN and infinity would make every comparison
+    false; a bool is no number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")

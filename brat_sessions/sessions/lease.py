@@ -6,9 +6,10 @@ see usage.py). A heartbeat writes a new blob and moves the ref
 with compare-and-swap: no WAL commit, and the cost does not grow with the
 repository. The lease is created at start and deleted at exit, so a heartbeat
 that finds no lease learns that its session is over (fencing). An exit first seals the
-lease (`"sealed": true`, by compare-and-swap): from then on no heartbeat, phase or usage
+lease (`"sealed": <ms>`, by compare-and-swap): from then on no heartbeat, phase or usage
 call changes it (they are told the session is exiting), so the ledger the exit stores is
-the last one, and nothing a caller was told is recorded is lost.
+the last one, and nothing a caller was told is recorded is lost. A seal older than
+SEAL_ABANDONED_MS (either way: a clock may step) was left by an exit that died: it lapses.
 """
 
 from __future__ import annotations

@@ -124,9 +124,10 @@ class Tracker:
     def files(self, session_id: str) -> SessionFiles:
         """The session's local files under `.grite/logs/` (the output log, status, stop)."""
         ctx = self.ws.ctx
-        return SessionFiles(
-            ctx.logs_dir, check_session_id(session_id), CommittedFiles(ctx.main_worktree, ctx.common_dir)
-        )
+        committed = getattr(self._local, "committed", None)  # (one per thread: git is asked once
+        if committed is None:  # while the index does not change, not once per exit)
+            committed = self._local.committed = CommittedFiles(ctx.main_worktree, ctx.common_dir)
+        return SessionFiles(ctx.logs_dir, check_session_id(session_id), committed)
 
     # tasks -------------------------------------------------------------
     def create_task(
@@ -606,7 +607,7 @@ class Tracker:
                 raise BadInput(f"no such output file: {path}")
             return store_file(self.ws.repo, path)
         files = self.files(session_id)
-        if files.committed is not None and files.committed(files.log):
+        if files.log_committed():
             from ..render import safe
 
             print(

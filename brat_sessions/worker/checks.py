@@ -38,6 +38,5 @@ def check_pid(pid: int | None) -> None:
 
 def check_grace(grace_s: object) -> None:
     """Seconds between SIGTERM and SIGKILL: a finite number, 0 or more."""
-    number = isinstance(grace_s, (int, float)) and not isinstance(grace_s, bool)
-    if not number or not 0 <= grace_s < float("inf"):  # type: ignore[operator]
+    if not rules.valid_seconds(grace_s):
         raise BadInput(f"a grace period must be a finite number of seconds, 0 or more, not {grace_s!r}")

@@ -29,6 +29,10 @@ class SessionFiles:
     def _ours(self, path: Path) -> bool:
         return self.committed is None or not self.committed(path)
 
+    def log_committed(self) -> bool:
+        """Is the log's file one that git tracks (someone's, pulled over the session's own)?"""
+        return not self._ours(self.log)
+
     def __post_init__(self) -> None:
         if not valid_id(self.session_id):
             raise BadInput(f"not a valid session id: {self.session_id[:80]!r} ({ID_RULE})")
@@ -81,7 +85,7 @@ class SessionFiles:
         return open_own(self.log)
 
     def _refuse_committed_log(self) -> None:
-        if not self._ours(self.log):
+        if self.log_committed():
             raise BratError(f"{self.log} is a file committed to git, not this session's own log: not stored")
 
     def ensure_dir(self) -> None:

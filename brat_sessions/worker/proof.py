@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal as signals
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -172,9 +173,9 @@ def local_tree(data_dir: Path, session_id: str, limit: int = 100_000) -> list[tu
     (session id, depth below it), parents before children."""
     found: list[tuple[str, int]] = []
     seen = {session_id}
-    frontier = [(session_id, 0)]
+    frontier = deque([(session_id, 0)])
     while frontier and len(found) < limit:
-        parent, depth = frontier.pop(0)
+        parent, depth = frontier.popleft()
         try:
             names = sorted(os.listdir(data_dir / "procs" / "children" / parent))
         except OSError:
@@ -207,8 +208,8 @@ def prune_children(data_dir: Path, exited: Callable[[str], bool]) -> int:
 
 
 def drop(data_dir: Path, session_id: str) -> None:
-    """Forget the session's process (its `.parent` stays: a live grandchild's link to the
-    tree goes through it)."""
+    """Forget the session's process (its recorded links stay: `prune_children` forgets
+    them once its whole tree has exited)."""
     try:
         _path(data_dir, session_id).unlink()
     except (FileNotFoundError, ValueError):
