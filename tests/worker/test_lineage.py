@@ -456,5 +456,7 @@ def test_the_budget_counts_children_that_already_exited_and_reap_forgets_ended_t
     assert "budget" in out.stderr
     children = repo / ".git" / "brat_sessions" / "procs" / "children"
     assert any(children.iterdir())
+    for live in brat_json("sessions", "list", cwd=repo)["sessions"]:  # (a child the group's stop
+        brat("sessions", "exit", live["session_id"], "--code", "143", cwd=repo)  # caught mid-exit)
     assert brat("sessions", "reap", cwd=repo).returncode == 0
     assert not any(children.iterdir())  # every session of the tree has exited: its links go
